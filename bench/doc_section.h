@@ -1,0 +1,26 @@
+// Benchmarks write their tables into docs/*.md between markers, so several programs can
+// share one page without overwriting each other:
+//   <!-- BEGIN model_bench -->
+//   ...
+//   <!-- END model_bench -->
+#ifndef KVSPAN_BENCH_DOC_SECTION_H_
+#define KVSPAN_BENCH_DOC_SECTION_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace kvspan::bench {
+
+// Replaces the section `name` of the Markdown file at `path` with `body` (appending the
+// section, with its markers, when the file has none; creating the file when missing).
+// Returns an I/O error status (Unavailable / NotFound for the directory) on failure.
+absl::Status WriteDocSection(const std::string& path, const std::string& name,
+                             const std::string& body);
+
+// The command line that reproduces this run, for the docs: argv joined with spaces.
+std::string CommandLine(int argc, char** argv);
+
+}  // namespace kvspan::bench
+
+#endif  // KVSPAN_BENCH_DOC_SECTION_H_

@@ -1,0 +1,115 @@
+#include "model/kv_cache.h"
+
+#include <cmath>
+#include <cstring>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/attention.h"
+
+namespace kvspan::model {
+
+absl::StatusOr<std::unique_ptr<DenseKvCache>> DenseKvCache::Create(const Options& o) {
+  if (o.num_layers < 1 || o.num_kv_heads < 1 || o.head_dim < 1 || o.num_heads < o.num_kv_heads ||
+      o.num_heads % o.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "DenseKvCache: bad geometry layers=", o.num_layers, " heads=", o.num_heads,
+        " kv_heads=", o.num_kv_heads, " head_dim=", o.head_dim));
+  }
+  if (o.capacity_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("DenseKvCache: capacity_tokens = ", o.capacity_tokens, " < 1"));
+  }
+  if (o.sliding_window < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("DenseKvCache: sliding_window = ", o.sliding_window, " < 0"));
+  }
+  std::unique_ptr<DenseKvCache> cache(new DenseKvCache(o));
+  const int64_t n = int64_t{o.num_layers} * o.num_kv_heads * o.capacity_tokens * o.head_dim;
+  // Default-initialized: pages are touched only as tokens are written.
+  cache->keys_.reset(new (std::nothrow) float[n]);
+  cache->values_.reset(new (std::nothrow) float[n]);
+  if (cache->keys_ == nullptr || cache->values_ == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("DenseKvCache: cannot allocate 2 x ", n * sizeof(float), " bytes"));
+  }
+  return cache;
+}
+
+DenseKvCache::DenseKvCache(const Options& options)
+    : options_(options), num_pending_(options.num_layers, 0) {}
+
+int64_t DenseKvCache::Offset(int layer, int kv_head, int token) const {
+  return ((int64_t{layer} * options_.num_kv_heads + kv_head) * options_.capacity_tokens + token) *
+         options_.head_dim;
+}
+
+absl::Status DenseKvCache::AppendAndAttend(int layer, const LayerQkv& in, float* out, ThreadPool* pool) {
+  if (layer < 0 || layer >= options_.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("DenseKvCache: layer ", layer, " out of range"));
+  }
+  if (in.num_new < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("DenseKvCache: num_new = ", in.num_new, " < 1"));
+  }
+  if (in.num_new > options_.capacity_tokens - num_tokens_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "DenseKvCache: ", num_tokens_, " + ", in.num_new, " tokens exceed the capacity of ",
+        options_.capacity_tokens));
+  }
+  const int hd = options_.head_dim;
+  for (int j = 0; j < in.num_new; ++j) {
+    for (int g = 0; g < options_.num_kv_heads; ++g) {
+      const int64_t dst = Offset(layer, g, num_tokens_ + j);
+      std::memcpy(&keys_[dst], in.k + j * in.row_stride + g * hd, hd * sizeof(float));
+      std::memcpy(&values_[dst], in.v + j * in.row_stride + g * hd, hd * sizeof(float));
+    }
+  }
+  num_pending_[layer] = in.num_new;
+
+  kernels::AttentionParams p;
+  p.q = in.q;
+  p.q_row_stride = in.row_stride;
+  p.k = &keys_[Offset(layer, 0, 0)];
+  p.k_head_stride = int64_t{options_.capacity_tokens} * hd;
+  p.k_token_stride = hd;
+  p.v = &values_[Offset(layer, 0, 0)];
+  p.v_head_stride = p.k_head_stride;
+  p.v_token_stride = hd;
+  p.out = out;
+  p.out_row_stride = int64_t{options_.num_heads} * hd;
+  p.num_q = in.num_new;
+  p.num_keys = num_tokens_ + in.num_new;
+  p.num_heads = options_.num_heads;
+  p.num_kv_heads = options_.num_kv_heads;
+  p.head_dim = hd;
+  p.q_start = num_tokens_;
+  p.window = options_.sliding_window;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  kernels::Attention(p, pool);
+  return absl::OkStatus();
+}
+
+absl::Status DenseKvCache::Commit(int n) {
+  for (int l = 0; l < options_.num_layers; ++l) {
+    if (num_pending_[l] != n) {
+      return absl::FailedPreconditionError(absl::StrCat("DenseKvCache: Commit(", n, ") but layer ", l,
+                                                        " has ", num_pending_[l], " pending tokens"));
+    }
+  }
+  num_tokens_ += n;
+  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+  return absl::OkStatus();
+}
+
+void DenseKvCache::Truncate(int num_tokens) {
+  if (num_tokens < num_tokens_) num_tokens_ = std::max(0, num_tokens);
+  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+}
+
+const float* DenseKvCache::key(int layer, int kv_head, int token) const {
+  return &keys_[Offset(layer, kv_head, token)];
+}
+
+const float* DenseKvCache::value(int layer, int kv_head, int token) const {
+  return &values_[Offset(layer, kv_head, token)];
+}
+
+}  // namespace kvspan::model

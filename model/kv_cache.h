@@ -1,0 +1,101 @@
+// The KV cache of one sequence, all layers: the seam between the forward pass and the
+// cache layouts. DenseKvCache is the plain fp32 layout; compressed span caches (kvcache/)
+// implement the same interface.
+//
+// Protocol of one forward step of n new tokens at positions num_tokens() ..
+// num_tokens() + n - 1:
+//   for each layer l: AppendAndAttend(l, {n new q/k/v rows}, out)   // any layer order
+//   Commit(n)                                                       // makes them visible
+// Until Commit, num_tokens() is unchanged; Truncate(num_tokens()) discards appended but
+// uncommitted tokens (the rollback Model::Forward uses when a step fails half-way).
+// Implementations are not thread-safe: one caller (one Forward) uses a cache at a time.
+#ifndef KVSPAN_MODEL_KV_CACHE_H_
+#define KVSPAN_MODEL_KV_CACHE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/thread_pool.h"
+
+namespace kvspan::model {
+
+// The new tokens' projections of one layer, as the forward pass lays them out: rows of a
+// fused qkv matrix, so q, k and v share a row stride.
+struct LayerQkv {
+  int num_new = 0;             // n >= 1
+  int64_t row_stride = 0;      // floats between consecutive tokens' rows
+  const float* q = nullptr;    // [n, num_heads, head_dim], after RoPE, row stride row_stride
+  const float* k = nullptr;    // [n, num_kv_heads, head_dim], after RoPE, row stride row_stride
+  const float* v = nullptr;    // [n, num_kv_heads, head_dim], row stride row_stride
+};
+
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+
+  // Committed tokens: the cache holds positions 0 .. num_tokens() - 1.
+  virtual int num_tokens() const = 0;
+
+  // Stores the n = in.num_new new keys and values of `layer` at positions num_tokens() ..
+  // num_tokens() + n - 1, and writes to `out` ([n, num_heads * head_dim], contiguous) the
+  // attention of the n new queries over the sequence: query j sees positions
+  // <= num_tokens() + j, and only the last sliding_window of them when the model has a
+  // window. Appending to a layer again before Commit replaces that layer's pending tokens.
+  // `pool` (borrowed for the call, may be null) parallelizes the attention.
+  // ResourceExhausted when the n tokens do not fit; InvalidArgument for a bad layer or n.
+  virtual absl::Status AppendAndAttend(int layer, const LayerQkv& in, float* out, ThreadPool* pool) = 0;
+
+  // Makes the n pending tokens visible. FailedPrecondition unless every layer took exactly
+  // n new tokens since the last Commit/Truncate.
+  virtual absl::Status Commit(int n) = 0;
+
+  // Drops committed tokens past `num_tokens` and all pending ones.
+  // REQUIRES: num_tokens >= 0. A value >= num_tokens() only drops the pending tokens.
+  virtual void Truncate(int num_tokens) = 0;
+};
+
+// fp32 K and V laid out [layer][kv_head][capacity][head_dim]. Not thread-safe.
+class DenseKvCache final : public KvCache {
+ public:
+  struct Options {
+    int num_layers = 0;      // >= 1
+    int num_heads = 0;       // query heads, a multiple of num_kv_heads
+    int num_kv_heads = 0;    // >= 1
+    int head_dim = 0;        // >= 1
+    int capacity_tokens = 0; // >= 1: positions the cache can hold
+    int sliding_window = 0;  // 0 = full causal attention
+  };
+
+  // InvalidArgument for a field out of range; ResourceExhausted when the memory
+  // (2 * num_layers * num_kv_heads * capacity_tokens * head_dim floats) cannot be allocated.
+  static absl::StatusOr<std::unique_ptr<DenseKvCache>> Create(const Options& options);
+
+  int num_tokens() const override { return num_tokens_; }
+  absl::Status AppendAndAttend(int layer, const LayerQkv& in, float* out, ThreadPool* pool) override;
+  absl::Status Commit(int n) override;
+  void Truncate(int num_tokens) override;
+
+  int capacity_tokens() const { return options_.capacity_tokens; }
+  const Options& options() const { return options_; }
+  // Committed key/value `token` of (layer, kv_head): head_dim floats (for tests and tools).
+  // REQUIRES: indices in range, token < num_tokens().
+  const float* key(int layer, int kv_head, int token) const;
+  const float* value(int layer, int kv_head, int token) const;
+
+ private:
+  explicit DenseKvCache(const Options& options);
+  int64_t Offset(int layer, int kv_head, int token) const;
+
+  const Options options_;
+  std::unique_ptr<float[]> keys_;    // [num_layers][num_kv_heads][capacity][head_dim]
+  std::unique_ptr<float[]> values_;  // same
+  int num_tokens_ = 0;
+  std::vector<int> num_pending_;     // [num_layers]: tokens appended since the last Commit
+};
+
+}  // namespace kvspan::model
+
+#endif  // KVSPAN_MODEL_KV_CACHE_H_

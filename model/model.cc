@@ -1,0 +1,227 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/activation.h"
+#include "kernels/gemm.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rope.h"
+#include "model/internal/file_util.h"
+
+namespace kvspan::model {
+namespace {
+
+// Rolls back every cache of the batch to its committed tokens (drops pending appends).
+void RollBack(absl::Span<ForwardItem> batch) {
+  for (ForwardItem& item : batch) item.cache->Truncate(item.cache->num_tokens());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const ModelOptions& options) {
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("ModelOptions.num_threads = ", options.num_threads, " < 0"));
+  }
+  ASSIGN_OR_RETURN(std::string config_json, internal::ReadFile(dir + "/config.json"));
+  ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(config_json));
+  const std::string generation_path = dir + "/generation_config.json";
+  if (internal::FileExists(generation_path)) {
+    ASSIGN_OR_RETURN(std::string generation_json, internal::ReadFile(generation_path));
+    RETURN_IF_ERROR(config.MergeGenerationConfig(generation_json));
+  }
+  ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));
+  config.fingerprint = FingerprintHex(absl::StrCat(config_json, "\n", checkpoint->FingerprintBytes()));
+  const int num_threads = options.num_threads == 0 ? DefaultNumThreads() : options.num_threads;
+  ThreadPool load_pool(num_threads);
+  ASSIGN_OR_RETURN(internal::Weights weights, internal::LoadWeights(*checkpoint, config, &load_pool));
+  return std::unique_ptr<Model>(new Model(std::move(config), std::move(weights), options));
+}
+
+Model::Model(ModelConfig config, internal::Weights weights, const ModelOptions& options)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  const int num_threads = options.num_threads <= 0 ? DefaultNumThreads() : options.num_threads;
+  pool_ = std::make_unique<ThreadPool>(num_threads);
+  kernels::SetBlasThreads(num_threads);
+  kernels::RopeFrequencyOptions rope;
+  rope.head_dim = config_.head_dim;
+  rope.theta = config_.rope_theta;
+  rope.llama3_scaling = config_.rope_scaling.type == RopeScaling::Type::kLlama3;
+  rope.factor = config_.rope_scaling.factor;
+  rope.low_freq_factor = config_.rope_scaling.low_freq_factor;
+  rope.high_freq_factor = config_.rope_scaling.high_freq_factor;
+  rope.original_max_position_embeddings = config_.rope_scaling.original_max_position_embeddings;
+  inv_freq_ = kernels::RopeInvFreq(rope);
+}
+
+absl::StatusOr<std::unique_ptr<DenseKvCache>> Model::NewDenseCache(int capacity_tokens) const {
+  if (capacity_tokens < 1 || capacity_tokens > config_.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("capacity_tokens = ", capacity_tokens, " is outside [1, ",
+                                                   config_.max_position_embeddings, "]"));
+  }
+  DenseKvCache::Options o;
+  o.num_layers = config_.num_layers;
+  o.num_heads = config_.num_heads;
+  o.num_kv_heads = config_.num_kv_heads;
+  o.head_dim = config_.head_dim;
+  o.capacity_tokens = capacity_tokens;
+  o.sliding_window = config_.sliding_window;
+  return DenseKvCache::Create(o);
+}
+
+int64_t Model::weight_bytes() const {
+  int64_t floats = static_cast<int64_t>(weights_.final_norm.size() + weights_.output().size());
+  for (const internal::LayerWeights& l : weights_.layers) {
+    floats += l.attn_norm.size() + l.qkv.size() + l.qkv_bias.size() + l.o.size() + l.mlp_norm.size() +
+              l.gate_up.size() + l.down.size();
+  }
+  return floats * static_cast<int64_t>(sizeof(float));
+}
+
+absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
+  const ModelConfig& c = config_;
+  if (batch.empty()) return absl::InvalidArgumentError("Forward: empty batch");
+  // Validate everything before any cache is touched.
+  absl::flat_hash_set<const KvCache*> caches;
+  int total = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const ForwardItem& item = batch[i];
+    if (item.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " has no tokens"));
+    if (item.cache == nullptr || item.logits == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " has a null cache or logits"));
+    }
+    if (!caches.insert(item.cache).second) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " reuses another item's cache"));
+    }
+    for (int32_t t : item.tokens) {
+      if (t < 0 || t >= c.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": token id ", t,
+                                                       " is outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+    }
+    const int64_t end = int64_t{item.cache->num_tokens()} + static_cast<int64_t>(item.tokens.size());
+    if (end > c.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": positions up to ", end - 1,
+                                                     " exceed max_position_embeddings = ",
+                                                     c.max_position_embeddings));
+    }
+    total += static_cast<int>(item.tokens.size());
+  }
+
+  const int hidden = c.hidden_size, hd = c.head_dim, half = hd / 2;
+  const int q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
+  const int qkv_width = q_width + 2 * kv_width;
+  const int inter = c.intermediate_size;
+  // Scratch for the step (one allocation per buffer per call, none per token or layer).
+  std::vector<float> x(int64_t{total} * hidden), xn(int64_t{total} * hidden);
+  std::vector<float> qkv(int64_t{total} * qkv_width), attn(int64_t{total} * q_width);
+  std::vector<float> gate_up(int64_t{total} * 2 * inter), act(int64_t{total} * inter);
+  std::vector<float> cos(int64_t{total} * half), sin(int64_t{total} * half);
+  std::vector<int32_t> positions(total);
+  std::vector<int> offsets(batch.size());  // first stacked row of each item
+  {
+    int row = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      offsets[i] = row;
+      const int start = batch[i].cache->num_tokens();
+      for (size_t j = 0; j < batch[i].tokens.size(); ++j, ++row) {
+        positions[row] = start + static_cast<int>(j);
+        std::memcpy(&x[int64_t{row} * hidden], &weights_.embed[int64_t{batch[i].tokens[j]} * hidden],
+                    hidden * sizeof(float));
+      }
+    }
+  }
+  kernels::RopeCosSin(positions.data(), total, inv_freq_.data(), half, cos.data(), sin.data());
+
+  kernels::RmsNormParams norm;
+  norm.x = x.data();
+  norm.x_row_stride = hidden;
+  norm.out = xn.data();
+  norm.out_row_stride = hidden;
+  norm.num_rows = total;
+  norm.dim = hidden;
+  norm.eps = static_cast<float>(c.rms_norm_eps);
+
+  for (int l = 0; l < c.num_layers; ++l) {
+    const internal::LayerWeights& w = weights_.layers[l];
+    norm.weight = w.attn_norm.data();
+    kernels::RmsNorm(norm);
+    kernels::Linear({.x = xn.data(), .w = w.qkv.data(), .bias = w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(),
+                     .y = qkv.data(), .m = total, .n = qkv_width, .k = hidden});
+    kernels::ApplyRope({.x = qkv.data(), .x_row_stride = qkv_width, .cos = cos.data(), .sin = sin.data(),
+                        .num_tokens = total, .num_heads = c.num_heads, .head_dim = hd});
+    kernels::ApplyRope({.x = qkv.data() + q_width, .x_row_stride = qkv_width, .cos = cos.data(),
+                        .sin = sin.data(), .num_tokens = total, .num_heads = c.num_kv_heads, .head_dim = hd});
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const float* rows = qkv.data() + int64_t{offsets[i]} * qkv_width;
+      LayerQkv in;
+      in.num_new = static_cast<int>(batch[i].tokens.size());
+      in.row_stride = qkv_width;
+      in.q = rows;
+      in.k = rows + q_width;
+      in.v = rows + q_width + kv_width;
+      absl::Status s = batch[i].cache->AppendAndAttend(l, in, attn.data() + int64_t{offsets[i]} * q_width, pool_.get());
+      if (!s.ok()) {
+        RollBack(batch);
+        return s;
+      }
+    }
+    kernels::Linear({.x = attn.data(), .w = w.o.data(), .y = x.data(), .m = total, .n = hidden, .k = q_width,
+                     .beta = 1.0f});
+    norm.weight = w.mlp_norm.data();
+    kernels::RmsNorm(norm);
+    kernels::Linear({.x = xn.data(), .w = w.gate_up.data(), .y = gate_up.data(), .m = total, .n = 2 * inter,
+                     .k = hidden});
+    kernels::SiluMul({.gate = gate_up.data(), .up = gate_up.data() + inter, .in_row_stride = 2 * inter,
+                      .out = act.data(), .out_row_stride = inter, .num_rows = total, .dim = inter});
+    kernels::Linear({.x = act.data(), .w = w.down.data(), .y = x.data(), .m = total, .n = hidden, .k = inter,
+                     .beta = 1.0f});
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    absl::Status s = batch[i].cache->Commit(static_cast<int>(batch[i].tokens.size()));
+    if (!s.ok()) return absl::InternalError(absl::StrCat("Forward: cache commit failed: ", s.message()));
+  }
+
+  // Final norm and lm_head over the rows whose logits are wanted, stacked.
+  std::vector<int> rows;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const int n = static_cast<int>(batch[i].tokens.size());
+    if (batch[i].logits_mode == LogitsMode::kAllTokens) {
+      for (int j = 0; j < n; ++j) rows.push_back(offsets[i] + j);
+    } else {
+      rows.push_back(offsets[i] + n - 1);
+    }
+  }
+  const int num_rows = static_cast<int>(rows.size());
+  for (int r = 0; r < num_rows; ++r) {
+    kernels::RmsNorm({.x = &x[int64_t{rows[r]} * hidden], .x_row_stride = hidden, .weight = weights_.final_norm.data(),
+                      .out = &xn[int64_t{r} * hidden], .out_row_stride = hidden, .num_rows = 1, .dim = hidden,
+                      .eps = static_cast<float>(c.rms_norm_eps)});
+  }
+  const int64_t vocab = c.vocab_size;
+  std::vector<float> stacked;
+  float* logits = nullptr;
+  if (batch.size() == 1) {  // write straight into the caller's vector
+    batch[0].logits->resize(num_rows * vocab);
+    logits = batch[0].logits->data();
+  } else {
+    stacked.resize(num_rows * vocab);
+    logits = stacked.data();
+  }
+  kernels::Linear({.x = xn.data(), .w = weights_.output().data(), .y = logits, .m = num_rows,
+                   .n = static_cast<int>(vocab), .k = hidden});
+  if (batch.size() > 1) {
+    int r = 0;
+    for (ForwardItem& item : batch) {
+      const int n = item.logits_mode == LogitsMode::kAllTokens ? static_cast<int>(item.tokens.size()) : 1;
+      item.logits->assign(stacked.begin() + r * vocab, stacked.begin() + (r + n) * vocab);
+      r += n;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kvspan::model

@@ -1,0 +1,93 @@
+// The Llama-family decoder (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) on
+// CPU: loads a Hugging Face checkpoint directory and runs batched forward steps (chunked
+// prefill and decode) over KV caches, in fp32, with the semantics of transformers'
+// implementation of these classes (rotate-half RoPE on q_proj/k_proj outputs, GQA,
+// RMSNorm, SwiGLU, optional llama3 RoPE scaling, Qwen2 q/k/v biases, tied embeddings,
+// Mistral's sliding window).
+//
+//   ASSIGN_OR_RETURN(auto model, Model::Load("models/kvspan-brown", {.num_threads = 2}));
+//   ASSIGN_OR_RETURN(auto cache, model->NewDenseCache(1024));
+//   std::vector<float> logits;
+//   ForwardItem item{.tokens = prompt, .cache = cache.get(), .logits = &logits};
+//   RETURN_IF_ERROR(model->Forward(absl::MakeSpan(&item, 1)));  // logits: [1, vocab]
+//
+// Thread-safety: immutable after Load; Forward is thread-safe for calls on distinct caches.
+#ifndef KVSPAN_MODEL_MODEL_H_
+#define KVSPAN_MODEL_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/thread_pool.h"
+#include "model/config.h"
+#include "model/internal/weights.h"
+#include "model/kv_cache.h"
+
+namespace kvspan::model {
+
+struct ModelOptions {
+  // Threads for matrix products (OpenBLAS, process-wide) and attention (the model's own
+  // pool). 0 = hardware concurrency.
+  int num_threads = 0;
+};
+
+enum class LogitsMode {
+  kLastToken,  // logits of the item's last token only: [1, vocab_size]
+  kAllTokens,  // logits of every token of the item: [tokens.size(), vocab_size]
+};
+
+struct ForwardItem {
+  absl::Span<const int32_t> tokens;  // >= 1 new tokens of one sequence; borrowed for the call
+  KvCache* cache = nullptr;          // borrowed for the call; its num_tokens() is the position of tokens[0]
+  LogitsMode logits_mode = LogitsMode::kLastToken;
+  std::vector<float>* logits = nullptr;  // out: [1 or tokens.size(), vocab_size] row-major (resized)
+};
+
+class Model {
+ public:
+  // Loads `dir`: config.json, generation_config.json (optional), model.safetensors or the
+  // shards of model.safetensors.index.json (f32, f16 or bf16), converted to fp32 and owned
+  // by the Model (the files are unmapped before Load returns).
+  // Errors: NotFound for a missing config.json or weights file or a missing tensor
+  // (naming it); DataLoss for a truncated or malformed safetensors file;
+  // InvalidArgument for a config problem (see ModelConfig::FromJson), a tensor of the
+  // wrong shape or dtype, or options out of range.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir, const ModelOptions& options);
+
+  const ModelConfig& config() const { return config_; }
+
+  // A fresh fp32 cache for this model's geometry. InvalidArgument unless
+  // 1 <= capacity_tokens <= max_position_embeddings; ResourceExhausted if memory runs out.
+  absl::StatusOr<std::unique_ptr<DenseKvCache>> NewDenseCache(int capacity_tokens) const;
+
+  // One step over a batch: the tokens of all items are stacked into one matrix for the
+  // projections and the MLP (one matrix product per weight per step); attention runs per
+  // item through its cache, and each cache takes its item's tokens (Commit) on success.
+  // Errors: InvalidArgument for an empty batch or item, a null cache or logits pointer,
+  // the same cache twice, a token id outside [0, vocab_size), or positions past
+  // max_position_embeddings; ResourceExhausted from a cache that cannot take the tokens.
+  // On error no cache changes (validation comes first; a cache error mid-step rolls
+  // every cache back with Truncate).
+  absl::Status Forward(absl::Span<ForwardItem> batch) const;
+
+  // Bytes of weights read per forward step (fp32), for bandwidth numbers.
+  int64_t weight_bytes() const;
+
+ private:
+  // REQUIRES: weights match config (LoadWeights checked them); options.num_threads >= 0.
+  Model(ModelConfig config, internal::Weights weights, const ModelOptions& options);
+
+  const ModelConfig config_;
+  const internal::Weights weights_;
+  std::vector<float> inv_freq_;  // [head_dim / 2] RoPE frequencies
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+}  // namespace kvspan::model
+
+#endif  // KVSPAN_MODEL_MODEL_H_

@@ -1,0 +1,13 @@
+// The subcommands of the `kvspan` binary. Each returns the process exit code:
+// 0 on success, 1 on a runtime error, 2 on a usage error (bad flags).
+// argv[0] is the subcommand name; flags follow.
+#ifndef KVSPAN_NODE_COMMANDS_H_
+#define KVSPAN_NODE_COMMANDS_H_
+
+namespace kvspan::node {
+
+int RunGenerate(int argc, const char* const* argv);     // generate_command.cc
+
+}  // namespace kvspan::node
+
+#endif  // KVSPAN_NODE_COMMANDS_H_

@@ -1,0 +1,44 @@
+// kvspan: one binary, one subcommand per role (DESIGN.md, "Data flow").
+#include <cstdio>
+#include <cstring>
+
+#include "common/logging.h"
+#include "node/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(int argc, const char* const* argv);
+};
+
+constexpr Command kCommands[] = {
+    {"generate", "generate text with a model on this machine's CPU", kvspan::node::RunGenerate},
+};
+
+void PrintUsage(FILE* out) {
+  std::fprintf(out, "usage: kvspan <command> [flags]   (kvspan <command> --help for its flags)\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  kvspan::InitLogging(argv[0]);
+  if (argc < 2) {
+    PrintUsage(stderr);
+    return 2;
+  }
+  if (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    PrintUsage(stdout);
+    return 0;
+  }
+  for (const Command& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) == 0) return c.run(argc - 1, argv + 1);
+  }
+  std::fprintf(stderr, "kvspan: unknown command '%s'\n\n", argv[1]);
+  PrintUsage(stderr);
+  return 2;
+}

@@ -1,0 +1,307 @@
+#!/usr/bin/python3
+"""Trains the kvspan-brown Llama model on the Brown corpus, then exports it and writes the
+reference outputs and the model README (by running export_hf.py, make_reference.py and
+model_readme.py as subprocesses on the final checkpoint).
+
+  /usr/bin/python3 tools/train.py --device cpu --threads 2 --minutes 25 --out models/kvspan-brown
+
+Reproducibility: everything is seeded. With --steps N (and no --minutes) the LR schedule and the
+sequence-length switch are functions of the step, so a run is repeatable step for step on the
+same machine. With --minutes the schedule is a function of elapsed training time (excluding
+evaluation and checkpointing), so the number of steps depends on machine speed.
+Schedule: linear warmup, cosine decay to min_lr_frac * lr; sequence length --short-seq for the
+first (1 - long_frac) of training, then max_position_embeddings (1024) for the rest, at the same
+tokens per step. Checkpoints go to --ckpt-dir (default tools/.ckpt/, not for committing);
+resume with --resume tools/.ckpt/last.pt (continues the same schedule and data stream).
+"""
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TOOLS)
+from bpe import Tokenizer, train_bpe, read_text  # noqa: E402
+from model import LlamaConfig, LlamaForCausalLM, num_params  # noqa: E402
+
+REPO = os.path.dirname(TOOLS)
+
+
+def autocast(enabled):
+    """bf16 autocast on CUDA; a no-op context on CPU (torch 1.13 CPU cannot even construct it)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
+    ap.add_argument("--steps", type=int, default=None, help="number of optimizer steps")
+    ap.add_argument("--out", default=os.path.join(REPO, "models", "kvspan-brown"))
+    ap.add_argument("--ckpt-dir", default=os.path.join(TOOLS, ".ckpt"))
+    ap.add_argument("--resume", default=None)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--train-corpus", default=os.path.join(TOOLS, "corpus", "brown_train.txt.xz"))
+    ap.add_argument("--valid-corpus", default=os.path.join(TOOLS, "corpus", "brown_valid.txt.xz"))
+    # model
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--intermediate", type=int, default=688)
+    ap.add_argument("--max-pos", type=int, default=1024)
+    # optimisation
+    ap.add_argument("--batch-tokens", type=int, default=4096, help="tokens per optimizer step")
+    ap.add_argument("--short-seq", type=int, default=256)
+    ap.add_argument("--long-frac", type=float, default=0.5, help="share of training at full context")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--min-lr-frac", type=float, default=0.1)
+    ap.add_argument("--warmup-steps", type=int, default=40)
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--grad-clip", type=float, default=1.0)
+    ap.add_argument("--eval-every", type=float, default=150.0, help="seconds of training between evals")
+    ap.add_argument("--eval-chunks", type=int, default=8, help="1024-token validation chunks per periodic eval")
+    ap.add_argument("--ckpt-every", type=float, default=120.0, help="seconds between checkpoints")
+    ap.add_argument("--stop-at-step", type=int, default=None,
+                    help="checkpoint and exit at this step without finishing (for testing --resume)")
+    ap.add_argument("--no-post", action="store_true", help="skip export/reference/README at the end")
+    a = ap.parse_args(argv)
+    if a.minutes is None and a.steps is None:
+        ap.error("give --minutes and/or --steps")
+    return a
+
+
+class Logger:
+    def __init__(self, path, append):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.f = open(path, "a" if append else "w")
+
+    def __call__(self, msg):
+        print(msg, flush=True)
+        self.f.write(msg + "\n")
+        self.f.flush()
+
+
+def get_tokenizer(a, log):
+    path = os.path.join(a.out, "tokenizer.json")
+    if os.path.exists(path):
+        tok = Tokenizer.load(path)
+        log(f"tokenizer: loaded {path} (vocab {tok.vocab_size})")
+    else:
+        t0 = time.time()
+        tok = Tokenizer(train_bpe(read_text(a.train_corpus), a.vocab, log=log))
+        tok.save(a.out)
+        log(f"tokenizer: trained vocab {tok.vocab_size} in {time.time() - t0:.1f}s -> {path}")
+    assert tok.vocab_size == a.vocab
+    return tok
+
+
+def tokenize_corpus(tok, path, cache_dir, log):
+    """Documents are separated by blank lines; each becomes [bos] + ids + [eos]."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read())
+    h.update(json.dumps(tok.merges).encode())
+    cache = os.path.join(cache_dir, f"tokens_{h.hexdigest()[:16]}.npy")
+    if os.path.exists(cache):
+        return np.load(cache)
+    t0 = time.time()
+    ids = []
+    for doc in read_text(path).split("\n\n"):
+        if doc.strip():
+            ids.append(tok.bos_id)
+            ids.extend(tok.encode(doc))
+            ids.append(tok.eos_id)
+    arr = np.array(ids, dtype=np.uint16)
+    os.makedirs(cache_dir, exist_ok=True)
+    np.save(cache, arr)
+    log(f"tokenized {os.path.basename(path)}: {len(arr)} tokens in {time.time() - t0:.1f}s")
+    return arr
+
+
+def lr_at(a, step, progress):
+    if step < a.warmup_steps:
+        return a.lr * (step + 1) / a.warmup_steps
+    p = min(max(progress, 0.0), 1.0)
+    return a.lr * (a.min_lr_frac + (1 - a.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+@torch.no_grad()
+def evaluate(model, chunks, device, amp):
+    model.eval()
+    tot, n = 0.0, 0
+    for i in range(0, len(chunks), 4):
+        x = torch.from_numpy(chunks[i:i + 4].astype(np.int64)).to(device)
+        with autocast(amp):
+            logits = model(x[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
+        tot += loss.item()
+        n += x[:, 1:].numel()
+    model.train()
+    return tot / n
+
+
+def save_ckpt(path, model, opt, state, cfg, a):
+    tmp = path + ".tmp"
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
+                "config": cfg.to_dict(), "args": vars(a)}, tmp)
+    os.replace(tmp, path)
+
+
+def main():
+    a = parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+    device = torch.device(a.device)
+    amp = a.device == "cuda"
+    os.makedirs(a.ckpt_dir, exist_ok=True)
+    log = Logger(os.path.join(a.out, "train_log.txt"), append=a.resume is not None)
+    cmd = "/usr/bin/python3 tools/train.py " + " ".join(sys.argv[1:])
+    log(f"# command: {cmd}")
+    log(f"# torch {torch.__version__}, device {a.device}, threads {a.threads}, seed {a.seed}")
+
+    tok = get_tokenizer(a, log)
+    train_ids = tokenize_corpus(tok, a.train_corpus, a.ckpt_dir, log)
+    valid_ids = tokenize_corpus(tok, a.valid_corpus, a.ckpt_dir, log)
+    L = a.max_pos
+    nval = (len(valid_ids) - 1) // L
+    val_chunks = np.stack([valid_ids[i * L: i * L + L + 1] for i in range(nval)])
+    sel = np.linspace(0, nval - 1, min(a.eval_chunks, nval)).round().astype(int)
+    val_small = val_chunks[sel]
+    log(f"data: train {len(train_ids)} tokens, valid {len(valid_ids)} tokens "
+        f"({nval} chunks of {L}; periodic eval on {len(sel)})")
+
+    cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.intermediate,
+                      num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                      num_key_value_heads=a.kv_heads, max_position_embeddings=a.max_pos,
+                      bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+    model = LlamaForCausalLM(cfg).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
+    state = {"step": 0, "elapsed": 0.0, "tokens": 0, "history": [], "rng": None}
+    rng = np.random.default_rng(a.seed)
+    if a.resume:
+        ck = torch.load(a.resume, map_location="cpu")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        state = ck["state"]
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed from {a.resume} at step {state['step']}, {state['elapsed']:.0f}s trained")
+    log(f"model: {num_params(model)} params, config {json.dumps(cfg.to_dict())}")
+    budget = a.minutes * 60 if a.minutes is not None else None
+
+    def progress():
+        ps = []
+        if budget:
+            ps.append(state["elapsed"] / budget)
+        if a.steps:
+            ps.append(state["step"] / a.steps)
+        return max(ps)
+
+    def done():
+        return (budget is not None and state["elapsed"] >= budget) or (a.steps is not None and state["step"] >= a.steps)
+
+    def record_eval():
+        vl = evaluate(model, val_small, device, amp)
+        state["history"].append({"step": state["step"], "tokens": state["tokens"],
+                                 "elapsed": round(state["elapsed"], 1), "train": state.get("train_ema"),
+                                 "valid": vl})
+        log(f"eval step {state['step']} tokens {state['tokens']} time {state['elapsed']:.0f}s "
+            f"valid_loss {vl:.4f} ppl {math.exp(vl):.2f}")
+
+    last_eval = state["elapsed"]
+    last_ckpt = time.time()
+    ckpt_path = os.path.join(a.ckpt_dir, "last.pt")
+    if state["step"] == 0:
+        record_eval()
+    model.train()
+    while not done():
+        t0 = time.time()
+        p = progress()
+        T = a.short_seq if p < 1.0 - a.long_frac else L
+        B = max(1, a.batch_tokens // T)
+        lr = lr_at(a, state["step"], p)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        starts = rng.integers(0, len(train_ids) - T - 1, size=B)
+        x = torch.from_numpy(np.stack([train_ids[s:s + T + 1] for s in starts]).astype(np.int64)).to(device)
+        with autocast(amp):
+            logits = model(x[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, cfg.vocab_size), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
+        opt.step()
+        if a.device == "cuda":
+            torch.cuda.synchronize()
+        dt = time.time() - t0
+        state["step"] += 1
+        state["elapsed"] += dt
+        state["tokens"] += B * T
+        if T == L:
+            state["long_steps"] = state.get("long_steps", 0) + 1
+        li = loss.item()
+        state["train_ema"] = li if state.get("train_ema") is None else 0.9 * state["train_ema"] + 0.1 * li
+        if state["step"] % 10 == 0 or state["step"] == 1:
+            log(f"step {state['step']} seq {T} lr {lr:.2e} loss {li:.4f} ema {state['train_ema']:.4f} "
+                f"gnorm {gn:.2f} tok/s {B * T / dt:.0f} time {state['elapsed']:.0f}s")
+        if state["elapsed"] - last_eval >= a.eval_every and not done():
+            record_eval()
+            last_eval = state["elapsed"]
+        if time.time() - last_ckpt >= a.ckpt_every:
+            state["rng"] = rng.bit_generator.state
+            state["torch_rng"] = torch.get_rng_state()
+            save_ckpt(ckpt_path, model, opt, state, cfg, a)
+            last_ckpt = time.time()
+        if a.stop_at_step is not None and state["step"] >= a.stop_at_step:
+            state["rng"] = rng.bit_generator.state
+            state["torch_rng"] = torch.get_rng_state()
+            save_ckpt(ckpt_path, model, opt, state, cfg, a)
+            log(f"stopped at step {state['step']} (--stop-at-step); resume with --resume {ckpt_path}")
+            return
+
+    record_eval()
+    t0 = time.time()
+    full_valid = evaluate(model, val_chunks, device, amp)
+    state["final"] = {"valid_loss": full_valid, "valid_tokens": int(val_chunks[:, 1:].size),
+                      "train_ema": state["train_ema"], "steps": state["step"], "tokens": state["tokens"],
+                      "train_seconds": state["elapsed"], "threads": a.threads, "device": a.device,
+                      "command": cmd, "params": num_params(model), "torch": torch.__version__,
+                      "train_split_tokens": int(len(train_ids)), "valid_split_tokens": int(len(valid_ids))}
+    log(f"final: step {state['step']} tokens {state['tokens']} train_time {state['elapsed']:.0f}s "
+        f"train_loss(ema) {state['train_ema']:.4f} full_valid_loss {full_valid:.4f} "
+        f"ppl {math.exp(full_valid):.2f} (eval {time.time() - t0:.0f}s over {state['final']['valid_tokens']} tokens)")
+    state["rng"] = rng.bit_generator.state
+    state["torch_rng"] = torch.get_rng_state()
+    save_ckpt(ckpt_path, model, opt, state, cfg, a)
+    final_path = os.path.join(a.ckpt_dir, "final.pt")
+    save_ckpt(final_path, model, opt, state, cfg, a)
+    log.f.close()
+    if a.no_post:
+        return
+    py = sys.executable
+    for script, extra in (("export_hf.py", ["--ckpt", final_path, "--out", a.out]),
+                          ("make_reference.py", ["--model", a.out, "--threads", str(a.threads)]),
+                          ("model_readme.py", ["--ckpt", final_path, "--out", a.out])):
+        print(f"running {script}", flush=True)
+        subprocess.run([py, os.path.join(TOOLS, script)] + extra, check=True)
+
+
+if __name__ == "__main__":
+    main()
