@@ -7,6 +7,7 @@
 namespace kvspan::node {
 
 int RunGenerate(int argc, const char* const* argv);     // generate_command.cc
+int RunCachestore(int argc, const char* const* argv);   // cachestore_command.cc
 
 }  // namespace kvspan::node
 

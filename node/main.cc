@@ -15,6 +15,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"generate", "generate text with a model on this machine's CPU", kvspan::node::RunGenerate},
+    {"cachestore", "serve the compressed-span cache store over gRPC", kvspan::node::RunCachestore},
 };
 
 void PrintUsage(FILE* out) {
