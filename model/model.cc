@@ -10,7 +10,7 @@
 #include "kernels/gemm.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
-#include "model/internal/file_util.h"
+#include "common/file_util.h"
 
 namespace kvspan::model {
 namespace {
@@ -26,11 +26,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
   if (options.num_threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat("ModelOptions.num_threads = ", options.num_threads, " < 0"));
   }
-  ASSIGN_OR_RETURN(std::string config_json, internal::ReadFile(dir + "/config.json"));
+  ASSIGN_OR_RETURN(std::string config_json, ReadFile(dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(config_json));
   const std::string generation_path = dir + "/generation_config.json";
-  if (internal::FileExists(generation_path)) {
-    ASSIGN_OR_RETURN(std::string generation_json, internal::ReadFile(generation_path));
+  if (FileExists(generation_path)) {
+    ASSIGN_OR_RETURN(std::string generation_json, ReadFile(generation_path));
     RETURN_IF_ERROR(config.MergeGenerationConfig(generation_json));
   }
   ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));

@@ -15,7 +15,7 @@
 
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
-#include "model/internal/file_util.h"
+#include "common/file_util.h"
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -63,7 +63,7 @@ class ModelReferenceTest : public ::testing::Test {
       return;
     }
     logits_ = std::move(logits).value().release();
-    auto text = internal::ReadFile(dir + "/reference/prompts.json");
+    auto text = ReadFile(dir + "/reference/prompts.json");
     if (!text.ok()) {
       setup_error_ = text.status().ToString();
       return;

@@ -13,8 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
-#include "model/internal/file_util.h"
-#include "model/internal/half.h"
+#include "common/file_util.h"
+#include "common/float16.h"
 #include "nlohmann/json.hpp"
 
 namespace kvspan::model {
@@ -124,14 +124,14 @@ absl::Status ConvertToFloat(const TensorInfo& t, absl::Span<float> out) {
       for (int64_t i = 0; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, t.data + 2 * i, 2);
-        out[i] = internal::Bf16ToFloat(h);
+        out[i] = Bf16ToFloat(h);
       }
       return absl::OkStatus();
     case DType::kF16:
       for (int64_t i = 0; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, t.data + 2 * i, 2);
-        out[i] = internal::HalfToFloat(h);
+        out[i] = HalfToFloat(h);
       }
       return absl::OkStatus();
     default:
@@ -246,13 +246,13 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     const std::string& dir) {
   std::unique_ptr<SafetensorsCheckpoint> ckpt(new SafetensorsCheckpoint());
   const std::string index_path = dir + "/model.safetensors.index.json";
-  if (!internal::FileExists(index_path)) {
+  if (!FileExists(index_path)) {
     ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/model.safetensors"));
     for (const auto& [name, info] : file->tensors()) ckpt->by_name_[name] = &info;
     ckpt->files_.push_back(std::move(file));
     return ckpt;
   }
-  ASSIGN_OR_RETURN(ckpt->index_json_, internal::ReadFile(index_path));
+  ASSIGN_OR_RETURN(ckpt->index_json_, ReadFile(index_path));
   const json index = json::parse(ckpt->index_json_, nullptr, /*allow_exceptions=*/false);
   if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
       !index["weight_map"].is_object()) {

@@ -10,7 +10,7 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "model/internal/half.h"
+#include "common/float16.h"
 #include "model/testing/safetensors_writer.h"
 #include "model/testing/temp_dir.h"
 
@@ -56,12 +56,12 @@ TEST(SafetensorsTest, RoundTripsFloatDtypes) {
     EXPECT_THAT(a->shape, ElementsAre(2, 3));
     std::vector<float> values(6);
     ASSERT_OK(ConvertToFloat(*a, absl::MakeSpan(values)));
-    // Exact in f32; in 16 bits, the value rounded to nearest even (conversions checked below).
+    // Exact in f32; in 16 bits, the value rounded to nearest even (conversions: common/float16_test.cc).
     for (int i = 0; i < 6; ++i) {
       const float v = SmallTensors()["a"].values[i];
       const float want = dtype == DType::kF32    ? v
-                         : dtype == DType::kF16 ? internal::HalfToFloat(internal::FloatToHalf(v))
-                                                : internal::Bf16ToFloat(internal::FloatToBf16(v));
+                         : dtype == DType::kF16 ? HalfToFloat(FloatToHalf(v))
+                                                : Bf16ToFloat(FloatToBf16(v));
       EXPECT_EQ(values[i], want) << DTypeName(dtype) << " " << i;
     }
     EXPECT_EQ(values[1], -2.5f);  // exact in every dtype
@@ -83,34 +83,6 @@ TEST(SafetensorsTest, ReadsIntegerTensors) {
     EXPECT_THAT(ConvertToFloat(*file->Find("ids"), absl::MakeSpan(f)), StatusIs(absl::StatusCode::kInvalidArgument));
   }
 }
-
-TEST(SafetensorsTest, HalfConversionsRoundTripEveryValue) {
-  for (uint32_t bits = 0; bits < 65536; ++bits) {
-    const uint16_t h = static_cast<uint16_t>(bits);
-    const float f = internal::HalfToFloat(h);
-    if (std::isnan(f)) continue;
-    ASSERT_EQ(internal::FloatToHalf(f), h) << bits;
-    ASSERT_EQ(internal::FloatToBf16(internal::Bf16ToFloat(h)), h) << bits;
-  }
-  // Ties round to even.
-  EXPECT_EQ(internal::FloatToBf16(1.0f + 1.0f / 256), 0x3f80);  // halfway between 1 and 1 + 2^-7
-  EXPECT_EQ(internal::FloatToHalf(1.0f + 1.0f / 2048), 0x3c00);  // halfway between 1 and 1 + 2^-10
-}
-
-#if defined(__F16C__)
-TEST(SafetensorsTest, FloatToHalfMatchesF16cOnRandomValues) {
-  std::mt19937 rng(7);
-  std::uniform_int_distribution<uint32_t> bits;
-  for (int i = 0; i < 200000; ++i) {
-    uint32_t b = bits(rng);
-    float f;
-    std::memcpy(&f, &b, 4);
-    if (std::isnan(f)) continue;
-    ASSERT_EQ(internal::FloatToHalf(f), _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)) << f;
-    ASSERT_EQ(internal::HalfToFloat(internal::FloatToHalf(f)), _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)));
-  }
-}
-#endif
 
 TEST(SafetensorsTest, MissingFileIsNotFound) {
   TempDir dir;

@@ -1,5 +1,6 @@
 // Loading and building a Tokenizer. Encoding and decoding live in tokenizer_encode.cc.
 #include "model/tokenizer.h"
+#include "common/file_util.h"
 
 #include <algorithm>
 #include <utility>
@@ -52,7 +53,7 @@ std::string ReplaceAll(absl::string_view s, absl::string_view from, absl::string
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadFromDir(const std::string& dir) {
-  ASSIGN_OR_RETURN(std::string json, internal::ReadFileToString(dir + "/tokenizer.json"));
+  ASSIGN_OR_RETURN(std::string json, ReadFile(dir + "/tokenizer.json"));
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, FromJson(json));
   ASSIGN_OR_RETURN(internal::SpecialTokenConfig config, internal::ReadSpecialTokenConfig(dir));
   RETURN_IF_ERROR(tokenizer->ApplySpecialTokenConfig(config));

@@ -5,6 +5,7 @@
 //     styles (bytelevel_cases.json)
 //   * the fixtures of our trained model, made by tools/bpe.py (models/kvspan-brown)
 #include <string>
+#include "common/file_util.h"
 #include <vector>
 
 #include "common/status_matchers.h"
@@ -21,7 +22,7 @@ namespace {
 constexpr char kTestdata[] = "model/testdata/tokenizer/";
 
 nlohmann::json ReadJson(const std::string& path) {
-  absl::StatusOr<std::string> text = internal::ReadFileToString(path);
+  absl::StatusOr<std::string> text = ReadFile(path);
   EXPECT_TRUE(text.ok()) << text.status();
   return text.ok() ? nlohmann::json::parse(*text) : nlohmann::json();
 }
@@ -89,7 +90,7 @@ INSTANTIATE_TEST_SUITE_P(Styles, ByteLevelFixtureTest,
 TEST(TokenizerFixtureTest, KvspanBrownModelMatchesItsFixtures) {
   const std::string dir = "models/kvspan-brown";
   absl::StatusOr<std::string> fixtures =
-      internal::ReadFileToString(dir + "/reference/tokenizer_fixtures.json");
+      ReadFile(dir + "/reference/tokenizer_fixtures.json");
   if (absl::IsNotFound(fixtures.status())) {
     GTEST_SKIP() << dir << " has no reference/tokenizer_fixtures.json yet";
   }

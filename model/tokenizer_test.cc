@@ -1,4 +1,5 @@
 #include "model/tokenizer.h"
+#include "common/file_util.h"
 
 #include <filesystem>
 #include <fstream>
@@ -26,7 +27,7 @@ using Json = nlohmann::json;
 const std::string kTestdata = "model/testdata/tokenizer/";
 
 Json ReadJson(const std::string& path) {
-  absl::StatusOr<std::string> text = internal::ReadFileToString(path);
+  absl::StatusOr<std::string> text = ReadFile(path);
   EXPECT_TRUE(text.ok()) << text.status();
   return text.ok() ? Json::parse(*text) : Json();
 }
@@ -97,7 +98,7 @@ TEST(TokenizerErrorTest, MissingDirectoryIsNotFound) {
 
 TEST(TokenizerErrorTest, TruncatedJsonIsDataLoss) {
   ASSERT_OK_AND_ASSIGN(std::string text,
-                       internal::ReadFileToString(kTestdata + "bytelevel_gpt2/tokenizer.json"));
+                       ReadFile(kTestdata + "bytelevel_gpt2/tokenizer.json"));
   const std::string dir = MakeDir("truncated", {{"tokenizer.json", text.substr(0, text.size() / 2)}});
   EXPECT_THAT(Tokenizer::LoadFromDir(dir), StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(Tokenizer::FromJson(text.substr(0, text.size() - 2)),
@@ -107,7 +108,7 @@ TEST(TokenizerErrorTest, TruncatedJsonIsDataLoss) {
 
 TEST(TokenizerErrorTest, EveryTruncationIsDataLoss) {
   ASSERT_OK_AND_ASSIGN(std::string text,
-                       internal::ReadFileToString(kTestdata + "bytelevel_llama3/tokenizer.json"));
+                       ReadFile(kTestdata + "bytelevel_llama3/tokenizer.json"));
   for (size_t len = 0; len + 1 < text.size(); len += 1 + len / 7) {
     ASSERT_THAT(Tokenizer::FromJson(text.substr(0, len)), StatusIs(absl::StatusCode::kDataLoss))
         << "prefix of " << len << " bytes";
@@ -237,7 +238,7 @@ TEST(TokenizerErrorTest, DecodeOfUnknownIdIsInvalidArgument) {
 
 TEST(TokenizerErrorTest, BadConfigFiles) {
   ASSERT_OK_AND_ASSIGN(std::string json,
-                       internal::ReadFileToString(kTestdata + "sp_legacy/tokenizer.json"));
+                       ReadFile(kTestdata + "sp_legacy/tokenizer.json"));
   EXPECT_THAT(Tokenizer::LoadFromDir(MakeDir("badcfg1", {{"tokenizer.json", json},
                                                          {"config.json", "{\"eos_token_id\": "}})),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("config.json")));
@@ -294,7 +295,7 @@ TEST(TokenizerTest, SentencePieceStyleSpecialTokens) {
   EXPECT_EQ(t->IdToToken(t->vocab_size()), std::nullopt);
   // FromJson alone: bos from the TemplateProcessing post-processor, no eos.
   ASSERT_OK_AND_ASSIGN(std::string json,
-                       internal::ReadFileToString(kTestdata + "sp_legacy/tokenizer.json"));
+                       ReadFile(kTestdata + "sp_legacy/tokenizer.json"));
   ASSERT_OK_AND_ASSIGN(auto bare, Tokenizer::FromJson(json));
   EXPECT_EQ(bare->bos_id(), 1);
   EXPECT_TRUE(bare->add_bos());
@@ -303,7 +304,7 @@ TEST(TokenizerTest, SentencePieceStyleSpecialTokens) {
 
 TEST(TokenizerTest, ConfigTokensMayBeAddedTokenObjects) {
   ASSERT_OK_AND_ASSIGN(std::string json,
-                       internal::ReadFileToString(kTestdata + "sp_legacy/tokenizer.json"));
+                       ReadFile(kTestdata + "sp_legacy/tokenizer.json"));
   const std::string dir = MakeDir(
       "cfgobj", {{"tokenizer.json", json},
                  {"tokenizer_config.json",
@@ -469,7 +470,7 @@ TEST(MetaspaceRoundTripTest, CuttingWordsAtMetaspaceDoesNotChangeIds) {
     ASSERT_EQ(cut->Encode(s), whole->Encode(s)) << "case " << i;
   }
   ASSERT_OK_AND_ASSIGN(std::string licenses,
-                       internal::ReadFileToString(kTestdata + "sp_cases.json"));
+                       ReadFile(kTestdata + "sp_cases.json"));
   ASSERT_EQ(cut->Encode(licenses), whole->Encode(licenses));
 }
 

@@ -1,4 +1,5 @@
 #include "model/internal/nfc.h"
+#include "common/file_util.h"
 
 #include <string>
 
@@ -12,7 +13,7 @@ namespace {
 // Expected values from Python's unicodedata.normalize("NFC") (same Unicode version as the
 // tables): canonical reordering, Hangul, singletons, composition exclusions, blocked marks.
 TEST(NfcTest, MatchesPythonUnicodedata) {
-  absl::StatusOr<std::string> text = ReadFileToString("model/testdata/tokenizer/nfc_cases.json");
+  absl::StatusOr<std::string> text = ReadFile("model/testdata/tokenizer/nfc_cases.json");
   ASSERT_TRUE(text.ok()) << text.status();
   const nlohmann::json cases = nlohmann::json::parse(*text);
   ASSERT_GE(cases.size(), 400u);

@@ -1,4 +1,5 @@
 #include "model/internal/pretokenize.h"
+#include "common/file_util.h"
 
 #include <random>
 #include <string>
@@ -25,7 +26,7 @@ std::vector<std::string> Split(absl::string_view text, SplitPattern pattern) {
 // digits, white space, apostrophes and non-ASCII characters.
 TEST(PretokenizeTest, MatchesPythonRegexOnFixtures) {
   absl::StatusOr<std::string> text =
-      ReadFileToString("model/testdata/tokenizer/pretokenize_cases.json");
+      ReadFile("model/testdata/tokenizer/pretokenize_cases.json");
   ASSERT_TRUE(text.ok()) << text.status();
   const nlohmann::json cases = nlohmann::json::parse(*text);
   const std::pair<const char*, SplitPattern> patterns[] = {

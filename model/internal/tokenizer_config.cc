@@ -1,4 +1,5 @@
 #include "model/internal/tokenizer_config.h"
+#include "common/file_util.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -15,7 +16,7 @@ namespace {
 using Json = nlohmann::json;
 
 absl::StatusOr<std::optional<Json>> ReadOptionalJson(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFileToString(path);
+  absl::StatusOr<std::string> text = ReadFile(path);
   if (absl::IsNotFound(text.status())) return std::optional<Json>();
   if (!text.ok()) return text.status();
   Json j = Json::parse(*text, /*cb=*/nullptr, /*allow_exceptions=*/false);
@@ -91,23 +92,6 @@ absl::Status ReadIdFields(const Json& cfg, const std::string& path, SpecialToken
 }
 
 }  // namespace
-
-absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    const int err = errno;
-    return absl::Status(absl::ErrnoToStatusCode(err),
-                        absl::StrCat("cannot open ", path, ": ", std::strerror(err)));
-  }
-  std::string data;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) data.append(buf, n);
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) return absl::DataLossError(absl::StrCat("error reading ", path));
-  return data;
-}
 
 absl::StatusOr<SpecialTokenConfig> ReadSpecialTokenConfig(const std::string& dir) {
   SpecialTokenConfig out;

@@ -29,8 +29,6 @@ struct SpecialTokenConfig {
   std::optional<int32_t> pad_token_id;
 };
 
-// Reads the whole file. NotFound when it does not exist; the errno-derived code otherwise.
-absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
 absl::StatusOr<SpecialTokenConfig> ReadSpecialTokenConfig(const std::string& dir);
 

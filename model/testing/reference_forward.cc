@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "model/config.h"
-#include "model/internal/file_util.h"
+#include "common/file_util.h"
 #include "model/safetensors.h"
 
 namespace kvspan::model::testing {
@@ -93,7 +93,7 @@ void Rope(Matrix& x, int n, int heads, int hd, const std::vector<double>& inv_fr
 }  // namespace
 
 absl::StatusOr<std::vector<double>> ReferenceForward(const std::string& dir, absl::Span<const int32_t> tokens) {
-  ASSIGN_OR_RETURN(std::string config_json, internal::ReadFile(dir + "/config.json"));
+  ASSIGN_OR_RETURN(std::string config_json, ReadFile(dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(config_json));
   ASSIGN_OR_RETURN(auto ckpt, SafetensorsCheckpoint::OpenDir(dir));
   Tensors w(*ckpt);

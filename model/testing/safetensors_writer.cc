@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "model/internal/half.h"
+#include "common/float16.h"
 #include "nlohmann/json.hpp"
 
 namespace kvspan::model::testing {
@@ -47,12 +47,12 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorS
       switch (s.dtype) {
         case DType::kF32: std::memcpy(dst, &values[i], 4); break;
         case DType::kBF16: {
-          const uint16_t h = internal::FloatToBf16(values[i]);
+          const uint16_t h = FloatToBf16(values[i]);
           std::memcpy(dst, &h, 2);
           break;
         }
         case DType::kF16: {
-          const uint16_t h = internal::FloatToHalf(values[i]);
+          const uint16_t h = FloatToHalf(values[i]);
           std::memcpy(dst, &h, 2);
           break;
         }

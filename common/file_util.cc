@@ -1,4 +1,4 @@
-#include "model/internal/file_util.h"
+#include "common/file_util.h"
 
 #include <sys/stat.h>
 
@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace kvspan::model::internal {
+namespace kvspan {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
@@ -31,4 +31,4 @@ bool FileExists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-}  // namespace kvspan::model::internal
+}  // namespace kvspan
