@@ -1,0 +1,188 @@
+#include "kvcache/span.h"
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kvcache/internal/block_checks.h"
+#include "kvcache/internal/span_checks.h"
+
+namespace kvspan::kvcache {
+
+int HeadEntries::num_entries() const {
+  int n = 0;
+  for (const EntryBlock& b : blocks) n += b.num_entries();
+  return n;
+}
+
+const HeadEntries& Span::resolved_head(int layer, int kv_head) const {
+  const HeadEntries& h = head(layer, kv_head);
+  return h.shared_from_layer == kNotShared ? h : head(h.shared_from_layer, kv_head);
+}
+
+namespace internal {
+
+absl::Status CheckHeader(const SpanHeader& header, absl::StatusCode code) {
+  if (absl::Status s = ValidateGeometry(header.geometry); !s.ok()) {
+    return absl::Status(code, s.message());
+  }
+  if (header.model_fingerprint.size() > kMaxLabelBytes ||
+      header.policy.size() > kMaxLabelBytes) {
+    return absl::Status(code, absl::StrCat("span header: fingerprint or policy longer than ",
+                                           kMaxLabelBytes, " bytes"));
+  }
+  if (header.first_position < 0 || header.span_index < 0 ||
+      header.first_position >
+          std::numeric_limits<int32_t>::max() - header.geometry.span_tokens) {
+    return absl::Status(code, absl::StrCat("span header: first_position ",
+                                           header.first_position, " / span_index ",
+                                           header.span_index, " out of range"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status CheckHead(const Span& span, int layer, int kv_head, absl::StatusCode code) {
+  const SpanGeometry& g = span.header.geometry;
+  const HeadEntries& h = span.head(layer, kv_head);
+  const std::string where = absl::StrCat("head (", layer, ", ", kv_head, "): ");
+  if (h.shared_from_layer != kNotShared) {
+    if (h.shared_from_layer < 0 || h.shared_from_layer >= layer) {
+      return absl::Status(code, absl::StrCat(where, "shares layer ", h.shared_from_layer,
+                                             ", which is not an earlier layer"));
+    }
+    if (!h.blocks.empty()) {
+      return absl::Status(code, absl::StrCat(where, "is shared but has blocks"));
+    }
+    if (span.head(h.shared_from_layer, kv_head).shared_from_layer != kNotShared) {
+      return absl::Status(code, absl::StrCat(where, "shares layer ", h.shared_from_layer,
+                                             ", which is itself shared"));
+    }
+    return absl::OkStatus();
+  }
+  if (h.blocks.size() > kMaxBlocksPerHead) {
+    return absl::Status(code, absl::StrCat(where, h.blocks.size(), " blocks > ",
+                                           kMaxBlocksPerHead));
+  }
+  const int64_t end_position = int64_t{span.header.first_position} + g.span_tokens;
+  int64_t num_entries = 0;
+  double count_sum = 0.0;
+  for (const EntryBlock& b : h.blocks) {
+    if (b.head_dim != g.head_dim) {
+      return absl::Status(code, absl::StrCat(where, "block head_dim ", b.head_dim,
+                                             " != geometry head_dim ", g.head_dim));
+    }
+    RETURN_IF_ERROR(CheckBlock(b, code));
+    for (int32_t p : b.positions) {
+      if (p < span.header.first_position || p >= end_position) {
+        return absl::Status(code, absl::StrCat(where, "position ", p, " outside [",
+                                               span.header.first_position, ", ",
+                                               end_position, ")"));
+      }
+    }
+    num_entries += b.num_entries();
+    for (float lc : b.log_counts) count_sum += std::exp(static_cast<double>(lc));
+  }
+  if (num_entries > g.span_tokens) {
+    return absl::Status(code, absl::StrCat(where, num_entries, " entries > span_tokens ",
+                                           g.span_tokens));
+  }
+  if (count_sum > g.span_tokens * (1.0 + kCountSlack)) {
+    return absl::Status(code, absl::StrCat(where, "entries stand for ", count_sum,
+                                           " tokens > span_tokens ", g.span_tokens));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckSpan(const Span& span, absl::StatusCode code) {
+  RETURN_IF_ERROR(CheckHeader(span.header, code));
+  const SpanGeometry& g = span.header.geometry;
+  if (span.heads.size() != static_cast<size_t>(g.num_heads_total())) {
+    return absl::Status(code, absl::StrCat("span has ", span.heads.size(), " heads, geometry ",
+                                           g.num_heads_total()));
+  }
+  for (int l = 0; l < g.num_layers; ++l) {
+    for (int h = 0; h < g.num_kv_heads; ++h) RETURN_IF_ERROR(CheckHead(span, l, h, code));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace internal
+
+absl::Status ValidateSpan(const Span& span) {
+  return internal::CheckSpan(span, absl::StatusCode::kInvalidArgument);
+}
+
+absl::StatusOr<Span> Span::FromDense(const SpanHeader& header, const CodecSpec& codec,
+                                     const DenseKvView& kv) {
+  RETURN_IF_ERROR(internal::CheckHeader(header, absl::StatusCode::kInvalidArgument));
+  const SpanGeometry& g = header.geometry;
+  if (kv.keys == nullptr || kv.values == nullptr || kv.token_stride < g.head_dim ||
+      kv.head_stride < 0 || kv.layer_stride < 0) {
+    return absl::InvalidArgumentError("FromDense: null K/V or bad strides");
+  }
+  Span span;
+  span.header = header;
+  span.heads.resize(g.num_heads_total());
+  std::vector<int32_t> positions(g.span_tokens);
+  for (int t = 0; t < g.span_tokens; ++t) positions[t] = header.first_position + t;
+  const std::vector<float> log_counts(g.span_tokens, 0.0f);
+  std::vector<float> keys(static_cast<size_t>(g.span_tokens) * g.head_dim);
+  std::vector<float> values(keys.size());
+  for (int l = 0; l < g.num_layers; ++l) {
+    for (int h = 0; h < g.num_kv_heads; ++h) {
+      const int64_t base = l * kv.layer_stride + h * kv.head_stride;
+      for (int t = 0; t < g.span_tokens; ++t) {
+        for (int d = 0; d < g.head_dim; ++d) {
+          keys[static_cast<size_t>(t) * g.head_dim + d] = kv.keys[base + t * kv.token_stride + d];
+          values[static_cast<size_t>(t) * g.head_dim + d] =
+              kv.values[base + t * kv.token_stride + d];
+        }
+      }
+      DenseEntries entries{g.head_dim, positions, log_counts, keys, values};
+      ASSIGN_OR_RETURN(EntryBlock block, EncodeBlock(codec, entries));
+      span.head(l, h).blocks.push_back(std::move(block));
+    }
+  }
+  return span;
+}
+
+absl::StatusOr<HeadEntries> EncodeMixedHead(const MixedPrecisionSpec& spec,
+                                            const DenseEntries& entries,
+                                            absl::Span<const uint8_t> important) {
+  const size_t n = entries.positions.size();
+  if (important.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("important has ", important.size(),
+                                                   " flags for ", n, " entries"));
+  }
+  if (entries.head_dim < 1 || entries.log_counts.size() != n ||
+      entries.keys.size() != n * entries.head_dim ||
+      entries.values.size() != n * entries.head_dim) {
+    return absl::InvalidArgumentError("EncodeMixedHead: entry arrays disagree");
+  }
+  HeadEntries head;
+  for (const uint8_t want : {uint8_t{1}, uint8_t{0}}) {
+    std::vector<int32_t> positions;
+    std::vector<float> log_counts, keys, values;
+    for (size_t i = 0; i < n; ++i) {
+      if ((important[i] != 0) != (want != 0)) continue;
+      positions.push_back(entries.positions[i]);
+      log_counts.push_back(entries.log_counts[i]);
+      const size_t row = i * entries.head_dim;
+      keys.insert(keys.end(), entries.keys.begin() + row,
+                  entries.keys.begin() + row + entries.head_dim);
+      values.insert(values.end(), entries.values.begin() + row,
+                    entries.values.begin() + row + entries.head_dim);
+    }
+    DenseEntries part{entries.head_dim, positions, log_counts, keys, values};
+    ASSIGN_OR_RETURN(EntryBlock block, EncodeBlock(want ? spec.high : spec.low, part));
+    head.blocks.push_back(std::move(block));
+  }
+  return head;
+}
+
+}  // namespace kvspan::kvcache

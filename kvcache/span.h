@@ -1,0 +1,113 @@
+// Span: the compressed KV of S consecutive tokens of one sequence, all layers and KV
+// heads, as produced by a compression policy and read by attention over compressed spans.
+//
+// Layout in memory: heads[layer * num_kv_heads + kv_head] is that head's HeadEntries, a
+// ragged list of entries split into one or more EntryBlocks (entry_block.h):
+//   - plain spans (one codec): one block per head, every token kept;
+//   - mixed precision (MiKV): two blocks, important entries in the high codec first, the
+//     rest in the low codec; no entry dropped;
+//   - eviction / merging reducers: fewer entries (log counts keep merged softmax mass);
+//   - cross-layer sharing (MiniCache / PoD, reserved): a head with shared_from_layer = L
+//     has no blocks of its own and reads head (L, kv_head)'s entries; L < layer and that
+//     head is not itself shared.
+// Invariants (ValidateSpan; docs/span-format.md "Validation"): every position lies in
+// [first_position, first_position + S); blocks' positions are non-decreasing; per head,
+// total entries <= S and sum(exp(log_count)) <= S * (1 + 1e-4) (an entry stands for the
+// tokens it merged, each token at most once).
+//
+// Causality: a span is built from its own S tokens only (FromDense reads tokens
+// [0, S) of the view it is given), so a stored span stays valid for every continuation.
+//
+// Span is a value type: thread-compatible (const access from many threads is safe).
+#ifndef KVSPAN_KVCACHE_SPAN_H_
+#define KVSPAN_KVCACHE_SPAN_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kvcache/entry_block.h"
+#include "kvcache/span_geometry.h"
+
+namespace kvspan::kvcache {
+
+inline constexpr int kNotShared = -1;
+// Most blocks one head may hold (MiKV uses two; room for a third precision tier).
+inline constexpr int kMaxBlocksPerHead = 4;
+// Longest model fingerprint / policy string.
+inline constexpr int kMaxLabelBytes = 4096;
+
+struct HeadEntries {
+  int shared_from_layer = kNotShared;  // kNotShared, or the layer whose entries this reads
+  std::vector<EntryBlock> blocks;      // empty when shared
+
+  int num_entries() const;
+  friend bool operator==(const HeadEntries&, const HeadEntries&) = default;
+};
+
+struct SpanHeader {
+  std::string model_fingerprint;  // identifies the model weights (<= kMaxLabelBytes)
+  std::string policy;             // the compression policy string (<= kMaxLabelBytes)
+  SpanGeometry geometry;
+  int32_t first_position = 0;     // sequence index of the span's first token, >= 0
+  int32_t span_index = 0;         // i: first_position is usually i * S; >= 0
+  friend bool operator==(const SpanHeader&, const SpanHeader&) = default;
+};
+
+// A borrowed dense fp32 K/V slice: element (layer l, kv head h, token t, channel d) at
+// keys[l * layer_stride + h * head_stride + t * token_stride + d] (values alike). Only
+// tokens [0, span_tokens) are read.
+struct DenseKvView {
+  const float* keys = nullptr;
+  const float* values = nullptr;
+  int64_t layer_stride = 0;  // floats
+  int64_t head_stride = 0;   // floats
+  int64_t token_stride = 0;  // floats, >= head_dim
+};
+
+struct Span {
+  SpanHeader header;
+  std::vector<HeadEntries> heads;  // [num_layers * num_kv_heads], layer-major
+
+  const HeadEntries& head(int layer, int kv_head) const {
+    return heads[static_cast<size_t>(layer) * header.geometry.num_kv_heads + kv_head];
+  }
+  HeadEntries& head(int layer, int kv_head) {
+    return heads[static_cast<size_t>(layer) * header.geometry.num_kv_heads + kv_head];
+  }
+  // The head whose blocks (layer, kv_head) reads: itself, or the one it shares.
+  // REQUIRES: ValidateSpan(*this).ok().
+  const HeadEntries& resolved_head(int layer, int kv_head) const;
+
+  // The first policy: every token kept, one block per head in `codec`, log counts 0,
+  // positions first_position + t. `header.geometry` gives the shape of `kv`.
+  // InvalidArgument for a bad header, null pointers, bad strides, or values the codec
+  // rejects (EncodeBlock).
+  static absl::StatusOr<Span> FromDense(const SpanHeader& header, const CodecSpec& codec,
+                                        const DenseKvView& kv);
+
+  friend bool operator==(const Span&, const Span&) = default;
+};
+
+// OK when `span` satisfies every invariant above and every block passes ValidateBlock
+// with the geometry's head_dim; InvalidArgument naming the first violation.
+absl::Status ValidateSpan(const Span& span);
+
+// Mixed precision (MiKV) for one head: entries with important[i] != 0 go, in order, to a
+// block in `high`; the others to a block in `low`. Both blocks are always present (either
+// may be empty), high first. InvalidArgument when `important` has the wrong size or
+// EncodeBlock rejects an input.
+struct MixedPrecisionSpec {
+  CodecSpec high{Codec::kInt8, 32};
+  CodecSpec low{Codec::kInt2, 32};
+};
+absl::StatusOr<HeadEntries> EncodeMixedHead(const MixedPrecisionSpec& spec,
+                                            const DenseEntries& entries,
+                                            absl::Span<const uint8_t> important);
+
+}  // namespace kvspan::kvcache
+
+#endif  // KVSPAN_KVCACHE_SPAN_H_

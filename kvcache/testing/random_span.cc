@@ -1,0 +1,56 @@
+#include "kvcache/testing/random_span.h"
+
+#include <random>
+
+#include <cstring>
+
+#include "common/float16.h"
+#include "kvcache/span_format.h"
+
+namespace kvspan::kvcache::testing {
+
+std::vector<float> RandomFloats(int64_t count, uint64_t seed, float stddev,
+                                Bf16Exact bf16_exact) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, stddev);
+  std::vector<float> out(count);
+  for (float& x : out) {
+    x = dist(rng);
+    if (bf16_exact == Bf16Exact::kYes) x = Bf16ToFloat(FloatToBf16(x));
+  }
+  return out;
+}
+
+DenseKvView DenseKv::view(const SpanGeometry& g) const {
+  DenseKvView v;
+  v.keys = keys.data();
+  v.values = values.data();
+  v.token_stride = g.head_dim;
+  v.head_stride = int64_t{g.span_tokens} * g.head_dim;
+  v.layer_stride = v.head_stride * g.num_kv_heads;
+  return v;
+}
+
+DenseKv RandomDenseKv(const SpanGeometry& g, uint64_t seed) {
+  const int64_t count = int64_t{g.num_heads_total()} * g.span_tokens * g.head_dim;
+  return DenseKv{RandomFloats(count, seed, 1.0f), RandomFloats(count, seed + 1000003, 1.0f)};
+}
+
+void ResealSpanBytes(std::string* bytes) {
+  const size_t body = bytes->size() - kSpanChecksumBytes;
+  const uint64_t sum = SpanChecksum(absl::string_view(bytes->data(), body));
+  std::memcpy(bytes->data() + body, &sum, sizeof(sum));
+}
+
+absl::StatusOr<Span> RandomSpan(const RandomSpanOptions& options) {
+  const DenseKv kv = RandomDenseKv(options.geometry, options.seed);
+  SpanHeader header;
+  header.model_fingerprint = options.model_fingerprint;
+  header.policy = options.policy;
+  header.geometry = options.geometry;
+  header.span_index = options.span_index;
+  header.first_position = options.span_index * options.geometry.span_tokens;
+  return Span::FromDense(header, options.codec, kv.view(options.geometry));
+}
+
+}  // namespace kvspan::kvcache::testing

@@ -1,0 +1,47 @@
+// Test-only builders of random dense K/V and spans (tests, fuzz seeds, benchmarks).
+// Deterministic for a given seed. Not thread-safe across calls sharing an Rng.
+#ifndef KVSPAN_KVCACHE_TESTING_RANDOM_SPAN_H_
+#define KVSPAN_KVCACHE_TESTING_RANDOM_SPAN_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kvcache/span.h"
+
+namespace kvspan::kvcache::testing {
+
+// `count` floats, normal(0, stddev), deterministic in `seed`. With `bf16_exact`, each value
+// is rounded to bf16 first (a bf16 model's K/V), so bf16 round trips are exact.
+enum class Bf16Exact { kNo, kYes };
+std::vector<float> RandomFloats(int64_t count, uint64_t seed, float stddev,
+                                Bf16Exact bf16_exact = Bf16Exact::kNo);
+
+struct RandomSpanOptions {
+  SpanGeometry geometry{2, 2, 16, 8};
+  CodecSpec codec{Codec::kBF16, 0};
+  int32_t span_index = 0;           // first_position = span_index * span_tokens
+  uint64_t seed = 1;
+  std::string model_fingerprint = "test-model";
+  std::string policy = "dense";
+};
+
+// Dense K/V of the whole span, [layers][kv_heads][S][head_dim] each, from `seed`.
+struct DenseKv {
+  std::vector<float> keys;
+  std::vector<float> values;
+  DenseKvView view(const SpanGeometry& g) const;
+};
+DenseKv RandomDenseKv(const SpanGeometry& geometry, uint64_t seed);
+
+// Recomputes the checksum trailer of serialized span bytes (after a deliberate edit), so
+// the structural checks behind the checksum can be tested. REQUIRES: size >= 8.
+void ResealSpanBytes(std::string* bytes);
+
+// Span::FromDense over RandomDenseKv(options.geometry, options.seed).
+absl::StatusOr<Span> RandomSpan(const RandomSpanOptions& options);
+
+}  // namespace kvspan::kvcache::testing
+
+#endif  // KVSPAN_KVCACHE_TESTING_RANDOM_SPAN_H_
