@@ -13,6 +13,16 @@ Schedule: linear warmup, cosine decay to min_lr_frac * lr; sequence length --sho
 first (1 - long_frac) of training, then max_position_embeddings (1024) for the rest, at the same
 tokens per step. Checkpoints go to --ckpt-dir (default tools/.ckpt/, not for committing);
 resume with --resume tools/.ckpt/last.pt (continues the same schedule and data stream).
+
+Retrieval model (issue 5; all of this is OFF by default, so the command above is unchanged):
+  /usr/bin/python3 tools/train.py --device cuda --preset retrieval-h100 --out models/kvspan-retrieval
+--task-mix F makes a share F of the training sequences synthetic long-range tasks (tools/tasks.py:
+key-value recall, needle in a haystack, multi-query); --context N sets max_position_embeddings
+and the full training sequence length; --preset NAME sets a whole configuration (PRESETS below;
+flags given explicitly still win). With --task-mix > 0 the periodic evaluation also reports
+teacher-forced exact match on a few held-out kv/needle instances, and the post-processing
+writes a held-out set (tools/tasks.py --heldout) to --ckpt-dir and runs tools/eval_tasks.py,
+which writes OUT/eval.json.
 """
 import argparse
 import contextlib
@@ -41,8 +51,44 @@ def autocast(enabled):
     return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
+# --preset values. Flags given on the command line override them.
+#
+# retrieval-h100: size and budget for ~30 minutes of one H100 (issue 5). THE THROUGHPUT AND MEMORY
+# NUMBERS BELOW ARE ESTIMATES, NOT MEASUREMENTS (no GPU was available when this was written; the
+# first minutes of the run's log, `tok/s`, replace them).
+# - size: the committed model must be <= 30 MB in bf16, i.e. <= ~15M parameters. hidden 384,
+#   8 layers, 6 query heads of head_dim 64, 2 KV heads (GQA 3:1), SwiGLU 768, vocab 4096:
+#   13.4M parameters (1.6M embeddings + 1.6M lm_head) = ~26.8 MB bf16. Depth 8 rather than
+#   fewer, wider layers because recall needs multi-layer (induction-style) circuits.
+# - compute: matmul weights ~11.8M -> 6 * 11.8M = ~71 MFLOP/token fwd+bwd, plus causal attention
+#   at 2048 tokens ~6 * 2048 * 384 * 8 layers = ~38 MFLOP/token: ~110 MFLOP/token. At 5-15%
+#   of the H100's ~990 TFLOP/s dense bf16 (eager PyTorch, small hidden size, flash SDPA) that is
+#   ~0.45-1.4M tokens/s; planned for the low end, ~0.3-1M tokens/s: 25 minutes -> ~0.5-1.5G
+#   tokens = ~3,500-11,000 steps of 131K tokens (64 x 2048). The Brown training split is ~1.6M
+#   tokens, so the text is seen hundreds of times (watch the validation loss for overfitting);
+#   task instances are sampled fresh every step and never repeat.
+# - memory (estimate): ~25-35 GB of activations at 131K tokens/step, fp32 logits/loss ~6 GB;
+#   fits 78 GB. On an out-of-memory error halve --batch-tokens.
+# - host side: building the 32 task documents of a step costs ~30 ms of one CPU core (measured
+#   on the CPU machine, 0.9 ms per 2048-token document), small next to the estimated step time.
+# - 25 minutes of training leaves ~5 of the 30 for start-up (tokenizer 10 s, corpus 5 s, filler
+#   lines 4 s), periodic evaluation, the final evaluation, export, reference outputs and
+#   eval_tasks.py.
+# - schedule: 25% of the time at 512 tokens (cheap steps; task documents shrink with the
+#   sequence: a length curriculum), then 75% at 2048; task_mix 0.5 with loss on every token.
+PRESETS = {
+    "retrieval-h100": dict(
+        device="cuda", minutes=25.0, hidden=384, layers=8, heads=6, kv_heads=2, intermediate=768,
+        max_pos=2048, batch_tokens=131072, short_seq=512, long_frac=0.75, lr=2e-3,
+        warmup_steps=150, task_mix=0.5, eval_every=120.0, eval_chunks=16, ckpt_every=180.0,
+        threads=4),
+}
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                    help="a named configuration (see PRESETS in this file); explicit flags override it")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
@@ -61,6 +107,16 @@ def parse_args(argv=None):
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--intermediate", type=int, default=688)
     ap.add_argument("--max-pos", type=int, default=1024)
+    ap.add_argument("--context", type=int, dest="max_pos", help="same as --max-pos: max_position_embeddings "
+                    "and the full training/validation sequence length")
+    # synthetic long-range tasks (tools/tasks.py); 0 = plain text only (the kvspan-brown recipe)
+    ap.add_argument("--task-mix", type=float, default=0.0, help="share of training sequences that are synthetic tasks")
+    ap.add_argument("--task-loss", default="full", choices=["full", "answer"],
+                    help="loss on task sequences: every token (default) or only the answer tokens")
+    ap.add_argument("--task-eval-n", type=int, default=8,
+                    help="held-out kv and needle instances per periodic task evaluation (when --task-mix > 0)")
+    ap.add_argument("--heldout-seed", type=int, default=7, help="seed of the held-out set written at the end")
+    ap.add_argument("--heldout-n", type=int, default=100, help="instances per task in the held-out set")
     # optimisation
     ap.add_argument("--batch-tokens", type=int, default=4096, help="tokens per optimizer step")
     ap.add_argument("--short-seq", type=int, default=256)
@@ -77,6 +133,9 @@ def parse_args(argv=None):
                     help="checkpoint and exit at this step without finishing (for testing --resume)")
     ap.add_argument("--no-post", action="store_true", help="skip export/reference/README at the end")
     a = ap.parse_args(argv)
+    if a.preset:
+        ap.set_defaults(**PRESETS[a.preset])
+        a = ap.parse_args(argv)
     if a.minutes is None and a.steps is None:
         ap.error("give --minutes and/or --steps")
     return a
@@ -152,6 +211,13 @@ def evaluate(model, chunks, device, amp):
     return tot / n
 
 
+def task_eval_rows(a, tok, L):
+    """A small fixed held-out kv + needle set for the periodic evaluation (validation filler)."""
+    from tasks import TaskGen, heldout_rows
+    rows = heldout_rows(TaskGen(tok, read_text(a.valid_corpus)), a.heldout_seed + 1000, a.task_eval_n, L)
+    return [r for r in rows if r["task"] in ("kv", "needle")]
+
+
 def save_ckpt(path, model, opt, state, cfg, a):
     tmp = path + ".tmp"
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
@@ -195,6 +261,18 @@ def main():
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
     state = {"step": 0, "elapsed": 0.0, "tokens": 0, "history": [], "rng": None}
     rng = np.random.default_rng(a.seed)
+    task_gen = task_rng = task_rows = None
+    if a.task_mix > 0:
+        from tasks import TaskGen
+        t0 = time.time()
+        task_gen = TaskGen(tok, read_text(a.train_corpus))
+        task_gen.warm()  # encode every filler line once, up front (~3-4 s on CPU)
+        log(f"tasks: encoded {len(task_gen.lines)} filler lines in {time.time() - t0:.1f}s")
+        # a separate stream, so that --task-mix 0 leaves the text recipe's random stream untouched
+        task_rng = np.random.default_rng([a.seed, 5])
+        task_rows = task_eval_rows(a, tok, L)
+        log(f"tasks: task_mix {a.task_mix}, loss on task sequences: {a.task_loss}; "
+            f"periodic task eval on {len(task_rows)} held-out instances")
     if a.resume:
         ck = torch.load(a.resume, map_location="cpu")
         model.load_state_dict(ck["model"])
@@ -202,6 +280,8 @@ def main():
         state = ck["state"]
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+        if task_rng is not None:
+            task_rng.bit_generator.state = state["task_rng"]
         log(f"resumed from {a.resume} at step {state['step']}, {state['elapsed']:.0f}s trained")
     log(f"model: {num_params(model)} params, config {json.dumps(cfg.to_dict())}")
     budget = a.minutes * 60 if a.minutes is not None else None
@@ -222,8 +302,23 @@ def main():
         state["history"].append({"step": state["step"], "tokens": state["tokens"],
                                  "elapsed": round(state["elapsed"], 1), "train": state.get("train_ema"),
                                  "valid": vl})
+        extra = ""
+        if task_rows:
+            from eval_tasks import exact_match
+            ok = exact_match(model, tok, task_rows, device, amp)
+            model.train()
+            for t in ("kv", "needle"):
+                v = [o for o, r in zip(ok, task_rows) if r["task"] == t]
+                state["history"][-1][t] = sum(v) / max(1, len(v))
+                extra += f" {t}_exact {state['history'][-1][t]:.3f}"
         log(f"eval step {state['step']} tokens {state['tokens']} time {state['elapsed']:.0f}s "
-            f"valid_loss {vl:.4f} ppl {math.exp(vl):.2f}")
+            f"valid_loss {vl:.4f} ppl {math.exp(vl):.2f}{extra}")
+
+    def save_rng():
+        state["rng"] = rng.bit_generator.state
+        state["torch_rng"] = torch.get_rng_state()
+        if task_rng is not None:
+            state["task_rng"] = task_rng.bit_generator.state
 
     last_eval = state["elapsed"]
     last_ckpt = time.time()
@@ -239,11 +334,20 @@ def main():
         lr = lr_at(a, state["step"], p)
         for g in opt.param_groups:
             g["lr"] = lr
-        starts = rng.integers(0, len(train_ids) - T - 1, size=B)
-        x = torch.from_numpy(np.stack([train_ids[s:s + T + 1] for s in starts]).astype(np.int64)).to(device)
+        if task_gen is None:
+            starts = rng.integers(0, len(train_ids) - T - 1, size=B)
+            x = torch.from_numpy(np.stack([train_ids[s:s + T + 1] for s in starts]).astype(np.int64)).to(device)
+            y = x[:, 1:]
+        else:
+            from tasks import sample_sequence
+            items = [sample_sequence(task_gen, train_ids, T, a.task_mix, task_rng, a.task_loss == "answer")
+                     for _ in range(B)]
+            x = torch.from_numpy(np.stack([it[0] for it in items])).to(device)
+            keep = torch.from_numpy(np.stack([it[1] for it in items])).to(device)
+            y = x[:, 1:].masked_fill(~keep, -100)  # padding (and non-answer tokens) ignored
         with autocast(amp):
             logits = model(x[:, :-1])
-        loss = F.cross_entropy(logits.float().reshape(-1, cfg.vocab_size), x[:, 1:].reshape(-1))
+        loss = F.cross_entropy(logits.float().reshape(-1, cfg.vocab_size), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
@@ -265,13 +369,11 @@ def main():
             record_eval()
             last_eval = state["elapsed"]
         if time.time() - last_ckpt >= a.ckpt_every:
-            state["rng"] = rng.bit_generator.state
-            state["torch_rng"] = torch.get_rng_state()
+            save_rng()
             save_ckpt(ckpt_path, model, opt, state, cfg, a)
             last_ckpt = time.time()
         if a.stop_at_step is not None and state["step"] >= a.stop_at_step:
-            state["rng"] = rng.bit_generator.state
-            state["torch_rng"] = torch.get_rng_state()
+            save_rng()
             save_ckpt(ckpt_path, model, opt, state, cfg, a)
             log(f"stopped at step {state['step']} (--stop-at-step); resume with --resume {ckpt_path}")
             return
@@ -287,8 +389,7 @@ def main():
     log(f"final: step {state['step']} tokens {state['tokens']} train_time {state['elapsed']:.0f}s "
         f"train_loss(ema) {state['train_ema']:.4f} full_valid_loss {full_valid:.4f} "
         f"ppl {math.exp(full_valid):.2f} (eval {time.time() - t0:.0f}s over {state['final']['valid_tokens']} tokens)")
-    state["rng"] = rng.bit_generator.state
-    state["torch_rng"] = torch.get_rng_state()
+    save_rng()
     save_ckpt(ckpt_path, model, opt, state, cfg, a)
     final_path = os.path.join(a.ckpt_dir, "final.pt")
     save_ckpt(final_path, model, opt, state, cfg, a)
@@ -301,6 +402,14 @@ def main():
                           ("model_readme.py", ["--ckpt", final_path, "--out", a.out])):
         print(f"running {script}", flush=True)
         subprocess.run([py, os.path.join(TOOLS, script)] + extra, check=True)
+    if a.task_mix > 0:
+        heldout = os.path.join(a.ckpt_dir, f"heldout_seed{a.heldout_seed}_{L}.jsonl")
+        for script, extra in (("tasks.py", ["--heldout", "--seed", str(a.heldout_seed), "--n", str(a.heldout_n),
+                                            "--context-tokens", str(L), "--tokenizer", a.out, "--out", heldout]),
+                              ("eval_tasks.py", ["--model", a.out, "--heldout", heldout, "--device", a.device,
+                                                 "--threads", str(a.threads)])):
+            print(f"running {script}", flush=True)
+            subprocess.run([py, os.path.join(TOOLS, script)] + extra, check=True)
 
 
 if __name__ == "__main__":
