@@ -1,0 +1,326 @@
+// Fast fp32 attention over compressed entry blocks and the dense window, as partial
+// softmax states (kernels/span_attention.h). Dequantization is fused into the dot
+// products: for a key group g (G entries sharing per-channel (scale, zero)),
+//   scale_attn * <q, zero + code * kscale> = qz + <qs, code>,
+//   qz = scale_attn * sum_d q_d zero_{g,d},  qs_d = scale_attn * q_d kscale_{g,d},
+// so each logit is one dot product of a pre-scaled query with the unpacked code row. Values
+// (grouped per token) are accumulated as o += (w*scale)*code + w*zero per channel group.
+// Only one unpacked row (head_dim floats) exists at a time; the block is never
+// dequantized as a whole.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "common/float16.h"
+#include "kernels/cpu/vec.h"
+#include "kernels/span_attention.h"
+
+namespace kvspan::kernels {
+namespace {
+
+// Work (rows * entries * head_dim multiply-adds) below which threads cost more than they save.
+constexpr int64_t kMinParallelWork = int64_t{1} << 16;
+constexpr int kKeyTile = 64;
+
+bool IsQuantized(SpanCodec c) { return c == SpanCodec::kInt8 || c == SpanCodec::kInt4 || c == SpanCodec::kInt2; }
+
+int64_t RowBytes(SpanCodec codec, int head_dim) {
+  switch (codec) {
+    case SpanCodec::kInt8: return head_dim;
+    case SpanCodec::kInt4: return (int64_t{head_dim} + 1) / 2;
+    case SpanCodec::kInt2: return (int64_t{head_dim} + 3) / 4;
+    default: return int64_t{head_dim} * 2;
+  }
+}
+
+// Unpacks one stored row into floats: the decoded value (bf16/fp16) or the raw code.
+void UnpackRow(SpanCodec codec, const uint8_t* row, int hd, float* out) {
+  switch (codec) {
+    case SpanCodec::kBF16: {
+      int d = 0;
+#if defined(__AVX2__)
+      for (; d + 8 <= hd; d += 8) {
+        const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * d));
+        _mm256_storeu_ps(out + d, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16)));
+      }
+#endif
+      for (; d < hd; ++d) {
+        const uint32_t bits = (uint32_t{row[2 * d]} | (uint32_t{row[2 * d + 1]} << 8)) << 16;
+        std::memcpy(&out[d], &bits, sizeof(float));
+      }
+      return;
+    }
+    case SpanCodec::kFP16: {
+      int d = 0;
+#if defined(__F16C__) && defined(__AVX2__)
+      // Exact for every finite fp16 (the codec stores finite values only).
+      for (; d + 8 <= hd; d += 8) {
+        _mm256_storeu_ps(out + d,
+                         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * d))));
+      }
+#endif
+      for (; d < hd; ++d) out[d] = HalfToFloat(static_cast<uint16_t>(row[2 * d] | (row[2 * d + 1] << 8)));
+      return;
+    }
+    case SpanCodec::kInt8: {
+      int d = 0;
+#if defined(__AVX2__)
+      for (; d + 8 <= hd; d += 8) {
+        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + d));
+        _mm256_storeu_ps(out + d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)));
+      }
+#endif
+      for (; d < hd; ++d) out[d] = row[d];
+      return;
+    }
+    case SpanCodec::kInt4: {
+      int d = 0;
+      for (; d + 2 <= hd; d += 2) {
+        out[d] = row[d >> 1] & 0xF;
+        out[d + 1] = row[d >> 1] >> 4;
+      }
+      if (d < hd) out[d] = row[d >> 1] & 0xF;
+      return;
+    }
+    case SpanCodec::kInt2: {
+      int d = 0;
+      for (; d + 4 <= hd; d += 4) {
+        const uint8_t byte = row[d >> 2];
+        out[d] = byte & 0x3;
+        out[d + 1] = (byte >> 2) & 0x3;
+        out[d + 2] = (byte >> 4) & 0x3;
+        out[d + 3] = byte >> 6;
+      }
+      for (; d < hd; ++d) out[d] = (row[d >> 2] >> ((d & 3) * 2)) & 0x3;
+      return;
+    }
+  }
+}
+
+// y[i] += a * x[i] + c for i < n: one dequantized value group, weighted.
+inline void AxpyPlusConst(float a, const float* x, float c, float* y, int n) {
+  int i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 va = _mm256_set1_ps(a);
+  const __m256 vc = _mm256_set1_ps(c);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 t = _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), vc);
+    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), t));
+  }
+#endif
+  for (; i < n; ++i) y[i] += a * x[i] + c;
+}
+
+// out[i] = fp16 bits in[i] as float, i < count (exact for every fp16 value).
+void HalvesToFloats(const uint16_t* in, int64_t count, float* out) {
+  int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX2__)
+  for (; i + 8 <= count; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  }
+#endif
+  for (; i < count; ++i) out[i] = HalfToFloat(in[i]);
+}
+
+// Per-thread scratch, reused across calls (the kernels run on the pool's threads).
+struct Scratch {
+  std::vector<float> buf, logits, qs, qz, kparams, vparams;
+};
+Scratch& ThreadScratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+// The block's contribution to the rows of queries [j0, j1).
+void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
+  const SpanBlockView& b = p.block;
+  const int hd = b.head_dim;
+  const int n = b.num_entries;
+  const int rows = (j1 - j0) * p.group;
+  const int64_t row_bytes = RowBytes(b.codec, hd);
+  Scratch& scratch = ThreadScratch();
+  std::vector<float>& buf = scratch.buf;
+  std::vector<float>& logits = scratch.logits;
+  buf.resize(hd);
+  logits.resize(static_cast<size_t>(rows) * n);
+  auto query = [&](int r) { return p.q + (j0 + r / p.group) * p.q_row_stride + int64_t{r % p.group} * hd; };
+
+  if (!IsQuantized(b.codec)) {
+    for (int e = 0; e < n; ++e) {
+      UnpackRow(b.codec, b.key_data + e * row_bytes, hd, buf.data());
+      for (int r = 0; r < rows; ++r) logits[r * n + e] = p.scale * internal::Dot(query(r), buf.data(), hd);
+    }
+  } else {
+    const int gs = b.group_size;
+    std::vector<float>& qs = scratch.qs;
+    std::vector<float>& qz = scratch.qz;
+    std::vector<float>& params = scratch.kparams;
+    qs.resize(static_cast<size_t>(rows) * hd);
+    qz.resize(rows);
+    params.resize(int64_t{hd} * 2);
+    for (int g0 = 0; g0 < n; g0 += gs) {
+      HalvesToFloats(b.key_params + int64_t{g0 / gs} * hd * 2, int64_t{hd} * 2, params.data());
+      for (int r = 0; r < rows; ++r) {
+        const float* q = query(r);
+        float z = 0.0f;
+        for (int d = 0; d < hd; ++d) {
+          const float sq = p.scale * q[d];
+          qs[r * hd + d] = sq * params[2 * d];
+          z += sq * params[2 * d + 1];
+        }
+        qz[r] = z;
+      }
+      const int g1 = std::min(n, g0 + gs);
+      for (int e = g0; e < g1; ++e) {
+        UnpackRow(b.codec, b.key_data + e * row_bytes, hd, buf.data());
+        for (int r = 0; r < rows; ++r) logits[r * n + e] = qz[r] + internal::Dot(&qs[r * hd], buf.data(), hd);
+      }
+    }
+  }
+
+  // Softmax bookkeeping: rescale each row's state to the new max, turn logits into weights.
+  for (int r = 0; r < rows; ++r) {
+    float* lr = &logits[r * n];
+    float bmax = -INFINITY;
+    for (int e = 0; e < n; ++e) {
+      if (b.log_counts != nullptr) lr[e] += b.log_counts[e];
+      bmax = std::max(bmax, lr[e]);
+    }
+    const int64_t sr = int64_t{j0} * p.group + r;
+    float& m = p.state.m[sr];
+    float& s = p.state.s[sr];
+    const float new_m = std::max(m, bmax);
+    const float c = s == 0.0f ? 0.0f : std::exp(m - new_m);
+    float sum = 0.0f;
+    for (int e = 0; e < n; ++e) {
+      lr[e] = std::exp(lr[e] - new_m);
+      sum += lr[e];
+    }
+    s = s * c + sum;
+    m = new_m;
+    internal::Scale(c, p.state.o + sr * hd, hd);
+  }
+
+  const int vgroups = IsQuantized(b.codec) ? (hd + b.group_size - 1) / b.group_size : 0;
+  std::vector<float>& vparams = scratch.vparams;
+  vparams.resize(int64_t{vgroups} * 2);
+  for (int e = 0; e < n; ++e) {
+    UnpackRow(b.codec, b.value_data + e * row_bytes, hd, buf.data());
+    if (vgroups > 0) HalvesToFloats(b.value_params + int64_t{e} * vgroups * 2, int64_t{vgroups} * 2, vparams.data());
+    for (int r = 0; r < rows; ++r) {
+      const float w = logits[r * n + e];
+      float* o = p.state.o + (int64_t{j0} * p.group + r) * hd;
+      if (vgroups == 0) {
+        internal::Axpy(w, buf.data(), o, hd);
+        continue;
+      }
+      for (int g = 0; g < vgroups; ++g) {
+        const float a = w * vparams[2 * g];
+        const float z = w * vparams[2 * g + 1];
+        const int c0 = g * b.group_size;
+        const int c1 = std::min(hd, c0 + b.group_size);
+        AxpyPlusConst(a, buf.data() + c0, z, o + c0, c1 - c0);
+      }
+    }
+  }
+}
+
+// Online softmax of one row over dense keys [0, last], merged into its state.
+void DenseRow(const DensePartialParams& p, int j, int h) {
+  const int hd = p.head_dim;
+  const int last = p.q_start + j;
+  const float* q = p.q + j * p.q_row_stride + int64_t{h} * hd;
+  const int64_t r = int64_t{j} * p.group + h;
+  float& m = p.state.m[r];
+  float& s = p.state.s[r];
+  float* o = p.state.o + r * hd;
+  float scores[kKeyTile];
+  for (int tile = 0; tile <= last; tile += kKeyTile) {
+    const int cnt = std::min(kKeyTile, last + 1 - tile);
+    float tile_max = -INFINITY;
+    for (int i = 0; i < cnt; ++i) {
+      scores[i] = p.scale * internal::Dot(q, p.k + (tile + i) * p.k_token_stride, hd);
+      tile_max = std::max(tile_max, scores[i]);
+    }
+    const float new_m = std::max(m, tile_max);
+    const float c = s == 0.0f ? 0.0f : std::exp(m - new_m);
+    s *= c;
+    for (int i = 0; i < cnt; ++i) {
+      const float w = std::exp(scores[i] - new_m);
+      s += w;
+      const float* v = p.v + (tile + i) * p.v_token_stride;
+      if (i == 0) {
+        internal::ScaleAndAxpy(c, w, v, o, hd);
+      } else {
+        internal::Axpy(w, v, o, hd);
+      }
+    }
+    m = new_m;
+  }
+}
+
+}  // namespace
+
+void InitPartial(PartialState state, int num_rows, int head_dim) {
+  std::fill(state.m, state.m + num_rows, -INFINITY);
+  std::fill(state.s, state.s + num_rows, 0.0f);
+  std::fill(state.o, state.o + int64_t{num_rows} * head_dim, 0.0f);
+}
+
+void MergePartial(const PartialState& from, PartialState into, int num_rows, int head_dim) {
+  for (int r = 0; r < num_rows; ++r) {
+    if (from.s[r] == 0.0f) continue;
+    const float mx = std::max(from.m[r], into.m[r]);
+    const float c_into = into.s[r] == 0.0f ? 0.0f : std::exp(into.m[r] - mx);
+    const float c_from = std::exp(from.m[r] - mx);
+    into.m[r] = mx;
+    into.s[r] = into.s[r] * c_into + from.s[r] * c_from;
+    float* o = into.o + int64_t{r} * head_dim;
+    internal::ScaleAndAxpy(c_into, c_from, from.o + int64_t{r} * head_dim, o, head_dim);
+  }
+}
+
+void FinishPartial(const PartialState& state, int num_q, int group, int head_dim, float* out,
+                   int64_t out_row_stride) {
+  for (int j = 0; j < num_q; ++j) {
+    for (int h = 0; h < group; ++h) {
+      const int64_t r = int64_t{j} * group + h;
+      float* dst = out + j * out_row_stride + int64_t{h} * head_dim;
+      const float inv = state.s[r] == 0.0f ? 0.0f : 1.0f / state.s[r];
+      for (int d = 0; d < head_dim; ++d) dst[d] = state.o[r * head_dim + d] * inv;
+    }
+  }
+}
+
+void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool) {
+  if (p.block.num_entries == 0) return;
+  const int64_t work = int64_t{p.num_q} * p.group * p.block.num_entries * p.block.head_dim;
+  if (pool == nullptr || p.num_q < 2 || work < kMinParallelWork) {
+    SpanQueries(p, 0, p.num_q);
+    return;
+  }
+  const int chunks = std::min(p.num_q, 4 * pool->num_threads());
+  pool->ParallelFor(chunks, [&p, chunks](int64_t c) {
+    const int j0 = static_cast<int>(c * p.num_q / chunks);
+    const int j1 = static_cast<int>((c + 1) * p.num_q / chunks);
+    if (j0 < j1) SpanQueries(p, j0, j1);
+  });
+}
+
+void DenseAttentionPartial(const DensePartialParams& p, ThreadPool* pool) {
+  const int64_t rows = int64_t{p.num_q} * p.group;
+  const int64_t work = rows * (p.q_start + p.num_q) * p.head_dim;
+  auto task = [&p](int64_t r) { DenseRow(p, static_cast<int>(r / p.group), static_cast<int>(r % p.group)); };
+  if (pool == nullptr || rows < 2 || work < kMinParallelWork) {
+    for (int64_t r = 0; r < rows; ++r) task(r);
+  } else {
+    pool->ParallelFor(rows, task);
+  }
+}
+
+}  // namespace kvspan::kernels

@@ -1,0 +1,127 @@
+// Attention over compressed KV spans: the queries of one KV head attend to one entry
+// block (kvcache/entry_block.h) read straight from its stored layout, producing a
+// *partial* softmax state that is merged (log-sum-exp) with the partials of other blocks
+// and of the uncompressed recent window, then finished into the attention output.
+//
+// Partial state of one row r (a (query j, query head h of the group) pair, r = j * group + h):
+//   m = max over the keys seen so far of logit
+//   s = sum exp(logit - m)
+//   o = sum exp(logit - m) * v          (head_dim floats, unnormalized)
+// and the attention output is o / s (FinishPartial). An empty state is m = -inf, s = 0,
+// o = 0 (InitPartial). Logit of a compressed entry e: scale * <q, k_hat_e> + log_count_e,
+// where k_hat/v_hat are the dequantized key/value (x = zero + code * scale in fp32 with
+// fp16 scale/zero, or the raw bf16/fp16 value; docs/span-format.md).
+//
+// NO causal mask inside compressed blocks: every entry of a compressed span lies wholly
+// before every query that reads it (spans cover committed positions only), so all entries
+// are visible to all queries. The dense window partial (DenseAttentionPartial) is causal.
+//
+// SpanAttentionRef / DenseAttentionPartialRef (cpu/span_attention_ref.cc) are plain loops
+// in double precision: the specification. SpanAttention / DenseAttentionPartial
+// (cpu/span_attention.cc) are the fast fp32 paths: dequantization fused into the dot
+// products (per key group the query is pre-multiplied by the channel scales, so a logit
+// is one dot product with the raw codes plus a constant), one unpacked code row at a time,
+// never a dequantized copy of the block. All functions are pure functions of their inputs
+// and thread-safe for disjoint partial states.
+#ifndef KVSPAN_KERNELS_SPAN_ATTENTION_H_
+#define KVSPAN_KERNELS_SPAN_ATTENTION_H_
+
+#include <cstdint>
+
+#include "common/thread_pool.h"
+
+namespace kvspan::kernels {
+
+// Mirrors kvcache::Codec's serialized ids (kernels/ does not depend on kvcache/; the
+// span attention test checks the mirror).
+enum class SpanCodec : uint8_t {
+  kBF16 = 1,
+  kFP16 = 2,
+  kInt8 = 3,
+  kInt4 = 4,
+  kInt2 = 5,
+};
+
+// One entry block of one KV head, borrowed; layout exactly as kvcache::EntryBlock stores
+// it. n = num_entries, D = head_dim, G = group_size, B = bits (16, 16, 8, 4, 2),
+// R = ceil(D * B / 8) bytes per row.
+struct SpanBlockView {
+  SpanCodec codec = SpanCodec::kBF16;
+  int group_size = 0;   // quantized codecs: >= 1; bf16/fp16: ignored
+  int num_entries = 0;  // n >= 0 (0: the block contributes nothing)
+  int head_dim = 0;     // D >= 1
+  // [n, R]: bf16/fp16: D little-endian 16-bit values per row; quantized: codes of channel
+  // d at bit (d*B) % 8 of byte (d*B) / 8, least significant bits first.
+  const uint8_t* key_data = nullptr;
+  const uint8_t* value_data = nullptr;  // [n, R], as keys
+  // Quantized only: [ceil(n/G), D, 2] fp16 (scale, zero): keys grouped per channel over G
+  // consecutive entries.
+  const uint16_t* key_params = nullptr;
+  // Quantized only: [n, ceil(D/G), 2] fp16 (scale, zero): values grouped per token over G
+  // consecutive channels.
+  const uint16_t* value_params = nullptr;
+  const float* log_counts = nullptr;  // [n] or null (all 0)
+};
+
+// Partial softmax states of num_rows rows, borrowed. Row r = j * group + h.
+struct PartialState {
+  float* m = nullptr;  // [num_rows] running max logit (-inf when empty)
+  float* s = nullptr;  // [num_rows] sum of exp(logit - m)
+  float* o = nullptr;  // [num_rows, head_dim] sum of exp(logit - m) * v
+};
+
+struct SpanAttentionParams {
+  SpanBlockView block;
+  // [num_q, group, head_dim]: element (j, h, d) at q[j * q_row_stride + h * head_dim + d];
+  // the `group` query heads that share this KV head.
+  const float* q = nullptr;
+  int64_t q_row_stride = 0;  // floats, >= group * head_dim
+  int num_q = 0;             // >= 1
+  int group = 0;             // query heads per KV head, >= 1
+  float scale = 1.0f;        // usually 1 / sqrt(head_dim)
+  // In/out: the block's keys are merged into these num_q * group states.
+  PartialState state;
+};
+
+// Causal attention partial over dense fp32 keys/values of one KV head (the recent window).
+struct DensePartialParams {
+  const float* q = nullptr;  // as SpanAttentionParams::q
+  int64_t q_row_stride = 0;
+  int num_q = 0;   // >= 1
+  int group = 0;   // >= 1
+  int head_dim = 0;
+  // [num_keys, head_dim]: key t at k[t * k_token_stride]; values alike.
+  const float* k = nullptr;
+  int64_t k_token_stride = 0;
+  const float* v = nullptr;
+  int64_t v_token_stride = 0;
+  int num_keys = 0;  // >= q_start + num_q
+  int q_start = 0;   // query j sees keys [0, q_start + j]; >= 0
+  float scale = 1.0f;
+  PartialState state;  // in/out, num_q * group rows
+};
+
+// Sets num_rows states to empty (m = -inf, s = 0, o = 0).
+void InitPartial(PartialState state, int num_rows, int head_dim);
+
+// Merges `from` into `into`, row by row (log-sum-exp): m = max(m1, m2),
+// s = s1 e^(m1-m) + s2 e^(m2-m), o = o1 e^(m1-m) + o2 e^(m2-m). Empty rows are identities.
+void MergePartial(const PartialState& from, PartialState into, int num_rows, int head_dim);
+
+// out[j * out_row_stride + h * head_dim + d] = o[r, d] / s[r] for r = j * group + h;
+// a row with s = 0 (no keys) writes zeros.
+void FinishPartial(const PartialState& state, int num_q, int group, int head_dim, float* out,
+                   int64_t out_row_stride);
+
+// Double-precision references (the specification). REQUIRES: the invariants above.
+void SpanAttentionRef(const SpanAttentionParams& p);
+void DenseAttentionPartialRef(const DensePartialParams& p);
+
+// Fast fp32 paths. `pool` (borrowed for the call, may be null) splits the queries when
+// the block is large enough to pay for it. REQUIRES: the invariants above.
+void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool);
+void DenseAttentionPartial(const DensePartialParams& p, ThreadPool* pool);
+
+}  // namespace kvspan::kernels
+
+#endif  // KVSPAN_KERNELS_SPAN_ATTENTION_H_

@@ -1,0 +1,339 @@
+// Attention over compressed spans: the double-precision reference against kvcache's own
+// dequantization, the fast path against the reference over many shapes, and the full
+// composition (compressed blocks + dense window, merged by log-sum-exp) against plain
+// softmax attention written out directly in double precision.
+#include "kernels/span_attention.h"
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/thread_pool.h"
+#include "gtest/gtest.h"
+#include "kernels/attention.h"
+#include "kvcache/entry_block.h"
+
+namespace kvspan::kernels {
+namespace {
+
+using kvcache::Codec;
+using kvcache::EntryBlock;
+
+SpanBlockView ViewOf(const EntryBlock& b) {
+  SpanBlockView v;
+  v.codec = static_cast<SpanCodec>(b.codec);
+  v.group_size = b.group_size;
+  v.num_entries = b.num_entries();
+  v.head_dim = b.head_dim;
+  v.key_data = b.key_data.data();
+  v.value_data = b.value_data.data();
+  v.key_params = b.key_params.data();
+  v.value_params = b.value_params.data();
+  v.log_counts = b.log_counts.data();
+  return v;
+}
+
+std::vector<float> Normal(int64_t count, std::mt19937_64& rng, float stddev = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, stddev);
+  std::vector<float> out(count);
+  for (float& x : out) x = dist(rng);
+  return out;
+}
+
+struct RandomBlock {
+  EntryBlock block;
+  std::vector<float> keys, values;  // the dense inputs
+};
+
+RandomBlock MakeBlock(Codec codec, int group_size, int n, int hd, bool with_log_counts, std::mt19937_64& rng) {
+  RandomBlock rb;
+  rb.keys = Normal(int64_t{n} * hd, rng);
+  rb.values = Normal(int64_t{n} * hd, rng);
+  std::vector<int32_t> positions(n);
+  std::vector<float> log_counts(n, 0.0f);
+  std::uniform_real_distribution<float> lc(0.0f, 2.0f);
+  for (int i = 0; i < n; ++i) {
+    positions[i] = i;
+    if (with_log_counts) log_counts[i] = lc(rng);
+  }
+  kvcache::DenseEntries entries{hd, positions, log_counts, rb.keys, rb.values};
+  auto block = kvcache::EncodeBlock({codec, group_size}, entries);
+  EXPECT_TRUE(block.ok()) << block.status();
+  rb.block = *std::move(block);
+  return rb;
+}
+
+struct States {
+  std::vector<float> m, s, o;
+  States(int rows, int hd) : m(rows), s(rows), o(int64_t{rows} * hd) { InitPartial(view(), rows, hd); }
+  PartialState view() { return {m.data(), s.data(), o.data()}; }
+};
+
+constexpr Codec kCodecs[] = {Codec::kBF16, Codec::kFP16, Codec::kInt8, Codec::kInt4, Codec::kInt2};
+
+TEST(SpanAttentionTest, CodecIdsMirrorKvcache) {
+  EXPECT_EQ(static_cast<int>(SpanCodec::kBF16), static_cast<int>(Codec::kBF16));
+  EXPECT_EQ(static_cast<int>(SpanCodec::kFP16), static_cast<int>(Codec::kFP16));
+  EXPECT_EQ(static_cast<int>(SpanCodec::kInt8), static_cast<int>(Codec::kInt8));
+  EXPECT_EQ(static_cast<int>(SpanCodec::kInt4), static_cast<int>(Codec::kInt4));
+  EXPECT_EQ(static_cast<int>(SpanCodec::kInt2), static_cast<int>(Codec::kInt2));
+}
+
+// The reference's own dequantization equals kvcache::DecodeBlockKeys/Values bit for bit:
+// a one-entry sub-block with one-hot queries and scale 1 makes m = k_hat[e, d] and
+// o / s = v_hat[e, :] exactly.
+TEST(SpanAttentionTest, RefDequantizationEqualsKvcacheDecode) {
+  std::mt19937_64 rng(7);
+  for (Codec codec : kCodecs) {
+    for (int gs : {1, 5, 16, 32}) {
+      for (int hd : {8, 30, 64}) {
+        const int n = 37;
+        RandomBlock rb = MakeBlock(codec, gs, n, hd, false, rng);
+        const EntryBlock& b = rb.block;
+        const std::vector<float> k = kvcache::DecodeBlockKeys(b);
+        const std::vector<float> v = kvcache::DecodeBlockValues(b);
+        std::vector<float> eye(int64_t{hd} * hd, 0.0f);
+        for (int d = 0; d < hd; ++d) eye[d * hd + d] = 1.0f;
+        const bool quantized = kvcache::IsQuantized(codec);
+        const int vgroups = quantized ? (hd + b.group_size - 1) / b.group_size : 0;
+        for (int e = 0; e < n; ++e) {
+          SpanBlockView one = ViewOf(b);
+          one.num_entries = 1;
+          one.log_counts = nullptr;
+          const int64_t row = kvcache::CodeRowBytes(codec, hd);
+          one.key_data += e * row;
+          one.value_data += e * row;
+          if (quantized) {
+            one.key_params += int64_t{e / b.group_size} * hd * 2;
+            one.value_params += int64_t{e} * vgroups * 2;
+          }
+          States st(hd, hd);
+          SpanAttentionParams p{one, eye.data(), hd, hd, 1, 1.0f, st.view()};
+          SpanAttentionRef(p);
+          std::vector<float> out(int64_t{hd} * hd);
+          FinishPartial(st.view(), hd, 1, hd, out.data(), hd);
+          for (int d = 0; d < hd; ++d) {
+            ASSERT_EQ(st.m[d], k[e * hd + d]) << kvcache::CodecName(codec) << " e=" << e << " d=" << d;
+            ASSERT_EQ(out[d], v[e * hd + d]) << kvcache::CodecName(codec) << " e=" << e << " d=" << d;
+          }
+        }
+      }
+    }
+  }
+}
+
+// (codec, group size, head_dim, GQA group)
+using Shape = std::tuple<Codec, int, int, int>;
+class SpanAttentionSweep : public ::testing::TestWithParam<Shape> {};
+
+// head_dim 30 and 33 exercise the scalar tails of the unpackers and partial code bytes.
+// Fast vs reference after merging several blocks (entries 1..64, with and without log
+// counts) into the same states. Tolerance |out - ref| <= 2e-5 + 2e-4 * |ref| on the
+// finished output, and the same on m and on s (relative to s): fp32 accumulation of
+// head_dim <= 128 products and <= 64 exponentials.
+TEST_P(SpanAttentionSweep, FastMatchesReference) {
+  const auto [codec, gs, hd, group] = GetParam();
+  std::mt19937_64 rng(1000 + static_cast<int>(codec) * 131 + gs * 17 + hd * 3 + group);
+  ThreadPool pool(2);
+  for (int num_q : {1, 3, 9}) {
+    for (bool with_lc : {false, true}) {
+      States fast(num_q * group, hd), ref(num_q * group, hd);
+      const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      for (int n : {1, 7, 33, 64}) {
+        RandomBlock rb = MakeBlock(codec, gs, n, hd, with_lc, rng);
+        SpanBlockView view = ViewOf(rb.block);
+        if (!with_lc) view.log_counts = nullptr;
+        SpanAttentionParams p{view, q.data(), int64_t{group} * hd, num_q, group, scale, fast.view()};
+        SpanAttention(p, num_q > 3 ? &pool : nullptr);
+        p.state = ref.view();
+        SpanAttentionRef(p);
+      }
+      std::vector<float> out_fast(int64_t{num_q} * group * hd), out_ref(out_fast.size());
+      FinishPartial(fast.view(), num_q, group, hd, out_fast.data(), int64_t{group} * hd);
+      FinishPartial(ref.view(), num_q, group, hd, out_ref.data(), int64_t{group} * hd);
+      for (size_t i = 0; i < out_ref.size(); ++i) {
+        ASSERT_LE(std::abs(out_fast[i] - out_ref[i]), 2e-5 + 2e-4 * std::abs(out_ref[i]))
+            << "i=" << i << " num_q=" << num_q << " lc=" << with_lc;
+      }
+      for (int r = 0; r < num_q * group; ++r) {
+        ASSERT_LE(std::abs(fast.m[r] - ref.m[r]), 2e-5 + 2e-4 * std::abs(ref.m[r])) << r;
+        ASSERT_LE(std::abs(fast.s[r] - ref.s[r]), 2e-4 * ref.s[r]) << r;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, SpanAttentionSweep,
+    ::testing::Combine(::testing::ValuesIn(kCodecs), ::testing::Values(1, 16, 32), ::testing::Values(32, 64, 128, 30, 33),
+                       ::testing::Values(1, 4, 8)),
+    [](const ::testing::TestParamInfo<Shape>& info) {
+      return absl::StrCat(kvcache::CodecName(std::get<0>(info.param)), "_g", std::get<1>(info.param), "_d",
+                          std::get<2>(info.param), "_gqa", std::get<3>(info.param));
+    });
+
+// The big-work path (threads split the queries) agrees with the single-threaded one.
+TEST(SpanAttentionTest, ThreadedMatchesSingleThreaded) {
+  std::mt19937_64 rng(3);
+  ThreadPool pool(2);
+  const int num_q = 40, group = 4, hd = 64, n = 64;
+  RandomBlock rb = MakeBlock(Codec::kInt4, 32, n, hd, true, rng);
+  const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
+  States a(num_q * group, hd), b(num_q * group, hd);
+  SpanAttentionParams p{ViewOf(rb.block), q.data(), int64_t{group} * hd, num_q, group, 0.125f, a.view()};
+  SpanAttention(p, &pool);
+  p.state = b.view();
+  SpanAttention(p, nullptr);
+  EXPECT_EQ(a.m, b.m);
+  EXPECT_EQ(a.s, b.s);
+  EXPECT_EQ(a.o, b.o);
+}
+
+// Dense partial + finish == AttentionRef (causal, GQA), fast and reference paths.
+TEST(SpanAttentionTest, DensePartialMatchesAttentionRef) {
+  std::mt19937_64 rng(11);
+  ThreadPool pool(2);
+  for (int hd : {32, 64}) {
+    for (int group : {1, 4}) {
+      for (auto [num_q, num_keys] : {std::pair{1, 1}, std::pair{1, 70}, std::pair{9, 9}, std::pair{20, 150}}) {
+        const int kv_heads = 2, heads = kv_heads * group;
+        const std::vector<float> q = Normal(int64_t{num_q} * heads * hd, rng);
+        const std::vector<float> k = Normal(int64_t{kv_heads} * num_keys * hd, rng);
+        const std::vector<float> v = Normal(int64_t{kv_heads} * num_keys * hd, rng);
+        std::vector<float> expected(int64_t{num_q} * heads * hd), fast(expected.size()), ref(expected.size());
+        AttentionParams ap;
+        ap.q = q.data(); ap.q_row_stride = int64_t{heads} * hd;
+        ap.k = k.data(); ap.k_head_stride = int64_t{num_keys} * hd; ap.k_token_stride = hd;
+        ap.v = v.data(); ap.v_head_stride = int64_t{num_keys} * hd; ap.v_token_stride = hd;
+        ap.out = expected.data(); ap.out_row_stride = int64_t{heads} * hd;
+        ap.num_q = num_q; ap.num_keys = num_keys; ap.num_heads = heads; ap.num_kv_heads = kv_heads;
+        ap.head_dim = hd; ap.q_start = num_keys - num_q; ap.scale = 1.0f / std::sqrt(float(hd));
+        AttentionRef(ap);
+        for (int g = 0; g < kv_heads; ++g) {
+          States sf(num_q * group, hd), sr(num_q * group, hd);
+          DensePartialParams p{q.data() + g * group * hd, int64_t{heads} * hd, num_q, group, hd,
+                               k.data() + int64_t{g} * num_keys * hd, hd, v.data() + int64_t{g} * num_keys * hd, hd,
+                               num_keys, num_keys - num_q, ap.scale, sf.view()};
+          DenseAttentionPartial(p, &pool);
+          p.state = sr.view();
+          DenseAttentionPartialRef(p);
+          FinishPartial(sf.view(), num_q, group, hd, fast.data() + g * group * hd, int64_t{heads} * hd);
+          FinishPartial(sr.view(), num_q, group, hd, ref.data() + g * group * hd, int64_t{heads} * hd);
+        }
+        for (size_t i = 0; i < expected.size(); ++i) {
+          ASSERT_LE(std::abs(ref[i] - expected[i]), 1e-6 + 1e-6 * std::abs(expected[i])) << i;
+          ASSERT_LE(std::abs(fast[i] - expected[i]), 2e-5 + 2e-4 * std::abs(expected[i])) << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(SpanAttentionTest, MergeWithEmptyStateIsIdentityAndEmptyFinishesToZero) {
+  const int rows = 3, hd = 8;
+  States a(rows, hd), empty(rows, hd);
+  a.m = {1.0f, -2.0f, 0.5f};
+  a.s = {2.0f, 1.0f, 3.0f};
+  for (size_t i = 0; i < a.o.size(); ++i) a.o[i] = 0.25f * static_cast<float>(i);
+  States copy = a;
+  MergePartial(empty.view(), a.view(), rows, hd);
+  EXPECT_EQ(a.m, copy.m);
+  EXPECT_EQ(a.s, copy.s);
+  EXPECT_EQ(a.o, copy.o);
+  MergePartial(copy.view(), empty.view(), rows, hd);
+  EXPECT_EQ(empty.m, copy.m);
+  EXPECT_EQ(empty.s, copy.s);
+  EXPECT_EQ(empty.o, copy.o);
+  States none(1, hd);
+  std::vector<float> out(hd, 7.0f);
+  FinishPartial(none.view(), 1, 1, hd, out.data(), hd);
+  EXPECT_EQ(out, std::vector<float>(hd, 0.0f));
+}
+
+// The whole composition: queries attend to several compressed blocks (log-count biases, no
+// mask) and a causal dense window; partials merged by log-sum-exp equal softmax attention
+// over [dequantized block entries ++ window keys] computed directly in double precision.
+TEST(SpanAttentionTest, BlocksPlusWindowEqualPlainSoftmax) {
+  std::mt19937_64 rng(5);
+  ThreadPool pool(2);
+  for (Codec codec : kCodecs) {
+    const int hd = 64, group = 4, num_q = 5, window = 23;
+    const int q_start = window - num_q;
+    const float scale = 1.0f / std::sqrt(float(hd));
+    std::vector<RandomBlock> blocks;
+    for (int n : {64, 17, 40}) blocks.push_back(MakeBlock(codec, 32, n, hd, true, rng));
+    const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
+    const std::vector<float> wk = Normal(int64_t{window} * hd, rng);
+    const std::vector<float> wv = Normal(int64_t{window} * hd, rng);
+
+    // Direct definition.
+    std::vector<double> keys, values, bias;
+    for (const RandomBlock& rb : blocks) {
+      const std::vector<float> k = kvcache::DecodeBlockKeys(rb.block);
+      const std::vector<float> v = kvcache::DecodeBlockValues(rb.block);
+      keys.insert(keys.end(), k.begin(), k.end());
+      values.insert(values.end(), v.begin(), v.end());
+      bias.insert(bias.end(), rb.block.log_counts.begin(), rb.block.log_counts.end());
+    }
+    const int num_compressed = static_cast<int>(bias.size());
+    std::vector<double> expected(int64_t{num_q} * group * hd, 0.0);
+    for (int j = 0; j < num_q; ++j) {
+      for (int h = 0; h < group; ++h) {
+        const float* qr = &q[(j * group + h) * hd];
+        std::vector<double> logit;
+        std::vector<const double*> vrow;
+        std::vector<double> wvd(wv.begin(), wv.end());
+        for (int e = 0; e < num_compressed; ++e) {
+          double dot = 0;
+          for (int d = 0; d < hd; ++d) dot += double{qr[d]} * keys[int64_t{e} * hd + d];
+          logit.push_back(scale * dot + bias[e]);
+          vrow.push_back(&values[int64_t{e} * hd]);
+        }
+        for (int t = 0; t <= q_start + j; ++t) {
+          double dot = 0;
+          for (int d = 0; d < hd; ++d) dot += double{qr[d]} * wk[t * hd + d];
+          logit.push_back(scale * dot);
+          vrow.push_back(&wvd[t * hd]);
+        }
+        double mx = -std::numeric_limits<double>::infinity(), sum = 0;
+        for (double l : logit) mx = std::max(mx, l);
+        for (double l : logit) sum += std::exp(l - mx);
+        double* out = &expected[(j * group + h) * hd];
+        for (size_t i = 0; i < logit.size(); ++i) {
+          const double w = std::exp(logit[i] - mx) / sum;
+          for (int d = 0; d < hd; ++d) {
+            const double vv = i < static_cast<size_t>(num_compressed) ? vrow[i][d] : vrow[i][d];
+            out[d] += w * vv;
+          }
+        }
+      }
+    }
+
+    for (bool use_ref : {false, true}) {
+      States spans(num_q * group, hd), dense(num_q * group, hd);
+      for (const RandomBlock& rb : blocks) {
+        SpanAttentionParams p{ViewOf(rb.block), q.data(), int64_t{group} * hd, num_q, group, scale, spans.view()};
+        use_ref ? SpanAttentionRef(p) : SpanAttention(p, &pool);
+      }
+      DensePartialParams dp{q.data(), int64_t{group} * hd, num_q, group, hd, wk.data(), hd, wv.data(), hd,
+                            window, q_start, scale, dense.view()};
+      use_ref ? DenseAttentionPartialRef(dp) : DenseAttentionPartial(dp, &pool);
+      MergePartial(dense.view(), spans.view(), num_q * group, hd);
+      std::vector<float> out(expected.size());
+      FinishPartial(spans.view(), num_q, group, hd, out.data(), int64_t{group} * hd);
+      const double atol = use_ref ? 1e-6 : 2e-5, rtol = use_ref ? 1e-6 : 2e-4;
+      for (size_t i = 0; i < out.size(); ++i) {
+        ASSERT_LE(std::abs(out[i] - expected[i]), atol + rtol * std::abs(expected[i]))
+            << kvcache::CodecName(codec) << " ref=" << use_ref << " i=" << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvspan::kernels

@@ -1,0 +1,162 @@
+#include "kvcache/compress.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kvcache/internal/span_checks.h"
+#include "kvcache/reducers/entries.h"
+#include "kvcache/reducers/key_norm.h"
+#include "kvcache/reducers/kvmerger.h"
+#include "kvcache/reducers/mikv.h"
+#include "kvcache/reducers/razor.h"
+#include "kvcache/reducers/sentinel_analogue.h"
+#include "kvcache/reducers/sinks_window.h"
+
+namespace kvspan::kvcache {
+namespace {
+
+using reducers::ReducedEntries;
+using reducers::SpanContext;
+using reducers::TokenRows;
+
+absl::StatusOr<Codec> CodecByName(const std::string& name) {
+  for (Codec c : {Codec::kBF16, Codec::kFP16, Codec::kInt8, Codec::kInt4, Codec::kInt2}) {
+    if (name == CodecName(c)) return c;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("CompressSpan: unknown codec '", name, "'"));
+}
+
+CodecSpec SpecFor(Codec codec, int group_size) {
+  return CodecSpec{codec, IsQuantized(codec) ? group_size : 0};
+}
+
+absl::Status CheckSupported(const Policy& policy, const SpanGeometry& g) {
+  if (!policy.query_agnostic()) {
+    return absl::UnimplementedError(
+        "CompressSpan: query-aware policy (snapkv) runs decode-side only; not implemented");
+  }
+  const PolicyStage* main = policy.main_reducer();
+  if (main != nullptr && main->name == "expected-attn") {
+    return absl::UnimplementedError("CompressSpan: expected-attn is not implemented yet");
+  }
+  if (policy.sharing.has_value()) {
+    return absl::UnimplementedError(
+        absl::StrCat("CompressSpan: sharing '", policy.sharing->name, "' not implemented yet"));
+  }
+  if (main != nullptr && main->name == "razor") {
+    for (const auto& [layer, head] : main->Get("retrieval").heads) {
+      if (layer >= g.num_layers || head >= g.num_kv_heads) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "CompressSpan: retrieval head ", layer, ".", head, " outside the geometry (",
+            g.num_layers, " layers, ", g.num_kv_heads, " KV heads)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The main reducer applied to the candidates of head (layer, kv_head).
+ReducedEntries ApplyMain(const PolicyStage& main, const SpanContext& ctx, int layer, int kv_head,
+                         const TokenRows& rows) {
+  if (main.name == "keynorm") return reducers::KeyNormReduce(rows, main.Number("keep"));
+  if (main.name == "kvmerger") {
+    return reducers::KvMergerReduce({main.Number("sim"), main.Number("sigma")}, rows);
+  }
+  if (main.name == "sentinel-analogue") {
+    return reducers::SentinelAnalogueReduce(static_cast<int>(main.Number("k")), rows);
+  }
+  // razor (CheckSupported rejected the rest).
+  const auto& heads = main.Get("retrieval").heads;
+  const bool retrieval =
+      std::binary_search(heads.begin(), heads.end(), std::make_pair(layer, kv_head));
+  return reducers::RazorReduce(
+      {static_cast<int>(main.Number("sinks")), static_cast<int>(main.Number("window"))}, ctx,
+      retrieval ? reducers::HeadRole::kRetrieval : reducers::HeadRole::kOther, rows);
+}
+
+}  // namespace
+
+absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header,
+                                  const DenseKvView& kv) {
+  RETURN_IF_ERROR(internal::CheckHeader(header, absl::StatusCode::kInvalidArgument));
+  const SpanGeometry& g = header.geometry;
+  if (kv.keys == nullptr || kv.values == nullptr || kv.token_stride < g.head_dim ||
+      kv.head_stride < 0 || kv.layer_stride < 0) {
+    return absl::InvalidArgumentError("CompressSpan: null K/V or bad strides");
+  }
+  Span span;
+  span.header = header;
+  span.header.policy = policy.ToString();
+  // A hand-built Policy may lack parameters or name unknown stages: accept only what the
+  // parser would produce, so every PolicyStage::Get below is defined.
+  absl::StatusOr<Policy> reparsed = ParsePolicy(span.header.policy);
+  if (!reparsed.ok() || !(*reparsed == policy)) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressSpan: policy '", span.header.policy,
+                                                   "' is not one ParsePolicy produces"));
+  }
+  if (span.header.policy.size() > kMaxLabelBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressSpan: canonical policy is ",
+                                                   span.header.policy.size(), " bytes > ",
+                                                   kMaxLabelBytes));
+  }
+  RETURN_IF_ERROR(CheckSupported(policy, g));
+  const SpanContext ctx{header.first_position, g.span_tokens};
+  const PolicyStage* sinks = policy.FindReducer("sinks");
+  const PolicyStage* window = policy.FindReducer("window");
+  const reducers::SinksWindowOptions protect{sinks ? static_cast<int>(sinks->Number("n")) : 0,
+                                             window ? static_cast<int>(window->Number("n")) : 0};
+  const PolicyStage* main = policy.main_reducer();
+  const bool keep_all = policy.reducers.empty();
+
+  span.heads.resize(g.num_heads_total());
+  for (int l = 0; l < g.num_layers; ++l) {
+    for (int h = 0; h < g.num_kv_heads; ++h) {
+      ReducedEntries kept;  // protected (or all) tokens
+      kept.head_dim = g.head_dim;
+      ReducedEntries candidates;
+      candidates.head_dim = g.head_dim;
+      const int64_t base = l * kv.layer_stride + h * kv.head_stride;
+      for (int t = 0; t < g.span_tokens; ++t) {  // tokens [0, S) only: causality
+        const int32_t position = header.first_position + t;
+        const float* key = kv.keys + base + t * kv.token_stride;
+        const float* value = kv.values + base + t * kv.token_stride;
+        const bool is_kept = keep_all || reducers::InSinksOrWindow(protect, ctx, position);
+        (is_kept ? kept : candidates).Append(position, 0.0f, key, value);
+      }
+      if (main != nullptr && candidates.size() > 0) {
+        const TokenRows rows{g.head_dim, candidates.positions, candidates.keys, candidates.values};
+        ReducedEntries reduced = ApplyMain(*main, ctx, l, h, rows);
+        for (int i = 0; i < reduced.size(); ++i) {
+          kept.Append(reduced.positions[i], reduced.log_counts[i],
+                      reduced.keys.data() + static_cast<size_t>(i) * g.head_dim,
+                      reduced.values.data() + static_cast<size_t>(i) * g.head_dim);
+        }
+        kept.SortByPosition();
+      }
+      HeadEntries& head = span.head(l, h);
+      if (policy.codec.name == "mikv") {
+        MixedPrecisionSpec spec;
+        const int group = static_cast<int>(policy.codec.Number("g"));
+        ASSIGN_OR_RETURN(Codec hi, CodecByName(policy.codec.Get("hi").text));
+        ASSIGN_OR_RETURN(Codec lo, CodecByName(policy.codec.Get("lo").text));
+        spec.high = SpecFor(hi, group);
+        spec.low = SpecFor(lo, group);
+        const std::vector<uint8_t> important =
+            reducers::MikvImportance(kept, policy.codec.Number("keep_hi"));
+        ASSIGN_OR_RETURN(head, EncodeMixedHead(spec, kept.view(), important));
+      } else {
+        ASSIGN_OR_RETURN(Codec codec, CodecByName(policy.codec.name));
+        const int group = IsQuantized(codec) ? static_cast<int>(policy.codec.Number("g")) : 0;
+        ASSIGN_OR_RETURN(EntryBlock block, EncodeBlock(SpecFor(codec, group), kept.view()));
+        head.blocks.push_back(std::move(block));
+      }
+    }
+  }
+  RETURN_IF_ERROR(ValidateSpan(span));
+  return span;
+}
+
+}  // namespace kvspan::kvcache

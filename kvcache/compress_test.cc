@@ -1,0 +1,236 @@
+#include "kvcache/compress.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kvcache/reducers/entries.h"
+#include "kvcache/reducers/key_norm.h"
+#include "kvcache/span_format.h"
+#include "kvcache/testing/random_span.h"
+
+namespace kvspan::kvcache {
+namespace {
+
+using ::kvspan::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr int kLayers = 2, kHeads = 2, kDim = 16, kS = 16;
+
+// Dense K/V of a whole sequence of `num_tokens`, [layers][heads][num_tokens][D].
+struct Sequence {
+  int num_tokens;
+  std::vector<float> keys, values;
+  Sequence(int n, uint64_t seed)
+      : num_tokens(n),
+        keys(testing::RandomFloats(int64_t{kLayers} * kHeads * n * kDim, seed, 1.0f)),
+        values(testing::RandomFloats(int64_t{kLayers} * kHeads * n * kDim, seed + 1, 1.0f)) {}
+  // The view of span i: starts at token i * S; strides of the whole sequence.
+  DenseKvView span_view(int i) const {
+    const int64_t offset = int64_t{i} * kS * kDim;
+    return DenseKvView{keys.data() + offset, values.data() + offset,
+                       int64_t{kHeads} * num_tokens * kDim, int64_t{num_tokens} * kDim, kDim};
+  }
+  const float* key(int l, int h, int t) const {
+    return keys.data() + ((int64_t{l} * kHeads + h) * num_tokens + t) * kDim;
+  }
+};
+
+SpanHeader Header(int span_index) {
+  SpanHeader h;
+  h.model_fingerprint = "test-model";
+  h.geometry = SpanGeometry{kLayers, kHeads, kDim, kS};
+  h.first_position = span_index * kS;
+  h.span_index = span_index;
+  return h;
+}
+
+absl::StatusOr<Span> Compress(const std::string& policy, const Sequence& seq, int span) {
+  ASSIGN_OR_RETURN(Policy p, ParsePolicy(policy));
+  return CompressSpan(p, Header(span), seq.span_view(span));
+}
+
+std::vector<int32_t> AllPositions(const HeadEntries& head) {
+  std::vector<int32_t> out;
+  for (const EntryBlock& b : head.blocks)
+    out.insert(out.end(), b.positions.begin(), b.positions.end());
+  return out;
+}
+
+TEST(CompressSpanTest, NoReducerEqualsFromDense) {
+  const Sequence seq(2 * kS, 1);
+  ASSERT_OK_AND_ASSIGN(Span got, Compress("int4(g=8)", seq, 1));
+  SpanHeader header = Header(1);
+  header.policy = "int4(g=8)";
+  ASSERT_OK_AND_ASSIGN(Span want, Span::FromDense(header, {Codec::kInt4, 8}, seq.span_view(1)));
+  EXPECT_EQ(SerializeSpan(got), SerializeSpan(want));
+}
+
+TEST(CompressSpanTest, SinksAndWindowPerSpan) {
+  const Sequence seq(2 * kS, 2);
+  ASSERT_OK_AND_ASSIGN(Span s0, Compress("sinks(3)+window(2)/bf16", seq, 0));
+  ASSERT_OK_AND_ASSIGN(Span s1, Compress("sinks(3)+window(2)/bf16", seq, 1));
+  EXPECT_EQ(s0.header.policy, "sinks(n=3)+window(n=2)/bf16");
+  for (int l = 0; l < kLayers; ++l) {
+    for (int h = 0; h < kHeads; ++h) {
+      EXPECT_THAT(AllPositions(s0.head(l, h)), ElementsAre(0, 1, 2, 14, 15));
+      EXPECT_THAT(AllPositions(s1.head(l, h)), ElementsAre(30, 31));
+    }
+  }
+}
+
+TEST(CompressSpanTest, KeyNormAfterSinksKeepsLowestNormOfTheRest) {
+  const Sequence seq(kS, 3);
+  ASSERT_OK_AND_ASSIGN(Span s, Compress("sinks(2)+keynorm(keep=0.25)/bf16", seq, 0));
+  for (int l = 0; l < kLayers; ++l) {
+    for (int h = 0; h < kHeads; ++h) {
+      std::vector<std::pair<double, int>> norms;  // candidates 2..15
+      for (int t = 2; t < kS; ++t)
+        norms.emplace_back(reducers::SquaredNorm(seq.key(l, h, t), kDim), t);
+      std::sort(norms.begin(), norms.end());
+      std::vector<int32_t> want = {0, 1};
+      for (int i = 0; i < 4; ++i) want.push_back(norms[i].second);  // ceil(0.25 * 14)
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(AllPositions(s.head(l, h)), want);
+    }
+  }
+}
+
+TEST(CompressSpanTest, MikvKeepsEveryTokenInTwoBlocks) {
+  const Sequence seq(kS, 4);
+  ASSERT_OK_AND_ASSIGN(Span s, Compress("mikv(hi=int8,lo=int2,keep_hi=0.25,g=8)", seq, 0));
+  for (const HeadEntries& h : s.heads) {
+    ASSERT_EQ(h.blocks.size(), 2u);
+    EXPECT_EQ(h.blocks[0].codec, Codec::kInt8);
+    EXPECT_EQ(h.blocks[0].num_entries(), 4);
+    EXPECT_EQ(h.blocks[1].codec, Codec::kInt2);
+    EXPECT_EQ(h.num_entries(), kS);
+  }
+}
+
+TEST(CompressSpanTest, RazorRetrievalHeadsKeepEverything) {
+  const Sequence seq(2 * kS, 5);
+  ASSERT_OK_AND_ASSIGN(Span s, Compress("razor(sinks=2,window=3,retrieval=1.0)/bf16", seq, 1));
+  EXPECT_EQ(s.head(1, 0).num_entries(), kS);
+  // Other heads of span 1: no sinks, window 29..31, compensation at 28 with log 13.
+  EXPECT_THAT(AllPositions(s.head(0, 1)), ElementsAre(28, 29, 30, 31));
+  EXPECT_FLOAT_EQ(s.head(0, 1).blocks[0].log_counts[0], std::log(13.0f));
+}
+
+TEST(CompressSpanTest, SentinelAnalogueIsLabelled) {
+  const Sequence seq(kS, 6);
+  ASSERT_OK_AND_ASSIGN(Span s, Compress("sentinel-analogue(k=4)/int8", seq, 0));
+  EXPECT_THAT(s.header.policy, HasSubstr("sentinel-analogue"));
+  for (const HeadEntries& h : s.heads) EXPECT_THAT(AllPositions(h), ElementsAre(3, 7, 11, 15));
+  ASSERT_OK_AND_ASSIGN(Span parsed, ParseSpan(SerializeSpan(s)));
+  EXPECT_THAT(parsed.header.policy, HasSubstr("sentinel-analogue"));
+}
+
+TEST(CompressSpanTest, KvMergerWithLowestThresholdMergesAllCandidates) {
+  const Sequence seq(kS, 12);
+  // sim=-1 links every adjacent pair: the 14 candidates between sinks and window merge.
+  ASSERT_OK_AND_ASSIGN(Span s,
+                       Compress("sinks(1)+window(1)+kvmerger(sim=-1,sigma=4)/bf16", seq, 0));
+  for (const HeadEntries& h : s.heads) {
+    ASSERT_EQ(h.num_entries(), 3);
+    const EntryBlock& b = h.blocks[0];
+    EXPECT_EQ(b.positions[0], 0);
+    EXPECT_EQ(b.positions[2], 15);
+    EXPECT_THAT(b.log_counts, ElementsAre(0.0f, std::log(14.0f), 0.0f));
+  }
+  ASSERT_OK_AND_ASSIGN(Span parsed, ParseSpan(SerializeSpan(s)));
+  EXPECT_EQ(parsed, s);
+}
+
+// Causality: a span's bytes never depend on tokens after its end.
+TEST(CompressSpanTest, LaterTokensNeverChangeTheSpan) {
+  for (const char* policy :
+       {"bf16", "int4(g=8)", "sinks(4)+window(4)/int8", "keynorm(0.3)/int4(g=4)",
+        "window(2)+kvmerger(sim=0.1,sigma=2)/bf16", "razor(retrieval=0.1)/int2(g=8)",
+        "sentinel-analogue(k=3)/fp16", "sinks(1)+keynorm(0.5)/mikv(keep_hi=0.3,g=4)"}) {
+    Sequence seq(3 * kS, 7);
+    ASSERT_OK_AND_ASSIGN(Span s0, Compress(policy, seq, 0));
+    ASSERT_OK_AND_ASSIGN(Span s1, Compress(policy, seq, 1));
+    EXPECT_THAT(ValidateSpan(s1), ::kvspan::testing::IsOk());
+    const std::string b0 = SerializeSpan(s0), b1 = SerializeSpan(s1);
+    const Sequence other(3 * kS, 8);
+    for (int l = 0; l < kLayers; ++l) {
+      for (int h = 0; h < kHeads; ++h) {
+        for (int t = 2 * kS; t < 3 * kS; ++t) {  // tokens after span 1
+          const int64_t at = ((int64_t{l} * kHeads + h) * seq.num_tokens + t) * kDim;
+          std::copy_n(other.keys.begin() + at, kDim, seq.keys.begin() + at);
+          std::copy_n(other.values.begin() + at, kDim, seq.values.begin() + at);
+        }
+      }
+    }
+    ASSERT_OK_AND_ASSIGN(Span s1_after, Compress(policy, seq, 1));
+    EXPECT_EQ(SerializeSpan(s1_after), b1) << policy;
+    // And span 0 does not see span 1's tokens either.
+    for (size_t i = 0; i < seq.keys.size(); ++i) {
+      const int t = static_cast<int>((i / kDim) % seq.num_tokens);
+      if (t >= kS) seq.keys[i] = other.keys[i], seq.values[i] = other.values[i];
+    }
+    ASSERT_OK_AND_ASSIGN(Span s0_after, Compress(policy, seq, 0));
+    EXPECT_EQ(SerializeSpan(s0_after), b0) << policy;
+    // The mutation is visible where it should be: span 1 did change.
+    ASSERT_OK_AND_ASSIGN(Span s1_changed, Compress(policy, seq, 1));
+    EXPECT_NE(SerializeSpan(s1_changed), b1) << policy;
+  }
+}
+
+TEST(CompressSpanTest, UnimplementedStages) {
+  const Sequence seq(kS, 9);
+  EXPECT_THAT(Compress("snapkv(keep=0.2)/bf16", seq, 0),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("query-aware")));
+  EXPECT_THAT(Compress("expected-attn/bf16", seq, 0),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("expected-attn")));
+  EXPECT_THAT(Compress("bf16/minicache", seq, 0),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("minicache")));
+  EXPECT_THAT(Compress("bf16/pod", seq, 0),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("pod")));
+}
+
+TEST(CompressSpanTest, InvalidInputs) {
+  const Sequence seq(kS, 10);
+  ASSERT_OK_AND_ASSIGN(Policy bf16, ParsePolicy("bf16"));
+  EXPECT_THAT(Compress("razor(retrieval=2.0)/bf16", seq, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("retrieval head 2.0")));
+  EXPECT_THAT(Compress("razor(retrieval=0.2)/bf16", seq, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("retrieval head 0.2")));
+  DenseKvView null_view = seq.span_view(0);
+  null_view.values = nullptr;
+  EXPECT_THAT(CompressSpan(bf16, Header(0), null_view),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("null K/V")));
+  DenseKvView bad_stride = seq.span_view(0);
+  bad_stride.token_stride = kDim - 1;
+  EXPECT_THAT(CompressSpan(bf16, Header(0), bad_stride),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad strides")));
+  SpanHeader bad_header = Header(0);
+  bad_header.first_position = -1;
+  EXPECT_THAT(CompressSpan(bf16, bad_header, seq.span_view(0)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("first_position")));
+  std::string many_heads;
+  for (int l = 0; l < 1000; ++l) absl::StrAppend(&many_heads, l == 0 ? "" : ":", l, ".0");
+  EXPECT_THAT(Compress("razor(retrieval=" + many_heads + ")/bf16", seq, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("canonical policy is")));
+  Policy hand_built = bf16;
+  hand_built.codec.name = "int4";  // no "g" parameter
+  EXPECT_THAT(CompressSpan(hand_built, Header(0), seq.span_view(0)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not one ParsePolicy")));
+  Policy unknown = bf16;
+  unknown.reducers.push_back(PolicyStage{"lru", {}});
+  EXPECT_THAT(CompressSpan(unknown, Header(0), seq.span_view(0)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lru/bf16")));
+  Sequence huge(kS, 11);
+  huge.keys[5] = 1e6f;  // beyond the f16 range of int4 params
+  EXPECT_THAT(Compress("keynorm(1)/int4", huge, 0), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace kvspan::kvcache

@@ -1,0 +1,264 @@
+#include "kvcache/compressed_kv_cache.h"
+
+#include "kvcache/compress.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvspan::kvcache {
+namespace {
+
+// Queries per attention task: decode steps (n = 1) get one task per KV head; prefill
+// chunks are split further so both cores stay busy.
+constexpr int kQueryChunk = 16;
+
+absl::Status CheckSpanFits(const Span& span, const SpanGeometry& geometry, int index, const char* who) {
+  if (span.header.geometry != geometry) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        who, ": span ", index, " geometry (layers=", span.header.geometry.num_layers,
+        " kv_heads=", span.header.geometry.num_kv_heads, " head_dim=", span.header.geometry.head_dim,
+        " S=", span.header.geometry.span_tokens, ") differs from the cache's"));
+  }
+  const int64_t expected = int64_t{index} * geometry.span_tokens;
+  if (span.header.first_position != expected || span.header.span_index != index) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": span ", index, " has first_position ",
+                                                   span.header.first_position, " and span_index ",
+                                                   span.header.span_index, ", want ", expected, " and ", index));
+  }
+  return ValidateSpan(span);
+}
+
+}  // namespace
+
+absl::StatusOr<Span> PolicySpanCompressor::Compress(const DenseSpanView& view) {
+  SpanHeader header;
+  header.model_fingerprint = options_.model_fingerprint;
+  header.geometry = view.geometry;
+  header.first_position = view.first_position;
+  header.span_index = view.span_index;
+  return CompressSpan(options_.policy, header, view.kv);  // sets header.policy
+}
+
+kernels::SpanBlockView ToSpanBlockView(const EntryBlock& block) {
+  kernels::SpanBlockView v;
+  v.codec = static_cast<kernels::SpanCodec>(block.codec);
+  v.group_size = block.group_size;
+  v.num_entries = block.num_entries();
+  v.head_dim = block.head_dim;
+  v.key_data = block.key_data.data();
+  v.value_data = block.value_data.data();
+  v.key_params = block.key_params.data();
+  v.value_params = block.value_params.data();
+  // All-zero log counts (every plain span) skip the bias adds.
+  const bool any = std::any_of(block.log_counts.begin(), block.log_counts.end(), [](float x) { return x != 0.0f; });
+  v.log_counts = any ? block.log_counts.data() : nullptr;
+  return v;
+}
+
+CompressedKvCache::Options CompressedKvCache::OptionsFor(const model::ModelConfig& config, int span_tokens,
+                                                         int capacity_tokens) {
+  Options o;
+  o.num_layers = config.num_layers;
+  o.num_heads = config.num_heads;
+  o.num_kv_heads = config.num_kv_heads;
+  o.head_dim = config.head_dim;
+  o.span_tokens = span_tokens;
+  o.capacity_tokens = capacity_tokens;
+  o.sliding_window = config.sliding_window;
+  return o;
+}
+
+CompressedKvCache::CompressedKvCache(const Options& options, std::shared_ptr<SpanCompressor> compressor)
+    : options_(options), compressor_(std::move(compressor)), num_pending_(options.num_layers, 0) {}
+
+absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::Create(
+    const Options& o, std::shared_ptr<SpanCompressor> compressor) {
+  const SpanGeometry geometry{o.num_layers, o.num_kv_heads, o.head_dim, o.span_tokens};
+  if (absl::Status s = ValidateGeometry(geometry); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: ", s.message()));
+  }
+  if (o.num_heads < o.num_kv_heads || o.num_heads % o.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: num_heads = ", o.num_heads,
+                                                   " is not a multiple of num_kv_heads = ", o.num_kv_heads));
+  }
+  if (o.capacity_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: capacity_tokens = ", o.capacity_tokens));
+  }
+  if (o.sliding_window != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CompressedKvCache: sliding_window = ", o.sliding_window, " is not supported"));
+  }
+  if (compressor == nullptr) return absl::InvalidArgumentError("CompressedKvCache: null compressor");
+  std::unique_ptr<CompressedKvCache> cache(new CompressedKvCache(o, std::move(compressor)));
+  cache->ReserveTail(o.span_tokens + 1);
+  return cache;
+}
+
+absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::FromSpans(
+    const Options& o, std::shared_ptr<SpanCompressor> compressor, std::vector<Span> spans) {
+  auto cache = Create(o, std::move(compressor));
+  if (!cache.ok()) return cache.status();
+  const SpanGeometry geometry{o.num_layers, o.num_kv_heads, o.head_dim, o.span_tokens};
+  if (static_cast<int64_t>(spans.size()) * o.span_tokens > o.capacity_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache::FromSpans: ", spans.size(), " spans of ",
+                                                   o.span_tokens, " tokens exceed capacity ", o.capacity_tokens));
+  }
+  for (size_t i = 0; i < spans.size(); ++i) {
+    absl::Status s = CheckSpanFits(spans[i], geometry, static_cast<int>(i), "CompressedKvCache::FromSpans");
+    if (!s.ok()) return absl::InvalidArgumentError(s.message());
+  }
+  (*cache)->spans_ = std::move(spans);
+  (*cache)->num_tokens_ = (*cache)->num_compressed_tokens();
+  return cache;
+}
+
+void CompressedKvCache::ReserveTail(int tokens) {
+  if (tokens <= tail_capacity_) return;
+  const int new_capacity = std::max(tokens, 2 * tail_capacity_);
+  const int64_t row = int64_t{options_.num_kv_heads} * options_.head_dim;
+  std::vector<float> k(int64_t{options_.num_layers} * new_capacity * row);
+  std::vector<float> v(k.size());
+  for (int l = 0; l < options_.num_layers && tail_capacity_ > 0; ++l) {
+    std::copy_n(&tail_k_[TailOffset(l, 0)], tail_capacity_ * row, &k[int64_t{l} * new_capacity * row]);
+    std::copy_n(&tail_v_[TailOffset(l, 0)], tail_capacity_ * row, &v[int64_t{l} * new_capacity * row]);
+  }
+  tail_k_ = std::move(k);
+  tail_v_ = std::move(v);
+  tail_capacity_ = new_capacity;
+}
+
+absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv& in, float* out,
+                                                ThreadPool* pool) {
+  if (layer < 0 || layer >= options_.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: layer ", layer, " out of range"));
+  }
+  if (in.num_new < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: num_new = ", in.num_new, " < 1"));
+  }
+  if (in.num_new > options_.capacity_tokens - num_tokens_) {
+    return absl::ResourceExhaustedError(absl::StrCat("CompressedKvCache: ", num_tokens_, " + ", in.num_new,
+                                                     " tokens exceed the capacity of ", options_.capacity_tokens));
+  }
+  const int n = in.num_new;
+  const int hd = options_.head_dim;
+  const int kv_heads = options_.num_kv_heads;
+  const int group = options_.num_heads / kv_heads;
+  const int base = num_tail_tokens();
+  ReserveTail(base + n);
+  for (int j = 0; j < n; ++j) {
+    std::memcpy(TailKey(layer, base + j), in.k + j * in.row_stride, sizeof(float) * kv_heads * hd);
+    std::memcpy(TailValue(layer, base + j), in.v + j * in.row_stride, sizeof(float) * kv_heads * hd);
+  }
+  num_pending_[layer] = n;
+
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int chunks = (n + kQueryChunk - 1) / kQueryChunk;
+  const int64_t out_row_stride = int64_t{options_.num_heads} * hd;
+  const float* tail_k = TailKey(layer, 0);
+  const float* tail_v = TailValue(layer, 0);
+  auto task = [&](int64_t t) {
+    const int g = static_cast<int>(t / chunks);
+    const int j0 = static_cast<int>(t % chunks) * kQueryChunk;
+    const int nq = std::min(kQueryChunk, n - j0);
+    const int rows = nq * group;
+    std::vector<float> m(rows), s(rows), o(int64_t{rows} * hd);
+    kernels::PartialState state{m.data(), s.data(), o.data()};
+    kernels::InitPartial(state, rows, hd);
+    const float* q = in.q + j0 * in.row_stride + int64_t{g} * group * hd;
+    for (const Span& span : spans_) {
+      for (const EntryBlock& block : span.resolved_head(layer, g).blocks) {
+        kernels::SpanAttention({ToSpanBlockView(block), q, in.row_stride, nq, group, scale, state}, nullptr);
+      }
+    }
+    kernels::DensePartialParams dp;
+    dp.q = q;
+    dp.q_row_stride = in.row_stride;
+    dp.num_q = nq;
+    dp.group = group;
+    dp.head_dim = hd;
+    dp.k = tail_k + int64_t{g} * hd;
+    dp.k_token_stride = int64_t{kv_heads} * hd;
+    dp.v = tail_v + int64_t{g} * hd;
+    dp.v_token_stride = dp.k_token_stride;
+    dp.num_keys = base + j0 + nq;
+    dp.q_start = base + j0;
+    dp.scale = scale;
+    dp.state = state;
+    kernels::DenseAttentionPartial(dp, nullptr);
+    kernels::FinishPartial(state, nq, group, hd, out + j0 * out_row_stride + int64_t{g} * group * hd,
+                           out_row_stride);
+  };
+  const int64_t num_tasks = int64_t{kv_heads} * chunks;
+  if (pool == nullptr || num_tasks == 1) {
+    for (int64_t t = 0; t < num_tasks; ++t) task(t);
+  } else {
+    pool->ParallelFor(num_tasks, task);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CompressedKvCache::Commit(int n) {
+  for (int l = 0; l < options_.num_layers; ++l) {
+    if (num_pending_[l] != n) {
+      return absl::FailedPreconditionError(absl::StrCat("CompressedKvCache: Commit(", n, ") but layer ", l,
+                                                        " has ", num_pending_[l], " pending tokens"));
+    }
+  }
+  num_tokens_ += n;
+  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+  return CompressFullSpans();
+}
+
+absl::Status CompressedKvCache::CompressFullSpans() {
+  const int S = options_.span_tokens;
+  const SpanGeometry geometry{options_.num_layers, options_.num_kv_heads, options_.head_dim, S};
+  const int64_t row = int64_t{options_.num_kv_heads} * options_.head_dim;
+  while (num_tail_tokens() >= S) {
+    DenseSpanView view;
+    view.geometry = geometry;
+    view.first_position = num_compressed_tokens();
+    view.span_index = static_cast<int32_t>(spans_.size());
+    view.kv.keys = tail_k_.data();
+    view.kv.values = tail_v_.data();
+    view.kv.layer_stride = int64_t{tail_capacity_} * row;
+    view.kv.head_stride = options_.head_dim;
+    view.kv.token_stride = row;
+    absl::StatusOr<Span> span = compressor_->Compress(view);
+    if (!span.ok()) return span.status();
+    if (absl::Status s = CheckSpanFits(*span, geometry, view.span_index, "CompressedKvCache: compressor");
+        !s.ok()) {
+      return absl::InternalError(s.message());
+    }
+    const int remaining = num_tail_tokens() - S;
+    for (int l = 0; l < options_.num_layers; ++l) {
+      std::memmove(TailKey(l, 0), TailKey(l, S), sizeof(float) * remaining * row);
+      std::memmove(TailValue(l, 0), TailValue(l, S), sizeof(float) * remaining * row);
+    }
+    spans_.push_back(*std::move(span));
+  }
+  return absl::OkStatus();
+}
+
+void CompressedKvCache::Truncate(int num_tokens) {
+  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+  if (num_tokens >= num_compressed_tokens() && num_tokens < num_tokens_) num_tokens_ = num_tokens;
+}
+
+absl::Status CompressedKvCache::TruncateTo(int num_tokens) {
+  if (num_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: TruncateTo(", num_tokens, ")"));
+  }
+  if (num_tokens < num_compressed_tokens()) {
+    return absl::FailedPreconditionError(absl::StrCat("CompressedKvCache: TruncateTo(", num_tokens,
+                                                      ") reaches into the compressed prefix of ",
+                                                      num_compressed_tokens(), " tokens"));
+  }
+  Truncate(num_tokens);
+  return absl::OkStatus();
+}
+
+}  // namespace kvspan::kvcache
