@@ -6,14 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
-#include "kernels/attention.h"
 #include "kvcache/policy.h"
 #include "kvcache/span_format.h"
 #include "model/model.h"
@@ -26,76 +24,31 @@ namespace {
 
 using ::kvspan::testing::StatusIs;
 
-// A dense fp32 cache whose positions covered by a span can be overwritten with the span's
-// DEQUANTIZED keys/values: attention over it is, by construction, the exact meaning of
-// attention over [compressed spans + dense tail].
-class DequantizedDenseCache final : public model::KvCache {
- public:
-  DequantizedDenseCache(const CompressedKvCache::Options& o)
-      : o_(o), k_(Size()), v_(Size()), pending_(o.num_layers, 0) {}
-  int num_tokens() const override { return num_tokens_; }
-  absl::Status AppendAndAttend(int layer, const model::LayerQkv& in, float* out, ThreadPool* pool) override {
-    const int hd = o_.head_dim;
-    for (int j = 0; j < in.num_new; ++j) {
-      for (int g = 0; g < o_.num_kv_heads; ++g) {
-        std::memcpy(&k_[Offset(layer, g, num_tokens_ + j)], in.k + j * in.row_stride + g * hd, hd * sizeof(float));
-        std::memcpy(&v_[Offset(layer, g, num_tokens_ + j)], in.v + j * in.row_stride + g * hd, hd * sizeof(float));
-      }
-    }
-    pending_[layer] = in.num_new;
-    kernels::AttentionParams p;
-    p.q = in.q;
-    p.q_row_stride = in.row_stride;
-    p.k = &k_[Offset(layer, 0, 0)];
-    p.k_head_stride = int64_t{o_.capacity_tokens} * hd;
-    p.k_token_stride = hd;
-    p.v = &v_[Offset(layer, 0, 0)];
-    p.v_head_stride = p.k_head_stride;
-    p.v_token_stride = hd;
-    p.out = out;
-    p.out_row_stride = int64_t{o_.num_heads} * hd;
-    p.num_q = in.num_new;
-    p.num_keys = num_tokens_ + in.num_new;
-    p.num_heads = o_.num_heads;
-    p.num_kv_heads = o_.num_kv_heads;
-    p.head_dim = hd;
-    p.q_start = num_tokens_;
-    p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    kernels::Attention(p, pool);
-    return absl::OkStatus();
-  }
-  absl::Status Commit(int n) override {
-    num_tokens_ += n;
-    std::fill(pending_.begin(), pending_.end(), 0);
-    return absl::OkStatus();
-  }
-  void Truncate(int n) override { num_tokens_ = std::min(num_tokens_, n); }
+// A dense fp32 cache for the same geometry: the reference of attention over spans.
+std::unique_ptr<model::DenseKvCache> DenseFor(const CompressedKvCache::Options& o) {
+  auto cache = model::DenseKvCache::Create(
+      {o.num_layers, o.num_heads, o.num_kv_heads, o.head_dim, o.capacity_tokens, o.sliding_window});
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  return cache.ok() ? std::move(cache).value() : nullptr;
+}
 
-  // Writes span's dequantized entries at their positions (plain spans: every position once).
-  void Overwrite(const Span& span) {
-    for (int l = 0; l < o_.num_layers; ++l) {
-      for (int g = 0; g < o_.num_kv_heads; ++g) {
-        for (const EntryBlock& b : span.resolved_head(l, g).blocks) {
-          const std::vector<float> k = DecodeBlockKeys(b), v = DecodeBlockValues(b);
-          for (int e = 0; e < b.num_entries(); ++e) {
-            std::copy_n(&k[e * o_.head_dim], o_.head_dim, &k_[Offset(l, g, b.positions[e])]);
-            std::copy_n(&v[e * o_.head_dim], o_.head_dim, &v_[Offset(l, g, b.positions[e])]);
-          }
+// Writes the span's DEQUANTIZED entries over the dense cache's rows at their positions:
+// attention over the result is, by construction, the exact meaning of attention over
+// [compressed spans + dense tail] (plain spans: every position once).
+void OverwriteWithDequantized(model::DenseKvCache* dense, const Span& span) {
+  const int hd = span.header.geometry.head_dim;
+  for (int l = 0; l < span.header.geometry.num_layers; ++l) {
+    for (int g = 0; g < span.header.geometry.num_kv_heads; ++g) {
+      for (const EntryBlock& b : span.resolved_head(l, g).blocks) {
+        const std::vector<float> k = DecodeBlockKeys(b), v = DecodeBlockValues(b);
+        for (int e = 0; e < b.num_entries(); ++e) {
+          std::copy_n(&k[e * hd], hd, dense->mutable_key(l, g, b.positions[e]));
+          std::copy_n(&v[e * hd], hd, dense->mutable_value(l, g, b.positions[e]));
         }
       }
     }
   }
-
- private:
-  int64_t Size() const { return int64_t{o_.num_layers} * o_.num_kv_heads * o_.capacity_tokens * o_.head_dim; }
-  int64_t Offset(int l, int g, int t) const {
-    return ((int64_t{l} * o_.num_kv_heads + g) * o_.capacity_tokens + t) * o_.head_dim;
-  }
-  CompressedKvCache::Options o_;
-  std::vector<float> k_, v_;
-  std::vector<int> pending_;
-  int num_tokens_ = 0;
-};
+}
 
 // A codec-only policy ("int4(g=8)", "bf16"): every token kept, in that codec.
 PolicySpanCompressor::Options CodecOnly(Codec codec, int group_size) {
@@ -166,16 +119,17 @@ TEST_F(TinyModelTest, EqualsDenseAttentionOverDequantizedValues) {
   for (Codec codec : {Codec::kBF16, Codec::kFP16, Codec::kInt8, Codec::kInt4, Codec::kInt2}) {
     const auto opts = Opts(8);
     ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(opts, CodecCompressor(codec, 4)));
-    DequantizedDenseCache ref(opts);
+    std::unique_ptr<model::DenseKvCache> ref = DenseFor(opts);
+    ASSERT_NE(ref, nullptr);
     size_t applied = 0;
     float max_diff = 0.0f;
     // A 19-token prefill chunk (compresses two spans at its Commit), then decode.
     for (int pos = 0, n = 19; pos < static_cast<int>(tokens.size()); pos += n, n = 1) {
       const auto chunk = absl::MakeConstSpan(tokens).subspan(pos, n);
       const std::vector<float> got = Step(*model_, cache.get(), chunk);
-      const std::vector<float> want = Step(*model_, &ref, chunk);
+      const std::vector<float> want = Step(*model_, ref.get(), chunk);
       max_diff = std::max(max_diff, MaxAbsDiff(got, want));
-      for (; applied < cache->spans().size(); ++applied) ref.Overwrite(cache->spans()[applied]);
+      for (; applied < cache->spans().size(); ++applied) OverwriteWithDequantized(ref.get(), cache->spans()[applied]);
     }
     EXPECT_EQ(cache->spans().size(), 70u / 8);
     EXPECT_EQ(cache->num_tail_tokens(), 70 % 8);

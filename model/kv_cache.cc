@@ -112,4 +112,12 @@ const float* DenseKvCache::value(int layer, int kv_head, int token) const {
   return &values_[Offset(layer, kv_head, token)];
 }
 
+float* DenseKvCache::mutable_key(int layer, int kv_head, int token) {
+  return &keys_[Offset(layer, kv_head, token)];
+}
+
+float* DenseKvCache::mutable_value(int layer, int kv_head, int token) {
+  return &values_[Offset(layer, kv_head, token)];
+}
+
 }  // namespace kvspan::model

@@ -84,6 +84,11 @@ class DenseKvCache final : public KvCache {
   // REQUIRES: indices in range, token < num_tokens().
   const float* key(int layer, int kv_head, int token) const;
   const float* value(int layer, int kv_head, int token) const;
+  // The same rows, writable: lets a caller replace committed keys/values, e.g. with a
+  // compressed span's dequantized entries (the exact meaning of attention over spans).
+  // REQUIRES: indices in range, token < num_tokens().
+  float* mutable_key(int layer, int kv_head, int token);
+  float* mutable_value(int layer, int kv_head, int token);
 
  private:
   explicit DenseKvCache(const Options& options);
