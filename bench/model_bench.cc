@@ -73,8 +73,7 @@ Bandwidth MeasureBandwidth(int mib, int threads, int reps) {
 
 struct Row {
   std::string model;
-  int64_t params = 0;  // weights read per step (fp32 values)
-  double weight_gb = 0;
+  int64_t weight_bytes = 0;  // weights read per step (fp32)
   int prefill_tokens = 0;
   double prefill_tps = 0;
   int batch = 0;
@@ -92,7 +91,6 @@ absl::Status BenchModel(const std::string& dir, int threads, int prefill_tokens,
   std::uniform_int_distribution<int32_t> token(0, c.vocab_size - 1);
   const int prompt = std::min(prefill_tokens, c.max_position_embeddings - decode_tokens - 1);
   const double kv_bytes_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float);
-  const int64_t params = m->weight_bytes() / static_cast<int64_t>(sizeof(float));
 
   // Prefill: the whole prompt in one step (warm-up run first).
   std::vector<int32_t> ids(prompt);
@@ -137,8 +135,7 @@ absl::Status BenchModel(const std::string& dir, int threads, int prefill_tokens,
     const double mean_context = kContext + decode_tokens / 2.0;
     Row row;
     row.model = absl::StrCat(c.architecture_name, " ", dir);
-    row.params = params;
-    row.weight_gb = m->weight_bytes() / 1e9;
+    row.weight_bytes = m->weight_bytes();
     row.prefill_tokens = prompt;
     row.prefill_tps = prefill_tps;
     row.batch = batch;
@@ -208,7 +205,7 @@ int Main(int argc, char** argv) {
       CommandLine(argc, argv), threads, bw.copy_gbs, bw.read_gbs, stream_mib);
   for (const Row& r : rows) {
     absl::StrAppendFormat(&table, "| %s | %.1fM | %.3f | %d | %.1f | %d | %.2f | %.2f | %.0f%% | %.0f%% |\n",
-                          r.model, r.params / 1e6, r.weight_gb, r.prefill_tokens, r.prefill_tps,
+                          r.model, r.weight_bytes / sizeof(float) / 1e6, r.weight_bytes / 1e9, r.prefill_tokens, r.prefill_tps,
                           r.batch, r.decode_tps, r.decode_gbs, 100.0 * r.decode_gbs / bw.copy_gbs,
                           100.0 * r.decode_gbs / bw.read_gbs);
   }

@@ -40,9 +40,9 @@ grpc::Status CacheStoreService::Lookup(grpc::ServerContext* context,
                                        kvspan::v1::LookupResponse* response) {
   absl::StatusOr<SpanKey> ns = SpanKey::FromBytes(request->namespace_key(), "namespace_key");
   if (!ns.ok()) return ToGrpcStatus(ns.status());
-  if (request->span_keys_size() > static_cast<int>(kMaxLookupKeys)) {
-    return Invalid(absl::StrCat("Lookup of ", request->span_keys_size(),
-                                " keys, over the limit of ", kMaxLookupKeys));
+  // Before parsing the keys, so an oversized request costs nothing.
+  if (absl::Status s = ValidateLookupRequest(*ns, request->span_keys_size()); !s.ok()) {
+    return ToGrpcStatus(s);
   }
   std::vector<SpanKey> chain;
   chain.reserve(request->span_keys_size());

@@ -58,13 +58,7 @@ size_t ShardedCacheClient::ShardFor(const SpanKey& key) const {
 
 absl::StatusOr<size_t> ShardedCacheClient::Lookup(const SpanKey& namespace_key,
                                                   absl::Span<const SpanKey> chain) {
-  if (namespace_key.IsZero()) {
-    return absl::InvalidArgumentError("namespace key is all zero (unset namespace)");
-  }
-  if (chain.size() > kMaxLookupKeys) {
-    return absl::InvalidArgumentError(absl::StrCat("Lookup of ", chain.size(),
-                                                   " keys, over the limit of ", kMaxLookupKeys));
-  }
+  RETURN_IF_ERROR(ValidateLookupRequest(namespace_key, chain.size()));
   // owner[i] and rank[i]: span i is the rank[i]-th key of shard owner[i]'s sub-chain.
   std::vector<size_t> owner(chain.size()), rank(chain.size());
   std::vector<std::vector<SpanKey>> sub(shards_.size());

@@ -170,15 +170,20 @@ void CacheStore::PersistAccessTicks() {
   if (!s.ok()) LOG(ERROR) << "cachestore: persisting access order: " << s.ToString();
 }
 
-absl::StatusOr<size_t> CacheStore::Lookup(const SpanKey& namespace_key,
-                                          absl::Span<const SpanKey> chain) {
+absl::Status ValidateLookupRequest(const SpanKey& namespace_key, size_t num_keys) {
   if (namespace_key.IsZero()) {
     return absl::InvalidArgumentError("namespace key is all zero (unset namespace)");
   }
-  if (chain.size() > kMaxLookupKeys) {
-    return absl::InvalidArgumentError(absl::StrCat("Lookup of ", chain.size(),
+  if (num_keys > kMaxLookupKeys) {
+    return absl::InvalidArgumentError(absl::StrCat("Lookup of ", num_keys,
                                                    " keys, over the limit of ", kMaxLookupKeys));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> CacheStore::Lookup(const SpanKey& namespace_key,
+                                          absl::Span<const SpanKey> chain) {
+  RETURN_IF_ERROR(ValidateLookupRequest(namespace_key, chain.size()));
   std::lock_guard<std::mutex> lock(mu_);
   size_t n = 0;
   while (n < chain.size() && disk_.Contains(chain[n])) ++n;

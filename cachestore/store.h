@@ -45,6 +45,11 @@ using Value = std::shared_ptr<const std::string>;
 // The most keys one Lookup may carry.
 inline constexpr size_t kMaxLookupKeys = 1 << 16;
 
+// The checks every Lookup makes before it looks (store, service, sharded client):
+// InvalidArgument if `namespace_key` is all zero (an unset namespace) or `num_keys`
+// exceeds kMaxLookupKeys.
+absl::Status ValidateLookupRequest(const SpanKey& namespace_key, size_t num_keys);
+
 struct StoreOptions {
   // Directory of the RocksDB database; created if missing. Required.
   std::string path;
