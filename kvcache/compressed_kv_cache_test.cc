@@ -16,7 +16,7 @@
 #include "kvcache/span_format.h"
 #include "model/model.h"
 #include "model/testing/random_checkpoint.h"
-#include "model/testing/temp_dir.h"
+#include "common/temp_dir.h"
 #include "model/tokenizer.h"
 
 namespace kvspan::kvcache {
@@ -91,7 +91,7 @@ std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
 class TinyModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new model::testing::TempDir();
+    dir_ = new ::kvspan::testing::TempDir();
     model::testing::RandomCheckpointOptions o;
     ASSERT_OK(model::testing::WriteRandomCheckpoint(dir_->path(), o));
     auto m = model::Model::Load(dir_->path(), {.num_threads = 2});
@@ -105,10 +105,10 @@ class TinyModelTest : public ::testing::Test {
   CompressedKvCache::Options Opts(int span_tokens, int capacity = 256) const {
     return CompressedKvCache::OptionsFor(model_->config(), span_tokens, capacity);
   }
-  static model::testing::TempDir* dir_;
+  static ::kvspan::testing::TempDir* dir_;
   static model::Model* model_;
 };
-model::testing::TempDir* TinyModelTest::dir_ = nullptr;
+::kvspan::testing::TempDir* TinyModelTest::dir_ = nullptr;
 model::Model* TinyModelTest::model_ = nullptr;
 
 // (i) Logits over [compressed spans + tail] equal a dense cache whose compressed positions

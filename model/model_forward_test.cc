@@ -13,13 +13,13 @@
 #include "model/model.h"
 #include "model/testing/random_checkpoint.h"
 #include "model/testing/reference_forward.h"
-#include "model/testing/temp_dir.h"
+#include "common/temp_dir.h"
 
 namespace kvspan::model {
 namespace {
 
 using ::kvspan::model::testing::RandomCheckpointOptions;
-using ::kvspan::model::testing::TempDir;
+using ::kvspan::testing::TempDir;
 
 // fp32 against fp32 with a different grouping of the same sums (stacked vs one row,
 // one attention tile vs several): rounding differences only, logits are O(1).

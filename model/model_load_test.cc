@@ -10,7 +10,7 @@
 #include "model/model.h"
 #include "model/testing/random_checkpoint.h"
 #include "model/testing/safetensors_writer.h"
-#include "model/testing/temp_dir.h"
+#include "common/temp_dir.h"
 #include "nlohmann/json.hpp"
 
 namespace kvspan::model {
@@ -18,7 +18,7 @@ namespace {
 
 using ::kvspan::model::testing::RandomCheckpointConfigJson;
 using ::kvspan::model::testing::RandomCheckpointOptions;
-using ::kvspan::model::testing::TempDir;
+using ::kvspan::testing::TempDir;
 using ::kvspan::model::testing::WriteRandomCheckpoint;
 using ::kvspan::testing::StatusIs;
 using ::testing::ElementsAre;

@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "common/float16.h"
 #include "model/testing/safetensors_writer.h"
-#include "model/testing/temp_dir.h"
+#include "common/temp_dir.h"
 
 #if defined(__F16C__)
 #include <immintrin.h>
@@ -22,7 +22,7 @@ namespace kvspan::model {
 namespace {
 
 using ::kvspan::model::testing::HostTensor;
-using ::kvspan::model::testing::TempDir;
+using ::kvspan::testing::TempDir;
 using ::kvspan::model::testing::WriteSafetensors;
 using ::kvspan::testing::StatusIs;
 using ::testing::ElementsAre;

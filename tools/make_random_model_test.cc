@@ -8,7 +8,7 @@
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
 #include "model/model.h"
-#include "model/testing/temp_dir.h"
+#include "common/temp_dir.h"
 
 namespace kvspan::model {
 namespace {
@@ -21,7 +21,7 @@ int RunTool(const std::string& args) {
 }
 
 TEST(MakeRandomModelTest, WritesALoadableShardedCheckpoint) {
-  testing::TempDir dir;
+  ::kvspan::testing::TempDir dir;
   const std::string out = dir.Sub("qwen");
   ASSERT_EQ(RunTool("--shape tiny-qwen2 --dtype f16 --shards 2 --seed 5 --out " + out), 0);
   EXPECT_TRUE(std::filesystem::exists(out + "/model.safetensors.index.json"));
@@ -38,7 +38,7 @@ TEST(MakeRandomModelTest, WritesALoadableShardedCheckpoint) {
 }
 
 TEST(MakeRandomModelTest, BadFlagsAreUsageErrors) {
-  testing::TempDir dir;
+  ::kvspan::testing::TempDir dir;
   EXPECT_EQ(RunTool("--shape llama-70b --out " + dir.Sub("x")), 2);
   EXPECT_EQ(RunTool("--shape tiny-llama --dtype f8 --out " + dir.Sub("x")), 2);
   EXPECT_EQ(RunTool("--shape tiny-llama"), 2);  // no --out

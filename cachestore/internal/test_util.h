@@ -10,28 +10,12 @@
 #include <string>
 
 #include "cachestore/span_key.h"
+#include "common/temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace kvspan::cachestore::testing {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = ::testing::TempDir() + "kvspan_cachestore_XXXXXX";
-    char* made = mkdtemp(tmpl.data());
-    EXPECT_NE(made, nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using ::kvspan::testing::TempDir;  // common/temp_dir.h
 
 // `size` bytes that depend on `seed` (a 64-bit LCG; not random-quality, just distinct).
 inline std::string Payload(uint64_t seed, size_t size) {

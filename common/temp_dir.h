@@ -1,7 +1,8 @@
-// A fresh directory under $TEST_TMPDIR (or /tmp), removed with its contents on
-// destruction. For tests. Not thread-safe.
-#ifndef KVSPAN_MODEL_TESTING_TEMP_DIR_H_
-#define KVSPAN_MODEL_TESTING_TEMP_DIR_H_
+// Test-only: a fresh directory under gtest's temporary directory ($TEST_TMPDIR, else
+// /tmp), removed with its contents on destruction. Not thread-safe. Link
+// kvspan::common_testing.
+#ifndef KVSPAN_COMMON_TEMP_DIR_H_
+#define KVSPAN_COMMON_TEMP_DIR_H_
 
 #include <stdlib.h>
 
@@ -9,14 +10,14 @@
 #include <string>
 
 #include "common/logging.h"
+#include "gtest/gtest.h"
 
-namespace kvspan::model::testing {
+namespace kvspan::testing {
 
 class TempDir {
  public:
   TempDir() {
-    const char* base = std::getenv("TEST_TMPDIR");
-    std::string tmpl = std::string(base != nullptr ? base : "/tmp") + "/kvspan_model_XXXXXX";
+    std::string tmpl = ::testing::TempDir() + "kvspan_XXXXXX";
     CHECK(::mkdtemp(tmpl.data()) != nullptr) << "mkdtemp " << tmpl;
     path_ = tmpl;
   }
@@ -34,6 +35,6 @@ class TempDir {
   std::string path_;
 };
 
-}  // namespace kvspan::model::testing
+}  // namespace kvspan::testing
 
-#endif  // KVSPAN_MODEL_TESTING_TEMP_DIR_H_
+#endif  // KVSPAN_COMMON_TEMP_DIR_H_
