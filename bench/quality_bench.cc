@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "bench/doc_section.h"
 #include "common/flags.h"
 #include "common/status_macros.h"
@@ -44,6 +45,8 @@ namespace {
 
 // Every implemented policy at several strengths, aiming at ratios near 2x, 4x, 8x, 16x
 // against bf16, plus the policies whose engine is not built yet (listed, not measured).
+// "{model}" stands for the model's directory (per-model calibration files); a policy
+// whose @file does not exist for a model is listed as not measured.
 const char* const kDefaultPolicies[] = {
     "bf16",
     "fp16",
@@ -71,6 +74,8 @@ const char* const kDefaultPolicies[] = {
     "kvmerger(sim=0.9,sigma=1)/int2",
     "razor(sinks=4,window=8)/bf16",
     "razor(sinks=4,window=8)/int8",
+    "razor(sinks=4,window=8,retrieval=@{model}/razor_heads.txt)/bf16",
+    "razor(sinks=4,window=8,retrieval=@{model}/razor_heads.txt)/int8",
     "sentinel-analogue(k=32)/bf16",
     "sentinel-analogue(k=16)/bf16",
     "sentinel-analogue(k=8)/bf16",
@@ -79,8 +84,16 @@ const char* const kDefaultPolicies[] = {
     "sentinel-analogue(k=16)/int8",
     "sentinel-analogue(k=8)/int8",
     "sentinel-analogue(k=4)/int8",
-    "snapkv(keep=0.5)/bf16",
     "expected-attn(keep=0.5)/bf16",
+    "expected-attn(keep=0.5)/int8",
+    "expected-attn(keep=0.25)/int8",
+    "expected-attn(keep=0.5)/int4",
+    "expected-attn(keep=0.25)/int4",
+    "sinks(4)+window(8)+expected-attn(keep=0.25)/int4",
+    "snapkv(keep=0.5,obs=16,pool=7)/bf16",
+    "snapkv(keep=0.5,obs=16,pool=7)/int8",
+    "snapkv(keep=0.25,obs=16,pool=7)/int8",
+    "snapkv(keep=0.25,obs=16,pool=7)/int4",
     "bf16/minicache(from=0.5)",
     "bf16/pod(from=0.5)",
 };
@@ -151,6 +164,21 @@ absl::Status ProbeCompressor(kvcache::SpanCompressor* compressor, const kvcache:
              .layer_stride = int64_t{o.num_kv_heads} * o.span_tokens * o.head_dim,
              .head_stride = int64_t{o.span_tokens} * o.head_dim,
              .token_stride = o.head_dim};
+  // Query-reading policies get queries of the span and of its observation window.
+  const kvcache::QueryNeeds needs = compressor->query_needs();
+  const int q_tokens = o.span_tokens + needs.observation_tokens;
+  const int64_t q_row = int64_t{o.num_heads} * o.head_dim;
+  std::vector<float> q(int64_t{o.num_layers} * q_tokens * q_row);
+  for (int64_t i = 0; i < static_cast<int64_t>(q.size()); ++i) {
+    q[i] = static_cast<float>((i * 6151) % 89) / 89.0f - 0.5f;
+  }
+  kvcache::DenseQueryView queries{.q = q.data(),
+                                  .layer_stride = int64_t{q_tokens} * q_row,
+                                  .token_stride = q_row,
+                                  .num_heads = o.num_heads,
+                                  .num_tokens = q_tokens,
+                                  .rope_inv_freq = o.rope_inv_freq};
+  if (needs.any()) view.queries = &queries;
   return compressor->Compress(view).status();
 }
 
@@ -283,8 +311,14 @@ absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, c
   }
   double bf16_bytes_per_token = 0;
   std::vector<float> logp;
-  for (const std::string& text_policy : policies) {
-    ASSIGN_OR_RETURN(kvcache::Policy policy, kvcache::ParsePolicy(text_policy));
+  for (const std::string& template_policy : policies) {
+    const std::string text_policy = absl::StrReplaceAll(template_policy, {{"{model}", dir}});
+    absl::StatusOr<kvcache::Policy> parsed = kvcache::ParsePolicy(text_policy);
+    if (parsed.status().code() == absl::StatusCode::kNotFound) {  // a missing @file
+      result.unimplemented.push_back(absl::StrCat("`", template_policy, "`: ", parsed.status().message()));
+      continue;
+    }
+    ASSIGN_OR_RETURN(kvcache::Policy policy, std::move(parsed));
     auto compressor = std::make_shared<kvcache::PolicySpanCompressor>(
         kvcache::PolicySpanCompressor::Options{policy, c.fingerprint});
     Row row;
@@ -300,7 +334,9 @@ absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, c
       kvcache::CompressedKvCache* cache = cache_or->get();
       status = Feed(*m, cache, windows[w], S, /*all_logits=*/true, &logp);
       if (!status.ok()) break;
-      if (cache->num_compressed_tokens() < W / S * S) {
+      // Every full span is compressed, except those a query-aware policy's observation
+      // window has not passed yet.
+      if (cache->num_compressed_tokens() < (W - compressor->query_needs().observation_tokens) / S * S) {
         status = absl::InternalError("spans were not compressed");
         break;
       }
@@ -423,8 +459,19 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
   `tools/tasks.py` would feed it: prompt = context + query, exact match of the greedy
   answer, and for multi-query reuse several queries over one compressed context prefix.
 - **query_agnostic**: `Policy::query_agnostic()` (1 = may be written to the cache store).
-- razor runs with no retrieval heads (`retrieval=none`): no calibration exists yet, so
-  every head gets sinks + window + 1 compensation entry.
+- **razor**: `retrieval=none` gives every head sinks + window + 1 compensation entry;
+  `retrieval=@models/<m>/razor_heads.txt` keeps the heads that `kvspan calibrate-razor`
+  found (echo and induction scores on repeated random tokens) whole.
+- **expected-attn** ranks a span's tokens by the attention that future queries are expected
+  to pay them, from the mean and covariance of the span's own queries (so it stays
+  query-agnostic and causal).
+- **snapkv** is query-aware (`query_agnostic` = no): each span keeps the tokens that the
+  queries of the `obs` tokens after it vote for, so a span is compressed only once `obs`
+  committed tokens follow it. Fed in chunks of S here, the observation window is the
+  `obs` tokens right after each span (a sliding window), not the end of a prompt as in the
+  paper's single prefill; with S-token chunks it is also the last `obs` tokens of the
+  chunk after the span. Such spans serve one sequence's decode-side working set and are
+  never stored.
 
 )");
   const double bands[][2] = {{1.5, 3}, {3, 6}, {6, 12}, {12, 24}};
@@ -476,7 +523,8 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
       md += "**not met**: no policy reaches ratio 4.\n\n";
     }
     if (!r.unimplemented.empty()) {
-      md += "Not yet implemented (engine returns Unimplemented; not in the CSV):\n\n";
+      md += "Not measured (engine returns Unimplemented, or the model has no such calibration file; not in "
+            "the CSV):\n\n";
       for (const std::string& u : r.unimplemented) absl::StrAppend(&md, "- ", u, "\n");
       md += "\n";
     }

@@ -8,16 +8,19 @@
 #include "common/status_macros.h"
 #include "kvcache/internal/span_checks.h"
 #include "kvcache/reducers/entries.h"
+#include "kvcache/reducers/expected_attention.h"
 #include "kvcache/reducers/key_norm.h"
 #include "kvcache/reducers/kvmerger.h"
 #include "kvcache/reducers/mikv.h"
 #include "kvcache/reducers/razor.h"
 #include "kvcache/reducers/sentinel_analogue.h"
 #include "kvcache/reducers/sinks_window.h"
+#include "kvcache/reducers/snapkv.h"
 
 namespace kvspan::kvcache {
 namespace {
 
+using reducers::QueryRows;
 using reducers::ReducedEntries;
 using reducers::SpanContext;
 using reducers::TokenRows;
@@ -33,14 +36,39 @@ CodecSpec SpecFor(Codec codec, int group_size) {
   return CodecSpec{codec, IsQuantized(codec) ? group_size : 0};
 }
 
-absl::Status CheckSupported(const Policy& policy, const SpanGeometry& g) {
-  if (!policy.query_agnostic()) {
-    return absl::UnimplementedError(
-        "CompressSpan: query-aware policy (snapkv) runs decode-side only; not implemented");
+absl::Status CheckQueries(const Policy& policy, const SpanGeometry& g, const DenseQueryView* queries) {
+  const QueryNeeds needs = QueryNeedsOf(policy);
+  if (!needs.any()) return absl::OkStatus();
+  const std::string name = policy.main_reducer()->name;
+  if (queries == nullptr || queries->q == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CompressSpan: policy reducer '", name, "' reads queries and none were given",
+        needs.observation_tokens > 0 ? " (query-aware: it runs decode-side only)" : ""));
   }
+  const int want = g.span_tokens + needs.observation_tokens;
+  if (queries->num_tokens < want) {
+    return absl::FailedPreconditionError(absl::StrCat("CompressSpan: '", name, "' needs ", want,
+                                                      " query tokens, got ", queries->num_tokens));
+  }
+  if (queries->num_heads < g.num_kv_heads || queries->num_heads % g.num_kv_heads != 0 ||
+      queries->token_stride < int64_t{queries->num_heads} * g.head_dim || queries->layer_stride < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressSpan: bad query view (", queries->num_heads,
+                                                   " heads for ", g.num_kv_heads, " KV heads, or bad strides)"));
+  }
+  if (!queries->rope_inv_freq.empty() &&
+      (g.head_dim % 2 != 0 || static_cast<int>(queries->rope_inv_freq.size()) != g.head_dim / 2)) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressSpan: ", queries->rope_inv_freq.size(),
+                                                   " RoPE frequencies for head_dim ", g.head_dim));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSupported(const Policy& policy, const SpanGeometry& g) {
   const PolicyStage* main = policy.main_reducer();
-  if (main != nullptr && main->name == "expected-attn") {
-    return absl::UnimplementedError("CompressSpan: expected-attn is not implemented yet");
+  if (main != nullptr && main->name == "sentinel") {
+    return absl::FailedPreconditionError(
+        "CompressSpan: 'sentinel' (the exact sentinel-token method) runs inside the forward pass of a checkpoint "
+        "that carries <CL>/<CR> (kvcache/sentinel.h), not on a dense span; use sentinel-analogue otherwise");
   }
   if (policy.sharing.has_value()) {
     return absl::UnimplementedError(
@@ -58,9 +86,47 @@ absl::Status CheckSupported(const Policy& policy, const SpanGeometry& g) {
   return absl::OkStatus();
 }
 
+// Queries of tokens [first, first + count) for the GQA group of `kv_head`, copied
+// contiguous [count, group, D].
+struct GroupQueries {
+  std::vector<int32_t> positions;
+  std::vector<float> q;
+  QueryRows rows(int head_dim, int group) const { return QueryRows{head_dim, group, positions, q}; }
+};
+GroupQueries CopyGroupQueries(const DenseQueryView& v, const SpanGeometry& g, int32_t first_position, int layer,
+                              int kv_head, int first, int count) {
+  const int group = v.num_heads / g.num_kv_heads;
+  GroupQueries out;
+  out.q.resize(static_cast<size_t>(count) * group * g.head_dim);
+  for (int j = 0; j < count; ++j) {
+    out.positions.push_back(first_position + first + j);
+    const float* src = v.q + layer * v.layer_stride + (first + j) * v.token_stride +
+                       int64_t{kv_head} * group * g.head_dim;
+    std::copy_n(src, group * g.head_dim, out.q.data() + static_cast<size_t>(j) * group * g.head_dim);
+  }
+  return out;
+}
+
 // The main reducer applied to the candidates of head (layer, kv_head).
 ReducedEntries ApplyMain(const PolicyStage& main, const SpanContext& ctx, int layer, int kv_head,
-                         const TokenRows& rows) {
+                         const TokenRows& rows, const SpanGeometry& g, const DenseQueryView* queries) {
+  if (main.name == "snapkv" || main.name == "expected-attn") {
+    const int group = queries->num_heads / g.num_kv_heads;
+    if (main.name == "snapkv") {
+      const int obs = static_cast<int>(main.Number("obs"));
+      const GroupQueries q =
+          CopyGroupQueries(*queries, g, ctx.first_position, layer, kv_head, queries->num_tokens - obs, obs);
+      return reducers::SnapKvReduce({main.Number("keep"), static_cast<int>(main.Number("pool"))},
+                                    q.rows(g.head_dim, group), rows);
+    }
+    const GroupQueries q = CopyGroupQueries(*queries, g, ctx.first_position, layer, kv_head, 0, g.span_tokens);
+    reducers::ExpectedAttentionOptions options;
+    options.keep = main.Number("keep");
+    options.future = static_cast<int>(main.Number("future"));
+    options.span_end = ctx.first_position + g.span_tokens;
+    options.inv_freq = queries->rope_inv_freq;
+    return reducers::ExpectedAttentionReduce(options, q.rows(g.head_dim, group), rows);
+  }
   if (main.name == "keynorm") return reducers::KeyNormReduce(rows, main.Number("keep"));
   if (main.name == "kvmerger") {
     return reducers::KvMergerReduce({main.Number("sim"), main.Number("sigma")}, rows);
@@ -79,8 +145,17 @@ ReducedEntries ApplyMain(const PolicyStage& main, const SpanContext& ctx, int la
 
 }  // namespace
 
+QueryNeeds QueryNeedsOf(const Policy& policy) {
+  QueryNeeds needs;
+  const PolicyStage* main = policy.main_reducer();
+  if (main == nullptr) return needs;
+  if (main->name == "expected-attn") needs.own = true;
+  if (main->name == "snapkv") needs.observation_tokens = static_cast<int>(main->Number("obs"));
+  return needs;
+}
+
 absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header,
-                                  const DenseKvView& kv) {
+                                  const DenseKvView& kv, const DenseQueryView* queries) {
   RETURN_IF_ERROR(internal::CheckHeader(header, absl::StatusCode::kInvalidArgument));
   const SpanGeometry& g = header.geometry;
   if (kv.keys == nullptr || kv.values == nullptr || kv.token_stride < g.head_dim ||
@@ -103,6 +178,7 @@ absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header
                                                    kMaxLabelBytes));
   }
   RETURN_IF_ERROR(CheckSupported(policy, g));
+  RETURN_IF_ERROR(CheckQueries(policy, g, queries));
   const SpanContext ctx{header.first_position, g.span_tokens};
   const PolicyStage* sinks = policy.FindReducer("sinks");
   const PolicyStage* window = policy.FindReducer("window");
@@ -128,7 +204,7 @@ absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header
       }
       if (main != nullptr && candidates.size() > 0) {
         const TokenRows rows{g.head_dim, candidates.positions, candidates.keys, candidates.values};
-        ReducedEntries reduced = ApplyMain(*main, ctx, l, h, rows);
+        ReducedEntries reduced = ApplyMain(*main, ctx, l, h, rows, g, queries);
         for (int i = 0; i < reduced.size(); ++i) {
           kept.Append(reduced.positions[i], reduced.log_counts[i],
                       reduced.keys.data() + static_cast<size_t>(i) * g.head_dim,

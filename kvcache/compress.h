@@ -8,30 +8,63 @@
 // with the policy's codec (one block), or with mikv (two blocks, EncodeMixedHead).
 //
 // Causality: only tokens [0, S) of `kv` are read, so compressing span i never looks at
-// tokens after its end; a stored span is valid for every continuation.
+// tokens after its end; a stored span is valid for every continuation. The one exception
+// is the query-aware snapkv, which votes with the queries of an observation window after
+// the span: its policies are not query_agnostic() and serve one sequence's decode-side
+// working set only (never the cache store). expected-attn reads the queries of the span's
+// own tokens [0, S) (and the model's RoPE frequencies), so it stays causal.
 //
 // Thread-safe (pure).
 #ifndef KVSPAN_KVCACHE_COMPRESS_H_
 #define KVSPAN_KVCACHE_COMPRESS_H_
 
+#include <cstdint>
+
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "kvcache/policy.h"
 #include "kvcache/span.h"
 
 namespace kvspan::kvcache {
 
+// Queries of the span's tokens and of the tokens after it, borrowed: element (layer l, token
+// t, query head h, channel d) at q[l * layer_stride + t * token_stride + h * head_dim + d],
+// post-RoPE, token t at position first_position + t, for t in [0, num_tokens): tokens
+// [0, S) are the span's own, [S, num_tokens) come after it. snapkv's observation window is
+// the last `obs` of them, and must lie wholly after the span (num_tokens >= S + obs).
+struct DenseQueryView {
+  const float* q = nullptr;
+  int64_t layer_stride = 0;  // floats
+  int64_t token_stride = 0;  // floats, >= num_heads * head_dim
+  int num_heads = 0;         // query heads, a multiple of the geometry's num_kv_heads
+  int num_tokens = 0;        // >= S for expected-attn, >= S + obs for snapkv
+  // The model's rotate-half RoPE frequencies ([head_dim / 2]), or empty for no RoPE.
+  absl::Span<const float> rope_inv_freq;
+};
+
+// Queries a policy reads: none, the span's own (expected-attn) or an observation window
+// of `observation_tokens` after the span (snapkv).
+struct QueryNeeds {
+  bool own = false;
+  int observation_tokens = 0;
+  bool any() const { return own || observation_tokens > 0; }
+};
+QueryNeeds QueryNeedsOf(const Policy& policy);
+
 // Returns the compressed span. Its header is `header` with `policy` replaced by
 // policy.ToString() (so every output names its policy, e.g. "sentinel-analogue(...)").
 // `header.geometry` gives the shape of `kv` ([layers][kv_heads][S][head_dim] via strides).
+// `queries` may be null unless QueryNeedsOf(policy).any().
 // Errors:
-//   Unimplemented   — a query-aware reducer (snapkv: decode-side only, not here),
-//                     expected-attn, or a sharing stage (minicache, pod);
+//   FailedPrecondition — a policy that reads queries without `queries`, or with too few
+//                     query tokens (see DenseQueryView);
+//   Unimplemented   — a sharing stage (minicache, pod);
 //   InvalidArgument — a Policy that ParsePolicy would not produce (hand-built, missing
 //                     parameters), a bad header, null K/V or bad strides, a retrieval
 //                     head outside the geometry, a canonical policy longer than
 //                     kMaxLabelBytes, or values the codec rejects (EncodeBlock).
 absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header,
-                                  const DenseKvView& kv);
+                                  const DenseKvView& kv, const DenseQueryView* queries = nullptr);
 
 }  // namespace kvspan::kvcache
 

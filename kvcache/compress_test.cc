@@ -184,12 +184,124 @@ TEST(CompressSpanTest, LaterTokensNeverChangeTheSpan) {
   }
 }
 
+// Queries of a whole sequence, [layers][tokens][kQHeads][D] (2 query heads per KV head).
+constexpr int kQHeads = 2 * kHeads;
+struct QuerySequence {
+  int num_tokens;
+  std::vector<float> q;
+  QuerySequence(int n, uint64_t seed)
+      : num_tokens(n), q(testing::RandomFloats(int64_t{kLayers} * n * kQHeads * kDim, seed, 1.0f)) {}
+  // Tokens [i * S, num_tokens) as span i's view (token 0 = the span's first token).
+  DenseQueryView span_view(int i, int num_after_start = -1) const {
+    DenseQueryView v;
+    v.q = q.data() + int64_t{i} * kS * kQHeads * kDim;
+    v.layer_stride = int64_t{num_tokens} * kQHeads * kDim;
+    v.token_stride = kQHeads * kDim;
+    v.num_heads = kQHeads;
+    v.num_tokens = num_after_start >= 0 ? num_after_start : num_tokens - i * kS;
+    return v;
+  }
+};
+
+absl::StatusOr<Span> CompressWithQueries(const std::string& policy, const Sequence& seq, const DenseQueryView& q,
+                                         int span) {
+  ASSIGN_OR_RETURN(Policy p, ParsePolicy(policy));
+  return CompressSpan(p, Header(span), seq.span_view(span), &q);
+}
+
+TEST(CompressSpanTest, QueryNeeds) {
+  auto needs = [](const char* text) {
+    const absl::StatusOr<Policy> p = ParsePolicy(text);
+    EXPECT_TRUE(p.ok()) << text;
+    return QueryNeedsOf(*p);
+  };
+  EXPECT_FALSE(needs("keynorm/int4").any());
+  EXPECT_TRUE(needs("expected-attn/int4").own);
+  EXPECT_EQ(needs("expected-attn/int4").observation_tokens, 0);
+  EXPECT_FALSE(needs("snapkv(obs=5)/bf16").own);
+  EXPECT_EQ(needs("snapkv(obs=5)/bf16").observation_tokens, 5);
+}
+
+TEST(CompressSpanTest, QueryReadingPoliciesNeedQueries) {
+  const Sequence seq(2 * kS, 9);
+  const QuerySequence qs(2 * kS, 19);
+  EXPECT_THAT(Compress("snapkv(keep=0.2)/bf16", seq, 0),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("decode-side")));
+  EXPECT_THAT(Compress("expected-attn/bf16", seq, 0),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("expected-attn")));
+  // snapkv(obs=4) needs S + 4 query tokens; expected-attn needs S.
+  EXPECT_THAT(CompressWithQueries("snapkv(obs=4)/bf16", seq, qs.span_view(0, kS + 3), 0),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("needs 20 query tokens, got 19")));
+  EXPECT_OK(CompressWithQueries("snapkv(obs=4)/bf16", seq, qs.span_view(0, kS + 4), 0).status());
+  EXPECT_THAT(CompressWithQueries("expected-attn/bf16", seq, qs.span_view(0, kS - 1), 0),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  DenseQueryView odd_heads = qs.span_view(0);
+  odd_heads.num_heads = 3;
+  EXPECT_THAT(CompressWithQueries("expected-attn/bf16", seq, odd_heads, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad query view")));
+  DenseQueryView bad_rope = qs.span_view(0);
+  const std::vector<float> freq(3, 1.0f);
+  bad_rope.rope_inv_freq = freq;
+  EXPECT_THAT(CompressWithQueries("expected-attn/bf16", seq, bad_rope, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RoPE frequencies")));
+}
+
+// SnapKV votes with the LAST obs query tokens: queries equal to a multiple of one key of
+// each head make exactly that key (pool 1, keep 1/S) the survivor, per head.
+TEST(CompressSpanTest, SnapKvKeepsTheKeysTheObservationWindowLooksAt) {
+  const Sequence seq(2 * kS, 21);
+  QuerySequence qs(2 * kS, 22);
+  constexpr int kObs = 3;
+  for (int l = 0; l < kLayers; ++l) {
+    for (int h = 0; h < kHeads; ++h) {
+      const int target = 2 + 5 * h + l;  // a token of span 0
+      for (int t = 2 * kS - kObs; t < 2 * kS; ++t) {
+        for (int g = 0; g < 2; ++g) {
+          float* q = &qs.q[((int64_t{l} * qs.num_tokens + t) * kQHeads + h * 2 + g) * kDim];
+          for (int c = 0; c < kDim; ++c) q[c] = 30.0f * seq.key(l, h, target)[c];
+        }
+      }
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(Span span, CompressWithQueries("snapkv(keep=0.0625,obs=3,pool=1)/bf16", seq,
+                                                      qs.span_view(0), 0));
+  EXPECT_EQ(span.header.policy, "snapkv(keep=0.0625,obs=3,pool=1)/bf16");
+  for (int l = 0; l < kLayers; ++l) {
+    for (int h = 0; h < kHeads; ++h) EXPECT_THAT(AllPositions(span.head(l, h)), ElementsAre(2 + 5 * h + l));
+  }
+}
+
+// Expected attention reads only the span's own queries: later queries and K/V never change
+// its bytes; its own queries do.
+TEST(CompressSpanTest, ExpectedAttentionIgnoresLaterQueries) {
+  Sequence seq(3 * kS, 23);
+  QuerySequence qs(3 * kS, 24);
+  const std::vector<float> freq = [] {
+    std::vector<float> f(kDim / 2);
+    for (int i = 0; i < kDim / 2; ++i) f[i] = std::pow(10000.0f, -2.0f * i / kDim);
+    return f;
+  }();
+  DenseQueryView v = qs.span_view(1);
+  v.rope_inv_freq = freq;
+  const char* policy = "sinks(2)+expected-attn(keep=0.25,future=64)/int8(g=4)";
+  ASSERT_OK_AND_ASSIGN(Span before, CompressWithQueries(policy, seq, v, 1));
+  for (const HeadEntries& head : before.heads) EXPECT_EQ(head.num_entries(), 4);
+  const QuerySequence other(3 * kS, 25);
+  for (int l = 0; l < kLayers; ++l) {
+    for (int t = 2 * kS; t < 3 * kS; ++t) {
+      const int64_t at = (int64_t{l} * qs.num_tokens + t) * kQHeads * kDim;
+      std::copy_n(other.q.begin() + at, kQHeads * kDim, qs.q.begin() + at);
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(Span after, CompressWithQueries(policy, seq, v, 1));
+  EXPECT_EQ(SerializeSpan(after), SerializeSpan(before));
+  std::copy(other.q.begin(), other.q.end(), qs.q.begin());
+  ASSERT_OK_AND_ASSIGN(Span changed, CompressWithQueries(policy, seq, v, 1));
+  EXPECT_NE(SerializeSpan(changed), SerializeSpan(before));
+}
+
 TEST(CompressSpanTest, UnimplementedStages) {
   const Sequence seq(kS, 9);
-  EXPECT_THAT(Compress("snapkv(keep=0.2)/bf16", seq, 0),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("query-aware")));
-  EXPECT_THAT(Compress("expected-attn/bf16", seq, 0),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("expected-attn")));
   EXPECT_THAT(Compress("bf16/minicache", seq, 0),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("minicache")));
   EXPECT_THAT(Compress("bf16/pod", seq, 0),

@@ -1,13 +1,12 @@
 #include "kvcache/compressed_kv_cache.h"
 
-#include "kvcache/compress.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "model/model.h"
 
 namespace kvspan::kvcache {
 namespace {
@@ -40,7 +39,7 @@ absl::StatusOr<Span> PolicySpanCompressor::Compress(const DenseSpanView& view) {
   header.geometry = view.geometry;
   header.first_position = view.first_position;
   header.span_index = view.span_index;
-  return CompressSpan(options_.policy, header, view.kv);  // sets header.policy
+  return CompressSpan(options_.policy, header, view.kv, view.queries);  // sets header.policy
 }
 
 kernels::SpanBlockView ToSpanBlockView(const EntryBlock& block) {
@@ -69,11 +68,15 @@ CompressedKvCache::Options CompressedKvCache::OptionsFor(const model::ModelConfi
   o.span_tokens = span_tokens;
   o.capacity_tokens = capacity_tokens;
   o.sliding_window = config.sliding_window;
+  o.rope_inv_freq = model::RopeInvFreqFor(config);
   return o;
 }
 
 CompressedKvCache::CompressedKvCache(const Options& options, std::shared_ptr<SpanCompressor> compressor)
-    : options_(options), compressor_(std::move(compressor)), num_pending_(options.num_layers, 0) {}
+    : options_(options),
+      compressor_(std::move(compressor)),
+      needs_(compressor_->query_needs()),
+      num_pending_(options.num_layers, 0) {}
 
 absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::Create(
     const Options& o, std::shared_ptr<SpanCompressor> compressor) {
@@ -93,6 +96,10 @@ absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::Create(
         absl::StrCat("CompressedKvCache: sliding_window = ", o.sliding_window, " is not supported"));
   }
   if (compressor == nullptr) return absl::InvalidArgumentError("CompressedKvCache: null compressor");
+  if (!o.rope_inv_freq.empty() && static_cast<int>(o.rope_inv_freq.size()) * 2 != o.head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: ", o.rope_inv_freq.size(),
+                                                   " RoPE frequencies for head_dim ", o.head_dim));
+  }
   std::unique_ptr<CompressedKvCache> cache(new CompressedKvCache(o, std::move(compressor)));
   cache->ReserveTail(o.span_tokens + 1);
   return cache;
@@ -126,6 +133,15 @@ void CompressedKvCache::ReserveTail(int tokens) {
     std::copy_n(&tail_k_[TailOffset(l, 0)], tail_capacity_ * row, &k[int64_t{l} * new_capacity * row]);
     std::copy_n(&tail_v_[TailOffset(l, 0)], tail_capacity_ * row, &v[int64_t{l} * new_capacity * row]);
   }
+  if (needs_.any()) {
+    const int64_t q_row = int64_t{options_.num_heads} * options_.head_dim;
+    std::vector<float> q(int64_t{options_.num_layers} * new_capacity * q_row);
+    for (int l = 0; l < options_.num_layers && tail_capacity_ > 0; ++l) {
+      std::copy_n(&tail_q_[int64_t{l} * tail_capacity_ * q_row], tail_capacity_ * q_row,
+                  &q[int64_t{l} * new_capacity * q_row]);
+    }
+    tail_q_ = std::move(q);
+  }
   tail_k_ = std::move(k);
   tail_v_ = std::move(v);
   tail_capacity_ = new_capacity;
@@ -152,6 +168,9 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
   for (int j = 0; j < n; ++j) {
     std::memcpy(TailKey(layer, base + j), in.k + j * in.row_stride, sizeof(float) * kv_heads * hd);
     std::memcpy(TailValue(layer, base + j), in.v + j * in.row_stride, sizeof(float) * kv_heads * hd);
+    if (needs_.any()) {
+      std::memcpy(TailQuery(layer, base + j), in.q + j * in.row_stride, sizeof(float) * options_.num_heads * hd);
+    }
   }
   num_pending_[layer] = n;
 
@@ -217,7 +236,9 @@ absl::Status CompressedKvCache::CompressFullSpans() {
   const int S = options_.span_tokens;
   const SpanGeometry geometry{options_.num_layers, options_.num_kv_heads, options_.head_dim, S};
   const int64_t row = int64_t{options_.num_kv_heads} * options_.head_dim;
-  while (num_tail_tokens() >= S) {
+  const int64_t q_row = int64_t{options_.num_heads} * options_.head_dim;
+  // A query-aware compressor waits until its observation window follows the span.
+  while (num_tail_tokens() >= S + needs_.observation_tokens) {
     DenseSpanView view;
     view.geometry = geometry;
     view.first_position = num_compressed_tokens();
@@ -227,6 +248,16 @@ absl::Status CompressedKvCache::CompressFullSpans() {
     view.kv.layer_stride = int64_t{tail_capacity_} * row;
     view.kv.head_stride = options_.head_dim;
     view.kv.token_stride = row;
+    DenseQueryView queries;
+    if (needs_.any()) {
+      queries.q = tail_q_.data();
+      queries.layer_stride = int64_t{tail_capacity_} * q_row;
+      queries.token_stride = q_row;
+      queries.num_heads = options_.num_heads;
+      queries.num_tokens = num_tail_tokens();
+      queries.rope_inv_freq = options_.rope_inv_freq;
+      view.queries = &queries;
+    }
     absl::StatusOr<Span> span = compressor_->Compress(view);
     if (!span.ok()) return span.status();
     if (absl::Status s = CheckSpanFits(*span, geometry, view.span_index, "CompressedKvCache: compressor");
@@ -237,6 +268,7 @@ absl::Status CompressedKvCache::CompressFullSpans() {
     for (int l = 0; l < options_.num_layers; ++l) {
       std::memmove(TailKey(l, 0), TailKey(l, S), sizeof(float) * remaining * row);
       std::memmove(TailValue(l, 0), TailValue(l, S), sizeof(float) * remaining * row);
+      if (needs_.any()) std::memmove(TailQuery(l, 0), TailQuery(l, S), sizeof(float) * remaining * q_row);
     }
     spans_.push_back(*std::move(span));
   }

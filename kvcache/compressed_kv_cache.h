@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/span_attention.h"
+#include "kvcache/compress.h"
 #include "kvcache/entry_block.h"
 #include "kvcache/policy.h"
 #include "kvcache/span.h"
@@ -46,6 +47,10 @@ struct DenseSpanView {
   int32_t first_position = 0;  // position of token 0 of the span
   int32_t span_index = 0;      // first_position / S
   DenseKvView kv;
+  // The queries of the span's tokens and of the committed tokens after it (token t of the
+  // view = position first_position + t), when the compressor's query_needs() asks for
+  // them; null otherwise.
+  const DenseQueryView* queries = nullptr;
 };
 
 // Turns one span's dense K/V into a Span. The policy engine plugs in here. A compressor
@@ -56,6 +61,10 @@ class SpanCompressor {
  public:
   virtual ~SpanCompressor() = default;
   virtual absl::StatusOr<Span> Compress(const DenseSpanView& view) = 0;
+  // The queries Compress reads. With observation_tokens = w > 0 (query-aware, snapkv) the
+  // cache compresses a span only once w committed tokens follow it, and passes the queries
+  // of every committed tail token; the last w of them are the observation window.
+  virtual QueryNeeds query_needs() const { return {}; }
 };
 
 // The first policy: every token kept, one codec (Span::FromDense). Thread-safe.
@@ -72,6 +81,7 @@ class PolicySpanCompressor final : public SpanCompressor {
   // Errors of CompressSpan: Unimplemented for a query-aware or not yet built stage,
   // InvalidArgument for values the codec rejects.
   absl::StatusOr<Span> Compress(const DenseSpanView& view) override;
+  QueryNeeds query_needs() const override { return QueryNeedsOf(options_.policy); }
 
  private:
   const Options options_;
@@ -90,6 +100,9 @@ class CompressedKvCache final : public model::KvCache {
     int span_tokens = 64;     // S, [1, kMaxSpanTokens]
     int capacity_tokens = 0;  // >= 1: positions the sequence may reach
     int sliding_window = 0;   // the model's window; must be 0 (windows are not supported yet)
+    // The model's RoPE frequencies ([head_dim / 2]; empty = no RoPE), passed to query-reading
+    // compressors (expected-attn).
+    std::vector<float> rope_inv_freq;
   };
   // Options for `config`'s geometry (a model with a sliding window gets options that
   // Create rejects with InvalidArgument).
@@ -134,6 +147,11 @@ class CompressedKvCache final : public model::KvCache {
   void ReserveTail(int tokens);
   float* TailKey(int layer, int token) { return &tail_k_[TailOffset(layer, token)]; }
   float* TailValue(int layer, int token) { return &tail_v_[TailOffset(layer, token)]; }
+  // Queries, [num_layers][tail_capacity_][num_heads][head_dim]; kept only when the
+  // compressor reads queries (needs_.any()).
+  float* TailQuery(int layer, int token) {
+    return &tail_q_[(int64_t{layer} * tail_capacity_ + token) * options_.num_heads * options_.head_dim];
+  }
   int64_t TailOffset(int layer, int token) const {
     return (int64_t{layer} * tail_capacity_ + token) * options_.num_kv_heads * options_.head_dim;
   }
@@ -146,7 +164,9 @@ class CompressedKvCache final : public model::KvCache {
   // num_compressed_tokens() + t; committed tokens first, then each layer's pending ones.
   std::vector<float> tail_k_;
   std::vector<float> tail_v_;
+  std::vector<float> tail_q_;
   int tail_capacity_ = 0;
+  const QueryNeeds needs_;
   int num_tokens_ = 0;
   std::vector<int> num_pending_;  // [num_layers]
 };

@@ -93,8 +93,7 @@ class TinyModelTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new ::kvspan::testing::TempDir();
     model::testing::RandomCheckpointOptions o;
-    ASSERT_OK(model::testing::WriteRandomCheckpoint(dir_->path(), o));
-    auto m = model::Model::Load(dir_->path(), {.num_threads = 2});
+    auto m = model::testing::WriteAndLoadRandomModel(dir_->path(), o, /*num_threads=*/2);
     ASSERT_OK(m.status());
     model_ = m->release();
   }
@@ -161,17 +160,79 @@ TEST_F(TinyModelTest, ReducingPolicyShrinksSpans) {
   }
 }
 
-// SnapKV reads queries, so it may never write a span (stored spans serve later questions).
-TEST_F(TinyModelTest, QueryAwarePolicyCannotCompressSpans) {
-  ASSERT_OK_AND_ASSIGN(Policy policy, ParsePolicy("snapkv(keep=0.5)/bf16"));
+// SnapKV reads the queries of an observation window AFTER the span: the cache compresses
+// span k only once obs committed tokens follow it, so the window stays dense, and each
+// span keeps ceil(keep * S) entries per head. Without queries a compressor refuses.
+TEST_F(TinyModelTest, SnapKvWaitsForItsObservationWindow) {
+  ASSERT_OK_AND_ASSIGN(Policy policy, ParsePolicy("snapkv(keep=0.5,obs=5,pool=3)/bf16"));
   ASSERT_FALSE(policy.query_agnostic());
-  PolicySpanCompressor compressor({policy, "test"});
+  auto compressor = std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{policy, "test"});
+  EXPECT_EQ(compressor->query_needs().observation_tokens, 5);
+  ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(Opts(8), compressor));
+  const std::vector<int32_t> tokens = RandomTokens(45, model_->config().vocab_size, 31);
+  // A 17-token prefill chunk (span 0 compresses: 17 >= 8 + 5), then decode.
+  Step(*model_, cache.get(), absl::MakeConstSpan(tokens).subspan(0, 17));
+  EXPECT_EQ(cache->spans().size(), 1u);
+  for (int pos = 17; pos < 45; ++pos) {
+    const std::vector<float> logits = Step(*model_, cache.get(), absl::MakeConstSpan(tokens).subspan(pos, 1));
+    for (float x : logits) ASSERT_TRUE(std::isfinite(x)) << "at " << pos;
+    EXPECT_EQ(cache->spans().size(), static_cast<size_t>((pos + 1 - 5) / 8)) << "after " << pos + 1 << " tokens";
+    EXPECT_GE(cache->num_tail_tokens(), 5);
+  }
+  for (const Span& span : cache->spans()) {
+    EXPECT_EQ(span.header.policy, policy.ToString());
+    for (const HeadEntries& head : span.heads) EXPECT_EQ(head.num_entries(), 4);
+  }
+  // Handed no queries (a caller that ignores query_needs()), the compressor refuses.
   std::vector<float> kv(static_cast<size_t>(Opts(8).num_layers) * Opts(8).num_kv_heads * 8 * Opts(8).head_dim, 0.25f);
   DenseSpanView view;
   view.geometry = {Opts(8).num_layers, Opts(8).num_kv_heads, Opts(8).head_dim, 8};
   view.kv = {kv.data(), kv.data(), int64_t{Opts(8).num_kv_heads} * 8 * Opts(8).head_dim,
              int64_t{8} * Opts(8).head_dim, Opts(8).head_dim};
-  EXPECT_THAT(compressor.Compress(view), StatusIs(absl::StatusCode::kUnimplemented));
+  EXPECT_THAT(compressor->Compress(view), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// snapkv(keep=1) keeps every token: the same logits as the codec-only policy up to fp16
+// rounding (its spans are merely compressed obs tokens later).
+TEST_F(TinyModelTest, SnapKvKeepAllMatchesCodecOnly) {
+  ASSERT_OK_AND_ASSIGN(Policy snap, ParsePolicy("snapkv(keep=1,obs=3)/fp16"));
+  ASSERT_OK_AND_ASSIGN(Policy plain, ParsePolicy("fp16"));
+  ASSERT_OK_AND_ASSIGN(auto a, CompressedKvCache::Create(
+                                   Opts(8), std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{snap, "t"})));
+  ASSERT_OK_AND_ASSIGN(auto b, CompressedKvCache::Create(
+                                   Opts(8), std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{plain, "t"})));
+  const std::vector<int32_t> tokens = RandomTokens(40, model_->config().vocab_size, 33);
+  float max_diff = 0.0f;
+  for (int pos = 0; pos < 40; ++pos) {
+    const auto t = absl::MakeConstSpan(tokens).subspan(pos, 1);
+    max_diff = std::max(max_diff, MaxAbsDiff(Step(*model_, a.get(), t), Step(*model_, b.get(), t)));
+  }
+  ASSERT_EQ(a->spans().size(), 4u);
+  // Span 0's tokens saw only dense fp32 K/V in both caches: the same bytes. Later tokens
+  // attended to fp16 spans at different times, so their K/V differ by fp16 rounding.
+  EXPECT_EQ(a->spans()[0].heads, b->spans()[0].heads);
+  for (const Span& span : a->spans()) {
+    for (const HeadEntries& head : span.heads) EXPECT_EQ(head.num_entries(), 8);
+  }
+  EXPECT_LE(max_diff, 1e-2f);
+}
+
+// Expected attention reads the span's own queries, kept in the tail next to K/V: spans
+// compress at the same Commit as a codec-only policy, each keeps ceil(keep * S) entries.
+TEST_F(TinyModelTest, ExpectedAttentionCompressesAtTheUsualCommit) {
+  ASSERT_OK_AND_ASSIGN(Policy policy, ParsePolicy("expected-attn(keep=0.25,future=32)/int8(g=4)"));
+  auto compressor = std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{policy, "test"});
+  EXPECT_TRUE(compressor->query_needs().own);
+  ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(Opts(8), compressor));
+  EXPECT_EQ(cache->options().rope_inv_freq.size(), static_cast<size_t>(Opts(8).head_dim / 2));
+  const std::vector<int32_t> tokens = RandomTokens(35, model_->config().vocab_size, 35);
+  Step(*model_, cache.get(), absl::MakeConstSpan(tokens).subspan(0, 19));
+  EXPECT_EQ(cache->spans().size(), 2u);
+  for (int pos = 19; pos < 35; ++pos) Step(*model_, cache.get(), absl::MakeConstSpan(tokens).subspan(pos, 1));
+  EXPECT_EQ(cache->spans().size(), 4u);
+  for (const Span& span : cache->spans()) {
+    for (const HeadEntries& head : span.heads) EXPECT_EQ(head.num_entries(), 2);
+  }
 }
 
 TEST_F(TinyModelTest, CreateRejectsBadOptions) {
@@ -478,6 +539,25 @@ TEST_F(BrownModelTest, SpanBytesIgnoreLaterTokens) {
   ASSERT_EQ(a->spans().size(), b->spans().size());
   for (int i = 0; i < 2; ++i) EXPECT_EQ(SerializeSpan(a->spans()[i]), SerializeSpan(b->spans()[i])) << i;
   for (size_t i = 2; i < a->spans().size(); ++i) EXPECT_NE(SerializeSpan(a->spans()[i]), SerializeSpan(b->spans()[i]));
+}
+
+// (v') The same for expected attention, which reads the span's own queries: the queries
+// kept for compression never leak later tokens into a span.
+TEST_F(BrownModelTest, ExpectedAttentionSpanBytesIgnoreLaterTokens) {
+  std::vector<int32_t> other = *tokens_;
+  const int vocab = model_->config().vocab_size;
+  for (int i = 2 * kSpan; i < kTokens; ++i) other[i] = (other[i] * 7 + 13) % vocab;
+  ASSERT_OK_AND_ASSIGN(Policy policy, ParsePolicy("sinks(4)+expected-attn(keep=0.5)/int4(g=32)"));
+  auto compressor = std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{policy, "brown"});
+  const auto opts = CompressedKvCache::OptionsFor(model_->config(), kSpan, kTokens);
+  ASSERT_OK_AND_ASSIGN(auto a, CompressedKvCache::Create(opts, compressor));
+  ASSERT_OK_AND_ASSIGN(auto b, CompressedKvCache::Create(opts, compressor));
+  Decode(a.get(), *tokens_);
+  Decode(b.get(), other);
+  ASSERT_EQ(a->spans().size(), 4u);
+  ASSERT_EQ(b->spans().size(), 4u);
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(SerializeSpan(a->spans()[i]), SerializeSpan(b->spans()[i])) << i;
+  for (size_t i = 2; i < 4; ++i) EXPECT_NE(SerializeSpan(a->spans()[i]), SerializeSpan(b->spans()[i]));
 }
 
 }  // namespace

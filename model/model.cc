@@ -41,20 +41,24 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
   return std::unique_ptr<Model>(new Model(std::move(config), std::move(weights), options));
 }
 
+std::vector<float> RopeInvFreqFor(const ModelConfig& config) {
+  kernels::RopeFrequencyOptions rope;
+  rope.head_dim = config.head_dim;
+  rope.theta = config.rope_theta;
+  rope.llama3_scaling = config.rope_scaling.type == RopeScaling::Type::kLlama3;
+  rope.factor = config.rope_scaling.factor;
+  rope.low_freq_factor = config.rope_scaling.low_freq_factor;
+  rope.high_freq_factor = config.rope_scaling.high_freq_factor;
+  rope.original_max_position_embeddings = config.rope_scaling.original_max_position_embeddings;
+  return kernels::RopeInvFreq(rope);
+}
+
 Model::Model(ModelConfig config, internal::Weights weights, const ModelOptions& options)
     : config_(std::move(config)), weights_(std::move(weights)) {
   const int num_threads = options.num_threads <= 0 ? DefaultNumThreads() : options.num_threads;
   pool_ = std::make_unique<ThreadPool>(num_threads);
   kernels::SetBlasThreads(num_threads);
-  kernels::RopeFrequencyOptions rope;
-  rope.head_dim = config_.head_dim;
-  rope.theta = config_.rope_theta;
-  rope.llama3_scaling = config_.rope_scaling.type == RopeScaling::Type::kLlama3;
-  rope.factor = config_.rope_scaling.factor;
-  rope.low_freq_factor = config_.rope_scaling.low_freq_factor;
-  rope.high_freq_factor = config_.rope_scaling.high_freq_factor;
-  rope.original_max_position_embeddings = config_.rope_scaling.original_max_position_embeddings;
-  inv_freq_ = kernels::RopeInvFreq(rope);
+  inv_freq_ = RopeInvFreqFor(config_);
 }
 
 absl::StatusOr<std::unique_ptr<DenseKvCache>> Model::NewDenseCache(int capacity_tokens) const {
@@ -102,8 +106,20 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
                                                        " is outside the vocabulary [0, ", c.vocab_size, ")"));
       }
     }
+    if (!item.positions.empty()) {
+      if (item.positions.size() != item.tokens.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " has ", item.positions.size(),
+                                                       " positions for ", item.tokens.size(), " tokens"));
+      }
+      for (int32_t p : item.positions) {
+        if (p < 0 || p >= c.max_position_embeddings) {
+          return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": position ", p,
+                                                         " is outside [0, ", c.max_position_embeddings, ")"));
+        }
+      }
+    }
     const int64_t end = int64_t{item.cache->num_tokens()} + static_cast<int64_t>(item.tokens.size());
-    if (end > c.max_position_embeddings) {
+    if (item.positions.empty() && end > c.max_position_embeddings) {
       return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": positions up to ", end - 1,
                                                      " exceed max_position_embeddings = ",
                                                      c.max_position_embeddings));
@@ -128,7 +144,7 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
       offsets[i] = row;
       const int start = batch[i].cache->num_tokens();
       for (size_t j = 0; j < batch[i].tokens.size(); ++j, ++row) {
-        positions[row] = start + static_cast<int>(j);
+        positions[row] = batch[i].positions.empty() ? start + static_cast<int>(j) : batch[i].positions[j];
         std::memcpy(&x[int64_t{row} * hidden], &weights_.embed[int64_t{batch[i].tokens[j]} * hidden],
                     hidden * sizeof(float));
       }

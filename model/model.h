@@ -46,7 +46,15 @@ struct ForwardItem {
   KvCache* cache = nullptr;          // borrowed for the call; its num_tokens() is the position of tokens[0]
   LogitsMode logits_mode = LogitsMode::kLastToken;
   std::vector<float>* logits = nullptr;  // out: [1 or tokens.size(), vocab_size] row-major (resized)
+  // RoPE positions of the tokens: empty = cache->num_tokens() + j (the usual case); else one
+  // per token, each in [0, max_position_embeddings). Explicit positions serve schemes whose
+  // tokens do not all advance the position (sentinel-token compression: kvcache/sentinel.h).
+  absl::Span<const int32_t> positions = {};
 };
+
+// The rotate-half RoPE frequencies of `config` ([head_dim / 2], fp32 as transformers computes
+// them, llama3 rope_scaling applied): what the forward pass rotates q and k with.
+std::vector<float> RopeInvFreqFor(const ModelConfig& config);
 
 class Model {
  public:
@@ -69,8 +77,8 @@ class Model {
   // projections and the MLP (one matrix product per weight per step); attention runs per
   // item through its cache, and each cache takes its item's tokens (Commit) on success.
   // Errors: InvalidArgument for an empty batch or item, a null cache or logits pointer,
-  // the same cache twice, a token id outside [0, vocab_size), or positions past
-  // max_position_embeddings; ResourceExhausted from a cache that cannot take the tokens.
+  // the same cache twice, a token id outside [0, vocab_size), positions past
+  // max_position_embeddings, or explicit positions of the wrong count or out of range; ResourceExhausted from a cache that cannot take the tokens.
   // On error no cache changes (validation comes first; a cache error mid-step rolls
   // every cache back with Truncate).
   absl::Status Forward(absl::Span<ForwardItem> batch) const;

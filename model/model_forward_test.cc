@@ -20,6 +20,8 @@ namespace {
 
 using ::kvspan::model::testing::RandomCheckpointOptions;
 using ::kvspan::testing::TempDir;
+using ::kvspan::testing::StatusIs;
+using ::testing::HasSubstr;
 
 // fp32 against fp32 with a different grouping of the same sums (stacked vs one row,
 // one attention tile vs several): rounding differences only, logits are O(1).
@@ -209,6 +211,40 @@ TEST_P(ModelForwardTest, MatchesDoublePrecisionReference) {
   std::printf("[%s] max |logit - reference| = %.3g (max |logit| %.3g)\n", GetParam().name.c_str(), max_err, max_ref);
   EXPECT_LE(max_err, kReferenceBound);
   EXPECT_GT(max_ref, 0.5);  // the logits carry signal
+}
+
+// Explicit positions: the same logits as the reference with those positions (here every
+// token one position further than its index, and one repeated), and clear errors.
+TEST_P(ModelForwardTest, ExplicitPositionsMatchReference) {
+  const std::vector<int32_t> tokens = RandomTokens(12, vocab_, 9);
+  std::vector<int32_t> positions(tokens.size());
+  for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(i) + (i >= 5 ? 0 : 1);
+  ASSERT_OK_AND_ASSIGN(std::vector<double> ref, testing::ReferenceForward(dir_.path(), tokens, positions,
+                                                                          [](int i, int k) { return k <= i; }));
+  ASSERT_OK_AND_ASSIGN(auto cache, model_->NewDenseCache(64));
+  std::vector<float> got;
+  model::ForwardItem item{tokens, cache.get(), LogitsMode::kAllTokens, &got, positions};
+  ASSERT_OK(model_->Forward(absl::MakeSpan(&item, 1)));
+  ASSERT_EQ(got.size(), ref.size());
+  double max_err = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) max_err = std::max(max_err, std::abs(got[i] - ref[i]));
+  EXPECT_LE(max_err, kReferenceBound);
+  // Implicit positions differ from these, so the logits do too.
+  ASSERT_OK_AND_ASSIGN(std::vector<double> plain, testing::ReferenceForward(dir_.path(), tokens));
+  double plain_diff = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) plain_diff = std::max(plain_diff, std::abs(got[i] - plain[i]));
+  EXPECT_GT(plain_diff, 1e-3);
+
+  const std::vector<int32_t> short_positions = {0, 1};
+  item.positions = short_positions;
+  EXPECT_THAT(model_->Forward(absl::MakeSpan(&item, 1)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2 positions for 12 tokens")));
+  std::vector<int32_t> bad = positions;
+  bad[3] = -1;
+  item.positions = bad;
+  EXPECT_THAT(model_->Forward(absl::MakeSpan(&item, 1)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("position -1")));
+  EXPECT_EQ(cache->num_tokens(), 12);  // the failed calls changed nothing
 }
 
 // Forward is thread-safe for distinct caches: two threads decoding their own sequences

@@ -36,6 +36,28 @@ DenseEntries ReducedEntries::view() const {
   return DenseEntries{head_dim, positions, log_counts, keys, values};
 }
 
+int KeepCount(double keep_ratio, int m) {
+  const double want = std::ceil(keep_ratio * m - 1e-9);
+  return static_cast<int>(std::clamp(want, 0.0, static_cast<double>(m)));
+}
+
+ReducedEntries KeepTopRows(const TokenRows& rows, absl::Span<const double> scores, double keep_ratio) {
+  ReducedEntries out;
+  out.head_dim = rows.head_dim;
+  for (int i : TopScoreRows(scores, KeepCount(keep_ratio, rows.size()))) out.AppendRow(rows, i);
+  return out;
+}
+
+std::vector<int> TopScoreRows(absl::Span<const double> scores, int keep) {
+  const int m = static_cast<int>(scores.size());
+  std::vector<int> order(m);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return scores[a] > scores[b]; });
+  order.resize(std::clamp(keep, 0, m));
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
 double SquaredNorm(const float* x, int head_dim) {
   double s = 0.0;
   for (int d = 0; d < head_dim; ++d) s += static_cast<double>(x[d]) * x[d];

@@ -55,6 +55,32 @@ struct ReducedEntries {
   DenseEntries view() const;
 };
 
+// Borrowed queries of the GQA group of one KV head: n query tokens x `group` query heads,
+// post-RoPE, row (token j, head h) at q[(j * group + h) * head_dim].
+struct QueryRows {
+  int head_dim = 0;
+  int group = 0;                        // query heads sharing the KV head, >= 1
+  absl::Span<const int32_t> positions;  // [n] sequence positions of the query tokens
+  absl::Span<const float> q;            // [n, group, D]
+
+  int num_tokens() const { return static_cast<int>(positions.size()); }
+  const float* row(int j, int h) const {
+    return q.data() + (static_cast<size_t>(j) * group + h) * head_dim;
+  }
+};
+
+// Number of rows a keep ratio selects out of m: ceil(keep_ratio * m), clamped to [0, m]
+// (computed with a 1e-9 tolerance so 0.25 * 64 is exactly 16).
+int KeepCount(double keep_ratio, int m);
+
+// The KeepCount(keep_ratio, m) rows with the highest scores (TopScoreRows), unchanged
+// (log_count 0), in position order. REQUIRES: scores.size() == rows.size().
+ReducedEntries KeepTopRows(const TokenRows& rows, absl::Span<const double> scores, double keep_ratio);
+
+// Indices of the `keep` highest scores (ties go to the lower index), returned in increasing
+// index order. keep is clamped to [0, scores.size()].
+std::vector<int> TopScoreRows(absl::Span<const double> scores, int keep);
+
 // Squared L2 norm and cosine similarity of D-float rows (double accumulation). Cosine of a
 // zero row is defined as 0.
 double SquaredNorm(const float* x, int head_dim);

@@ -18,22 +18,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 
-struct Rows {
-  std::vector<int32_t> positions;
-  std::vector<float> keys, values;
-  int head_dim = 0;
-  TokenRows view() const { return TokenRows{head_dim, positions, keys, values}; }
-};
-
-Rows RandomRows(int m, int head_dim, int32_t first_position, uint64_t seed) {
-  Rows r;
-  r.head_dim = head_dim;
-  r.positions.resize(m);
-  std::iota(r.positions.begin(), r.positions.end(), first_position);
-  r.keys = testing::RandomFloats(int64_t{m} * head_dim, seed, 1.0f);
-  r.values = testing::RandomFloats(int64_t{m} * head_dim, seed + 1, 1.0f);
-  return r;
-}
+using Rows = testing::RandomRows;
 
 std::vector<int32_t> Kept(const SinksWindowOptions& o, const SpanContext& ctx) {
   std::vector<int32_t> kept;
@@ -72,7 +57,7 @@ TEST(KeyNormTest, KeepCountRoundsUp) {
 
 TEST(KeyNormTest, KeepsExactlyTheLowestNormKeys) {
   for (uint64_t seed : {1, 2, 3}) {
-    const Rows rows = RandomRows(37, 16, 100, seed);
+    const Rows rows(37, 16, 100, seed);
     const ReducedEntries out = KeyNormReduce(rows.view(), 0.3);
     // Independent reference: sort positions by the float L2 norm.
     std::vector<std::pair<double, int32_t>> by_norm;
@@ -98,7 +83,7 @@ TEST(KeyNormTest, KeepsExactlyTheLowestNormKeys) {
 }
 
 TEST(KeyNormTest, ScaledKeysAreDroppedFirst) {
-  Rows rows = RandomRows(8, 4, 0, 9);
+  Rows rows(8, 4, 0, 9);
   for (int i : {1, 4, 6}) {
     for (int d = 0; d < 4; ++d) rows.keys[i * 4 + d] *= 100.0f;
   }
@@ -106,7 +91,7 @@ TEST(KeyNormTest, ScaledKeysAreDroppedFirst) {
 }
 
 TEST(MikvTest, ImportantAreLowestNormAndNoneDropped) {
-  const Rows rows = RandomRows(20, 8, 0, 5);
+  const Rows rows(20, 8, 0, 5);
   ReducedEntries entries;
   entries.head_dim = 8;
   for (int i = 0; i < 20; ++i) entries.AppendRow(rows.view(), i);

@@ -14,10 +14,6 @@
 
 namespace kvspan::kvcache::reducers {
 
-// Number of rows a keep ratio selects out of m: ceil(keep_ratio * m), clamped to [0, m]
-// (computed with a 1e-9 tolerance so 0.25 * 64 is exactly 16).
-int KeepCount(double keep_ratio, int m);
-
 // Indices (into `rows`) of the `keep` rows with the smallest key L2 norm; ties go to the
 // earlier position. Returned in increasing index (position) order. REQUIRES: keep <= m.
 std::vector<int> LowestKeyNormRows(const TokenRows& rows, int keep);

@@ -53,4 +53,12 @@ absl::StatusOr<Span> RandomSpan(const RandomSpanOptions& options) {
   return Span::FromDense(header, options.codec, kv.view(options.geometry));
 }
 
+RandomRows::RandomRows(int m, int head_dim_in, int32_t first_position, uint64_t seed)
+    : head_dim(head_dim_in),
+      positions(m),
+      keys(RandomFloats(int64_t{m} * head_dim_in, seed, 1.0f)),
+      values(RandomFloats(int64_t{m} * head_dim_in, seed + 1, 1.0f)) {
+  for (int i = 0; i < m; ++i) positions[i] = first_position + i;
+}
+
 }  // namespace kvspan::kvcache::testing

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kvcache/reducers/entries.h"
 #include "kvcache/span.h"
 
 namespace kvspan::kvcache::testing {
@@ -34,6 +35,16 @@ struct DenseKv {
   DenseKvView view(const SpanGeometry& g) const;
 };
 DenseKv RandomDenseKv(const SpanGeometry& geometry, uint64_t seed);
+
+// Owned rows of m tokens of one head for reducer tests: positions first_position + i, keys
+// from RandomFloats(m * head_dim, seed, 1), values from seed + 1.
+struct RandomRows {
+  int head_dim = 0;
+  std::vector<int32_t> positions;
+  std::vector<float> keys, values;
+  RandomRows(int m, int head_dim, int32_t first_position, uint64_t seed);
+  reducers::TokenRows view() const { return reducers::TokenRows{head_dim, positions, keys, values}; }
+};
 
 // Recomputes the checksum trailer of serialized span bytes (after a deliberate edit), so
 // the structural checks behind the checksum can be tested. REQUIRES: size >= 8.

@@ -224,4 +224,11 @@ absl::StatusOr<RandomCheckpointOptions> NamedShape(absl::string_view name) {
                                           "' (known: llama-3.2-1b, tiny-llama, tiny-mistral, tiny-qwen2)"));
 }
 
+absl::StatusOr<std::unique_ptr<Model>> WriteAndLoadRandomModel(const std::string& dir,
+                                                               const RandomCheckpointOptions& options,
+                                                               int num_threads) {
+  RETURN_IF_ERROR(WriteRandomCheckpoint(dir, options));
+  return Model::Load(dir, {.num_threads = num_threads});
+}
+
 }  // namespace kvspan::model::testing

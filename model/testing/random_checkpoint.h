@@ -7,12 +7,14 @@
 #define KVSPAN_MODEL_TESTING_RANDOM_CHECKPOINT_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "model/safetensors.h"
 
 namespace kvspan::model::testing {
@@ -43,6 +45,11 @@ struct RandomCheckpointOptions {
 // Writes the checkpoint into `dir` (created if missing). InvalidArgument for options out
 // of range; Internal for I/O errors.
 absl::Status WriteRandomCheckpoint(const std::string& dir, const RandomCheckpointOptions& options);
+
+// WriteRandomCheckpoint(dir, options), then Model::Load(dir) with `num_threads` threads.
+absl::StatusOr<std::unique_ptr<Model>> WriteAndLoadRandomModel(const std::string& dir,
+                                                               const RandomCheckpointOptions& options,
+                                                               int num_threads);
 
 // The config.json text WriteRandomCheckpoint writes (for tests that edit it).
 std::string RandomCheckpointConfigJson(const RandomCheckpointOptions& options);

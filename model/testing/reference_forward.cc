@@ -75,7 +75,8 @@ std::vector<double> InvFreq(const ModelConfig& c) {
 }
 
 // q * cos + rotate_half(q) * sin, per head, cos = cat(freqs, freqs).
-void Rope(Matrix& x, int n, int heads, int hd, const std::vector<double>& inv_freq) {
+void Rope(Matrix& x, int n, int heads, int hd, const std::vector<double>& inv_freq,
+          absl::Span<const int32_t> positions) {
   const int half = hd / 2;
   for (int t = 0; t < n; ++t) {
     for (int h = 0; h < heads; ++h) {
@@ -83,7 +84,7 @@ void Rope(Matrix& x, int n, int heads, int hd, const std::vector<double>& inv_fr
       std::vector<double> rotated(hd);
       for (int i = 0; i < hd; ++i) rotated[i] = i < half ? -v[i + half] : v[i - half];
       for (int i = 0; i < hd; ++i) {
-        const double angle = t * inv_freq[i % half];
+        const double angle = static_cast<double>(positions[t]) * inv_freq[i % half];
         v[i] = v[i] * std::cos(angle) + rotated[i] * std::sin(angle);
       }
     }
@@ -93,6 +94,15 @@ void Rope(Matrix& x, int n, int heads, int hd, const std::vector<double>& inv_fr
 }  // namespace
 
 absl::StatusOr<std::vector<double>> ReferenceForward(const std::string& dir, absl::Span<const int32_t> tokens) {
+  std::vector<int32_t> positions(tokens.size());
+  for (size_t t = 0; t < positions.size(); ++t) positions[t] = static_cast<int32_t>(t);
+  return ReferenceForward(dir, tokens, positions, [](int i, int j) { return j <= i; });
+}
+
+absl::StatusOr<std::vector<double>> ReferenceForward(const std::string& dir, absl::Span<const int32_t> tokens,
+                                                     absl::Span<const int32_t> positions,
+                                                     const std::function<bool(int, int)>& visible) {
+  if (positions.size() != tokens.size()) return absl::InvalidArgumentError("positions: wrong count");
   ASSIGN_OR_RETURN(std::string config_json, ReadFile(dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(config_json));
   ASSIGN_OR_RETURN(auto ckpt, SafetensorsCheckpoint::OpenDir(dir));
@@ -124,8 +134,8 @@ absl::StatusOr<std::vector<double>> ReferenceForward(const std::string& dir, abs
     Matrix q = Linear(xn, n, h, wq, nh * hd, c.qkv_bias ? &bq : nullptr);
     Matrix k = Linear(xn, n, h, wk, nkv * hd, c.qkv_bias ? &bk : nullptr);
     const Matrix v = Linear(xn, n, h, wv, nkv * hd, c.qkv_bias ? &bv : nullptr);
-    Rope(q, n, nh, hd, inv_freq);
-    Rope(k, n, nkv, hd, inv_freq);
+    Rope(q, n, nh, hd, inv_freq, positions);
+    Rope(k, n, nkv, hd, inv_freq, positions);
     // Eager attention: scores, causal (and sliding-window) mask, softmax, weighted sum.
     Matrix attn(static_cast<size_t>(n) * nh * hd, 0.0);
     for (int head = 0; head < nh; ++head) {
@@ -134,6 +144,7 @@ absl::StatusOr<std::vector<double>> ReferenceForward(const std::string& dir, abs
         std::vector<double> s(n, -INFINITY);
         double mx = -INFINITY;
         for (int j = 0; j <= i; ++j) {
+          if (!visible(i, j)) continue;
           if (c.sliding_window > 0 && i - j >= c.sliding_window) continue;
           double d = 0.0;
           for (int e = 0; e < hd; ++e) d += q[(i * nh + head) * hd + e] * k[(j * nkv + g) * hd + e];

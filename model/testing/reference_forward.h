@@ -6,6 +6,7 @@
 #define KVSPAN_MODEL_TESTING_REFERENCE_FORWARD_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,12 @@ namespace kvspan::model::testing {
 // Logits [tokens.size(), vocab_size] (row-major) of the sequence `tokens` at positions
 // 0 .. tokens.size() - 1, for the checkpoint in `dir`. Errors as Model::Load.
 absl::StatusOr<std::vector<double>> ReferenceForward(const std::string& dir, absl::Span<const int32_t> tokens);
+
+// The same with explicit RoPE positions ([tokens.size()]) and an attention mask: query i
+// attends to key j iff j <= i and visible(i, j) (and the sliding window allows it).
+absl::StatusOr<std::vector<double>> ReferenceForward(const std::string& dir, absl::Span<const int32_t> tokens,
+                                                     absl::Span<const int32_t> positions,
+                                                     const std::function<bool(int, int)>& visible);
 
 }  // namespace kvspan::model::testing
 
