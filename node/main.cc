@@ -16,11 +16,13 @@ struct Command {
 constexpr Command kCommands[] = {
     {"generate", "generate text with a model on this machine's CPU", kvspan::node::RunGenerate},
     {"cachestore", "serve the compressed-span cache store over gRPC", kvspan::node::RunCachestore},
+    {"calibrate-razor", "find a model's RazorAttention retrieval heads (writes a heads file)",
+     kvspan::node::RunCalibrateRazor},
 };
 
 void PrintUsage(FILE* out) {
   std::fprintf(out, "usage: kvspan <command> [flags]   (kvspan <command> --help for its flags)\n\ncommands:\n");
-  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+  for (const Command& c : kCommands) std::fprintf(out, "  %-16s %s\n", c.name, c.summary);
 }
 
 }  // namespace

@@ -3,8 +3,9 @@
 // Paper: Tang et al., "RazorAttention: Efficient KV Cache Compression Through Retrieval
 // Heads", arXiv 2407.15891.
 //
-// The retrieval-head set is an input (the policy's `retrieval=` bitmap); the calibration
-// pass that finds it (echo and induction scores on repeated random tokens) is not here.
+// The retrieval-head set is an input (the policy's `retrieval=` head set); the calibration
+// pass that finds it (echo and induction scores on repeated random tokens) runs the model,
+// so it lives in kvcache/razor_calibration.h (target kvspan::kvcache_runtime).
 // Per span, for a non-retrieval head: sinks/window as in sinks_window.h; the compensation
 // entry is the plain mean of the dropped keys and of the dropped values, at the position
 // of the last dropped token, with log_count = log(#dropped) (it stands for that many
