@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -108,6 +109,8 @@ struct Options {
   int greedy_new_tokens = 32;
   int threads = 2;
   std::vector<std::string> policies;
+  std::string tasks = "reference/tasks_heldout.jsonl";  // relative to the model directory
+  double retrieval_check = 0.5;
   std::string out_csv = "docs/quality.csv";
   std::string out_md = "docs/quality.md";
 };
@@ -123,6 +126,8 @@ struct Row {
   double kl_mean = 0;
   double top1_agreement = 0;
   double greedy_match = 0;
+  double retrieval_exact = -1;   // -1: not measured
+  double multiquery_exact = -1;  // -1: not measured
 };
 
 struct ModelResult {
@@ -130,6 +135,10 @@ struct ModelResult {
   double dense_ppl = 0;
   int64_t scored_positions = 0;
   int num_prompts = 0;
+  // The retrieval check on the uncompressed cache (-1: no task file).
+  int num_retrieval = 0, num_multiquery = 0;
+  double dense_retrieval = -1, dense_multiquery = -1;
+  bool retrieves = false;  // dense_retrieval >= kRetrievalCheck: the columns are measured
   std::vector<Row> rows;
   std::vector<std::string> unimplemented;  // policy: message
 };
@@ -248,6 +257,124 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> LoadPrompts(const std::string&
   return prompts;
 }
 
+// ---- retrieval and multi-query reuse (tools/tasks.py held-out rows) ----------------------
+
+// A model "retrieves in context" when its uncompressed exact match on the kv + needle rows
+// reaches --retrieval-check (default 0.5); below it the retrieval columns would measure
+// noise and stay empty.
+
+struct TaskRow {
+  std::string task;  // kv | needle | multiquery
+  std::string context, question, answer;
+  int64_t group = -1;  // multiquery: rows of one group share the context
+};
+
+// The rows of `path`; an empty list when the file does not exist.
+absl::StatusOr<std::vector<TaskRow>> LoadTasks(const std::string& path) {
+  std::vector<TaskRow> rows;
+  std::ifstream in(path);
+  if (!in) return rows;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("task") || !j.contains("context") || !j.contains("question") ||
+        !j.contains("answer")) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": bad row ", rows.size()));
+    }
+    TaskRow r{j["task"].get<std::string>(), j["context"].get<std::string>(), j["question"].get<std::string>(),
+              j["answer"].get<std::string>(), j.value("group", int64_t{-1})};
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+// Feeds prompt[from..] to `cache` in chunks of `chunk`, then greedy-decodes as many tokens as
+// the answer has; true when they decode to exactly the answer.
+absl::StatusOr<bool> AnswerMatches(const model::Model& m, const model::Tokenizer& tok, model::KvCache* cache,
+                                   const std::vector<int32_t>& prompt, size_t from, const std::string& answer,
+                                   int chunk) {
+  const int n = static_cast<int>(tok.Encode(answer).size());
+  const std::vector<int32_t> rest(prompt.begin() + static_cast<int64_t>(from), prompt.end());
+  ASSIGN_OR_RETURN(std::vector<int32_t> out, Greedy(m, cache, rest, chunk, n));
+  ASSIGN_OR_RETURN(std::string text, tok.Decode(out));
+  return text == answer;
+}
+
+struct RetrievalScore {
+  double retrieval = 0;   // exact match over kv + needle rows
+  double multiquery = 0;  // exact match over multiquery rows
+};
+
+// `new_cache(capacity)` makes the cache a prompt runs on (dense or compressed). Retrieval
+// rows: prompt = [bos] + Encode(context + question), prefilled in chunks of S. Multi-query
+// rows: the group's shared token prefix is prefilled ONCE into `new_cache` and, for a
+// compressed cache, its full spans are reused by every question of the group through
+// CompressedKvCache::FromSpans (the questions are hidden while the context is compressed);
+// the rest of the prompt is fed per question.
+absl::StatusOr<RetrievalScore> ScoreTasks(
+    const model::Model& m, const model::Tokenizer& tok, const std::vector<TaskRow>& rows, int32_t bos, int S,
+    const std::function<absl::StatusOr<std::unique_ptr<model::KvCache>>(int)>& new_cache,
+    const std::function<absl::StatusOr<std::unique_ptr<model::KvCache>>(const std::vector<kvcache::Span>&, int)>&
+        from_spans) {
+  RetrievalScore score;
+  int n_ret = 0, n_mq = 0;
+  auto prompt_of = [&](const TaskRow& r) {
+    std::vector<int32_t> ids = {bos};
+    const std::vector<int32_t> body = tok.Encode(r.context + r.question);
+    ids.insert(ids.end(), body.begin(), body.end());
+    return ids;
+  };
+  const int extra = 16;  // room for the answer tokens
+  std::map<int64_t, std::vector<const TaskRow*>> groups;
+  for (const TaskRow& r : rows) {
+    if (r.task == "multiquery") {
+      groups[r.group].push_back(&r);
+      continue;
+    }
+    const std::vector<int32_t> prompt = prompt_of(r);
+    ASSIGN_OR_RETURN(auto cache, new_cache(static_cast<int>(prompt.size()) + extra));
+    ASSIGN_OR_RETURN(bool ok, AnswerMatches(m, tok, cache.get(), prompt, 0, r.answer, S));
+    score.retrieval += ok;
+    ++n_ret;
+  }
+  for (const auto& [group, members] : groups) {
+    std::vector<std::vector<int32_t>> prompts;
+    for (const TaskRow* r : members) prompts.push_back(prompt_of(*r));
+    size_t shared = prompts[0].size();
+    for (const auto& p : prompts) {
+      size_t k = 0;
+      while (k < std::min(shared, p.size()) && p[k] == prompts[0][k]) ++k;
+      shared = k;
+    }
+    shared = std::min(shared, prompts[0].size() - 1);  // each question keeps >= 1 own token
+    int capacity = 0;
+    for (const auto& p : prompts) capacity = std::max(capacity, static_cast<int>(p.size()) + extra);
+    // The shared context, once.
+    ASSIGN_OR_RETURN(auto context_cache, new_cache(capacity));
+    std::vector<float> unused;
+    const std::vector<int32_t> context(prompts[0].begin(), prompts[0].begin() + static_cast<int64_t>(shared));
+    RETURN_IF_ERROR(Feed(m, context_cache.get(), context, S, /*all_logits=*/false, &unused));
+    const auto* compressed = dynamic_cast<const kvcache::CompressedKvCache*>(context_cache.get());
+    for (size_t q = 0; q < members.size(); ++q) {
+      bool ok;
+      if (compressed != nullptr) {
+        ASSIGN_OR_RETURN(auto cache, from_spans(compressed->spans(), capacity));
+        ASSIGN_OR_RETURN(ok, AnswerMatches(m, tok, cache.get(), prompts[q], compressed->num_compressed_tokens(),
+                                           members[q]->answer, S));
+      } else {  // dense: every question on a fresh cache over its whole prompt
+        ASSIGN_OR_RETURN(auto cache, new_cache(capacity));
+        ASSIGN_OR_RETURN(ok, AnswerMatches(m, tok, cache.get(), prompts[q], 0, members[q]->answer, S));
+      }
+      score.multiquery += ok;
+      ++n_mq;
+    }
+  }
+  score.retrieval = n_ret > 0 ? score.retrieval / n_ret : -1;
+  score.multiquery = n_mq > 0 ? score.multiquery / n_mq : -1;
+  return score;
+}
+
 absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, const std::string& text) {
   ModelResult result;
   result.model = dir.substr(dir.find_last_of('/') + 1);
@@ -303,6 +430,22 @@ absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, c
     ASSIGN_OR_RETURN(auto cache, m->NewDenseCache(static_cast<int>(p.size()) + o.greedy_new_tokens));
     ASSIGN_OR_RETURN(auto g, Greedy(*m, cache.get(), p, S, o.greedy_new_tokens));
     dense_greedy.push_back(std::move(g));
+  }
+
+  // Retrieval: the uncompressed check first.
+  ASSIGN_OR_RETURN(std::vector<TaskRow> tasks, LoadTasks(dir + "/" + o.tasks));
+  for (const TaskRow& t : tasks) (t.task == "multiquery" ? result.num_multiquery : result.num_retrieval)++;
+  if (!tasks.empty()) {
+    auto dense_cache = [&](int capacity) -> absl::StatusOr<std::unique_ptr<model::KvCache>> {
+      ASSIGN_OR_RETURN(auto cache, m->NewDenseCache(std::min(capacity, c.max_position_embeddings)));
+      return std::unique_ptr<model::KvCache>(std::move(cache));
+    };
+    ASSIGN_OR_RETURN(RetrievalScore dense, ScoreTasks(*m, *tok, tasks, bos, S, dense_cache, nullptr));
+    result.dense_retrieval = dense.retrieval;
+    result.dense_multiquery = dense.multiquery;
+    result.retrieves = dense.retrieval >= o.retrieval_check;
+    std::fprintf(stderr, "%s dense retrieval %.3f multiquery %.3f: %s\n", result.model.c_str(), dense.retrieval,
+                 dense.multiquery, result.retrieves ? "measured per policy" : "does not retrieve; not measured");
   }
 
   std::vector<std::string> policies = o.policies;
@@ -377,6 +520,22 @@ absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, c
       match += static_cast<double>(same) / o.greedy_new_tokens;
     }
     row.greedy_match = prompts.empty() ? -1 : match / prompts.size();
+    if (result.retrieves) {
+      auto compressed_cache = [&](int capacity) -> absl::StatusOr<std::unique_ptr<model::KvCache>> {
+        ASSIGN_OR_RETURN(auto cache, kvcache::CompressedKvCache::Create(
+                                         kvcache::CompressedKvCache::OptionsFor(c, S, capacity), compressor));
+        return std::unique_ptr<model::KvCache>(std::move(cache));
+      };
+      auto from_spans = [&](const std::vector<kvcache::Span>& spans,
+                            int capacity) -> absl::StatusOr<std::unique_ptr<model::KvCache>> {
+        ASSIGN_OR_RETURN(auto cache, kvcache::CompressedKvCache::FromSpans(
+                                         kvcache::CompressedKvCache::OptionsFor(c, S, capacity), compressor, spans));
+        return std::unique_ptr<model::KvCache>(std::move(cache));
+      };
+      ASSIGN_OR_RETURN(RetrievalScore got, ScoreTasks(*m, *tok, tasks, bos, S, compressed_cache, from_spans));
+      row.retrieval_exact = got.retrieval;
+      row.multiquery_exact = got.multiquery;
+    }
     std::fprintf(stderr, "%s %-50s %7.1f B/tok ppl %.3f (%+.2f%%) kl %.4f top1 %.4f greedy %.3f\n",
                  result.model.c_str(), row.policy.c_str(), row.bytes_per_token, row.ppl, row.ppl_delta_pct,
                  row.kl_mean, row.top1_agreement, row.greedy_match);
@@ -401,10 +560,11 @@ std::string Csv(const std::vector<ModelResult>& results) {
       "greedy_match,retrieval_exact,multiquery_exact\n";
   for (const ModelResult& r : results) {
     for (const Row& row : r.rows) {
-      absl::StrAppendFormat(&out, "%s,%s,%d,%.3f,%.4f,%.4f,%.4f,%.6f,%.6f,%s,,\n", row.model, CsvQuote(row.policy),
-                            row.query_agnostic ? 1 : 0, row.bytes_per_token, row.ratio_vs_bf16, row.ppl,
-                            row.ppl_delta_pct, row.kl_mean, row.top1_agreement,
-                            row.greedy_match < 0 ? "" : absl::StrFormat("%.4f", row.greedy_match));
+      auto cell = [](double x) { return x < 0 ? std::string() : absl::StrFormat("%.4f", x); };
+      absl::StrAppendFormat(&out, "%s,%s,%d,%.3f,%.4f,%.4f,%.4f,%.6f,%.6f,%s,%s,%s\n", row.model,
+                            CsvQuote(row.policy), row.query_agnostic ? 1 : 0, row.bytes_per_token, row.ratio_vs_bf16,
+                            row.ppl, row.ppl_delta_pct, row.kl_mean, row.top1_agreement, cell(row.greedy_match),
+                            cell(row.retrieval_exact), cell(row.multiquery_exact));
     }
   }
   return out;
@@ -452,12 +612,18 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
   complete). Per prompt: length of the common prefix of the two continuations / )",
                   o.greedy_new_tokens, R"(;
   the column is the mean over prompts (1.0 = identical continuations).
-- **retrieval_exact, multiquery_exact**: empty. They need a model that retrieves in
-  context; `kvspan-brown` (a 4.9M-parameter model trained on the Brown corpus) does not,
-  so no model in models/ passes that check uncompressed and these are not measured. When
-  a retrieval model (e.g. `models/kvspan-retrieval`) exists, the held-out sets of
-  `tools/tasks.py` would feed it: prompt = context + query, exact match of the greedy
-  answer, and for multi-query reuse several queries over one compressed context prefix.
+- **retrieval_exact, multiquery_exact**: exact match of the greedy answer on the held-out
+  rows of `models/<m>/)", o.tasks, R"(` (for kvspan-brown:
+  `/usr/bin/python3 tools/tasks.py --heldout --seed 7 --n 20 --questions 4
+  --context-tokens 1024 --out models/kvspan-brown/reference/tasks_heldout.jsonl`: 20 kv,
+  20 needle and 20 multi-query rows in 5 groups of 4, context from the validation split). retrieval_exact: the kv-recall and
+  needle rows, prompt = bos + context + question prefilled in chunks of S (the question
+  is visible to the spans that complete while it is fed). multiquery_exact: the
+  multi-query rows, several questions over ONE context: the context is prefilled and
+  compressed once, with no question in sight, and every question continues from those
+  same spans (`CompressedKvCache::FromSpans`). Both are measured only for a model that
+  passes the check uncompressed (retrieval exact match >= )", o.retrieval_check, R"(); the
+  check's result is stated per model below.
 - **query_agnostic**: `Policy::query_agnostic()` (1 = may be written to the cache store).
 - **razor**: `retrieval=none` gives every head sinks + window + 1 compensation entry;
   `retrieval=@models/<m>/razor_heads.txt` keeps the heads that `kvspan calibrate-razor`
@@ -478,13 +644,29 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
   for (const ModelResult& r : results) {
     absl::StrAppendFormat(&md, "## %s\n\nDense fp32 perplexity: %.4f over %d positions (%d windows); greedy prompts: %d.\n\n",
                           r.model, r.dense_ppl, r.scored_positions, o.windows, r.num_prompts);
-    md += "| policy | query_agnostic | bytes/token | ratio vs bf16 | ppl | ppl Δ % | KL mean | top-1 agree | greedy match |\n";
-    md += "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    if (r.dense_retrieval < 0) {
+      absl::StrAppendFormat(&md, "Retrieval check: no `%s` for this model; retrieval columns not measured.\n\n",
+                            o.tasks);
+    } else {
+      absl::StrAppendFormat(&md,
+                            "Retrieval check (uncompressed): exact match %.3f on %d kv/needle rows, %.3f on %d "
+                            "multi-query rows: %s\n\n",
+                            r.dense_retrieval, r.num_retrieval, r.dense_multiquery, r.num_multiquery,
+                            r.retrieves ? "the model retrieves in context; the columns are measured."
+                                        : "**this model does not retrieve in context**, so retrieval_exact and "
+                                          "multiquery_exact are not measured for it (empty cells). No model in "
+                                          "models/ that passes this check exists yet (the retrieval model of issue "
+                                          "5 was not trained: no GPU was lent).");
+    }
+    md += "| policy | query_agnostic | bytes/token | ratio vs bf16 | ppl | ppl Δ % | KL mean | top-1 agree | greedy match "
+          "| retrieval | multi-query |\n";
+    md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for (const Row& row : r.rows) {
-      absl::StrAppendFormat(&md, "| `%s` | %s | %.1f | %.2f | %.4f | %+.2f | %.4f | %.4f | %s |\n", row.policy,
-                            row.query_agnostic ? "yes" : "no", row.bytes_per_token, row.ratio_vs_bf16, row.ppl,
-                            row.ppl_delta_pct, row.kl_mean, row.top1_agreement,
-                            row.greedy_match < 0 ? "" : absl::StrFormat("%.3f", row.greedy_match));
+      auto cell = [](double x) { return x < 0 ? std::string() : absl::StrFormat("%.3f", x); };
+      absl::StrAppendFormat(&md, "| `%s` | %s | %.1f | %.2f | %.4f | %+.2f | %.4f | %.4f | %s | %s | %s |\n",
+                            row.policy, row.query_agnostic ? "yes" : "no", row.bytes_per_token, row.ratio_vs_bf16,
+                            row.ppl, row.ppl_delta_pct, row.kl_mean, row.top1_agreement, cell(row.greedy_match),
+                            cell(row.retrieval_exact), cell(row.multiquery_exact));
     }
     md += "\n### Best policy per ratio band (lowest ppl Δ)\n\n| band (ratio vs bf16) | best policy | ratio | ppl Δ % | top-1 agree |\n|---|---|---:|---:|---:|\n";
     for (const auto& band : bands) {
@@ -570,6 +752,9 @@ absl::Status Run(int argc, char** argv) {
   flags.Add("greedy-new-tokens", &o.greedy_new_tokens, "greedy continuation length");
   flags.Add("threads", &o.threads, "threads for the forward pass");
   flags.Add("policy", &o.policies, "policy string (repeatable; default: a built-in list of every policy)");
+  flags.Add("tasks", &o.tasks, "held-out retrieval tasks (tools/tasks.py JSONL), relative to each model directory");
+  flags.Add("retrieval-check", &o.retrieval_check,
+            "uncompressed retrieval exact match a model needs for the retrieval columns to be measured");
   flags.Add("out-csv", &o.out_csv, "CSV output");
   flags.Add("out-md", &o.out_md, "Markdown output");
   RETURN_IF_ERROR(flags.Parse(argc, argv));
