@@ -5,8 +5,10 @@
 //                  structural checks behind the checksum are what the fuzzer explores.
 // Properties checked (abort on violation, which libFuzzer reports as a crash):
 //   - ParseSpan fails only with DataLoss or Unimplemented, never reads out of bounds (ASan);
-//   - a parsed span passes ValidateSpan, decodes, has SerializedSize == serialized size,
-//     re-parses to an equal Span, and (minor version 0) re-serializes to the same bytes.
+//   - a parsed span passes ValidateSpan, decodes (shared blocks through their source),
+//     has SerializedSize == serialized size, re-parses to an equal Span, and (when its
+//     minor is the one the writer picks: 0 without shared blocks, 1 with) re-serializes to
+//     the same bytes.
 // Built with -DKVSPAN_FUZZ_SEED_WRITER it is instead a plain program that writes a seed
 // corpus of valid spans (mode byte 1 + bytes) into the directory given as argv[1].
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "kvcache/span_format.h"
 
@@ -49,12 +52,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   if (!kvspan::kvcache::ValidateSpan(*span).ok()) Fail("parsed span fails ValidateSpan");
-  for (const kvspan::kvcache::HeadEntries& head : span->heads) {
-    for (const kvspan::kvcache::EntryBlock& block : head.blocks) {
-      const size_t want = static_cast<size_t>(block.num_entries()) * block.head_dim;
-      if (kvspan::kvcache::DecodeBlockKeys(block).size() != want ||
-          kvspan::kvcache::DecodeBlockValues(block).size() != want) {
-        Fail("decoded size");
+  const kvspan::kvcache::SpanGeometry& g = span->header.geometry;
+  for (int l = 0; l < g.num_layers; ++l) {
+    for (int h = 0; h < g.num_kv_heads; ++h) {
+      const std::vector<kvspan::kvcache::EntryBlock>& blocks = span->resolved_head(l, h).blocks;
+      for (size_t b = 0; b < blocks.size(); ++b) {
+        // Shared blocks decode through their source block (the same path attention uses).
+        const size_t want = static_cast<size_t>(blocks[b].num_entries()) * blocks[b].head_dim;
+        const int i = static_cast<int>(b);
+        if (kvspan::kvcache::DecodeSpanBlockKeys(*span, l, h, i).size() != want ||
+            kvspan::kvcache::DecodeSpanBlockValues(*span, l, h, i).size() != want) {
+          Fail("decoded size");
+        }
       }
     }
   }
@@ -62,11 +71,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (static_cast<int64_t>(again.size()) != SerializedSize(*span)) Fail("SerializedSize");
   const absl::StatusOr<Span> reparsed = ParseSpan(again);
   if (!reparsed.ok() || !(*reparsed == *span)) Fail("re-parse differs");
-  uint16_t minor;
+  // Canonical: an input whose minor is the one the writer picks for its content (0 without
+  // shared blocks, 1 with) re-serializes to the same bytes.
+  uint16_t minor, written_minor;
   std::memcpy(&minor, bytes.data() + 6, sizeof(minor));
-  if (minor == kvspan::kvcache::kSpanVersionMinor && again != bytes) {
-    Fail("re-serialization is not bit-exact");
-  }
+  std::memcpy(&written_minor, again.data() + 6, sizeof(written_minor));
+  if (minor == written_minor && again != bytes) Fail("re-serialization is not bit-exact");
   return 0;
 }
 
@@ -113,6 +123,9 @@ int main(int argc, char** argv) {
   span.head(1, 1).blocks.clear();
   span.head(1, 1).shared_from_layer = 0;
   spans.push_back(span);
+  // Shared blocks of both kinds (minor 1): keys shared with own values, keys and values
+  // shared with scales.
+  spans.push_back(testing::SharedBlockSpan());
 
   for (size_t i = 0; i < spans.size(); ++i) {
     if (!ValidateSpan(spans[i]).ok()) return 1;

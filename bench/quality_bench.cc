@@ -96,7 +96,12 @@ const char* const kDefaultPolicies[] = {
     "snapkv(keep=0.25,obs=16,pool=7)/int8",
     "snapkv(keep=0.25,obs=16,pool=7)/int4",
     "bf16/minicache(from=0.5)",
+    "bf16/minicache(from=0,retain=0.25)",
+    "int4/minicache(from=0.5)",
     "bf16/pod(from=0.5)",
+    "bf16/pod",
+    "bf16/pod(group=4)",
+    "int4/pod",
 };
 
 struct Options {
@@ -638,6 +643,10 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
   paper's single prefill; with S-token chunks it is also the last `obs` tokens of the
   chunk after the span. Such spans serve one sequence's decode-side working set and are
   never stored.
+- pod runs **training-free**: PoD (arXiv 2412.02252) post-trains the model so that upper
+  layers read the lowest layer's keys for distant tokens; kvspan-brown was not trained for
+  it, so the pod rows measure the mechanism on an unadapted checkpoint, not the paper's
+  method. minicache (arXiv 2405.14366) is training-free by design.
 
 )");
   const double bands[][2] = {{1.5, 3}, {3, 6}, {6, 12}, {12, 24}};

@@ -8,9 +8,15 @@
 //   s = sum exp(logit - m)
 //   o = sum exp(logit - m) * v          (head_dim floats, unnormalized)
 // and the attention output is o / s (FinishPartial). An empty state is m = -inf, s = 0,
-// o = 0 (InitPartial). Logit of a compressed entry e: scale * <q, k_hat_e> + log_count_e,
-// where k_hat/v_hat are the dequantized key/value (x = zero + code * scale in fp32 with
-// fp16 scale/zero, or the raw bf16/fp16 value; docs/span-format.md).
+// o = 0 (InitPartial). Logit of a compressed entry e:
+//   scale * key_scale_e * <q, k_hat_e> + log_count_e,
+// and the entry adds weight * value_scale_e * v_hat_e to o, where k_hat/v_hat are the
+// dequantized key/value (x = zero + code * scale in fp32 with fp16 scale/zero, or the raw
+// bf16/fp16 value; docs/span-format.md) and key_scale/value_scale are the per-entry
+// magnitude factors of cross-layer shared blocks (MiniCache, arXiv 2405.14366; 1 when
+// absent). Keys and values may come from different stored blocks (PoD, arXiv 2412.02252:
+// an upper layer's own values with a lower layer's keys): the view carries separate
+// pointers, with one codec and group size for both.
 //
 // NO causal mask inside compressed blocks: every entry of a compressed span lies wholly
 // before every query that reads it (spans cover committed positions only), so all entries
@@ -61,6 +67,10 @@ struct SpanBlockView {
   // consecutive channels.
   const uint16_t* value_params = nullptr;
   const float* log_counts = nullptr;  // [n] or null (all 0)
+  // Per-entry magnitude factors of a shared block, decoded from fp16 once per span by the
+  // caller: [n] or null (all 1). Finite, >= 0.
+  const float* key_scales = nullptr;
+  const float* value_scales = nullptr;
 };
 
 // Partial softmax states of num_rows rows, borrowed. Row r = j * group + h.

@@ -128,6 +128,21 @@ TEST(SpanAttentionTest, RefDequantizationEqualsKvcacheDecode) {
 
 // (codec, group size, head_dim, GQA group)
 using Shape = std::tuple<Codec, int, int, int>;
+// The fast path's finished outputs and states against the reference's: 2e-5 absolute +
+// 2e-4 relative (fp32 against double).
+void ExpectStatesMatch(States& fast, States& ref, int num_q, int group, int hd) {
+  std::vector<float> out_fast(int64_t{num_q} * group * hd), out_ref(out_fast.size());
+  FinishPartial(fast.view(), num_q, group, hd, out_fast.data(), int64_t{group} * hd);
+  FinishPartial(ref.view(), num_q, group, hd, out_ref.data(), int64_t{group} * hd);
+  for (size_t i = 0; i < out_ref.size(); ++i) {
+    ASSERT_LE(std::abs(out_fast[i] - out_ref[i]), 2e-5 + 2e-4 * std::abs(out_ref[i])) << "i=" << i;
+  }
+  for (int r = 0; r < num_q * group; ++r) {
+    ASSERT_LE(std::abs(fast.m[r] - ref.m[r]), 2e-5 + 2e-4 * std::abs(ref.m[r])) << r;
+    ASSERT_LE(std::abs(fast.s[r] - ref.s[r]), 2e-4 * ref.s[r]) << r;
+  }
+}
+
 class SpanAttentionSweep : public ::testing::TestWithParam<Shape> {};
 
 // head_dim 30 and 33 exercise the scalar tails of the unpackers and partial code bytes.
@@ -153,17 +168,9 @@ TEST_P(SpanAttentionSweep, FastMatchesReference) {
         p.state = ref.view();
         SpanAttentionRef(p);
       }
-      std::vector<float> out_fast(int64_t{num_q} * group * hd), out_ref(out_fast.size());
-      FinishPartial(fast.view(), num_q, group, hd, out_fast.data(), int64_t{group} * hd);
-      FinishPartial(ref.view(), num_q, group, hd, out_ref.data(), int64_t{group} * hd);
-      for (size_t i = 0; i < out_ref.size(); ++i) {
-        ASSERT_LE(std::abs(out_fast[i] - out_ref[i]), 2e-5 + 2e-4 * std::abs(out_ref[i]))
-            << "i=" << i << " num_q=" << num_q << " lc=" << with_lc;
-      }
-      for (int r = 0; r < num_q * group; ++r) {
-        ASSERT_LE(std::abs(fast.m[r] - ref.m[r]), 2e-5 + 2e-4 * std::abs(ref.m[r])) << r;
-        ASSERT_LE(std::abs(fast.s[r] - ref.s[r]), 2e-4 * ref.s[r]) << r;
-      }
+      SCOPED_TRACE(::testing::Message() << "num_q=" << num_q << " lc=" << with_lc);
+      ExpectStatesMatch(fast, ref, num_q, group, hd);
+      if (HasFatalFailure()) return;
     }
   }
 }
@@ -176,6 +183,121 @@ INSTANTIATE_TEST_SUITE_P(
       return absl::StrCat(kvcache::CodecName(std::get<0>(info.param)), "_g", std::get<1>(info.param), "_d",
                           std::get<2>(info.param), "_gqa", std::get<3>(info.param));
     });
+
+// Shared blocks (cross-layer sharing): keys from one stored block, values from another,
+// per-entry key and value scales in [0, 2]. Same shapes and tolerance as the sweep above.
+class SpanAttentionScaledSweep : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(SpanAttentionScaledSweep, FastMatchesReference) {
+  const auto [codec, gs, hd, group] = GetParam();
+  std::mt19937_64 rng(5000 + static_cast<int>(codec) * 131 + gs * 17 + hd * 3 + group);
+  std::uniform_real_distribution<float> scale_dist(0.0f, 2.0f);
+  ThreadPool pool(2);
+  for (int num_q : {1, 9}) {
+    States fast(num_q * group, hd), ref(num_q * group, hd);
+    const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    for (int n : {1, 33, 64}) {
+      RandomBlock key_block = MakeBlock(codec, gs, n, hd, true, rng);
+      RandomBlock value_block = MakeBlock(codec, gs, n, hd, false, rng);
+      std::vector<float> key_scales(n), value_scales(n);
+      for (int e = 0; e < n; ++e) {
+        key_scales[e] = scale_dist(rng);
+        value_scales[e] = scale_dist(rng);
+      }
+      SpanBlockView view = ViewOf(key_block.block);
+      view.value_data = value_block.block.value_data.data();
+      view.value_params = value_block.block.value_params.data();
+      view.key_scales = key_scales.data();
+      view.value_scales = value_scales.data();
+      SpanAttentionParams p{view, q.data(), int64_t{group} * hd, num_q, group, scale, fast.view()};
+      SpanAttention(p, num_q > 3 ? &pool : nullptr);
+      p.state = ref.view();
+      SpanAttentionRef(p);
+    }
+    ExpectStatesMatch(fast, ref, num_q, group, hd);
+    if (HasFatalFailure()) return;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, SpanAttentionScaledSweep,
+    ::testing::Combine(::testing::ValuesIn(kCodecs), ::testing::Values(1, 32), ::testing::Values(32, 33, 128),
+                       ::testing::Values(1, 4)),
+    [](const ::testing::TestParamInfo<Shape>& info) {
+      return absl::StrCat(kvcache::CodecName(std::get<0>(info.param)), "_g", std::get<1>(info.param), "_d",
+                          std::get<2>(info.param), "_gqa", std::get<3>(info.param));
+    });
+
+// Null scales and all-ones scales are the same computation, bit for bit, in both paths.
+TEST(SpanAttentionTest, NullScalesEqualAllOnes) {
+  std::mt19937_64 rng(21);
+  for (Codec codec : kCodecs) {
+    const int num_q = 3, group = 2, hd = 33, n = 40;
+    RandomBlock rb = MakeBlock(codec, 16, n, hd, true, rng);
+    const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
+    const std::vector<float> ones(n, 1.0f);
+    SpanBlockView with_ones = ViewOf(rb.block);
+    with_ones.key_scales = ones.data();
+    with_ones.value_scales = ones.data();
+    for (bool fast : {false, true}) {
+      States a(num_q * group, hd), b(num_q * group, hd);
+      SpanAttentionParams p{ViewOf(rb.block), q.data(), int64_t{group} * hd, num_q, group, 0.2f, a.view()};
+      fast ? SpanAttention(p, nullptr) : SpanAttentionRef(p);
+      p.block = with_ones;
+      p.state = b.view();
+      fast ? SpanAttention(p, nullptr) : SpanAttentionRef(p);
+      EXPECT_EQ(a.m, b.m) << kvcache::CodecName(codec) << " fast=" << fast;
+      EXPECT_EQ(a.s, b.s) << kvcache::CodecName(codec) << " fast=" << fast;
+      EXPECT_EQ(a.o, b.o) << kvcache::CodecName(codec) << " fast=" << fast;
+    }
+  }
+}
+
+// A scaled bf16 block means the block whose codes were scaled before encoding. With
+// power-of-two scales (and 0) bf16(s * x) == s * bf16(x) exactly, so the reference states
+// agree to double rounding; the fast path within the sweep's tolerance.
+TEST(SpanAttentionTest, ScalesEqualPrescaledBf16Codes) {
+  std::mt19937_64 rng(22);
+  const int num_q = 4, group = 2, hd = 32, n = 48;
+  const float choices[] = {0.0f, 0.25f, 0.5f, 1.0f, 2.0f, 4.0f};
+  std::uniform_int_distribution<int> pick(0, 5);
+  RandomBlock rb = MakeBlock(Codec::kBF16, 0, n, hd, true, rng);
+  std::vector<float> key_scales(n), value_scales(n), keys = rb.keys, values = rb.values;
+  for (int e = 0; e < n; ++e) {
+    key_scales[e] = choices[pick(rng)];
+    value_scales[e] = choices[pick(rng)];
+    for (int d = 0; d < hd; ++d) {
+      keys[e * hd + d] *= key_scales[e];
+      values[e * hd + d] *= value_scales[e];
+    }
+  }
+  auto prescaled = kvcache::EncodeBlock(
+      {Codec::kBF16, 0}, {hd, rb.block.positions, rb.block.log_counts, keys, values});
+  ASSERT_TRUE(prescaled.ok()) << prescaled.status();
+  SpanBlockView scaled = ViewOf(rb.block);
+  scaled.key_scales = key_scales.data();
+  scaled.value_scales = value_scales.data();
+  const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
+  States ref_scaled(num_q * group, hd), ref_prescaled(num_q * group, hd), fast_scaled(num_q * group, hd);
+  SpanAttentionParams p{scaled, q.data(), int64_t{group} * hd, num_q, group, 0.17f, ref_scaled.view()};
+  SpanAttentionRef(p);
+  p.state = fast_scaled.view();
+  SpanAttention(p, nullptr);
+  p.block = ViewOf(*prescaled);
+  p.state = ref_prescaled.view();
+  SpanAttentionRef(p);
+  for (int r = 0; r < num_q * group; ++r) {
+    EXPECT_NEAR(ref_scaled.m[r], ref_prescaled.m[r], 1e-6 * (1 + std::abs(ref_prescaled.m[r]))) << r;
+    EXPECT_NEAR(ref_scaled.s[r], ref_prescaled.s[r], 1e-6 * ref_prescaled.s[r]) << r;
+    EXPECT_LE(std::abs(fast_scaled.s[r] - ref_prescaled.s[r]), 2e-4 * ref_prescaled.s[r]) << r;
+    for (int d = 0; d < hd; ++d) {
+      const float want = ref_prescaled.o[r * hd + d];
+      EXPECT_NEAR(ref_scaled.o[r * hd + d], want, 1e-6 * (1 + std::abs(want))) << r << " " << d;
+      EXPECT_LE(std::abs(fast_scaled.o[r * hd + d] - want), 2e-5 + 2e-4 * std::abs(want)) << r << " " << d;
+    }
+  }
+}
 
 // The big-work path (threads split the queries) agrees with the single-threaded one.
 TEST(SpanAttentionTest, ThreadedMatchesSingleThreaded) {

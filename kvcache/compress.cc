@@ -16,6 +16,7 @@
 #include "kvcache/reducers/sentinel_analogue.h"
 #include "kvcache/reducers/sinks_window.h"
 #include "kvcache/reducers/snapkv.h"
+#include "kvcache/sharing.h"
 
 namespace kvspan::kvcache {
 namespace {
@@ -70,9 +71,13 @@ absl::Status CheckSupported(const Policy& policy, const SpanGeometry& g) {
         "CompressSpan: 'sentinel' (the exact sentinel-token method) runs inside the forward pass of a checkpoint "
         "that carries <CL>/<CR> (kvcache/sentinel.h), not on a dense span; use sentinel-analogue otherwise");
   }
-  if (policy.sharing.has_value()) {
-    return absl::UnimplementedError(
-        absl::StrCat("CompressSpan: sharing '", policy.sharing->name, "' not implemented yet"));
+  if (policy.sharing.has_value() && (!policy.reducers.empty() || policy.codec.name == "mikv")) {
+    // Sharing pairs token t of one layer with token t of another: it needs every token
+    // of every layer, in one block codec (kvcache/README.md "Cross-layer sharing").
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CompressSpan: sharing '", policy.sharing->name,
+        "' composes only with a codec-only policy (no token reducers, not mikv): '",
+        policy.ToString(), "'"));
   }
   if (main != nullptr && main->name == "razor") {
     for (const auto& [layer, head] : main->Get("retrieval").heads) {
@@ -179,6 +184,24 @@ absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header
   }
   RETURN_IF_ERROR(CheckSupported(policy, g));
   RETURN_IF_ERROR(CheckQueries(policy, g, queries));
+  if (policy.sharing.has_value()) {
+    ASSIGN_OR_RETURN(Codec codec, CodecByName(policy.codec.name));
+    const CodecSpec spec =
+        SpecFor(codec, IsQuantized(codec) ? static_cast<int>(policy.codec.Number("g")) : 0);
+    const PolicyStage& sharing = *policy.sharing;
+    if (sharing.name == "minicache") {
+      const MiniCacheOptions options{sharing.Number("from"), sharing.Number("t"),
+                                     sharing.Number("retain")};
+      ASSIGN_OR_RETURN(span.heads, MiniCacheHeads(options, spec, header, kv));
+    } else {
+      const PodOptions options{sharing.Number("from"), static_cast<int>(sharing.Number("group")),
+                               static_cast<int>(sharing.Number("sinks")),
+                               static_cast<int>(sharing.Number("window"))};
+      ASSIGN_OR_RETURN(span.heads, PodHeads(options, spec, header, kv));
+    }
+    RETURN_IF_ERROR(ValidateSpan(span));
+    return span;
+  }
   const SpanContext ctx{header.first_position, g.span_tokens};
   const PolicyStage* sinks = policy.FindReducer("sinks");
   const PolicyStage* window = policy.FindReducer("window");

@@ -6,6 +6,9 @@
 // kvcache/reducers/); with reducers but no main reducer the candidates are dropped, with
 // no reducers at all every token is kept. The entries, sorted by position, are encoded
 // with the policy's codec (one block), or with mikv (two blocks, EncodeMixedHead).
+// A sharing stage (minicache, pod; kvcache/sharing.h) replaces the per-head pass: it
+// composes only with a codec-only policy (no reducers, not mikv) and encodes every layer
+// from the dense rows, writing shared blocks in the upper layers of its pairs / groups.
 //
 // Causality: only tokens [0, S) of `kv` are read, so compressing span i never looks at
 // tokens after its end; a stored span is valid for every continuation. The one exception
@@ -57,12 +60,13 @@ QueryNeeds QueryNeedsOf(const Policy& policy);
 // `queries` may be null unless QueryNeedsOf(policy).any().
 // Errors:
 //   FailedPrecondition — a policy that reads queries without `queries`, or with too few
-//                     query tokens (see DenseQueryView);
-//   Unimplemented   — a sharing stage (minicache, pod);
+//                     query tokens (see DenseQueryView), or `sentinel` (forward-pass only);
 //   InvalidArgument — a Policy that ParsePolicy would not produce (hand-built, missing
 //                     parameters), a bad header, null K/V or bad strides, a retrieval
 //                     head outside the geometry, a canonical policy longer than
-//                     kMaxLabelBytes, or values the codec rejects (EncodeBlock).
+//                     kMaxLabelBytes, a sharing stage with reducers or mikv, or values
+//                     the codec rejects (EncodeBlock; with sharing also merged or
+//                     scaled values).
 absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header,
                                   const DenseKvView& kv, const DenseQueryView* queries = nullptr);
 

@@ -300,12 +300,15 @@ TEST(CompressSpanTest, ExpectedAttentionIgnoresLaterQueries) {
   EXPECT_NE(SerializeSpan(changed), SerializeSpan(before));
 }
 
-TEST(CompressSpanTest, UnimplementedStages) {
+TEST(CompressSpanTest, SharingComposesOnlyWithCodecOnlyPolicies) {
   const Sequence seq(kS, 9);
-  EXPECT_THAT(Compress("bf16/minicache", seq, 0),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("minicache")));
-  EXPECT_THAT(Compress("bf16/pod", seq, 0),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("pod")));
+  for (const char* policy : {"sinks(2)/bf16/minicache", "keynorm(0.5)/int4/pod", "mikv/pod",
+                             "mikv/minicache"}) {
+    EXPECT_THAT(Compress(policy, seq, 0),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("composes only with a codec-only policy")))
+        << policy;
+  }
 }
 
 TEST(CompressSpanTest, InvalidInputs) {

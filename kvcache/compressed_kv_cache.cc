@@ -3,13 +3,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/float16.h"
 #include "model/model.h"
 
 namespace kvspan::kvcache {
 namespace {
+
+// views_ borrows the block arrays of spans_: a reallocation of spans_ must move (keeping
+// every vector's buffer), never copy, the Spans.
+static_assert(std::is_nothrow_move_constructible_v<Span>);
 
 // Queries per attention task: decode steps (n = 1) get one task per KV head; prefill
 // chunks are split further so both cores stay busy.
@@ -56,6 +62,34 @@ kernels::SpanBlockView ToSpanBlockView(const EntryBlock& block) {
   const bool any = std::any_of(block.log_counts.begin(), block.log_counts.end(), [](float x) { return x != 0.0f; });
   v.log_counts = any ? block.log_counts.data() : nullptr;
   return v;
+}
+
+SpanKernelViews::SpanKernelViews(const Span& span) : num_kv_heads_(span.header.geometry.num_kv_heads) {
+  const SpanGeometry& g = span.header.geometry;
+  heads_.resize(g.num_heads_total());
+  auto decode = [this](const std::vector<uint16_t>& halves) -> const float* {
+    if (halves.empty()) return nullptr;
+    std::vector<float>& f = scales_.emplace_back(halves.size());
+    for (size_t i = 0; i < halves.size(); ++i) f[i] = HalfToFloat(halves[i]);
+    return f.data();
+  };
+  for (int l = 0; l < g.num_layers; ++l) {
+    for (int h = 0; h < g.num_kv_heads; ++h) {
+      const std::vector<EntryBlock>& blocks = span.resolved_head(l, h).blocks;
+      std::vector<kernels::SpanBlockView>& views = heads_[static_cast<size_t>(l) * num_kv_heads_ + h];
+      for (size_t b = 0; b < blocks.size(); ++b) {
+        const EntryBlock& block = blocks[b];
+        const EntryBlock& keys = span.key_block(l, h, static_cast<int>(b));
+        const EntryBlock& values = span.value_block(l, h, static_cast<int>(b));
+        kernels::SpanBlockView v = ToSpanBlockView(keys);  // codec, n, log counts: the source's
+        v.value_data = values.value_data.data();
+        v.value_params = values.value_params.data();
+        v.key_scales = decode(block.key_scales);
+        v.value_scales = decode(block.value_scales);
+        views.push_back(v);
+      }
+    }
+  }
 }
 
 CompressedKvCache::Options CompressedKvCache::OptionsFor(const model::ModelConfig& config, int span_tokens,
@@ -119,6 +153,7 @@ absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::FromSpans(
     if (!s.ok()) return absl::InvalidArgumentError(s.message());
   }
   (*cache)->spans_ = std::move(spans);
+  for (const Span& span : (*cache)->spans_) (*cache)->views_.emplace_back(span);
   (*cache)->num_tokens_ = (*cache)->num_compressed_tokens();
   return cache;
 }
@@ -189,8 +224,8 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
     kernels::InitPartial(state, rows, hd);
     const float* q = in.q + j0 * in.row_stride + int64_t{g} * group * hd;
     for (const Span& span : spans_) {
-      for (const EntryBlock& block : span.resolved_head(layer, g).blocks) {
-        kernels::SpanAttention({ToSpanBlockView(block), q, in.row_stride, nq, group, scale, state}, nullptr);
+      for (const kernels::SpanBlockView& view : views_[&span - spans_.data()].head(layer, g)) {
+        kernels::SpanAttention({view, q, in.row_stride, nq, group, scale, state}, nullptr);
       }
     }
     kernels::DensePartialParams dp;
@@ -271,6 +306,7 @@ absl::Status CompressedKvCache::CompressFullSpans() {
       if (needs_.any()) std::memmove(TailQuery(l, 0), TailQuery(l, S), sizeof(float) * remaining * q_row);
     }
     spans_.push_back(*std::move(span));
+    views_.emplace_back(spans_.back());
   }
   return absl::OkStatus();
 }

@@ -4,7 +4,8 @@
 // forward pass runs over it unchanged:
 //   - AppendAndAttend appends the new tokens' K/V to the tail, then each query attends to
 //     every compressed span's blocks of that layer (kernels::SpanAttention: fused
-//     dequantization, log-count biases, no mask: spans lie wholly before the queries)
+//     dequantization, log-count biases, shared blocks read through their source layer's
+//     codes with per-entry scales, no mask: spans lie wholly before the queries)
 //     merged by log-sum-exp with causal attention over the tail;
 //   - Commit(n), after all layers, compresses the oldest S tail tokens into a new span
 //     with the sequence's SpanCompressor while the tail holds >= S committed tokens
@@ -88,7 +89,35 @@ class PolicySpanCompressor final : public SpanCompressor {
 };
 
 // A borrowed kernels view of `block` (valid while `block` lives and is unchanged).
+// REQUIRES: `block` owns its keys and values (not a shared block; see SpanKernelViews).
 kernels::SpanBlockView ToSpanBlockView(const EntryBlock& block);
+
+// The kernel views of every block of every head of one span, built once per span:
+// a shared block's view takes its key (and, for kKeysAndValues, value) codes and params
+// from block b of its source layer, and its fp16 scales decoded to float here, once, not
+// per query. Owned and shared blocks then go through the same kernels::SpanAttention.
+// Borrows the span's block arrays: valid while the Span lives unchanged (moving the Span
+// keeps them: vectors move their buffers). Move-only (the views point into scales_).
+// Thread-compatible.
+class SpanKernelViews {
+ public:
+  // REQUIRES: ValidateSpan(span).ok().
+  explicit SpanKernelViews(const Span& span);
+  SpanKernelViews(SpanKernelViews&&) = default;
+  SpanKernelViews& operator=(SpanKernelViews&&) = default;
+  SpanKernelViews(const SpanKernelViews&) = delete;
+  SpanKernelViews& operator=(const SpanKernelViews&) = delete;
+
+  // The views of resolved_head(layer, kv_head)'s blocks, in block order.
+  const std::vector<kernels::SpanBlockView>& head(int layer, int kv_head) const {
+    return heads_[static_cast<size_t>(layer) * num_kv_heads_ + kv_head];
+  }
+
+ private:
+  int num_kv_heads_ = 0;
+  std::vector<std::vector<kernels::SpanBlockView>> heads_;  // [layers * kv_heads]
+  std::vector<std::vector<float>> scales_;  // decoded scale arrays the views point into
+};
 
 class CompressedKvCache final : public model::KvCache {
  public:
@@ -160,6 +189,7 @@ class CompressedKvCache final : public model::KvCache {
   const Options options_;
   const std::shared_ptr<SpanCompressor> compressor_;
   std::vector<Span> spans_;  // span i covers positions [i*S, (i+1)*S)
+  std::vector<SpanKernelViews> views_;  // views_[i] borrows spans_[i]
   // Dense tail, [num_layers][tail_capacity_][num_kv_heads][head_dim]: token t is position
   // num_compressed_tokens() + t; committed tokens first, then each layer's pending ones.
   std::vector<float> tail_k_;

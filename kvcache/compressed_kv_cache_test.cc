@@ -12,7 +12,10 @@
 
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
+#include "common/float16.h"
+#include "kvcache/compress.h"
 #include "kvcache/policy.h"
+#include "kvcache/testing/random_span.h"
 #include "kvcache/span_format.h"
 #include "model/model.h"
 #include "model/testing/random_checkpoint.h"
@@ -34,13 +37,17 @@ std::unique_ptr<model::DenseKvCache> DenseFor(const CompressedKvCache::Options& 
 
 // Writes the span's DEQUANTIZED entries over the dense cache's rows at their positions:
 // attention over the result is, by construction, the exact meaning of attention over
-// [compressed spans + dense tail] (plain spans: every position once).
+// [compressed spans + dense tail] (plain spans and sharing policies: every position once
+// per head; shared blocks decoded through their source with their scales).
 void OverwriteWithDequantized(model::DenseKvCache* dense, const Span& span) {
   const int hd = span.header.geometry.head_dim;
   for (int l = 0; l < span.header.geometry.num_layers; ++l) {
     for (int g = 0; g < span.header.geometry.num_kv_heads; ++g) {
-      for (const EntryBlock& b : span.resolved_head(l, g).blocks) {
-        const std::vector<float> k = DecodeBlockKeys(b), v = DecodeBlockValues(b);
+      const std::vector<EntryBlock>& blocks = span.resolved_head(l, g).blocks;
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        const EntryBlock& b = blocks[i];
+        const std::vector<float> k = DecodeSpanBlockKeys(span, l, g, static_cast<int>(i));
+        const std::vector<float> v = DecodeSpanBlockValues(span, l, g, static_cast<int>(i));
         for (int e = 0; e < b.num_entries(); ++e) {
           std::copy_n(&k[e * hd], hd, dense->mutable_key(l, g, b.positions[e]));
           std::copy_n(&v[e * hd], hd, dense->mutable_value(l, g, b.positions[e]));
@@ -104,6 +111,24 @@ class TinyModelTest : public ::testing::Test {
   CompressedKvCache::Options Opts(int span_tokens, int capacity = 256) const {
     return CompressedKvCache::OptionsFor(model_->config(), span_tokens, capacity);
   }
+  // Runs `tokens` through `cache` (a 19-token prefill chunk, which compresses spans at its
+  // Commit, then decode) and through a dense cache whose compressed positions are
+  // overwritten with the spans' dequantized K/V as they appear; the max |logit diff|.
+  float MaxDiffAgainstDequantized(CompressedKvCache* cache, const std::vector<int32_t>& tokens) const {
+    std::unique_ptr<model::DenseKvCache> ref = DenseFor(cache->options());
+    EXPECT_NE(ref, nullptr);
+    if (ref == nullptr) return INFINITY;
+    size_t applied = 0;
+    float max_diff = 0.0f;
+    for (int pos = 0, n = 19; pos < static_cast<int>(tokens.size()); pos += n, n = 1) {
+      const auto chunk = absl::MakeConstSpan(tokens).subspan(pos, n);
+      const std::vector<float> got = Step(*model_, cache, chunk);
+      const std::vector<float> want = Step(*model_, ref.get(), chunk);
+      max_diff = std::max(max_diff, MaxAbsDiff(got, want));
+      for (; applied < cache->spans().size(); ++applied) OverwriteWithDequantized(ref.get(), cache->spans()[applied]);
+    }
+    return max_diff;
+  }
   static ::kvspan::testing::TempDir* dir_;
   static model::Model* model_;
 };
@@ -116,24 +141,113 @@ model::Model* TinyModelTest::model_ = nullptr;
 TEST_F(TinyModelTest, EqualsDenseAttentionOverDequantizedValues) {
   const std::vector<int32_t> tokens = RandomTokens(70, model_->config().vocab_size, 3);
   for (Codec codec : {Codec::kBF16, Codec::kFP16, Codec::kInt8, Codec::kInt4, Codec::kInt2}) {
-    const auto opts = Opts(8);
-    ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(opts, CodecCompressor(codec, 4)));
-    std::unique_ptr<model::DenseKvCache> ref = DenseFor(opts);
-    ASSERT_NE(ref, nullptr);
-    size_t applied = 0;
-    float max_diff = 0.0f;
-    // A 19-token prefill chunk (compresses two spans at its Commit), then decode.
-    for (int pos = 0, n = 19; pos < static_cast<int>(tokens.size()); pos += n, n = 1) {
-      const auto chunk = absl::MakeConstSpan(tokens).subspan(pos, n);
-      const std::vector<float> got = Step(*model_, cache.get(), chunk);
-      const std::vector<float> want = Step(*model_, ref.get(), chunk);
-      max_diff = std::max(max_diff, MaxAbsDiff(got, want));
-      for (; applied < cache->spans().size(); ++applied) OverwriteWithDequantized(ref.get(), cache->spans()[applied]);
-    }
+    ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(Opts(8), CodecCompressor(codec, 4)));
+    const float max_diff = MaxDiffAgainstDequantized(cache.get(), tokens);
     EXPECT_EQ(cache->spans().size(), 70u / 8);
     EXPECT_EQ(cache->num_tail_tokens(), 70 % 8);
     EXPECT_LE(max_diff, 1e-4f) << CodecName(codec);
     RecordProperty(std::string("max_abs_logit_diff_") + CodecName(codec), std::to_string(max_diff));
+  }
+}
+
+// The same exactness for cross-layer sharing: shared blocks go through the same attention
+// path (SpanKernelViews: the source layer's codes, per-entry scales) as owned blocks.
+TEST_F(TinyModelTest, SharingPoliciesEqualDenseAttentionOverTheirMeaning) {
+  const std::vector<int32_t> tokens = RandomTokens(40, model_->config().vocab_size, 5);
+  for (const char* text : {"int8(g=4)/minicache(from=0,retain=0.25)", "bf16/minicache(from=0,t=0.7)",
+                           "bf16/pod(group=2,sinks=2,window=2)", "int4(g=4)/pod(sinks=0,window=3)"}) {
+    ASSERT_OK_AND_ASSIGN(Policy policy, ParsePolicy(text));
+    auto compressor = std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{policy, "test"});
+    ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(Opts(8), compressor));
+    const float max_diff = MaxDiffAgainstDequantized(cache.get(), tokens);
+    ASSERT_EQ(cache->spans().size(), 5u);
+    // The spans really share: layer 1 has a shared block 0 from layer 0.
+    EXPECT_EQ(cache->spans()[0].head(1, 0).blocks.at(0).source_layer, 0) << text;
+    EXPECT_LE(max_diff, 1e-4f) << text;
+  }
+}
+
+// MiniCache of two identical adjacent layers is (up to one bf16 rounding of |x| * x/|x|)
+// the unshared bf16 policy: the same logits over spans built from the same dense K/V.
+TEST_F(TinyModelTest, MiniCacheOfIdenticalLayersGivesTheUnsharedLogits) {
+  const auto opts = Opts(8);
+  const SpanGeometry g{opts.num_layers, opts.num_kv_heads, opts.head_dim, 8};
+  ASSERT_EQ(g.num_layers, 2);
+  std::vector<Span> shared_spans, plain_spans;
+  for (int i = 0; i < 3; ++i) {
+    kvcache::testing::DenseKv kv = kvcache::testing::RandomDenseKv(g, 40 + i);
+    const int64_t layer_floats = int64_t{g.num_kv_heads} * g.span_tokens * g.head_dim;
+    std::copy_n(kv.keys.begin(), layer_floats, kv.keys.begin() + layer_floats);
+    std::copy_n(kv.values.begin(), layer_floats, kv.values.begin() + layer_floats);
+    SpanHeader header;
+    header.geometry = g;
+    header.first_position = i * 8;
+    header.span_index = i;
+    ASSERT_OK_AND_ASSIGN(Policy shared, ParsePolicy("bf16/minicache(from=0,retain=0)"));
+    ASSERT_OK_AND_ASSIGN(Policy plain, ParsePolicy("bf16"));
+    ASSERT_OK_AND_ASSIGN(Span s, CompressSpan(shared, header, kv.view(g)));
+    ASSERT_TRUE(s.head(1, 0).blocks.at(0).is_shared());
+    shared_spans.push_back(std::move(s));
+    ASSERT_OK_AND_ASSIGN(Span p, CompressSpan(plain, header, kv.view(g)));
+    plain_spans.push_back(std::move(p));
+  }
+  ASSERT_OK_AND_ASSIGN(auto a, CompressedKvCache::FromSpans(opts, CodecCompressor(Codec::kBF16, 0), shared_spans));
+  ASSERT_OK_AND_ASSIGN(auto b, CompressedKvCache::FromSpans(opts, CodecCompressor(Codec::kBF16, 0), plain_spans));
+  const std::vector<int32_t> tokens = RandomTokens(6, model_->config().vocab_size, 8);
+  const std::vector<float> got = Step(*model_, a.get(), tokens);
+  const std::vector<float> want = Step(*model_, b.get(), tokens);
+  // One bf16 step (2^-8 relative) on a few K/V values moves logits of magnitude ~1 by far
+  // less than 1e-2; a wrong source, scale or block order moves them by O(1).
+  EXPECT_LE(MaxAbsDiff(got, want), 1e-2f);
+  EXPECT_EQ(ArgMax(got), ArgMax(want));
+}
+
+// PoD attention of an upper layer, by hand in double precision: distant tokens with the
+// LOWER layer's keys, proximal tokens with the layer's own keys, the layer's own values
+// throughout, one softmax over both (= the log-sum-exp merge of the two block partials).
+TEST(PodAttentionTest, EqualsHandComputedReference) {
+  const SpanGeometry g{2, 1, 16, 24};
+  const kvcache::testing::DenseKv kv = kvcache::testing::RandomDenseKv(g, 77);
+  SpanHeader header;
+  header.geometry = g;
+  ASSERT_OK_AND_ASSIGN(Policy policy, ParsePolicy("bf16/pod(group=2,sinks=3,window=5)"));
+  ASSERT_OK_AND_ASSIGN(Span span, CompressSpan(policy, header, kv.view(g)));
+  const SpanKernelViews views(span);
+  ASSERT_EQ(views.head(1, 0).size(), 2u);
+  const int group = 2, hd = g.head_dim, S = g.span_tokens;
+  std::vector<float> q(group * hd);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = std::sin(0.37f * i + 1.0f);
+  const float scale = 0.25f;
+  std::vector<float> m(group), s(group), o(group * hd), out(group * hd);
+  kernels::PartialState state{m.data(), s.data(), o.data()};
+  kernels::InitPartial(state, group, hd);
+  for (const kernels::SpanBlockView& v : views.head(1, 0)) {
+    kernels::SpanAttention({v, q.data(), group * hd, 1, group, scale, state}, nullptr);
+  }
+  kernels::FinishPartial(state, 1, group, hd, out.data(), group * hd);
+  auto bf16 = [](float x) { return Bf16ToFloat(FloatToBf16(x)); };
+  auto at = [&](const std::vector<float>& x, int l, int t, int d) { return bf16(x[(int64_t{l} * S + t) * hd + d]); };
+  for (int h = 0; h < group; ++h) {
+    std::vector<double> logits(S);
+    double mx = -INFINITY;
+    for (int t = 0; t < S; ++t) {
+      const bool proximal = t < 3 || t >= S - 5;
+      double dot = 0.0;
+      for (int d = 0; d < hd; ++d) dot += double{q[h * hd + d]} * at(kv.keys, proximal ? 1 : 0, t, d);
+      logits[t] = scale * dot;
+      mx = std::max(mx, logits[t]);
+    }
+    double sum = 0.0;
+    std::vector<double> acc(hd, 0.0);
+    for (int t = 0; t < S; ++t) {
+      const double w = std::exp(logits[t] - mx);
+      sum += w;
+      for (int d = 0; d < hd; ++d) acc[d] += w * at(kv.values, 1, t, d);
+    }
+    for (int d = 0; d < hd; ++d) {
+      const double want = acc[d] / sum;
+      EXPECT_LE(std::abs(out[h * hd + d] - want), 2e-5 + 2e-4 * std::abs(want)) << h << " " << d;
+    }
   }
 }
 

@@ -18,6 +18,19 @@
 // fp32, the sum is rounded once). Unused high bits of a row's last byte are zero.
 // bf16/fp16: key_data/value_data are [n, D] 16-bit values, little-endian; params empty.
 //
+// Shared blocks (cross-layer sharing: MiniCache arXiv 2405.14366, PoD arXiv 2412.02252;
+// kvcache/sharing.h): a block with source_layer != kNotShared reads block b (its own
+// index) of head (source_layer, same kv head), an owned block. It holds the source's codec,
+// group_size, positions and log counts (copies in memory; not serialized) and:
+//   shares = kKeys:          no key codes/params (the source's keys), own value codes and
+//                            params in the source's codec; optional key_scales.
+//   shares = kKeysAndValues: no codes or params at all; optional key_scales and
+//                            value_scales.
+// key_scales / value_scales: [n] fp16 per-entry magnitude factors, or empty (all 1): the
+// entry's key is key_scale[e] * (source key e), its value value_scale[e] * (value e).
+// The cross-block rules (source exists, same index, same entries) are span invariants
+// (ValidateSpan); ValidateBlock checks only what one block can show.
+//
 // All functions are pure and thread-safe; EntryBlock is a value type (thread-compatible).
 #ifndef KVSPAN_KVCACHE_ENTRY_BLOCK_H_
 #define KVSPAN_KVCACHE_ENTRY_BLOCK_H_
@@ -57,6 +70,16 @@ int64_t ValueParamCount(Codec codec, int group_size, int num_entries, int head_d
 // Bytes of K and V payload (data + params), excluding positions and log counts.
 int64_t PayloadBytes(Codec codec, int group_size, int num_entries, int head_dim);
 
+// An owned block (not shared).
+inline constexpr int kNotShared = -1;
+
+// What a shared block takes from its source block (serialized as flag bits: never renumber).
+enum class BlockShares : uint8_t {
+  kNone = 0,           // owned block
+  kKeys = 1,           // PoD: keys from the source, own values
+  kKeysAndValues = 2,  // MiniCache: keys and values from the source, with per-entry scales
+};
+
 struct EntryBlock {
   Codec codec = Codec::kBF16;
   int group_size = 0;  // quantized: [1, kMaxGroupSize]; bf16/fp16: 0
@@ -67,7 +90,15 @@ struct EntryBlock {
   std::vector<uint8_t> value_data;
   std::vector<uint16_t> key_params;    // fp16 (scale, zero) pairs
   std::vector<uint16_t> value_params;
+  // Cross-layer sharing (see "Shared blocks" above).
+  int source_layer = kNotShared;            // kNotShared, or a layer below this block's
+  BlockShares shares = BlockShares::kNone;  // kNone exactly when source_layer == kNotShared
+  std::vector<uint16_t> key_scales;         // fp16 [n] or empty (all 1); shared blocks only
+  std::vector<uint16_t> value_scales;       // fp16 [n] or empty; kKeysAndValues only
 
+  bool is_shared() const { return source_layer != kNotShared; }
+  bool owns_keys() const { return shares == BlockShares::kNone; }
+  bool owns_values() const { return shares != BlockShares::kKeysAndValues; }
   int num_entries() const { return static_cast<int>(positions.size()); }
   friend bool operator==(const EntryBlock&, const EntryBlock&) = default;
 };
@@ -97,12 +128,15 @@ struct DenseEntries {
 absl::StatusOr<EntryBlock> EncodeBlock(const CodecSpec& spec, const DenseEntries& entries);
 
 // OK when `block` is internally consistent (sizes, sorted positions, finite weights,
-// finite 16-bit values and params, non-negative scales, zero padding bits);
-// InvalidArgument otherwise.
+// finite 16-bit values and params, non-negative scales, zero padding bits; for a shared
+// block: no own key codes, own value codes exactly when shares == kKeys, scales empty or
+// [n] finite fp16 >= +0, value_scales only with kKeysAndValues); InvalidArgument otherwise.
 absl::Status ValidateBlock(const EntryBlock& block);
 
 // Dequantized keys / values, [n, head_dim] fp32. Plain loops: the reference that fused
-// attention kernels are tested against. REQUIRES: ValidateBlock(block).ok().
+// attention kernels are tested against. REQUIRES: ValidateBlock(block).ok() and the block
+// owns what is decoded (owns_keys() / owns_values()); for a shared block decode the source
+// block and apply the scales (DecodeSpanBlockKeys / Values in span.h do both).
 std::vector<float> DecodeBlockKeys(const EntryBlock& block);
 std::vector<float> DecodeBlockValues(const EntryBlock& block);
 

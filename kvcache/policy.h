@@ -5,6 +5,9 @@
 //   sinks(n=4)+window(n=16)/int4(g=32)     keynorm(keep=0.25)/int8
 //   kvmerger(sim=0.9,sigma=1)/bf16         mikv(hi=int8,lo=int2,keep_hi=0.2,g=32)
 //   razor(sinks=4,window=8,retrieval=0.1:2.0)/bf16    sentinel-analogue(k=4)/bf16
+//   int4(g=32)/minicache(from=0.5)         bf16/pod(group=2,sinks=4,window=16)
+// A sharing stage (kvcache/sharing.h) composes only with a codec-only policy (CompressSpan
+// returns InvalidArgument otherwise).
 // Reducers: at most one each of `sinks` and `window` (protect tokens, sinks_window.h) and at
 // most one other ("main") reducer; with reducers but no main reducer, unprotected tokens
 // are dropped; with no reducer at all every token is kept.
@@ -51,7 +54,7 @@ struct PolicyStage {
 struct Policy {
   std::vector<PolicyStage> reducers;    // canonical order: sinks, window, main reducer
   PolicyStage codec;                    // bf16 | fp16 | int8 | int4 | int2 | mikv
-  absl::optional<PolicyStage> sharing;  // minicache | pod (reserved; not implemented)
+  absl::optional<PolicyStage> sharing;  // minicache | pod (kvcache/sharing.h)
 
   // False when a reducer looks at queries (snapkv): such a policy may compress spans on
   // the decode side only and must never write to the cache store.

@@ -34,7 +34,10 @@ TEST(PolicyTest, ParsesAndCanonicalizes) {
       {"sentinel-analogue(k=4)/bf16", "sentinel-analogue(k=4)/bf16"},
       {"sinks(2)+snapkv(keep=0.1)/int4(g=64)",
        "sinks(n=2)+snapkv(keep=0.1,obs=16,pool=7)/int4(g=64)"},
-      {"int8/minicache(from=0.5)", "int8(g=32)/minicache(from=0.5)"},
+      {"int8/minicache(from=0.5)", "int8(g=32)/minicache(from=0.5,t=0.5,retain=0.05)"},
+      {"bf16/minicache(retain=0,t=0.25,from=1)", "bf16/minicache(from=1,t=0.25,retain=0)"},
+      {"bf16/pod", "bf16/pod(from=0,group=2,sinks=4,window=16)"},
+      {"int4(g=16)/pod(group=4,window=0)", "int4(g=16)/pod(from=0,group=4,sinks=4,window=0)"},
       {"keynorm(keep=1e-1)/fp16", "keynorm(keep=0.1)/fp16"},
   };
   for (const auto& [in, canonical] : cases) {
@@ -133,6 +136,11 @@ TEST(PolicyTest, ErrorsNameTokenAndPosition) {
       {"int4+minicache", "'+' may only join reducers at position 4"},
       {"minicache/int4", "sharing 'minicache' must follow '<codec>/' at position 0"},
       {"int4/minicache/pod", "duplicate sharing 'pod' at position 15"},
+      {"int4/minicache(t=1.5)", "value out of range in minicache(t=1.5): want [0, 1]"},
+      {"int4/minicache(retain=-0.1)", "value out of range in minicache(retain=-0.1)"},
+      {"int4/pod(group=0)", "value out of range in pod(group=0): want [1, 1024]"},
+      {"int4/pod(sinks=1.5)", "bad value in pod(sinks=1.5): not an integer"},
+      {"int4/pod(size=2)", "unknown parameter 'size' of 'pod' (parameters: from, group, sinks, window)"},
       {"int4(g=32) ", "trailing junk ' ' at position 10"},
       {"int4(g=32)x", "trailing junk 'x' at position 10"},
       {"int4(g=32", "missing ')' after 'int4' at position 9"},
@@ -187,7 +195,9 @@ TEST(PolicyTest, FingerprintsDistinctForDistinctPolicies) {
                             "snapkv/bf16",
                             "expected-attn/bf16",
                             "bf16/minicache",
-                            "bf16/pod"};
+                            "bf16/minicache(t=0.25)",
+                            "bf16/pod",
+                            "bf16/pod(group=4)"};
   std::set<uint64_t> seen;
   std::set<std::string> canon;
   for (const char* s : policies) {

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/float16.h"
 #include "common/status_macros.h"
 #include "kvcache/internal/block_checks.h"
 #include "kvcache/internal/span_checks.h"
@@ -19,6 +20,42 @@ int HeadEntries::num_entries() const {
 const HeadEntries& Span::resolved_head(int layer, int kv_head) const {
   const HeadEntries& h = head(layer, kv_head);
   return h.shared_from_layer == kNotShared ? h : head(h.shared_from_layer, kv_head);
+}
+
+const EntryBlock& Span::key_block(int layer, int kv_head, int b) const {
+  const EntryBlock& block = resolved_head(layer, kv_head).blocks[b];
+  return block.owns_keys() ? block : head(block.source_layer, kv_head).blocks[b];
+}
+
+const EntryBlock& Span::value_block(int layer, int kv_head, int b) const {
+  const EntryBlock& block = resolved_head(layer, kv_head).blocks[b];
+  return block.owns_values() ? block : head(block.source_layer, kv_head).blocks[b];
+}
+
+namespace {
+
+// Multiplies row e of the [n, D] matrix `x` by scales[e] (fp16), when scales is not empty.
+void ApplyRowScales(const std::vector<uint16_t>& scales, int head_dim, std::vector<float>* x) {
+  for (size_t e = 0; e < scales.size(); ++e) {
+    const float f = HalfToFloat(scales[e]);
+    for (int d = 0; d < head_dim; ++d) (*x)[e * head_dim + d] *= f;
+  }
+}
+
+}  // namespace
+
+std::vector<float> DecodeSpanBlockKeys(const Span& span, int layer, int kv_head, int b) {
+  const EntryBlock& block = span.resolved_head(layer, kv_head).blocks[b];
+  std::vector<float> keys = DecodeBlockKeys(span.key_block(layer, kv_head, b));
+  ApplyRowScales(block.key_scales, block.head_dim, &keys);
+  return keys;
+}
+
+std::vector<float> DecodeSpanBlockValues(const Span& span, int layer, int kv_head, int b) {
+  const EntryBlock& block = span.resolved_head(layer, kv_head).blocks[b];
+  std::vector<float> values = DecodeBlockValues(span.value_block(layer, kv_head, b));
+  ApplyRowScales(block.value_scales, block.head_dim, &values);
+  return values;
 }
 
 namespace internal {
@@ -44,6 +81,38 @@ absl::Status CheckHeader(const SpanHeader& header, absl::StatusCode code) {
 
 namespace {
 
+// The cross-block rules of block b of head (layer, kv_head) when it is shared (span.h).
+absl::Status CheckSharedBlock(const Span& span, int layer, int kv_head, int b,
+                              absl::StatusCode code) {
+  const EntryBlock& block = span.head(layer, kv_head).blocks[b];
+  if (!block.is_shared()) return absl::OkStatus();
+  const std::string where = absl::StrCat("head (", layer, ", ", kv_head, ") block ", b, ": ");
+  if (block.source_layer < 0 || block.source_layer >= layer) {
+    return absl::Status(code, absl::StrCat(where, "source layer ", block.source_layer,
+                                           " is not an earlier layer"));
+  }
+  const HeadEntries& source = span.head(block.source_layer, kv_head);
+  if (source.shared_from_layer != kNotShared) {
+    return absl::Status(code, absl::StrCat(where, "source head (", block.source_layer, ", ",
+                                           kv_head, ") is a shared head record"));
+  }
+  if (static_cast<size_t>(b) >= source.blocks.size()) {
+    return absl::Status(code, absl::StrCat(where, "source head (", block.source_layer, ", ",
+                                           kv_head, ") has only ", source.blocks.size(),
+                                           " blocks"));
+  }
+  const EntryBlock& src = source.blocks[b];
+  if (src.is_shared()) {
+    return absl::Status(code, absl::StrCat(where, "source block is itself shared (a chain)"));
+  }
+  if (src.codec != block.codec || src.group_size != block.group_size ||
+      src.positions != block.positions || src.log_counts != block.log_counts) {
+    return absl::Status(code, absl::StrCat(where, "codec, group size, positions or log counts "
+                                                  "differ from the source block's"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckHead(const Span& span, int layer, int kv_head, absl::StatusCode code) {
   const SpanGeometry& g = span.header.geometry;
   const HeadEntries& h = span.head(layer, kv_head);
@@ -56,9 +125,16 @@ absl::Status CheckHead(const Span& span, int layer, int kv_head, absl::StatusCod
     if (!h.blocks.empty()) {
       return absl::Status(code, absl::StrCat(where, "is shared but has blocks"));
     }
-    if (span.head(h.shared_from_layer, kv_head).shared_from_layer != kNotShared) {
+    const HeadEntries& source = span.head(h.shared_from_layer, kv_head);
+    if (source.shared_from_layer != kNotShared) {
       return absl::Status(code, absl::StrCat(where, "shares layer ", h.shared_from_layer,
                                              ", which is itself shared"));
+    }
+    for (const EntryBlock& b : source.blocks) {
+      if (b.is_shared()) {
+        return absl::Status(code, absl::StrCat(where, "shares layer ", h.shared_from_layer,
+                                               ", which holds a shared block"));
+      }
     }
     return absl::OkStatus();
   }
@@ -75,6 +151,8 @@ absl::Status CheckHead(const Span& span, int layer, int kv_head, absl::StatusCod
                                              " != geometry head_dim ", g.head_dim));
     }
     RETURN_IF_ERROR(CheckBlock(b, code));
+    RETURN_IF_ERROR(CheckSharedBlock(span, layer, kv_head,
+                                     static_cast<int>(&b - h.blocks.data()), code));
     for (int32_t p : b.positions) {
       if (p < span.header.first_position || p >= end_position) {
         return absl::Status(code, absl::StrCat(where, "position ", p, " outside [",

@@ -7,9 +7,14 @@
 //   - mixed precision (MiKV): two blocks, important entries in the high codec first, the
 //     rest in the low codec; no entry dropped;
 //   - eviction / merging reducers: fewer entries (log counts keep merged softmax mass);
-//   - cross-layer sharing (MiniCache / PoD, reserved): a head with shared_from_layer = L
-//     has no blocks of its own and reads head (L, kv_head)'s entries; L < layer and that
-//     head is not itself shared.
+//   - cross-layer sharing, whole head (reserved head record, produced by nothing): a head
+//     with shared_from_layer = L has no blocks of its own and reads head (L, kv_head)'s
+//     blocks; L < layer, and that head is neither shared nor holds shared blocks;
+//   - cross-layer sharing, per block (MiniCache / PoD, kvcache/sharing.h): block b of head
+//     (layer, h) may be a shared block (entry_block.h) reading block b of head
+//     (source_layer, h): source_layer < layer, that head is an owned head record with more
+//     than b blocks, its block b is not shared, and the shared block's codec, group_size,
+//     positions and log counts equal the source block's (no chains).
 // Invariants (ValidateSpan; docs/span-format.md "Validation"): every position lies in
 // [first_position, first_position + S); blocks' positions are non-decreasing; per head,
 // total entries <= S and sum(exp(log_count)) <= S * (1 + 1e-4) (an entry stands for the
@@ -34,7 +39,6 @@
 
 namespace kvspan::kvcache {
 
-inline constexpr int kNotShared = -1;
 // Most blocks one head may hold (MiKV uses two; room for a third precision tier).
 inline constexpr int kMaxBlocksPerHead = 4;
 // Longest model fingerprint / policy string.
@@ -81,6 +85,11 @@ struct Span {
   // The head whose blocks (layer, kv_head) reads: itself, or the one it shares.
   // REQUIRES: ValidateSpan(*this).ok().
   const HeadEntries& resolved_head(int layer, int kv_head) const;
+  // The block whose key (value) codes block b of resolved_head(layer, kv_head) reads: that
+  // block itself when it owns them, else block b of its source layer.
+  // REQUIRES: ValidateSpan(*this).ok(), b < resolved_head(layer, kv_head).blocks.size().
+  const EntryBlock& key_block(int layer, int kv_head, int b) const;
+  const EntryBlock& value_block(int layer, int kv_head, int b) const;
 
   // The first policy: every token kept, one block per head in `codec`, log counts 0,
   // positions first_position + t. `header.geometry` gives the shape of `kv`.
@@ -95,6 +104,12 @@ struct Span {
 // OK when `span` satisfies every invariant above and every block passes ValidateBlock
 // with the geometry's head_dim; InvalidArgument naming the first violation.
 absl::Status ValidateSpan(const Span& span);
+
+// Dequantized keys / values [n, head_dim] of block b of resolved_head(layer, kv_head),
+// shared blocks resolved and their per-entry scales applied (in fp32, after decoding): the
+// meaning of the block. REQUIRES: as Span::key_block.
+std::vector<float> DecodeSpanBlockKeys(const Span& span, int layer, int kv_head, int b);
+std::vector<float> DecodeSpanBlockValues(const Span& span, int layer, int kv_head, int b);
 
 // Mixed precision (MiKV) for one head: entries with important[i] != 0 go, in order, to a
 // block in `high`; the others to a block in `low`. Both blocks are always present (either

@@ -18,8 +18,9 @@ using testing::RandomSpan;
 using testing::RandomSpanOptions;
 using testing::ResealSpanBytes;
 
-// Two small spans: plain int2 with padding bits (head_dim 5), and bf16 with a mixed head
-// and a shared head, so every kind of record is covered.
+// Three small spans: plain int2 with padding bits (head_dim 5), bf16 with a mixed head
+// and a shared head, and SharedBlockSpan() (shared blocks of both kinds), so every kind of
+// record is covered.
 std::vector<std::string> SmallSpans() {
   RandomSpanOptions o;
   o.geometry = {2, 2, 5, 4};
@@ -47,6 +48,7 @@ std::vector<std::string> SmallSpans() {
   span.head(1, 1).blocks.clear();
   span.head(1, 1).shared_from_layer = 0;
   out.push_back(SerializeSpan(span));
+  out.push_back(SerializeSpan(testing::SharedBlockSpan()));  // shared blocks, minor 1
   for (const std::string& s : out) EXPECT_OK(ParseSpan(s));
   return out;
 }
@@ -102,6 +104,14 @@ void SetSharedSource(std::string& b, uint32_t layer) {
   const size_t at = b.size() - kSpanChecksumBytes - 4;
   ASSERT_EQ(b[at - 1], static_cast<char>(kHeadKindShared));
   std::memcpy(b.data() + at, &layer, 4);
+}
+
+// The shared block of head (2, 1), the last record of SmallSpans()[2] (SharedBlockSpan):
+// codec byte, flags, u32 source layer, 4 key scales, 4 value scales.
+size_t SharedBlockAt(const std::string& b) { return b.size() - kSpanChecksumBytes - 22; }
+template <typename T>
+std::function<void(std::string&)> SetShared(size_t offset, T value) {
+  return [=](std::string& b) { std::memcpy(b.data() + SharedBlockAt(b) + offset, &value, sizeof(T)); };
 }
 
 // Hand-crafted bad buffers, each resealed with a valid checksum so the structural checks
@@ -167,6 +177,36 @@ std::vector<BadBuffer> BadCorpus() {
        "shares layer 5, which is not an earlier layer", 1},
       {"shared_from_absurd_layer", [](std::string& b) { SetSharedSource(b, 0xffffffffu); },
        "shared source layer", 1},
+      // Shared blocks (minor 1).
+      {"shared_block_in_minor_0_span", Set<uint16_t>(6, 0), "shared block in a span of minor "
+       "version 0", 2},
+      {"shared_block_codec_byte", SetShared<uint8_t>(0, 3), "shared block with codec byte 3", 2},
+      {"shared_block_unknown_flag", SetShared<uint8_t>(1, 0x3c | 0x40),
+       "unknown shared block flags", 2},
+      {"shared_block_position_flag", SetShared<uint8_t>(1, 0x3c | kBlockImplicitPositions),
+       "unknown shared block flags", 2},
+      {"shared_block_value_scales_with_own_values",
+       SetShared<uint8_t>(1, kBlockShared | kBlockKeyScales | kBlockValueScales),
+       "value scales on a shared block that owns its values", 2},
+      {"shared_block_own_values_truncated", SetShared<uint8_t>(1, kBlockShared | kBlockKeyScales),
+       "truncated or oversized shared block values", 2},
+      {"shared_block_scales_missing", SetShared<uint8_t>(1, kBlockShared | kBlockSharesValues),
+       "trailing bytes", 2},
+      {"shared_block_from_own_layer", SetShared<uint32_t>(2, 2),
+       "shared block source layer = 2 is outside [0, 1]", 2},
+      {"shared_block_from_absurd_layer", SetShared<uint32_t>(2, 0xffffffffu),
+       "shared block source layer", 2},
+      {"shared_block_chain", SetShared<uint32_t>(2, 1), "no owned source block in layer 1", 2},
+      {"shared_block_scale_nan", SetShared<uint16_t>(6, 0x7e00), "scale nan", 2},
+      {"shared_block_scale_inf", SetShared<uint16_t>(6, 0x7c00), "scale inf", 2},
+      {"shared_block_scale_negative", SetShared<uint16_t>(8, 0xbc00), "scale -1", 2},
+      {"shared_block_scale_negative_zero", SetShared<uint16_t>(12, 0x8000), "scale -0", 2},
+      {"shared_block_value_scale_negative", SetShared<uint16_t>(14, 0xc000), "scale -2", 2},
+      {"shared_block_scales_all_one",
+       [](std::string& b) {
+         for (int i = 0; i < 4; ++i) SetShared<uint16_t>(6 + 2 * i, 0x3c00)(b);
+       },
+       "scales all 1", 2},
   };
 }
 
@@ -202,6 +242,24 @@ TEST(SpanCorruptTest, CorpusOffsetsPointAtTheFieldsTheyName) {
   EXPECT_THAT(log_counts, ::testing::ElementsAre(0.0f, std::log(2.0f), 0.0f));
   // head_dim 5 at 2 bits: the second byte of a row has 6 padding bits.
   EXPECT_EQ(static_cast<uint8_t>(good[kKeyDataAt + 1]) & 0xfc, 0);
+
+  const std::string shared = SmallSpans()[2];
+  const size_t at = SharedBlockAt(shared);
+  uint16_t minor, key_scale1, value_scale3;
+  uint32_t source;
+  std::memcpy(&minor, shared.data() + 6, 2);
+  std::memcpy(&source, shared.data() + at + 2, 4);
+  std::memcpy(&key_scale1, shared.data() + at + 8, 2);
+  std::memcpy(&value_scale3, shared.data() + at + 20, 2);
+  EXPECT_EQ(minor, kSpanVersionMinorShared);
+  EXPECT_EQ(shared[at - 2], static_cast<char>(kHeadKindOwned));
+  EXPECT_EQ(shared[at - 1], 1);  // num_blocks
+  EXPECT_EQ(shared[at], static_cast<char>(kSharedBlockCodecByte));
+  EXPECT_EQ(static_cast<uint8_t>(shared[at + 1]),
+            kBlockShared | kBlockSharesValues | kBlockKeyScales | kBlockValueScales);
+  EXPECT_EQ(source, 0u);
+  EXPECT_EQ(key_scale1, 0x4000);
+  EXPECT_EQ(value_scale3, 0x3400);
 }
 
 TEST(SpanCorruptTest, ShortBuffersOfAnyContentAreDataLoss) {

@@ -20,7 +20,10 @@ namespace {
 constexpr int64_t kOwnedHeadBytes = 2;   // kind, num_blocks
 constexpr int64_t kSharedHeadBytes = 5;  // kind, source layer (u32)
 constexpr int64_t kBlockHeaderBytes = 10; // codec, flags, group_size (u32), num_entries (u32)
+constexpr int64_t kSharedBlockHeaderBytes = 6;  // codec byte 0, flags, source layer (u32)
 constexpr uint8_t kKnownBlockFlags = kBlockImplicitPositions | kBlockZeroLogCounts;
+constexpr uint8_t kKnownSharedBlockFlags =
+    kBlockShared | kBlockSharesValues | kBlockKeyScales | kBlockValueScales;
 
 template <typename T>
 void Put(std::string* out, T v) {
@@ -42,7 +45,29 @@ uint8_t BlockFlags(const EntryBlock& b, int32_t first_position) {
   return flags;
 }
 
+// The flags of a shared block: scales are stored exactly when present (an all-ones array
+// is stored as absent: ValidateSpan rejects it in memory).
+uint8_t SharedBlockFlags(const EntryBlock& b) {
+  uint8_t flags = kBlockShared;
+  if (b.shares == BlockShares::kKeysAndValues) flags |= kBlockSharesValues;
+  if (!b.key_scales.empty()) flags |= kBlockKeyScales;
+  if (!b.value_scales.empty()) flags |= kBlockValueScales;
+  return flags;
+}
+
+int64_t SharedBlockBytes(const EntryBlock& b) {
+  const int64_t n = b.num_entries();
+  int64_t bytes = kSharedBlockHeaderBytes + 2 * static_cast<int64_t>(b.key_scales.size()) +
+                  2 * static_cast<int64_t>(b.value_scales.size());
+  if (b.owns_values()) {
+    bytes += n * CodeRowBytes(b.codec, b.head_dim) +
+             2 * ValueParamCount(b.codec, b.group_size, b.num_entries(), b.head_dim);
+  }
+  return bytes;
+}
+
 int64_t BlockBytes(const EntryBlock& b, int32_t first_position) {
+  if (b.is_shared()) return SharedBlockBytes(b);
   const uint8_t flags = BlockFlags(b, first_position);
   const int64_t n = b.num_entries();
   return kBlockHeaderBytes + (flags & kBlockImplicitPositions ? 0 : 2 * n) +
@@ -75,11 +100,67 @@ absl::Status ReadBounded(internal::ByteReader& r, absl::string_view what, uint32
   return absl::OkStatus();
 }
 
-absl::Status ParseBlock(internal::ByteReader& r, const SpanHeader& hd, uint16_t minor,
+// Where a block sits: its head (layer, kv_head), its index in the head, and the span
+// parsed so far (every earlier layer's heads are complete).
+struct BlockSite {
+  const Span* span;
+  int layer;
+  int kv_head;
+  int index;
+};
+
+// The rest of a shared block record, after its codec byte and flags (docs/span-format.md).
+absl::Status ParseSharedBlock(internal::ByteReader& r, const BlockSite& site, uint8_t codec,
+                              uint8_t flags, uint16_t minor, EntryBlock* b) {
+  if (minor < kSpanVersionMinorShared) {
+    return absl::DataLossError("span: shared block in a span of minor version 0");
+  }
+  if (flags & ~kKnownSharedBlockFlags) return UnknownEnum(minor, "shared block flags", flags);
+  if (codec != kSharedBlockCodecByte) {
+    return absl::DataLossError(absl::StrCat("span: shared block with codec byte ", int{codec}));
+  }
+  if ((flags & kBlockValueScales) && !(flags & kBlockSharesValues)) {
+    return absl::DataLossError("span: value scales on a shared block that owns its values");
+  }
+  if (site.layer == 0) return absl::DataLossError("span: shared block in layer 0");
+  RETURN_IF_ERROR(ReadBounded(r, "shared block source layer", 0, site.layer - 1,
+                              &b->source_layer));
+  const HeadEntries& source = site.span->head(b->source_layer, site.kv_head);
+  if (source.shared_from_layer != kNotShared ||
+      static_cast<size_t>(site.index) >= source.blocks.size() ||
+      source.blocks[site.index].is_shared()) {
+    return absl::DataLossError(absl::StrCat(
+        "span: shared block ", site.index, " of head (", site.layer, ", ", site.kv_head,
+        ") has no owned source block in layer ", b->source_layer));
+  }
+  const EntryBlock& src = source.blocks[site.index];
+  b->shares = (flags & kBlockSharesValues) ? BlockShares::kKeysAndValues : BlockShares::kKeys;
+  b->codec = src.codec;
+  b->group_size = src.group_size;
+  b->head_dim = src.head_dim;
+  b->positions = src.positions;
+  b->log_counts = src.log_counts;
+  const size_t n = src.positions.size();
+  if (((flags & kBlockKeyScales) && !r.ReadArray(n, &b->key_scales)) ||
+      ((flags & kBlockValueScales) && !r.ReadArray(n, &b->value_scales))) {
+    return Truncated("shared block scales");
+  }
+  if (b->owns_values() &&
+      (!r.ReadArray(n * CodeRowBytes(b->codec, b->head_dim), &b->value_data) ||
+       !r.ReadArray(ValueParamCount(b->codec, b->group_size, n, b->head_dim),
+                    &b->value_params))) {
+    return Truncated("shared block values");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseBlock(internal::ByteReader& r, const BlockSite& site, uint16_t minor,
                         EntryBlock* b) {
+  const SpanHeader& hd = site.span->header;
   const SpanGeometry& g = hd.geometry;
   uint8_t codec, flags;
   if (!r.Read(&codec) || !r.Read(&flags)) return Truncated("block header");
+  if (flags & kBlockShared) return ParseSharedBlock(r, site, codec, flags, minor, b);
   if (!IsKnownCodec(codec)) return UnknownEnum(minor, "codec id", codec);
   if (flags & ~kKnownBlockFlags) return UnknownEnum(minor, "block flags", flags);
   b->codec = static_cast<Codec>(codec);
@@ -128,8 +209,8 @@ absl::Status ParseBlock(internal::ByteReader& r, const SpanHeader& hd, uint16_t 
   return absl::OkStatus();
 }
 
-absl::Status ParseHead(internal::ByteReader& r, const SpanHeader& hd, uint16_t minor,
-                       HeadEntries* h) {
+absl::Status ParseHead(internal::ByteReader& r, const Span& span, int layer, int kv_head,
+                       uint16_t minor, HeadEntries* h) {
   uint8_t kind;
   if (!r.Read(&kind)) return Truncated("head kind");
   if (kind == kHeadKindShared) {
@@ -144,7 +225,9 @@ absl::Status ParseHead(internal::ByteReader& r, const SpanHeader& hd, uint16_t m
                                             kMaxBlocksPerHead));
   }
   h->blocks.resize(num_blocks);
-  for (EntryBlock& b : h->blocks) RETURN_IF_ERROR(ParseBlock(r, hd, minor, &b));
+  for (int i = 0; i < num_blocks; ++i) {
+    RETURN_IF_ERROR(ParseBlock(r, BlockSite{&span, layer, kv_head, i}, minor, &h->blocks[i]));
+  }
   return absl::OkStatus();
 }
 
@@ -174,9 +257,14 @@ std::string SerializeSpan(const Span& span) {
   const SpanHeader& hd = span.header;
   std::string out;
   out.reserve(SerializedSize(span));
+  bool any_shared = false;
+  for (const HeadEntries& h : span.heads) {
+    for (const EntryBlock& b : h.blocks) any_shared |= b.is_shared();
+  }
   out.append(kSpanMagic, sizeof(kSpanMagic));
   Put<uint16_t>(&out, kSpanVersionMajor);
-  Put<uint16_t>(&out, kSpanVersionMinor);
+  // The lowest minor with every feature used (docs/span-format.md "Version rule").
+  Put<uint16_t>(&out, any_shared ? kSpanVersionMinorShared : 0);
   Put<uint32_t>(&out, hd.geometry.num_layers);
   Put<uint32_t>(&out, hd.geometry.num_kv_heads);
   Put<uint32_t>(&out, hd.geometry.head_dim);
@@ -196,6 +284,18 @@ std::string SerializeSpan(const Span& span) {
     Put<uint8_t>(&out, kHeadKindOwned);
     Put<uint8_t>(&out, h.blocks.size());
     for (const EntryBlock& b : h.blocks) {
+      if (b.is_shared()) {
+        Put<uint8_t>(&out, kSharedBlockCodecByte);
+        Put<uint8_t>(&out, SharedBlockFlags(b));
+        Put<uint32_t>(&out, b.source_layer);
+        PutArray(&out, b.key_scales);
+        PutArray(&out, b.value_scales);
+        if (b.owns_values()) {
+          PutArray(&out, b.value_data);
+          PutArray(&out, b.value_params);
+        }
+        continue;
+      }
       const uint8_t flags = BlockFlags(b, hd.first_position);
       Put<uint8_t>(&out, static_cast<uint8_t>(b.codec));
       Put<uint8_t>(&out, flags);
@@ -260,7 +360,11 @@ absl::StatusOr<Span> ParseSpan(absl::string_view bytes) {
     return Truncated(absl::StrCat("head table (", num_heads, " heads)"));
   }
   span.heads.resize(num_heads);
-  for (HeadEntries& h : span.heads) RETURN_IF_ERROR(ParseHead(r, hd, minor, &h));
+  for (int l = 0; l < g.num_layers; ++l) {
+    for (int h = 0; h < g.num_kv_heads; ++h) {
+      RETURN_IF_ERROR(ParseHead(r, span, l, h, minor, &span.head(l, h)));
+    }
+  }
   if (r.remaining() != 0) {
     return absl::DataLossError(absl::StrCat("span: ", r.remaining(), " trailing bytes"));
   }

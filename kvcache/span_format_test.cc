@@ -35,7 +35,21 @@ int64_t DocPayloadBytes(Codec codec, int64_t g, int64_t n, int64_t d) {
   return payload;
 }
 // Block: 10-byte header, u16 position offsets unless implicit, f32 log counts unless all 0.
+// Shared block: 6-byte header, f16 key / value scales when present, own values (int:
+// value rows and per-token params) when it shares keys only.
 int64_t DocBlockBytes(const EntryBlock& b, int32_t first_position) {
+  if (b.is_shared()) {
+    const int64_t n = b.num_entries();
+    int64_t own_values = 0;
+    if (b.shares == BlockShares::kKeys) {
+      own_values = IsQuantized(b.codec)
+                       ? n * CeilDiv(int64_t{b.head_dim} * CodecBits(b.codec), 8) +
+                             4 * n * CeilDiv(b.head_dim, b.group_size)
+                       : 2 * n * b.head_dim;
+    }
+    return 6 + 2 * static_cast<int64_t>(b.key_scales.size()) +
+           2 * static_cast<int64_t>(b.value_scales.size()) + own_values;
+  }
   bool implicit_positions = true, zero_log_counts = true;
   for (int i = 0; i < b.num_entries(); ++i) {
     implicit_positions &= b.positions[i] == first_position + i;
@@ -113,6 +127,28 @@ TEST(SpanFormatTest, MixedAndSharedSpansRoundTrip) {
   ASSERT_OK_AND_ASSIGN(const Span parsed, ParseSpan(bytes));
   EXPECT_TRUE(parsed == span);
   EXPECT_EQ(SerializeSpan(parsed), bytes);
+}
+
+TEST(SpanFormatTest, SharedBlocksRoundTripAsMinor1AndSizeMatchesDoc) {
+  const Span span = testing::SharedBlockSpan();
+  ASSERT_OK(ValidateSpan(span));
+  const std::string bytes = SerializeSpan(span);
+  // docs/span-format.md, by hand: header 32 + 4 + 1 + 4 + 1 + 8 = 50; an owned int2 head
+  // (n 4, D 5, G 2) 2 + 10 + 2*4*2 + 4*(2*5 + 4*3) = 116; a keys-shared head 2 + 6 +
+  // 4*2 + 4*4*3 = 64; the keys-and-values-shared head 2 + 6 + 2*4 + 2*4 = 24.
+  EXPECT_EQ(bytes.size(), 50u + 3 * 116 + 2 * 64 + 24);
+  EXPECT_EQ(static_cast<int64_t>(bytes.size()), DocSpanBytes(span));
+  EXPECT_EQ(static_cast<int64_t>(bytes.size()), SerializedSize(span));
+  uint16_t minor;
+  std::memcpy(&minor, bytes.data() + 6, 2);
+  EXPECT_EQ(minor, kSpanVersionMinorShared);
+  ASSERT_OK_AND_ASSIGN(const Span parsed, ParseSpan(bytes));
+  EXPECT_TRUE(parsed == span);
+  EXPECT_EQ(SerializeSpan(parsed), bytes);
+  // A span without shared blocks is still written as (and byte-identical to) version 1.0.
+  const std::string plain = SerializeSpan(RandomSpan(RandomSpanOptions{}).value());
+  std::memcpy(&minor, plain.data() + 6, 2);
+  EXPECT_EQ(minor, 0);
 }
 
 TEST(SpanFormatTest, CompressionRatiosAgainstBf16) {

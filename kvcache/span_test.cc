@@ -228,5 +228,70 @@ TEST(SpanTest, EachBrokenInvariantIsInvalidArgumentAndParsesAsDataLoss) {
   }
 }
 
+
+TEST(SpanTest, SharedBlocksResolveToTheirSourceBlock) {
+  const Span span = testing::SharedBlockSpan();
+  ASSERT_OK(ValidateSpan(span));
+  EXPECT_EQ(&span.key_block(1, 0, 0), &span.head(0, 0).blocks[0]);
+  EXPECT_EQ(&span.value_block(1, 0, 0), &span.head(1, 0).blocks[0]);
+  EXPECT_EQ(&span.key_block(2, 1, 0), &span.head(0, 1).blocks[0]);
+  EXPECT_EQ(&span.value_block(2, 1, 0), &span.head(0, 1).blocks[0]);
+  // Decoded with the scales applied: key scales {1, 2, 0.5, 0}, value scales {2, 1, 1, 0.25}.
+  const std::vector<float> k0 = DecodeBlockKeys(span.head(0, 1).blocks[0]);
+  const std::vector<float> v0 = DecodeBlockValues(span.head(0, 1).blocks[0]);
+  const std::vector<float> k = DecodeSpanBlockKeys(span, 2, 1, 0);
+  const std::vector<float> v = DecodeSpanBlockValues(span, 2, 1, 0);
+  const float key_scales[] = {1.0f, 2.0f, 0.5f, 0.0f}, value_scales[] = {2.0f, 1.0f, 1.0f, 0.25f};
+  ASSERT_EQ(k.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(k[i], k0[i] * key_scales[i / 5]) << i;
+    EXPECT_EQ(v[i], v0[i] * value_scales[i / 5]) << i;
+  }
+  EXPECT_EQ(DecodeSpanBlockKeys(span, 1, 0, 0), DecodeBlockKeys(span.head(0, 0).blocks[0]));
+  EXPECT_EQ(DecodeSpanBlockValues(span, 1, 0, 0), DecodeBlockValues(span.head(1, 0).blocks[0]));
+}
+
+TEST(SpanTest, EachBrokenSharedBlockRuleIsInvalidArgument) {
+  // In memory only: positions, log counts and codes of a shared block are not serialized,
+  // so some of these cannot be written (span_corrupt_test.cc covers the bytes).
+  const std::vector<Mutation> breakers = {
+      {"source_same_layer", [](Span& s) { s.head(2, 1).blocks[0].source_layer = 2; }},
+      {"source_later_layer", [](Span& s) { s.head(1, 0).blocks[0].source_layer = 2; }},
+      {"chain", [](Span& s) { s.head(2, 1).blocks[0].source_layer = 1; }},
+      {"source_is_shared_head",
+       [](Span& s) {
+         s.head(0, 1).blocks.clear();
+         s.head(0, 1).shared_from_layer = 0;  // not an earlier layer either
+       }},
+      {"source_block_missing",
+       [](Span& s) { s.head(2, 1).blocks.push_back(s.head(2, 1).blocks[0]); }},
+      {"positions_differ", [](Span& s) { s.head(1, 0).blocks[0].positions[3] = 6; }},
+      {"log_counts_differ", [](Span& s) { s.head(1, 0).blocks[0].log_counts[0] = 0.5f; }},
+      {"codec_differs", [](Span& s) { s.head(2, 1).blocks[0].codec = Codec::kInt4; }},
+      {"owns_keys_too", [](Span& s) { s.head(1, 0).blocks[0].key_data.assign(8, 0); }},
+      {"owns_values_too", [](Span& s) { s.head(2, 1).blocks[0].value_data.assign(8, 0); }},
+      {"no_mode", [](Span& s) { s.head(1, 0).blocks[0].shares = BlockShares::kNone; }},
+      {"mode_without_source",
+       [](Span& s) { s.head(0, 0).blocks[0].shares = BlockShares::kKeys; }},
+      {"scales_on_owned_block", [](Span& s) { s.head(0, 0).blocks[0].key_scales.assign(4, 0); }},
+      {"value_scales_with_own_values",
+       [](Span& s) { s.head(1, 0).blocks[0].value_scales.assign(4, 0); }},
+      {"scale_count", [](Span& s) { s.head(2, 1).blocks[0].key_scales.pop_back(); }},
+      {"scale_negative", [](Span& s) { s.head(2, 1).blocks[0].key_scales[0] = 0xbc00; }},
+      {"scales_all_one", [](Span& s) { s.head(2, 1).blocks[0].value_scales.assign(4, 0x3c00); }},
+      {"whole_head_shares_a_head_with_shared_blocks",
+       [](Span& s) {
+         s.head(2, 0).blocks.clear();
+         s.head(2, 0).shared_from_layer = 1;
+       }},
+  };
+  for (const Mutation& m : breakers) {
+    SCOPED_TRACE(m.name);
+    Span span = testing::SharedBlockSpan();
+    m.apply(span);
+    EXPECT_THAT(ValidateSpan(span), StatusIs(absl::StatusCode::kInvalidArgument));
+  }
+}
+
 }  // namespace
 }  // namespace kvspan::kvcache

@@ -6,7 +6,9 @@
 // so each logit is one dot product of a pre-scaled query with the unpacked code row. Values
 // (grouped per token) are accumulated as o += (w*scale)*code + w*zero per channel group.
 // Only one unpacked row (head_dim floats) exists at a time; the block is never
-// dequantized as a whole.
+// dequantized as a whole. Shared blocks' per-entry key scales multiply the finished
+// scaled dot product (logit = key_scale * scale * <q, k_hat> + log_count), value scales
+// the weight of the value row (not the softmax sum).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -188,6 +190,7 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
     float* lr = &logits[r * n];
     float bmax = -INFINITY;
     for (int e = 0; e < n; ++e) {
+      if (b.key_scales != nullptr) lr[e] *= b.key_scales[e];
       if (b.log_counts != nullptr) lr[e] += b.log_counts[e];
       bmax = std::max(bmax, lr[e]);
     }
@@ -212,8 +215,10 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
   for (int e = 0; e < n; ++e) {
     UnpackRow(b.codec, b.value_data + e * row_bytes, hd, buf.data());
     if (vgroups > 0) HalvesToFloats(b.value_params + int64_t{e} * vgroups * 2, int64_t{vgroups} * 2, vparams.data());
+    const float value_scale = b.value_scales == nullptr ? 1.0f : b.value_scales[e];
     for (int r = 0; r < rows; ++r) {
-      const float w = logits[r * n + e];
+      // The softmax sum used the unscaled weight; the value scale multiplies the value only.
+      const float w = logits[r * n + e] * value_scale;
       float* o = p.state.o + (int64_t{j0} * p.group + r) * hd;
       if (vgroups == 0) {
         internal::Axpy(w, buf.data(), o, hd);

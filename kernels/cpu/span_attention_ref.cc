@@ -86,7 +86,8 @@ void SpanAttentionRef(const SpanAttentionParams& p) {
       for (int e = 0; e < n; ++e) {
         double dot = 0.0;
         for (int d = 0; d < hd; ++d) dot += double{q[d]} * Dequantize(b, true, e, d);
-        logits[e] = p.scale * dot + (b.log_counts == nullptr ? 0.0 : b.log_counts[e]);
+        const double key_scale = b.key_scales == nullptr ? 1.0 : b.key_scales[e];
+        logits[e] = p.scale * key_scale * dot + (b.log_counts == nullptr ? 0.0 : b.log_counts[e]);
         mx = std::max(mx, logits[e]);
       }
       double sum = 0.0;
@@ -94,7 +95,8 @@ void SpanAttentionRef(const SpanAttentionParams& p) {
       for (int e = 0; e < n; ++e) {
         const double w = std::exp(logits[e] - mx);
         sum += w;
-        for (int d = 0; d < hd; ++d) o[d] += w * Dequantize(b, false, e, d);
+        const double wv = w * (b.value_scales == nullptr ? 1.0 : b.value_scales[e]);
+        for (int d = 0; d < hd; ++d) o[d] += wv * Dequantize(b, false, e, d);
       }
       const int64_t r = int64_t{j} * p.group + h;
       MergeRow(mx, sum, o, &p.state.m[r], &p.state.s[r], p.state.o + r * hd, hd);

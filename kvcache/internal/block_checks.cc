@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/float16.h"
+#include "common/status_macros.h"
 #include "kvcache/span_geometry.h"
 
 namespace kvspan::kvcache::internal {
@@ -48,6 +49,44 @@ bool PaddingZero(const std::vector<uint8_t>& data, int64_t row_bytes, int used_b
   return true;
 }
 
+constexpr uint16_t kHalfOne = 0x3C00;  // fp16 1.0
+
+// Block-local sharing rules (entry_block.h "Shared blocks").
+absl::Status CheckSharing(const EntryBlock& b, absl::StatusCode code) {
+  const size_t n = b.positions.size();
+  if (!b.is_shared()) {
+    if (b.shares != BlockShares::kNone || !b.key_scales.empty() || !b.value_scales.empty()) {
+      return Bad(code, "an owned block has a sharing mode or scales");
+    }
+    return absl::OkStatus();
+  }
+  if (b.source_layer < 0) {
+    return Bad(code, absl::StrCat("source layer ", b.source_layer, " is negative"));
+  }
+  if (b.shares != BlockShares::kKeys && b.shares != BlockShares::kKeysAndValues) {
+    return Bad(code, "a shared block shares neither keys nor keys and values");
+  }
+  if (!b.value_scales.empty() && b.shares != BlockShares::kKeysAndValues) {
+    return Bad(code, "value scales on a block that owns its values");
+  }
+  for (const std::vector<uint16_t>* scales : {&b.key_scales, &b.value_scales}) {
+    if (!scales->empty() && scales->size() != n) {
+      return Bad(code, absl::StrCat(scales->size(), " scales for ", n, " entries"));
+    }
+    bool all_ones = true;
+    for (uint16_t h : *scales) {
+      const float f = HalfToFloat(h);
+      if (!std::isfinite(f) || std::signbit(f)) {
+        return Bad(code, absl::StrCat("scale ", f, " is not finite and >= +0"));
+      }
+      all_ones &= h == kHalfOne;
+    }
+    // One representation per meaning (canonical bytes): all-ones scales are stored empty.
+    if (!scales->empty() && all_ones) return Bad(code, "scales all 1 (store them empty)");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status CheckBlock(const EntryBlock& b, absl::StatusCode code) {
@@ -68,13 +107,16 @@ absl::Status CheckBlock(const EntryBlock& b, absl::StatusCode code) {
   }
   const int n = b.num_entries();
   const int64_t row_bytes = CodeRowBytes(b.codec, b.head_dim);
+  RETURN_IF_ERROR(CheckSharing(b, code));
+  const int64_t key_rows = b.owns_keys() ? n : 0;
+  const int64_t value_rows = b.owns_values() ? n : 0;
   if (b.log_counts.size() != static_cast<size_t>(n) ||
-      b.key_data.size() != static_cast<size_t>(n * row_bytes) ||
-      b.value_data.size() != static_cast<size_t>(n * row_bytes) ||
+      b.key_data.size() != static_cast<size_t>(key_rows * row_bytes) ||
+      b.value_data.size() != static_cast<size_t>(value_rows * row_bytes) ||
       static_cast<int64_t>(b.key_params.size()) !=
-          KeyParamCount(b.codec, b.group_size, n, b.head_dim) ||
+          KeyParamCount(b.codec, b.group_size, key_rows, b.head_dim) ||
       static_cast<int64_t>(b.value_params.size()) !=
-          ValueParamCount(b.codec, b.group_size, n, b.head_dim)) {
+          ValueParamCount(b.codec, b.group_size, value_rows, b.head_dim)) {
     return Bad(code, absl::StrCat("array sizes do not match ", n, " entries of ",
                                   CodecName(b.codec), " with head_dim ", b.head_dim));
   }

@@ -51,8 +51,15 @@ const std::vector<StageDef>& AllStages() {
        {ParamDef{"hi", ParamType::kCodecName, 0, 0, false, 0, "int8"},
         ParamDef{"lo", ParamType::kCodecName, 0, 0, false, 0, "int2"}, Ratio("keep_hi", 0.2, true),
         GroupSize()}},
-      {"minicache", StageKind::kSharing, true, {Ratio("from", 0.5, true)}},
-      {"pod", StageKind::kSharing, true, {Ratio("from", 0.5, true)}},
+      {"minicache",
+       StageKind::kSharing,
+       true,
+       {Ratio("from", 0.5, true), Ratio("t", 0.5, true), Ratio("retain", 0.05, true)}},
+      {"pod",
+       StageKind::kSharing,
+       true,
+       {Ratio("from", 0.0, true), Int("group", 1, 1024, 2), Int("sinks", 0, kMaxTokens, 4),
+        Int("window", 0, kMaxTokens, 16)}},
   };
   return *kStages;
 }

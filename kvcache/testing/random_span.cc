@@ -61,4 +61,31 @@ RandomRows::RandomRows(int m, int head_dim_in, int32_t first_position, uint64_t 
   for (int i = 0; i < m; ++i) positions[i] = first_position + i;
 }
 
+Span SharedBlockSpan() {
+  RandomSpanOptions o;
+  o.geometry = {3, 2, 5, 4};
+  o.codec = {Codec::kInt2, 2};
+  o.span_index = 1;
+  o.model_fingerprint = "m";
+  o.policy = "p";
+  Span span = RandomSpan(o).value();
+  for (int h = 0; h < 2; ++h) {  // keys of layer 0, own values
+    EntryBlock& b = span.head(1, h).blocks[0];
+    b.key_data.clear();
+    b.key_params.clear();
+    b.source_layer = 0;
+    b.shares = BlockShares::kKeys;
+  }
+  EntryBlock& b = span.head(2, 1).blocks[0];
+  b.key_data.clear();
+  b.key_params.clear();
+  b.value_data.clear();
+  b.value_params.clear();
+  b.source_layer = 0;
+  b.shares = BlockShares::kKeysAndValues;
+  b.key_scales = {0x3c00, 0x4000, 0x3800, 0x0000};    // 1, 2, 0.5, 0
+  b.value_scales = {0x4000, 0x3c00, 0x3c00, 0x3400};  // 2, 1, 1, 0.25
+  return span;
+}
+
 }  // namespace kvspan::kvcache::testing

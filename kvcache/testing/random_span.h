@@ -53,6 +53,16 @@ void ResealSpanBytes(std::string* bytes);
 // Span::FromDense over RandomDenseKv(options.geometry, options.seed).
 absl::StatusOr<Span> RandomSpan(const RandomSpanOptions& options);
 
+// A span with shared blocks of both kinds (cross-layer sharing, entry_block.h): geometry
+// {3 layers, 2 KV heads, head_dim 5, S 4}, int2 with G = 2, span index 1, fingerprint "m",
+// policy "p", from RandomSpan; then
+//   heads (1, 0) and (1, 1): block 0 shares the keys of layer 0 (own int2 values);
+//   head (2, 1), the LAST record: block 0 shares keys and values of layer 0 with key
+//     scales {1, 2, 0.5, 0} and value scales {2, 1, 1, 0.25} (fp16).
+// Its serialized last record is: kind 0, num_blocks 1, codec byte 0, flags 0x3c, u32
+// source layer 0, 4 key scales, 4 value scales (24 bytes before the checksum).
+Span SharedBlockSpan();
+
 }  // namespace kvspan::kvcache::testing
 
 #endif  // KVSPAN_KVCACHE_TESTING_RANDOM_SPAN_H_
