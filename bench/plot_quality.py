@@ -14,18 +14,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+CODECS = ("bf16", "fp16", "int8", "int4", "int2", "mikv")
+
+
 def family(policy):
-    """The policy's family: its main reducer, or its codec when it has none."""
+    """The policy's family: its sharing stage, else its main reducer, else its codec."""
     stages = policy.split("/")
-    reducers = stages[0].split("+") if len(stages) > 1 else []
-    for r in reducers:
-        name = r.split("(")[0]
-        if name not in ("sinks", "window"):
-            return name
-    if reducers:
+    names = [s.split("(")[0] for s in stages]
+    if names[-1] in ("minicache", "pod"):
+        return names[-1]
+    if names[0] not in CODECS:  # reducers first
+        for r in stages[0].split("+"):
+            name = r.split("(")[0]
+            if name not in ("sinks", "window"):
+                return name
         return "sinks+window"
-    codec = stages[0].split("(")[0]
-    return "mikv" if codec == "mikv" else "codec only"
+    return "mikv" if names[0] == "mikv" else "codec only"
 
 
 def main():
