@@ -360,4 +360,18 @@ absl::StatusOr<Policy> ParsePolicy(absl::string_view text) {
   return policy;
 }
 
+absl::Status CheckStorable(absl::string_view policy_label) {
+  absl::StatusOr<Policy> policy = ParsePolicy(policy_label);
+  if (!policy.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CheckStorable: span policy label does not parse: ", policy.status().message()));
+  }
+  if (!policy->query_agnostic()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CheckStorable: span compressed with query-aware policy '", policy_label,
+        "' serves one sequence's decode side only and may not be stored"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace kvspan::kvcache

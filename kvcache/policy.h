@@ -81,6 +81,12 @@ struct Policy {
 // read, InvalidArgument when a line is malformed. The canonical form inlines the set.
 absl::StatusOr<Policy> ParsePolicy(absl::string_view text);
 
+// OK when a span labelled with `policy_label` (its header's policy string) may be written to
+// the cache store: the label parses and the policy is query_agnostic(). FailedPrecondition
+// for a query-aware policy (snapkv: such spans serve one sequence's decode side only);
+// InvalidArgument for a label that does not parse. Every writer to the store calls it.
+absl::Status CheckStorable(absl::string_view policy_label);
+
 }  // namespace kvspan::kvcache
 
 #endif  // KVSPAN_KVCACHE_POLICY_H_

@@ -209,5 +209,15 @@ TEST(PolicyTest, FingerprintsDistinctForDistinctPolicies) {
   EXPECT_EQ(seen.size(), std::size(policies));
 }
 
+TEST(PolicyTest, OnlyQueryAgnosticSpansAreStorable) {
+  EXPECT_OK(CheckStorable("int4(g=32)"));
+  EXPECT_OK(CheckStorable("expected-attn(keep=0.5,future=512)/int4(g=32)"));
+  EXPECT_OK(CheckStorable("sentinel/fp16"));
+  EXPECT_OK(CheckStorable("int4(g=32)/pod(from=0,group=2,sinks=4,window=16)"));
+  EXPECT_THAT(CheckStorable("snapkv(keep=0.5,obs=16,pool=7)/int8(g=32)"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("query-aware")));
+  EXPECT_THAT(CheckStorable("dense"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not parse")));
+}
+
 }  // namespace
 }  // namespace kvspan::kvcache
