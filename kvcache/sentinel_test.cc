@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -141,6 +142,7 @@ TEST_F(SentinelModelTest, LogitsMatchReferenceWithThePapersMask) {
   ASSERT_EQ(got.size(), want.size());
   double max_diff = 0;
   for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, std::abs(got[i] - want[i]));
+  std::printf("sentinel rules vs reference: max |logit diff| = %g\n", max_diff);
   EXPECT_LE(max_diff, 1e-4);
   // The mask matters: plain causal attention at the same positions gives other logits.
   ASSERT_OK_AND_ASSIGN(std::vector<double> causal,
@@ -148,6 +150,7 @@ TEST_F(SentinelModelTest, LogitsMatchReferenceWithThePapersMask) {
                                                         [](int i, int k) { return k <= i; }));
   double causal_diff = 0;
   for (size_t i = 0; i < got.size(); ++i) causal_diff = std::max(causal_diff, std::abs(got[i] - causal[i]));
+  std::printf("the same positions with plain causal attention: max |logit diff| = %g\n", causal_diff);
   EXPECT_GT(causal_diff, 1e-2);
   EXPECT_EQ(cache->next_position(), 15);  // 21 tokens, 6 of them sentinels
   EXPECT_EQ(cache->num_kept(), 9 + 3);    // 9 ordinary tokens + 3 <CR>s (6 span tokens dropped)
@@ -190,6 +193,7 @@ TEST_F(SentinelModelTest, SpansCarryOneEntryPerClosedSpanAndContinue) {
   ASSERT_EQ(got.size(), want.size());
   float max_diff = 0;
   for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, std::abs(got[i] - want[i]));
+  std::printf("continuation over exported fp16 spans: max |logit diff| = %g\n", max_diff);
   EXPECT_LE(max_diff, 1e-2f);
 }
 
