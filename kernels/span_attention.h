@@ -24,11 +24,14 @@
 //
 // SpanAttentionRef / DenseAttentionPartialRef (cpu/span_attention_ref.cc) are plain loops
 // in double precision: the specification. SpanAttention / DenseAttentionPartial
-// (cpu/span_attention.cc) are the fast fp32 paths: dequantization fused into the dot
-// products (per key group the query is pre-multiplied by the channel scales, so a logit
-// is one dot product with the raw codes plus a constant), one unpacked code row at a time,
-// never a dequantized copy of the block. All functions are pure functions of their inputs
-// and thread-safe for disjoint partial states.
+// (cpu/span_attention.cc) are the fast fp32 paths. Keys: dequantization fused into the
+// dot products (per key group the query is pre-multiplied by the channel scales, so a
+// logit is one dot product with the raw codes plus a constant), one unpacked code row at
+// a time. Values: the block's rows are decoded once into a per-thread scratch of
+// num_entries x head_dim floats (32 KiB for a 64-entry span at head_dim 128, L1-sized), so
+// each output row accumulates 8 channels at a time in a register over all entries
+// (docs/performance.md, span_attention_bench). All functions are pure functions of their
+// inputs and thread-safe for disjoint partial states.
 #ifndef KVSPAN_KERNELS_SPAN_ATTENTION_H_
 #define KVSPAN_KERNELS_SPAN_ATTENTION_H_
 

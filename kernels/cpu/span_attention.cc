@@ -1,14 +1,14 @@
 // Fast fp32 attention over compressed entry blocks and the dense window, as partial
-// softmax states (kernels/span_attention.h). Dequantization is fused into the dot
+// softmax states (kernels/span_attention.h). Key dequantization is fused into the dot
 // products: for a key group g (G entries sharing per-channel (scale, zero)),
 //   scale_attn * <q, zero + code * kscale> = qz + <qs, code>,
 //   qz = scale_attn * sum_d q_d zero_{g,d},  qs_d = scale_attn * q_d kscale_{g,d},
-// so each logit is one dot product of a pre-scaled query with the unpacked code row. Values
-// (grouped per token) are accumulated as o += (w*scale)*code + w*zero per channel group.
-// Only one unpacked row (head_dim floats) exists at a time; the block is never
-// dequantized as a whole. Shared blocks' per-entry key scales multiply the finished
-// scaled dot product (logit = key_scale * scale * <q, k_hat> + log_count), value scales
-// the weight of the value row (not the softmax sum).
+// so each logit is one dot product of a pre-scaled query with the unpacked code row (one
+// row at a time). Values (grouped per token) are decoded once per block into an L1-sized
+// scratch (zero + code * scale), then every output row accumulates over the entries in
+// registers. Shared blocks' per-entry key scales multiply the finished scaled dot product
+// (logit = key_scale * scale * <q, k_hat> + log_count), value scales the weight of the
+// value row (not the softmax sum).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -82,6 +82,19 @@ void UnpackRow(SpanCodec codec, const uint8_t* row, int hd, float* out) {
     }
     case SpanCodec::kInt4: {
       int d = 0;
+#if defined(__AVX2__)
+      // 8 codes from 4 bytes: each byte twice, then shift 0 / 4 and mask the nibble.
+      const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1, -1, -1, -1, -1);
+      const __m256i shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+      const __m256i mask = _mm256_set1_epi32(0xF);
+      for (; d + 8 <= hd; d += 8) {
+        int32_t four;
+        std::memcpy(&four, row + (d >> 1), sizeof(four));
+        const __m128i bytes = _mm_shuffle_epi8(_mm_cvtsi32_si128(four), dup);
+        const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(bytes), shifts), mask);
+        _mm256_storeu_ps(out + d, _mm256_cvtepi32_ps(codes));
+      }
+#endif
       for (; d + 2 <= hd; d += 2) {
         out[d] = row[d >> 1] & 0xF;
         out[d + 1] = row[d >> 1] >> 4;
@@ -91,6 +104,19 @@ void UnpackRow(SpanCodec codec, const uint8_t* row, int hd, float* out) {
     }
     case SpanCodec::kInt2: {
       int d = 0;
+#if defined(__AVX2__)
+      // 8 codes from 2 bytes: each byte four times, then shift 0 / 2 / 4 / 6 and mask.
+      const __m128i dup = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
+      const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+      const __m256i mask = _mm256_set1_epi32(0x3);
+      for (; d + 8 <= hd; d += 8) {
+        uint16_t two;
+        std::memcpy(&two, row + (d >> 2), sizeof(two));
+        const __m128i bytes = _mm_shuffle_epi8(_mm_cvtsi32_si128(two), dup);
+        const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(bytes), shifts), mask);
+        _mm256_storeu_ps(out + d, _mm256_cvtepi32_ps(codes));
+      }
+#endif
       for (; d + 4 <= hd; d += 4) {
         const uint8_t byte = row[d >> 2];
         out[d] = byte & 0x3;
@@ -104,18 +130,15 @@ void UnpackRow(SpanCodec codec, const uint8_t* row, int hd, float* out) {
   }
 }
 
-// y[i] += a * x[i] + c for i < n: one dequantized value group, weighted.
-inline void AxpyPlusConst(float a, const float* x, float c, float* y, int n) {
+// x[i] = a * x[i] + c for i < n: dequantizes one value group in place.
+inline void ScaleAddConst(float a, float c, float* x, int n) {
   int i = 0;
 #if defined(__AVX2__) && defined(__FMA__)
   const __m256 va = _mm256_set1_ps(a);
   const __m256 vc = _mm256_set1_ps(c);
-  for (; i + 8 <= n; i += 8) {
-    const __m256 t = _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), vc);
-    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), t));
-  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), vc));
 #endif
-  for (; i < n; ++i) y[i] += a * x[i] + c;
+  for (; i < n; ++i) x[i] = a * x[i] + c;
 }
 
 // out[i] = fp16 bits in[i] as float, i < count (exact for every fp16 value).
@@ -164,18 +187,19 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
     std::vector<float>& params = scratch.kparams;
     qs.resize(static_cast<size_t>(rows) * hd);
     qz.resize(rows);
-    params.resize(int64_t{hd} * 2);
+    params.resize(int64_t{hd} * 4);
+    float* kscale = params.data() + 2 * hd;  // [hd] channel scales of the group, times scale_attn
+    float* kzero = kscale + hd;              // [hd] channel zeros of the group, times scale_attn
     for (int g0 = 0; g0 < n; g0 += gs) {
       HalvesToFloats(b.key_params + int64_t{g0 / gs} * hd * 2, int64_t{hd} * 2, params.data());
+      for (int d = 0; d < hd; ++d) {  // de-interleave (scale, zero) once per group
+        kscale[d] = p.scale * params[2 * d];
+        kzero[d] = p.scale * params[2 * d + 1];
+      }
       for (int r = 0; r < rows; ++r) {
         const float* q = query(r);
-        float z = 0.0f;
-        for (int d = 0; d < hd; ++d) {
-          const float sq = p.scale * q[d];
-          qs[r * hd + d] = sq * params[2 * d];
-          z += sq * params[2 * d + 1];
-        }
-        qz[r] = z;
+        internal::Multiply(q, kscale, &qs[r * hd], hd);
+        qz[r] = internal::Dot(q, kzero, hd);
       }
       const int g1 = std::min(n, g0 + gs);
       for (int e = g0; e < g1; ++e) {
@@ -209,28 +233,46 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
     internal::Scale(c, p.state.o + sr * hd, hd);
   }
 
+  // Values: the block's rows decoded once into an L1-sized scratch (n x head_dim floats, at
+  // most 64 x 128 x 4 = 32 KiB for a span of 64), then each output row accumulates over
+  // the entries 8 channels at a time in a register, instead of a load/add/store of the
+  // output per entry.
   const int vgroups = IsQuantized(b.codec) ? (hd + b.group_size - 1) / b.group_size : 0;
-  std::vector<float>& vparams = scratch.vparams;
-  vparams.resize(int64_t{vgroups} * 2);
+  std::vector<float>& values = scratch.vparams;
+  values.resize(static_cast<size_t>(n) * hd + static_cast<size_t>(vgroups) * 2);
+  float* vp = values.data() + static_cast<size_t>(n) * hd;  // one entry's (scale, zero) pairs
   for (int e = 0; e < n; ++e) {
-    UnpackRow(b.codec, b.value_data + e * row_bytes, hd, buf.data());
-    if (vgroups > 0) HalvesToFloats(b.value_params + int64_t{e} * vgroups * 2, int64_t{vgroups} * 2, vparams.data());
-    const float value_scale = b.value_scales == nullptr ? 1.0f : b.value_scales[e];
-    for (int r = 0; r < rows; ++r) {
-      // The softmax sum used the unscaled weight; the value scale multiplies the value only.
-      const float w = logits[r * n + e] * value_scale;
-      float* o = p.state.o + (int64_t{j0} * p.group + r) * hd;
-      if (vgroups == 0) {
-        internal::Axpy(w, buf.data(), o, hd);
-        continue;
-      }
+    float* v = values.data() + static_cast<size_t>(e) * hd;
+    UnpackRow(b.codec, b.value_data + e * row_bytes, hd, v);
+    if (vgroups > 0) {
+      HalvesToFloats(b.value_params + int64_t{e} * vgroups * 2, int64_t{vgroups} * 2, vp);
       for (int g = 0; g < vgroups; ++g) {
-        const float a = w * vparams[2 * g];
-        const float z = w * vparams[2 * g + 1];
         const int c0 = g * b.group_size;
         const int c1 = std::min(hd, c0 + b.group_size);
-        AxpyPlusConst(a, buf.data() + c0, z, o + c0, c1 - c0);
+        ScaleAddConst(vp[2 * g], vp[2 * g + 1], v + c0, c1 - c0);
       }
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    // The softmax sum used the unscaled weight; the value scale multiplies the value only.
+    float* w = &logits[r * n];
+    if (b.value_scales != nullptr) {
+      for (int e = 0; e < n; ++e) w[e] *= b.value_scales[e];
+    }
+    float* o = p.state.o + (int64_t{j0} * p.group + r) * hd;
+    int c = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    for (; c + 8 <= hd; c += 8) {
+      __m256 acc = _mm256_loadu_ps(o + c);
+      const float* v = values.data() + c;
+      for (int e = 0; e < n; ++e, v += hd) acc = _mm256_fmadd_ps(_mm256_set1_ps(w[e]), _mm256_loadu_ps(v), acc);
+      _mm256_storeu_ps(o + c, acc);
+    }
+#endif
+    for (; c < hd; ++c) {
+      float acc = o[c];
+      for (int e = 0; e < n; ++e) acc += w[e] * values[static_cast<size_t>(e) * hd + c];
+      o[c] = acc;
     }
   }
 }

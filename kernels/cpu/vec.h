@@ -54,6 +54,15 @@ inline void ScaleAndAxpy(float c, float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] = y[i] * c + a * x[i];
 }
 
+// out[i] = a[i] * b[i].
+inline void Multiply(const float* a, const float* b, float* out, int n) {
+  int i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+#endif
+  for (; i < n; ++i) out[i] = a[i] * b[i];
+}
+
 // y[i] += a * x[i].
 inline void Axpy(float a, const float* x, float* y, int n) {
   int i = 0;
