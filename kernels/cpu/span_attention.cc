@@ -40,6 +40,23 @@ int64_t RowBytes(SpanCodec codec, int head_dim) {
   }
 }
 
+#if defined(__AVX2__)
+// Codes d .. d+7 of a row of kBits-bit codes (4 or 2; least significant bits first) as
+// floats: the kBits source bytes, each repeated 8 / kBits times, shifted and masked.
+template <int kBits>
+inline __m256 UnpackEightCodes(const uint8_t* row, int d) {
+  static_assert(kBits == 4 || kBits == 2);
+  uint32_t word = 0;
+  std::memcpy(&word, row + d * kBits / 8, kBits);  // 8 codes = kBits bytes
+  const __m128i dup = kBits == 4 ? _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1, -1, -1, -1, -1)
+                                 : _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i shifts = kBits == 4 ? _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4) : _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  const __m256i bytes = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(word)), dup));
+  const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(bytes, shifts), _mm256_set1_epi32((1 << kBits) - 1));
+  return _mm256_cvtepi32_ps(codes);
+}
+#endif
+
 // Unpacks one stored row into floats: the decoded value (bf16/fp16) or the raw code.
 void UnpackRow(SpanCodec codec, const uint8_t* row, int hd, float* out) {
   switch (codec) {
@@ -83,17 +100,7 @@ void UnpackRow(SpanCodec codec, const uint8_t* row, int hd, float* out) {
     case SpanCodec::kInt4: {
       int d = 0;
 #if defined(__AVX2__)
-      // 8 codes from 4 bytes: each byte twice, then shift 0 / 4 and mask the nibble.
-      const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1, -1, -1, -1, -1);
-      const __m256i shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
-      const __m256i mask = _mm256_set1_epi32(0xF);
-      for (; d + 8 <= hd; d += 8) {
-        int32_t four;
-        std::memcpy(&four, row + (d >> 1), sizeof(four));
-        const __m128i bytes = _mm_shuffle_epi8(_mm_cvtsi32_si128(four), dup);
-        const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(bytes), shifts), mask);
-        _mm256_storeu_ps(out + d, _mm256_cvtepi32_ps(codes));
-      }
+      for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(out + d, UnpackEightCodes<4>(row, d));
 #endif
       for (; d + 2 <= hd; d += 2) {
         out[d] = row[d >> 1] & 0xF;
@@ -105,17 +112,7 @@ void UnpackRow(SpanCodec codec, const uint8_t* row, int hd, float* out) {
     case SpanCodec::kInt2: {
       int d = 0;
 #if defined(__AVX2__)
-      // 8 codes from 2 bytes: each byte four times, then shift 0 / 2 / 4 / 6 and mask.
-      const __m128i dup = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
-      const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-      const __m256i mask = _mm256_set1_epi32(0x3);
-      for (; d + 8 <= hd; d += 8) {
-        uint16_t two;
-        std::memcpy(&two, row + (d >> 2), sizeof(two));
-        const __m128i bytes = _mm_shuffle_epi8(_mm_cvtsi32_si128(two), dup);
-        const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(bytes), shifts), mask);
-        _mm256_storeu_ps(out + d, _mm256_cvtepi32_ps(codes));
-      }
+      for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(out + d, UnpackEightCodes<2>(row, d));
 #endif
       for (; d + 4 <= hd; d += 4) {
         const uint8_t byte = row[d >> 2];
