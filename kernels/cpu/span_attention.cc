@@ -259,6 +259,23 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
     float* o = p.state.o + (int64_t{j0} * p.group + r) * hd;
     int c = 0;
 #if defined(__AVX2__) && defined(__FMA__)
+    // 32 channels at a time: four independent FMA chains share each broadcast weight.
+    for (; c + 32 <= hd; c += 32) {
+      __m256 acc0 = _mm256_loadu_ps(o + c), acc1 = _mm256_loadu_ps(o + c + 8);
+      __m256 acc2 = _mm256_loadu_ps(o + c + 16), acc3 = _mm256_loadu_ps(o + c + 24);
+      const float* v = values.data() + c;
+      for (int e = 0; e < n; ++e, v += hd) {
+        const __m256 we = _mm256_set1_ps(w[e]);
+        acc0 = _mm256_fmadd_ps(we, _mm256_loadu_ps(v), acc0);
+        acc1 = _mm256_fmadd_ps(we, _mm256_loadu_ps(v + 8), acc1);
+        acc2 = _mm256_fmadd_ps(we, _mm256_loadu_ps(v + 16), acc2);
+        acc3 = _mm256_fmadd_ps(we, _mm256_loadu_ps(v + 24), acc3);
+      }
+      _mm256_storeu_ps(o + c, acc0);
+      _mm256_storeu_ps(o + c + 8, acc1);
+      _mm256_storeu_ps(o + c + 16, acc2);
+      _mm256_storeu_ps(o + c + 24, acc3);
+    }
     for (; c + 8 <= hd; c += 8) {
       __m256 acc = _mm256_loadu_ps(o + c);
       const float* v = values.data() + c;
