@@ -20,7 +20,9 @@
 //
 // NO causal mask inside compressed blocks: every entry of a compressed span lies wholly
 // before every query that reads it (spans cover committed positions only), so all entries
-// are visible to all queries. The dense window partial (DenseAttentionPartial) is causal.
+// are visible to all queries — except under a model's sliding window, which masks the
+// entries at positions <= query position - window (SpanAttentionParams::window). The dense
+// window partial (DenseAttentionPartial) is causal, optionally windowed too.
 //
 // SpanAttentionRef / DenseAttentionPartialRef (cpu/span_attention_ref.cc) are plain loops
 // in double precision: the specification. SpanAttention / DenseAttentionPartial
@@ -74,6 +76,8 @@ struct SpanBlockView {
   // caller: [n] or null (all 1). Finite, >= 0.
   const float* key_scales = nullptr;
   const float* value_scales = nullptr;
+  // [n] entry positions (kvcache::EntryBlock::positions); read only with a sliding window.
+  const int32_t* positions = nullptr;
 };
 
 // Partial softmax states of num_rows rows, borrowed. Row r = j * group + h.
@@ -94,6 +98,11 @@ struct SpanAttentionParams {
   float scale = 1.0f;        // usually 1 / sqrt(head_dim)
   // In/out: the block's keys are merged into these num_q * group states.
   PartialState state;
+  // Sliding window (the model's; 0 = none): query j, at sequence position
+  // first_query_position + j, sees only the entries whose position is greater than
+  // first_query_position + j - window. REQUIRES block.positions when window > 0.
+  int window = 0;
+  int32_t first_query_position = 0;
 };
 
 // Causal attention partial over dense fp32 keys/values of one KV head (the recent window).
@@ -112,6 +121,8 @@ struct DensePartialParams {
   int q_start = 0;   // query j sees keys [0, q_start + j]; >= 0
   float scale = 1.0f;
   PartialState state;  // in/out, num_q * group rows
+  // Sliding window (0 = none): query j sees only keys [q_start + j - window + 1, q_start + j].
+  int window = 0;
 };
 
 // Sets num_rows states to empty (m = -inf, s = 0, o = 0).

@@ -317,12 +317,77 @@ TEST(SpanAttentionTest, ThreadedMatchesSingleThreaded) {
 }
 
 // Dense partial + finish == AttentionRef (causal, GQA), fast and reference paths.
+// Sliding window over a block: entries at positions <= query position - window are
+// invisible. The fast path matches the reference when the cut falls inside the block; a
+// window that covers the whole block equals no window exactly; a window that excludes the
+// whole block leaves the state unchanged. The reference itself is checked against a plain
+// softmax over the visible entries' dequantized keys and values.
+TEST(SpanAttentionTest, SlidingWindowOverBlocks) {
+  std::mt19937_64 rng(21);
+  ThreadPool pool(2);
+  constexpr int kHd = 32, kGroup = 2, kN = 40, kFirstEntry = 100;
+  for (Codec codec : kCodecs) {
+    RandomBlock rb = MakeBlock(codec, 8, kN, kHd, true, rng);
+    for (int i = 0; i < kN; ++i) rb.block.positions[i] = kFirstEntry + i;
+    SpanBlockView view = ViewOf(rb.block);
+    view.positions = rb.block.positions.data();
+    for (int num_q : {1, 7}) {
+      const std::vector<float> q = Normal(int64_t{num_q} * kGroup * kHd, rng);
+      const float scale = 1.0f / std::sqrt(float{kHd});
+      const int32_t first_query = kFirstEntry + kN + 3;  // queries after the block
+      for (int window : {10, 30, 44, 200}) {
+        States fast(num_q * kGroup, kHd), ref(num_q * kGroup, kHd), none(num_q * kGroup, kHd);
+        SpanAttentionParams p{view, q.data(), int64_t{kGroup} * kHd, num_q, kGroup, scale, fast.view(), window,
+                              first_query};
+        SpanAttention(p, num_q > 3 ? &pool : nullptr);
+        p.state = ref.view();
+        SpanAttentionRef(p);
+        for (int r = 0; r < num_q * kGroup; ++r) {
+          const int32_t cutoff = first_query + r / kGroup - window;  // visible: position > cutoff
+          const int visible = std::clamp(kFirstEntry + kN - 1 - cutoff, 0, kN);
+          if (visible == 0) {
+            EXPECT_EQ(fast.s[r], 0.0f) << kvcache::CodecName(codec);
+            EXPECT_EQ(ref.s[r], 0.0f);
+            EXPECT_EQ(fast.m[r], -INFINITY);
+            continue;
+          }
+          ASSERT_LE(std::abs(fast.m[r] - ref.m[r]), 2e-5 + 2e-4 * std::abs(ref.m[r])) << r;
+          ASSERT_LE(std::abs(fast.s[r] - ref.s[r]), 2e-4 * ref.s[r]) << r;
+          // Reference vs a plain softmax over the visible entries (positions > cutoff).
+          const std::vector<float> dk = kvcache::DecodeBlockKeys(rb.block);
+          const float* qr = q.data() + static_cast<int64_t>(r) * kHd;
+          double mx = -INFINITY;
+          std::vector<double> logit(kN);
+          for (int e = kN - visible; e < kN; ++e) {
+            double dot = 0;
+            for (int d = 0; d < kHd; ++d) dot += double{qr[d]} * dk[e * kHd + d];
+            logit[e] = scale * dot + rb.block.log_counts[e];
+            mx = std::max(mx, logit[e]);
+          }
+          double sum = 0;
+          for (int e = kN - visible; e < kN; ++e) sum += std::exp(logit[e] - mx);
+          EXPECT_NEAR(ref.m[r], mx, 1e-5);
+          EXPECT_NEAR(ref.s[r], sum, 1e-5 * sum);
+        }
+        if (window == 200) {  // covers everything: equal to no window
+          SpanAttentionParams np{view, q.data(), int64_t{kGroup} * kHd, num_q, kGroup, scale, none.view()};
+          SpanAttention(np, num_q > 3 ? &pool : nullptr);
+          EXPECT_EQ(none.m, fast.m);
+          EXPECT_EQ(none.s, fast.s);
+          EXPECT_EQ(none.o, fast.o);
+        }
+      }
+    }
+  }
+}
+
 TEST(SpanAttentionTest, DensePartialMatchesAttentionRef) {
   std::mt19937_64 rng(11);
   ThreadPool pool(2);
   for (int hd : {32, 64}) {
     for (int group : {1, 4}) {
-      for (auto [num_q, num_keys] : {std::pair{1, 1}, std::pair{1, 70}, std::pair{9, 9}, std::pair{20, 150}}) {
+      for (auto [num_q, num_keys] : {std::pair{1, 1}, std::pair{1, 70}, std::pair{9, 9}, std::pair{20, 150}})
+      for (int window : {0, 1, 5, 33}) {
         const int kv_heads = 2, heads = kv_heads * group;
         const std::vector<float> q = Normal(int64_t{num_q} * heads * hd, rng);
         const std::vector<float> k = Normal(int64_t{kv_heads} * num_keys * hd, rng);
@@ -335,12 +400,13 @@ TEST(SpanAttentionTest, DensePartialMatchesAttentionRef) {
         ap.out = expected.data(); ap.out_row_stride = int64_t{heads} * hd;
         ap.num_q = num_q; ap.num_keys = num_keys; ap.num_heads = heads; ap.num_kv_heads = kv_heads;
         ap.head_dim = hd; ap.q_start = num_keys - num_q; ap.scale = 1.0f / std::sqrt(float(hd));
+        ap.window = window;
         AttentionRef(ap);
         for (int g = 0; g < kv_heads; ++g) {
           States sf(num_q * group, hd), sr(num_q * group, hd);
           DensePartialParams p{q.data() + g * group * hd, int64_t{heads} * hd, num_q, group, hd,
                                k.data() + int64_t{g} * num_keys * hd, hd, v.data() + int64_t{g} * num_keys * hd, hd,
-                               num_keys, num_keys - num_q, ap.scale, sf.view()};
+                               num_keys, num_keys - num_q, ap.scale, sf.view(), window};
           DenseAttentionPartial(p, &pool);
           p.state = sr.view();
           DenseAttentionPartialRef(p);

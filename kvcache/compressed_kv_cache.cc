@@ -61,6 +61,7 @@ kernels::SpanBlockView ToSpanBlockView(const EntryBlock& block) {
   // All-zero log counts (every plain span) skip the bias adds.
   const bool any = std::any_of(block.log_counts.begin(), block.log_counts.end(), [](float x) { return x != 0.0f; });
   v.log_counts = any ? block.log_counts.data() : nullptr;
+  v.positions = block.positions.data();
   return v;
 }
 
@@ -125,9 +126,8 @@ absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::Create(
   if (o.capacity_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: capacity_tokens = ", o.capacity_tokens));
   }
-  if (o.sliding_window != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CompressedKvCache: sliding_window = ", o.sliding_window, " is not supported"));
+  if (o.sliding_window < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: sliding_window = ", o.sliding_window));
   }
   if (compressor == nullptr) return absl::InvalidArgumentError("CompressedKvCache: null compressor");
   if (!o.rope_inv_freq.empty() && static_cast<int>(o.rope_inv_freq.size()) * 2 != o.head_dim) {
@@ -223,9 +223,17 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
     kernels::PartialState state{m.data(), s.data(), o.data()};
     kernels::InitPartial(state, rows, hd);
     const float* q = in.q + j0 * in.row_stride + int64_t{g} * group * hd;
+    const int32_t first_query = num_tokens_ + j0;  // position of this task's first query
+    const int window = options_.sliding_window;
     for (const Span& span : spans_) {
+      // A span wholly outside the window of the task's first query is outside every later
+      // query's window too.
+      if (window > 0 &&
+          int64_t{span.header.first_position} + options_.span_tokens - 1 <= int64_t{first_query} - window) {
+        continue;
+      }
       for (const kernels::SpanBlockView& view : views_[&span - spans_.data()].head(layer, g)) {
-        kernels::SpanAttention({view, q, in.row_stride, nq, group, scale, state}, nullptr);
+        kernels::SpanAttention({view, q, in.row_stride, nq, group, scale, state, window, first_query}, nullptr);
       }
     }
     kernels::DensePartialParams dp;
@@ -242,6 +250,7 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
     dp.q_start = base + j0;
     dp.scale = scale;
     dp.state = state;
+    dp.window = window;
     kernels::DenseAttentionPartial(dp, nullptr);
     kernels::FinishPartial(state, nq, group, hd, out + j0 * out_row_stride + int64_t{g} * group * hd,
                            out_row_stride);

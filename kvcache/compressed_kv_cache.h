@@ -128,13 +128,13 @@ class CompressedKvCache final : public model::KvCache {
     int head_dim = 0;         // >= 1
     int span_tokens = 64;     // S, [1, kMaxSpanTokens]
     int capacity_tokens = 0;  // >= 1: positions the sequence may reach
-    int sliding_window = 0;   // the model's window; must be 0 (windows are not supported yet)
+    int sliding_window = 0;   // the model's window (0 = none): a query at position p sees only
+                              // entries and tail tokens at positions > p - sliding_window
     // The model's RoPE frequencies ([head_dim / 2]; empty = no RoPE), passed to query-reading
     // compressors (expected-attn).
     std::vector<float> rope_inv_freq;
   };
-  // Options for `config`'s geometry (a model with a sliding window gets options that
-  // Create rejects with InvalidArgument).
+  // Options for `config`'s geometry, sliding window and RoPE frequencies.
   static Options OptionsFor(const model::ModelConfig& config, int span_tokens, int capacity_tokens);
 
   // An empty cache. InvalidArgument for an option out of range or a null compressor.

@@ -93,6 +93,26 @@ std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
   return t;
 }
 
+// Runs `tokens` through `cache` (a 19-token prefill chunk, which compresses spans at its
+// Commit, then decode) and through a dense cache (same options, window included) whose
+// compressed positions are overwritten with the spans' dequantized K/V as they appear;
+// the max |logit diff|.
+float MaxDiffAgainstDequantized(const model::Model& m, CompressedKvCache* cache, const std::vector<int32_t>& tokens) {
+  std::unique_ptr<model::DenseKvCache> ref = DenseFor(cache->options());
+  EXPECT_NE(ref, nullptr);
+  if (ref == nullptr) return INFINITY;
+  size_t applied = 0;
+  float max_diff = 0.0f;
+  for (int pos = 0, n = 19; pos < static_cast<int>(tokens.size()); pos += n, n = 1) {
+    const auto chunk = absl::MakeConstSpan(tokens).subspan(pos, n);
+    const std::vector<float> got = Step(m, cache, chunk);
+    const std::vector<float> want = Step(m, ref.get(), chunk);
+    max_diff = std::max(max_diff, MaxAbsDiff(got, want));
+    for (; applied < cache->spans().size(); ++applied) OverwriteWithDequantized(ref.get(), cache->spans()[applied]);
+  }
+  return max_diff;
+}
+
 // ---- tiny random checkpoint ---------------------------------------------------------------
 
 class TinyModelTest : public ::testing::Test {
@@ -111,24 +131,6 @@ class TinyModelTest : public ::testing::Test {
   CompressedKvCache::Options Opts(int span_tokens, int capacity = 256) const {
     return CompressedKvCache::OptionsFor(model_->config(), span_tokens, capacity);
   }
-  // Runs `tokens` through `cache` (a 19-token prefill chunk, which compresses spans at its
-  // Commit, then decode) and through a dense cache whose compressed positions are
-  // overwritten with the spans' dequantized K/V as they appear; the max |logit diff|.
-  float MaxDiffAgainstDequantized(CompressedKvCache* cache, const std::vector<int32_t>& tokens) const {
-    std::unique_ptr<model::DenseKvCache> ref = DenseFor(cache->options());
-    EXPECT_NE(ref, nullptr);
-    if (ref == nullptr) return INFINITY;
-    size_t applied = 0;
-    float max_diff = 0.0f;
-    for (int pos = 0, n = 19; pos < static_cast<int>(tokens.size()); pos += n, n = 1) {
-      const auto chunk = absl::MakeConstSpan(tokens).subspan(pos, n);
-      const std::vector<float> got = Step(*model_, cache, chunk);
-      const std::vector<float> want = Step(*model_, ref.get(), chunk);
-      max_diff = std::max(max_diff, MaxAbsDiff(got, want));
-      for (; applied < cache->spans().size(); ++applied) OverwriteWithDequantized(ref.get(), cache->spans()[applied]);
-    }
-    return max_diff;
-  }
   static ::kvspan::testing::TempDir* dir_;
   static model::Model* model_;
 };
@@ -142,7 +144,7 @@ TEST_F(TinyModelTest, EqualsDenseAttentionOverDequantizedValues) {
   const std::vector<int32_t> tokens = RandomTokens(70, model_->config().vocab_size, 3);
   for (Codec codec : {Codec::kBF16, Codec::kFP16, Codec::kInt8, Codec::kInt4, Codec::kInt2}) {
     ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(Opts(8), CodecCompressor(codec, 4)));
-    const float max_diff = MaxDiffAgainstDequantized(cache.get(), tokens);
+    const float max_diff = MaxDiffAgainstDequantized(*model_, cache.get(), tokens);
     EXPECT_EQ(cache->spans().size(), 70u / 8);
     EXPECT_EQ(cache->num_tail_tokens(), 70 % 8);
     EXPECT_LE(max_diff, 1e-4f) << CodecName(codec);
@@ -159,12 +161,50 @@ TEST_F(TinyModelTest, SharingPoliciesEqualDenseAttentionOverTheirMeaning) {
     ASSERT_OK_AND_ASSIGN(Policy policy, ParsePolicy(text));
     auto compressor = std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{policy, "test"});
     ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(Opts(8), compressor));
-    const float max_diff = MaxDiffAgainstDequantized(cache.get(), tokens);
+    const float max_diff = MaxDiffAgainstDequantized(*model_, cache.get(), tokens);
     ASSERT_EQ(cache->spans().size(), 5u);
     // The spans really share: layer 1 has a shared block 0 from layer 0.
     EXPECT_EQ(cache->spans()[0].head(1, 0).blocks.at(0).source_layer, 0) << text;
     EXPECT_LE(max_diff, 1e-4f) << text;
   }
+}
+
+// A sliding-window model (Mistral, window 11 < the 40-token sequence, spans of 8): spans
+// wholly outside a query's window are skipped, a span the window cuts is masked entry by
+// entry, the dense tail is windowed; the logits equal a windowed dense cache holding the
+// dequantized values, for every codec and for cross-layer sharing.
+TEST(SlidingWindowTest, EqualsWindowedDenseAttentionOverDequantizedValues) {
+  ::kvspan::testing::TempDir dir;
+  model::testing::RandomCheckpointOptions o;
+  o.architecture = model::Architecture::kMistral;
+  o.sliding_window = 11;
+  ASSERT_OK_AND_ASSIGN(auto m, model::testing::WriteAndLoadRandomModel(dir.path(), o, /*num_threads=*/2));
+  ASSERT_EQ(m->config().sliding_window, 11);
+  const std::vector<int32_t> tokens = RandomTokens(40, m->config().vocab_size, 7);
+  for (const char* text : {"bf16", "fp16", "int8(g=4)", "int4(g=4)", "int2(g=4)", "int8(g=4)/pod(sinks=0,window=3)"}) {
+    ASSERT_OK_AND_ASSIGN(Policy policy, ParsePolicy(text));
+    auto compressor = std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{policy, "test"});
+    ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(CompressedKvCache::OptionsFor(m->config(), 8, 64),
+                                                               compressor));
+    EXPECT_EQ(cache->options().sliding_window, 11);
+    const float max_diff = MaxDiffAgainstDequantized(*m, cache.get(), tokens);
+    EXPECT_EQ(cache->spans().size(), 5u);
+    EXPECT_LE(max_diff, 1e-4f) << text;
+  }
+  // The window matters: the same spans without it give other logits.
+  ASSERT_OK_AND_ASSIGN(Policy bf16, ParsePolicy("bf16"));
+  auto compressor = std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{bf16, "test"});
+  auto windowed_opts = CompressedKvCache::OptionsFor(m->config(), 8, 64);
+  auto full_opts = windowed_opts;
+  full_opts.sliding_window = 0;
+  ASSERT_OK_AND_ASSIGN(auto windowed, CompressedKvCache::Create(windowed_opts, compressor));
+  ASSERT_OK_AND_ASSIGN(auto full, CompressedKvCache::Create(full_opts, compressor));
+  std::vector<float> a, b;
+  for (int pos = 0; pos < 40; ++pos) {
+    a = Step(*m, windowed.get(), absl::MakeConstSpan(tokens).subspan(pos, 1));
+    b = Step(*m, full.get(), absl::MakeConstSpan(tokens).subspan(pos, 1));
+  }
+  EXPECT_GT(MaxAbsDiff(a, b), 1e-3f);
 }
 
 // MiniCache of two identical adjacent layers is (up to one bf16 rounding of |x| * x/|x|)
@@ -359,7 +399,7 @@ TEST_F(TinyModelTest, CreateRejectsBadOptions) {
   EXPECT_THAT(bad([](auto& o) { o.span_tokens = 0; }), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(bad([](auto& o) { o.num_heads = 3; }), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(bad([](auto& o) { o.capacity_tokens = 0; }), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(bad([](auto& o) { o.sliding_window = 16; }), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(bad([](auto& o) { o.sliding_window = -1; }), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(CompressedKvCache::Create(Opts(8), nullptr).status(), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 

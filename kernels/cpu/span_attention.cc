@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -210,10 +211,18 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
   for (int r = 0; r < rows; ++r) {
     float* lr = &logits[r * n];
     float bmax = -INFINITY;
+    // Sliding window: entries at positions <= `cutoff` are invisible to this row's query.
+    const int64_t cutoff = p.window > 0 ? int64_t{p.first_query_position} + j0 + r / p.group - p.window
+                                        : std::numeric_limits<int64_t>::min();
     for (int e = 0; e < n; ++e) {
       if (b.key_scales != nullptr) lr[e] *= b.key_scales[e];
       if (b.log_counts != nullptr) lr[e] += b.log_counts[e];
+      if (p.window > 0 && b.positions[e] <= cutoff) lr[e] = -INFINITY;
       bmax = std::max(bmax, lr[e]);
+    }
+    if (bmax == -INFINITY) {  // nothing visible: the row's state is unchanged
+      std::fill(lr, lr + n, 0.0f);
+      continue;
     }
     const int64_t sr = int64_t{j0} * p.group + r;
     float& m = p.state.m[sr];
@@ -295,13 +304,14 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
 void DenseRow(const DensePartialParams& p, int j, int h) {
   const int hd = p.head_dim;
   const int last = p.q_start + j;
+  const int first = p.window > 0 ? std::max(0, last - p.window + 1) : 0;
   const float* q = p.q + j * p.q_row_stride + int64_t{h} * hd;
   const int64_t r = int64_t{j} * p.group + h;
   float& m = p.state.m[r];
   float& s = p.state.s[r];
   float* o = p.state.o + r * hd;
   float scores[kKeyTile];
-  for (int tile = 0; tile <= last; tile += kKeyTile) {
+  for (int tile = first; tile <= last; tile += kKeyTile) {
     const int cnt = std::min(kKeyTile, last + 1 - tile);
     float tile_max = -INFINITY;
     for (int i = 0; i < cnt; ++i) {

@@ -82,8 +82,16 @@ void SpanAttentionRef(const SpanAttentionParams& p) {
   for (int j = 0; j < p.num_q; ++j) {
     for (int h = 0; h < p.group; ++h) {
       const float* q = p.q + j * p.q_row_stride + int64_t{h} * hd;
+      // Entries outside the sliding window take no part (logit -inf, weight 0).
+      auto visible = [&](int e) {
+        return p.window <= 0 || int64_t{b.positions[e]} > int64_t{p.first_query_position} + j - p.window;
+      };
       double mx = -std::numeric_limits<double>::infinity();
       for (int e = 0; e < n; ++e) {
+        if (!visible(e)) {
+          logits[e] = -std::numeric_limits<double>::infinity();
+          continue;
+        }
         double dot = 0.0;
         for (int d = 0; d < hd; ++d) dot += double{q[d]} * Dequantize(b, true, e, d);
         const double key_scale = b.key_scales == nullptr ? 1.0 : b.key_scales[e];
@@ -92,7 +100,8 @@ void SpanAttentionRef(const SpanAttentionParams& p) {
       }
       double sum = 0.0;
       std::fill(o.begin(), o.end(), 0.0);
-      for (int e = 0; e < n; ++e) {
+      for (int e = 0; e < n && mx > -std::numeric_limits<double>::infinity(); ++e) {
+        if (!visible(e)) continue;
         const double w = std::exp(logits[e] - mx);
         sum += w;
         const double wv = w * (b.value_scales == nullptr ? 1.0 : b.value_scales[e]);
@@ -110,10 +119,11 @@ void DenseAttentionPartialRef(const DensePartialParams& p) {
   std::vector<double> o(hd);
   for (int j = 0; j < p.num_q; ++j) {
     const int last = p.q_start + j;
+    const int first = p.window > 0 ? std::max(0, last - p.window + 1) : 0;
     for (int h = 0; h < p.group; ++h) {
       const float* q = p.q + j * p.q_row_stride + int64_t{h} * hd;
       double mx = -std::numeric_limits<double>::infinity();
-      for (int t = 0; t <= last; ++t) {
+      for (int t = first; t <= last; ++t) {
         double dot = 0.0;
         for (int d = 0; d < hd; ++d) dot += double{q[d]} * p.k[t * p.k_token_stride + d];
         logits[t] = p.scale * dot;
@@ -121,7 +131,7 @@ void DenseAttentionPartialRef(const DensePartialParams& p) {
       }
       double sum = 0.0;
       std::fill(o.begin(), o.end(), 0.0);
-      for (int t = 0; t <= last; ++t) {
+      for (int t = first; t <= last; ++t) {
         const double w = std::exp(logits[t] - mx);
         sum += w;
         for (int d = 0; d < hd; ++d) o[d] += w * p.v[t * p.v_token_stride + d];
