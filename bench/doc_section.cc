@@ -1,23 +1,16 @@
 #include "bench/doc_section.h"
 
-#include <fstream>
-#include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 
 namespace kvspan::bench {
 
 absl::Status WriteDocSection(const std::string& path, const std::string& name,
                              const std::string& body) {
-  std::string text;
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (in) {
-      std::stringstream ss;
-      ss << in.rdbuf();
-      text = ss.str();
-    }
-  }
+  absl::StatusOr<std::string> existing = ReadFile(path);
+  std::string text = existing.ok() ? *std::move(existing) : std::string();
   const std::string begin = absl::StrCat("<!-- BEGIN ", name, " -->\n");
   const std::string end = absl::StrCat("<!-- END ", name, " -->\n");
   const std::string section = absl::StrCat(begin, body, body.empty() || body.back() == '\n' ? "" : "\n", end);
@@ -30,12 +23,7 @@ absl::Status WriteDocSection(const std::string& path, const std::string& name,
     if (!text.empty()) text += '\n';
     text += section;
   }
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", path));
-  out << text;
-  out.close();
-  if (!out) return absl::UnavailableError(absl::StrCat("error writing ", path));
-  return absl::OkStatus();
+  return WriteFile(path, text);
 }
 
 std::string CommandLine(int argc, char** argv) {

@@ -14,7 +14,7 @@ namespace kvspan::bench {
 
 // Replaces the section `name` of the Markdown file at `path` with `body` (appending the
 // section, with its markers, when the file has none; creating the file when missing).
-// Returns an I/O error status (Unavailable / NotFound for the directory) on failure.
+// Returns WriteFile's errno-derived status (common/file_util.h) on failure.
 absl::Status WriteDocSection(const std::string& path, const std::string& name,
                              const std::string& body);
 

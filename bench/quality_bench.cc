@@ -16,11 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <functional>
-#include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +28,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "bench/doc_section.h"
+#include "bench/quality_tasks.h"
+#include "common/file_util.h"
 #include "common/flags.h"
 #include "common/status_macros.h"
 #include "kvcache/compressed_kv_cache.h"
@@ -202,53 +200,6 @@ absl::Status ProbeCompressor(kvcache::SpanCompressor* compressor, const kvcache:
 
 int Argmax(const float* x, int n) { return static_cast<int>(std::max_element(x, x + n) - x); }
 
-// Feeds `tokens` to `cache` in chunks of `chunk` tokens (logits of every token when
-// `all_logits`, else of the last token of the last chunk) into *out.
-absl::Status Feed(const model::Model& m, model::KvCache* cache, const std::vector<int32_t>& tokens,
-                  int chunk, bool all_logits, std::vector<float>* out) {
-  const int vocab = m.config().vocab_size;
-  out->clear();
-  std::vector<float> logits;
-  for (size_t i = 0; i < tokens.size(); i += chunk) {
-    const size_t n = std::min(tokens.size() - i, static_cast<size_t>(chunk));
-    model::ForwardItem item{absl::MakeConstSpan(tokens.data() + i, n), cache,
-                            all_logits ? model::LogitsMode::kAllTokens : model::LogitsMode::kLastToken,
-                            &logits};
-    RETURN_IF_ERROR(m.Forward(absl::MakeSpan(&item, 1)));
-    if (all_logits) {
-      out->insert(out->end(), logits.begin(), logits.end());
-    } else if (i + n == tokens.size()) {
-      out->assign(logits.begin(), logits.begin() + vocab);
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Greedy continuation of `prompt` (prefilled in chunks of `chunk`) for `new_tokens` tokens.
-absl::StatusOr<std::vector<int32_t>> Greedy(const model::Model& m, model::KvCache* cache,
-                                            const std::vector<int32_t>& prompt, int chunk, int new_tokens) {
-  const int vocab = m.config().vocab_size;
-  std::vector<float> logits;
-  RETURN_IF_ERROR(Feed(m, cache, prompt, chunk, /*all_logits=*/false, &logits));
-  std::vector<int32_t> out;
-  for (int t = 0; t < new_tokens; ++t) {
-    int32_t next = Argmax(logits.data(), vocab);
-    out.push_back(next);
-    if (t + 1 == new_tokens) break;
-    model::ForwardItem item{absl::MakeConstSpan(&next, 1), cache, model::LogitsMode::kLastToken, &logits};
-    RETURN_IF_ERROR(m.Forward(absl::MakeSpan(&item, 1)));
-  }
-  return out;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Prompts of <model>/reference/prompts.json, without their leading bos.
 absl::StatusOr<std::vector<std::vector<int32_t>>> LoadPrompts(const std::string& dir, int32_t bos) {
   std::vector<std::vector<int32_t>> prompts;
@@ -266,123 +217,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> LoadPrompts(const std::string&
   return prompts;
 }
 
-// ---- retrieval and multi-query reuse (tools/tasks.py held-out rows) ----------------------
-
 // A model "retrieves in context" when its uncompressed exact match on the kv + needle rows
 // reaches --retrieval-check (default 0.5); below it the retrieval columns would measure
 // noise and stay empty.
-
-struct TaskRow {
-  std::string task;  // kv | needle | multiquery
-  std::string context, question, answer;
-  int64_t group = -1;  // multiquery: rows of one group share the context
-};
-
-// The rows of `path`; an empty list when the file does not exist.
-absl::StatusOr<std::vector<TaskRow>> LoadTasks(const std::string& path) {
-  std::vector<TaskRow> rows;
-  std::ifstream in(path);
-  if (!in) return rows;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.contains("task") || !j.contains("context") || !j.contains("question") ||
-        !j.contains("answer")) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": bad row ", rows.size()));
-    }
-    TaskRow r{j["task"].get<std::string>(), j["context"].get<std::string>(), j["question"].get<std::string>(),
-              j["answer"].get<std::string>(), j.value("group", int64_t{-1})};
-    rows.push_back(std::move(r));
-  }
-  return rows;
-}
-
-// Feeds prompt[from..] to `cache` in chunks of `chunk`, then greedy-decodes as many tokens as
-// the answer has; true when they decode to exactly the answer.
-absl::StatusOr<bool> AnswerMatches(const model::Model& m, const model::Tokenizer& tok, model::KvCache* cache,
-                                   const std::vector<int32_t>& prompt, size_t from, const std::string& answer,
-                                   int chunk) {
-  const int n = static_cast<int>(tok.Encode(answer).size());
-  const std::vector<int32_t> rest(prompt.begin() + static_cast<int64_t>(from), prompt.end());
-  ASSIGN_OR_RETURN(std::vector<int32_t> out, Greedy(m, cache, rest, chunk, n));
-  ASSIGN_OR_RETURN(std::string text, tok.Decode(out));
-  return text == answer;
-}
-
-struct RetrievalScore {
-  double retrieval = 0;   // exact match over kv + needle rows
-  double multiquery = 0;  // exact match over multiquery rows
-};
-
-// `new_cache(capacity)` makes the cache a prompt runs on (dense or compressed). Retrieval
-// rows: prompt = [bos] + Encode(context + question), prefilled in chunks of S. Multi-query
-// rows: the group's shared token prefix is prefilled ONCE into `new_cache` and, for a
-// compressed cache, its full spans are reused by every question of the group through
-// CompressedKvCache::FromSpans (the questions are hidden while the context is compressed);
-// the rest of the prompt is fed per question.
-absl::StatusOr<RetrievalScore> ScoreTasks(
-    const model::Model& m, const model::Tokenizer& tok, const std::vector<TaskRow>& rows, int32_t bos, int S,
-    const std::function<absl::StatusOr<std::unique_ptr<model::KvCache>>(int)>& new_cache,
-    const std::function<absl::StatusOr<std::unique_ptr<model::KvCache>>(const std::vector<kvcache::Span>&, int)>&
-        from_spans) {
-  RetrievalScore score;
-  int n_ret = 0, n_mq = 0;
-  auto prompt_of = [&](const TaskRow& r) {
-    std::vector<int32_t> ids = {bos};
-    const std::vector<int32_t> body = tok.Encode(r.context + r.question);
-    ids.insert(ids.end(), body.begin(), body.end());
-    return ids;
-  };
-  const int extra = 16;  // room for the answer tokens
-  std::map<int64_t, std::vector<const TaskRow*>> groups;
-  for (const TaskRow& r : rows) {
-    if (r.task == "multiquery") {
-      groups[r.group].push_back(&r);
-      continue;
-    }
-    const std::vector<int32_t> prompt = prompt_of(r);
-    ASSIGN_OR_RETURN(auto cache, new_cache(static_cast<int>(prompt.size()) + extra));
-    ASSIGN_OR_RETURN(bool ok, AnswerMatches(m, tok, cache.get(), prompt, 0, r.answer, S));
-    score.retrieval += ok;
-    ++n_ret;
-  }
-  for (const auto& [group, members] : groups) {
-    std::vector<std::vector<int32_t>> prompts;
-    for (const TaskRow* r : members) prompts.push_back(prompt_of(*r));
-    size_t shared = prompts[0].size();
-    for (const auto& p : prompts) {
-      size_t k = 0;
-      while (k < std::min(shared, p.size()) && p[k] == prompts[0][k]) ++k;
-      shared = k;
-    }
-    shared = std::min(shared, prompts[0].size() - 1);  // each question keeps >= 1 own token
-    int capacity = 0;
-    for (const auto& p : prompts) capacity = std::max(capacity, static_cast<int>(p.size()) + extra);
-    // The shared context, once.
-    ASSIGN_OR_RETURN(auto context_cache, new_cache(capacity));
-    std::vector<float> unused;
-    const std::vector<int32_t> context(prompts[0].begin(), prompts[0].begin() + static_cast<int64_t>(shared));
-    RETURN_IF_ERROR(Feed(m, context_cache.get(), context, S, /*all_logits=*/false, &unused));
-    const auto* compressed = dynamic_cast<const kvcache::CompressedKvCache*>(context_cache.get());
-    for (size_t q = 0; q < members.size(); ++q) {
-      bool ok;
-      if (compressed != nullptr) {
-        ASSIGN_OR_RETURN(auto cache, from_spans(compressed->spans(), capacity));
-        ASSIGN_OR_RETURN(ok, AnswerMatches(m, tok, cache.get(), prompts[q], compressed->num_compressed_tokens(),
-                                           members[q]->answer, S));
-      } else {  // dense: every question on a fresh cache over its whole prompt
-        ASSIGN_OR_RETURN(auto cache, new_cache(capacity));
-        ASSIGN_OR_RETURN(ok, AnswerMatches(m, tok, cache.get(), prompts[q], 0, members[q]->answer, S));
-      }
-      score.multiquery += ok;
-      ++n_mq;
-    }
-  }
-  score.retrieval = n_ret > 0 ? score.retrieval / n_ret : -1;
-  score.multiquery = n_mq > 0 ? score.multiquery / n_mq : -1;
-  return score;
-}
 
 absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, const std::string& text) {
   ModelResult result;
@@ -445,11 +282,7 @@ absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, c
   ASSIGN_OR_RETURN(std::vector<TaskRow> tasks, LoadTasks(dir + "/" + o.tasks));
   for (const TaskRow& t : tasks) (t.task == "multiquery" ? result.num_multiquery : result.num_retrieval)++;
   if (!tasks.empty()) {
-    auto dense_cache = [&](int capacity) -> absl::StatusOr<std::unique_ptr<model::KvCache>> {
-      ASSIGN_OR_RETURN(auto cache, m->NewDenseCache(std::min(capacity, c.max_position_embeddings)));
-      return std::unique_ptr<model::KvCache>(std::move(cache));
-    };
-    ASSIGN_OR_RETURN(RetrievalScore dense, ScoreTasks(*m, *tok, tasks, bos, S, dense_cache, nullptr));
+    ASSIGN_OR_RETURN(RetrievalScore dense, ScoreTasks(*m, *tok, tasks, bos, S, /*compressor=*/nullptr));
     result.dense_retrieval = dense.retrieval;
     result.dense_multiquery = dense.multiquery;
     result.retrieves = dense.retrieval >= o.retrieval_check;
@@ -530,18 +363,7 @@ absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, c
     }
     row.greedy_match = prompts.empty() ? -1 : match / prompts.size();
     if (result.retrieves) {
-      auto compressed_cache = [&](int capacity) -> absl::StatusOr<std::unique_ptr<model::KvCache>> {
-        ASSIGN_OR_RETURN(auto cache, kvcache::CompressedKvCache::Create(
-                                         kvcache::CompressedKvCache::OptionsFor(c, S, capacity), compressor));
-        return std::unique_ptr<model::KvCache>(std::move(cache));
-      };
-      auto from_spans = [&](const std::vector<kvcache::Span>& spans,
-                            int capacity) -> absl::StatusOr<std::unique_ptr<model::KvCache>> {
-        ASSIGN_OR_RETURN(auto cache, kvcache::CompressedKvCache::FromSpans(
-                                         kvcache::CompressedKvCache::OptionsFor(c, S, capacity), compressor, spans));
-        return std::unique_ptr<model::KvCache>(std::move(cache));
-      };
-      ASSIGN_OR_RETURN(RetrievalScore got, ScoreTasks(*m, *tok, tasks, bos, S, compressed_cache, from_spans));
+      ASSIGN_OR_RETURN(RetrievalScore got, ScoreTasks(*m, *tok, tasks, bos, S, compressor));
       row.retrieval_exact = got.retrieval;
       row.multiquery_exact = got.multiquery;
     }
@@ -738,15 +560,6 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
   return md;
 }
 
-absl::Status WriteFile(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", path));
-  out << data;
-  out.close();
-  if (!out) return absl::UnavailableError(absl::StrCat("error writing ", path));
-  return absl::OkStatus();
-}
-
 std::vector<std::string> DefaultModels() {
   std::vector<std::string> dirs;
   FILE* pipe = popen("ls -d models/*/ 2>/dev/null", "r");
@@ -755,7 +568,7 @@ std::vector<std::string> DefaultModels() {
   while (std::fgets(buf, sizeof(buf), pipe) != nullptr) {
     std::string d(buf);
     while (!d.empty() && (d.back() == '\n' || d.back() == '/')) d.pop_back();
-    if (std::ifstream(d + "/config.json")) dirs.push_back(d);
+    if (FileExists(d + "/config.json")) dirs.push_back(d);
   }
   pclose(pipe);
   return dirs;

@@ -26,6 +26,21 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return data;
 }
 
+absl::Status WriteFile(const std::string& path, absl::string_view data) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) {
+    const int err = errno;
+    return absl::ErrnoToStatus(err, absl::StrCat("cannot write ", path));
+  }
+  const bool written = std::fwrite(data.data(), 1, data.size(), f) == data.size();
+  const int write_err = errno;
+  if (std::fclose(f) != 0 || !written) {
+    const int err = written ? errno : write_err;
+    return absl::ErrnoToStatus(err, absl::StrCat("error writing ", path));
+  }
+  return absl::OkStatus();
+}
+
 bool FileExists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "kvcache/razor_probe_cache.h"
 
@@ -286,19 +287,9 @@ std::string RetrievalHeadsFileText(const RazorCalibration& c, absl::string_view 
 
 absl::Status WriteRetrievalHeadsFile(const std::string& path, const RazorCalibration& calibration,
                                      absl::string_view model_label) {
-  const std::string text = RetrievalHeadsFileText(calibration, model_label);
-  std::FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) {
-    const int err = errno;
-    return absl::ErrnoToStatus(err, absl::StrCat("cannot write retrieval-head file ", path));
-  }
-  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  const int write_err = errno;
-  if (std::fclose(f) != 0 || !written) {
-    const int err = written ? errno : write_err;
-    return absl::ErrnoToStatus(err, absl::StrCat("cannot write retrieval-head file ", path));
-  }
-  return absl::OkStatus();
+  const absl::Status s = WriteFile(path, RetrievalHeadsFileText(calibration, model_label));
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("retrieval-head file: ", s.message()));
 }
 
 }  // namespace kvspan::kvcache
