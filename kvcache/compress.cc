@@ -114,7 +114,8 @@ GroupQueries CopyGroupQueries(const DenseQueryView& v, const SpanGeometry& g, in
 
 // The main reducer applied to the candidates of head (layer, kv_head).
 ReducedEntries ApplyMain(const PolicyStage& main, const SpanContext& ctx, int layer, int kv_head,
-                         const TokenRows& rows, const SpanGeometry& g, const DenseQueryView* queries) {
+                         const TokenRows& rows, const SpanGeometry& g, const DenseQueryView* queries,
+                         const reducers::ExpectedAttentionRope* rope) {
   if (main.name == "snapkv" || main.name == "expected-attn") {
     const int group = queries->num_heads / g.num_kv_heads;
     if (main.name == "snapkv") {
@@ -125,12 +126,7 @@ ReducedEntries ApplyMain(const PolicyStage& main, const SpanContext& ctx, int la
                                     q.rows(g.head_dim, group), rows);
     }
     const GroupQueries q = CopyGroupQueries(*queries, g, ctx.first_position, layer, kv_head, 0, g.span_tokens);
-    reducers::ExpectedAttentionOptions options;
-    options.keep = main.Number("keep");
-    options.future = static_cast<int>(main.Number("future"));
-    options.span_end = ctx.first_position + g.span_tokens;
-    options.inv_freq = queries->rope_inv_freq;
-    return reducers::ExpectedAttentionReduce(options, q.rows(g.head_dim, group), rows);
+    return reducers::ExpectedAttentionReduce({main.Number("keep"), rope}, q.rows(g.head_dim, group), rows);
   }
   if (main.name == "keynorm") return reducers::KeyNormReduce(rows, main.Number("keep"));
   if (main.name == "kvmerger") {
@@ -163,10 +159,7 @@ absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header
                                   const DenseKvView& kv, const DenseQueryView* queries) {
   RETURN_IF_ERROR(internal::CheckHeader(header, absl::StatusCode::kInvalidArgument));
   const SpanGeometry& g = header.geometry;
-  if (kv.keys == nullptr || kv.values == nullptr || kv.token_stride < g.head_dim ||
-      kv.head_stride < 0 || kv.layer_stride < 0) {
-    return absl::InvalidArgumentError("CompressSpan: null K/V or bad strides");
-  }
+  RETURN_IF_ERROR(internal::CheckDenseView(g, kv, "CompressSpan"));
   Span span;
   span.header = header;
   span.header.policy = policy.ToString();
@@ -209,6 +202,15 @@ absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header
                                              window ? static_cast<int>(window->Number("n")) : 0};
   const PolicyStage* main = policy.main_reducer();
   const bool keep_all = policy.reducers.empty();
+  // expected-attn's RoPE tables depend on the span's positions only: once per span.
+  reducers::ExpectedAttentionRope rope;
+  if (QueryNeedsOf(policy).own) {
+    std::vector<int32_t> query_positions(g.span_tokens);
+    for (int t = 0; t < g.span_tokens; ++t) query_positions[t] = header.first_position + t;
+    rope = reducers::MakeExpectedAttentionRope(queries->rope_inv_freq, query_positions,
+                                               header.first_position + g.span_tokens,
+                                               static_cast<int>(main->Number("future")));
+  }
 
   span.heads.resize(g.num_heads_total());
   for (int l = 0; l < g.num_layers; ++l) {
@@ -227,7 +229,7 @@ absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header
       }
       if (main != nullptr && candidates.size() > 0) {
         const TokenRows rows{g.head_dim, candidates.positions, candidates.keys, candidates.values};
-        ReducedEntries reduced = ApplyMain(*main, ctx, l, h, rows, g, queries);
+        ReducedEntries reduced = ApplyMain(*main, ctx, l, h, rows, g, queries, &rope);
         for (int i = 0; i < reduced.size(); ++i) {
           kept.Append(reduced.positions[i], reduced.log_counts[i],
                       reduced.keys.data() + static_cast<size_t>(i) * g.head_dim,

@@ -90,6 +90,9 @@ absl::Status SentinelKvCache::Feed(const model::Model& model, absl::Span<const i
     if (r == SentinelRole::kClose) ++span;
   }
   pending_plan_ = std::move(plan);
+  // Who sees whom depends on roles only, not on the layer: once per step.
+  pending_visible_.resize(tokens.size());
+  for (size_t j = 0; j < tokens.size(); ++j) VisibleKeys(num_tokens_ + static_cast<int>(j), &pending_visible_[j]);
   in_feed_ = true;
   model::ForwardItem item{tokens, this, mode, logits};
   item.positions = pending_plan_.positions;
@@ -153,10 +156,9 @@ absl::Status SentinelKvCache::AppendAndAttend(int layer, const model::LayerQkv& 
   }
   num_pending_[layer] = n;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  std::vector<int> keys;
   std::vector<float> gk, gv, m(group), s(group), o(int64_t{group} * hd);
   for (int j = 0; j < n; ++j) {
-    VisibleKeys(num_tokens_ + j, &keys);
+    const std::vector<int>& keys = pending_visible_[j];
     const int nk = static_cast<int>(keys.size());
     gk.resize(nk * row);
     gv.resize(nk * row);
@@ -230,13 +232,15 @@ absl::StatusOr<std::vector<Span>> SentinelKvCache::ToSpans(const SpanHeader& hea
   // The canonical policy label, e.g. "sentinel/int4(g=32)".
   const std::string label = absl::StrCat("sentinel/", CodecName(codec.codec),
                                          IsQuantized(codec.codec) ? absl::StrCat("(g=", codec.group_size, ")") : "");
+  // The kept tokens (ordinary and <CR>) of each full span, in one pass.
+  std::vector<std::vector<int>> kept_of(num_spans);
+  for (int t = 0; t < num_tokens_; ++t) {
+    const bool keep = roles_[t] == SentinelRole::kOrdinary || roles_[t] == SentinelRole::kClose;
+    if (keep && positions_[t] < num_spans * S) kept_of[positions_[t] / S].push_back(t);
+  }
   std::vector<Span> spans;
   for (int i = 0; i < num_spans; ++i) {
-    std::vector<int> kept;
-    for (int t = 0; t < num_tokens_; ++t) {
-      const bool keep = roles_[t] == SentinelRole::kOrdinary || roles_[t] == SentinelRole::kClose;
-      if (keep && positions_[t] >= i * S && positions_[t] < (i + 1) * S) kept.push_back(t);
-    }
+    const std::vector<int>& kept = kept_of[i];
     Span span;
     span.header = header;
     span.header.policy = label;
@@ -245,11 +249,11 @@ absl::StatusOr<std::vector<Span>> SentinelKvCache::ToSpans(const SpanHeader& hea
     span.heads.resize(g.num_heads_total());
     const int n = static_cast<int>(kept.size());
     std::vector<int32_t> positions(n);
+    for (int e = 0; e < n; ++e) positions[e] = positions_[kept[e]];
     std::vector<float> log_counts(n, 0.0f), keys(static_cast<size_t>(n) * hd), values(keys.size());
     for (int l = 0; l < g.num_layers; ++l) {
       for (int h = 0; h < kv_heads; ++h) {
         for (int e = 0; e < n; ++e) {
-          positions[e] = positions_[kept[e]];
           const size_t at = (static_cast<size_t>(l) * options_.capacity_tokens + kept[e]) * row + h * hd;
           std::copy_n(&k_[at], hd, &keys[static_cast<size_t>(e) * hd]);
           std::copy_n(&v_[at], hd, &values[static_cast<size_t>(e) * hd]);

@@ -125,6 +125,7 @@ class SentinelKvCache final : public model::KvCache {
   // Set by Feed for the step in flight.
   SentinelPlan pending_plan_;
   std::vector<int> pending_span_id_;
+  std::vector<std::vector<int>> pending_visible_;  // per pending token: the keys it sees
   bool in_feed_ = false;
   int num_tokens_ = 0;
   int num_spans_ = 0;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/float16.h"
 #include "common/status_macros.h"
+#include "kvcache/internal/span_checks.h"
 #include "kvcache/reducers/entries.h"
 #include "kvcache/reducers/sinks_window.h"
 
@@ -22,14 +23,6 @@ constexpr double kSmallAngle = 1e-6;
 // unique path there, so MiniCache retains it.
 constexpr double kOppositeSlack = 1e-6;
 constexpr uint16_t kHalfOne = 0x3C00;  // fp16 1.0
-
-absl::Status CheckView(const SpanHeader& header, const DenseKvView& kv, const char* who) {
-  if (kv.keys == nullptr || kv.values == nullptr ||
-      kv.token_stride < header.geometry.head_dim || kv.head_stride < 0 || kv.layer_stride < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(who, ": null K/V or bad strides"));
-  }
-  return absl::OkStatus();
-}
 
 // Row t of (layer, kv_head), keys or values, widened to double.
 std::vector<double> Row(const DenseKvView& kv, const float* base, int layer, int kv_head, int t,
@@ -219,7 +212,7 @@ absl::StatusOr<std::vector<HeadEntries>> MiniCacheHeads(const MiniCacheOptions& 
   RETURN_IF_ERROR(CheckRatio(options.from, "minicache from"));
   RETURN_IF_ERROR(CheckRatio(options.t, "minicache t"));
   RETURN_IF_ERROR(CheckRatio(options.retain, "minicache retain"));
-  RETURN_IF_ERROR(CheckView(header, kv, "MiniCacheHeads"));
+  RETURN_IF_ERROR(internal::CheckDenseView(header.geometry, kv, "MiniCacheHeads"));
   const SpanGeometry& g = header.geometry;
   std::vector<HeadEntries> heads(g.num_heads_total());
   const int first = FirstSharingLayer(options.from, g.num_layers);
@@ -246,7 +239,7 @@ absl::StatusOr<std::vector<HeadEntries>> PodHeads(const PodOptions& options,
     return absl::InvalidArgumentError(absl::StrCat("pod: group ", options.group, ", sinks ",
                                                    options.sinks, ", window ", options.window));
   }
-  RETURN_IF_ERROR(CheckView(header, kv, "PodHeads"));
+  RETURN_IF_ERROR(internal::CheckDenseView(header.geometry, kv, "PodHeads"));
   const SpanGeometry& g = header.geometry;
   std::vector<HeadEntries> heads(g.num_heads_total());
   const int first = FirstSharingLayer(options.from, g.num_layers);

@@ -60,6 +60,14 @@ std::vector<float> DecodeSpanBlockValues(const Span& span, int layer, int kv_hea
 
 namespace internal {
 
+absl::Status CheckDenseView(const SpanGeometry& g, const DenseKvView& kv, const char* who) {
+  if (kv.keys == nullptr || kv.values == nullptr || kv.token_stride < g.head_dim || kv.head_stride < 0 ||
+      kv.layer_stride < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": null K/V or bad strides"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckHeader(const SpanHeader& header, absl::StatusCode code) {
   if (absl::Status s = ValidateGeometry(header.geometry); !s.ok()) {
     return absl::Status(code, s.message());
@@ -199,10 +207,7 @@ absl::StatusOr<Span> Span::FromDense(const SpanHeader& header, const CodecSpec& 
                                      const DenseKvView& kv) {
   RETURN_IF_ERROR(internal::CheckHeader(header, absl::StatusCode::kInvalidArgument));
   const SpanGeometry& g = header.geometry;
-  if (kv.keys == nullptr || kv.values == nullptr || kv.token_stride < g.head_dim ||
-      kv.head_stride < 0 || kv.layer_stride < 0) {
-    return absl::InvalidArgumentError("FromDense: null K/V or bad strides");
-  }
+  RETURN_IF_ERROR(internal::CheckDenseView(g, kv, "FromDense"));
   Span span;
   span.header = header;
   span.heads.resize(g.num_heads_total());

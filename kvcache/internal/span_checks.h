@@ -14,6 +14,10 @@ inline constexpr double kCountSlack = 1e-4;
 absl::Status CheckHeader(const SpanHeader& header, absl::StatusCode code);
 absl::Status CheckSpan(const Span& span, absl::StatusCode code);
 
+// InvalidArgument "<who>: null K/V or bad strides" unless `kv` can be read for geometry `g`
+// (non-null keys and values, token stride >= head_dim, non-negative head / layer strides).
+absl::Status CheckDenseView(const SpanGeometry& g, const DenseKvView& kv, const char* who);
+
 }  // namespace kvspan::kvcache::internal
 
 #endif  // KVSPAN_KVCACHE_INTERNAL_SPAN_CHECKS_H_

@@ -21,27 +21,43 @@ void RotatePairs(const std::vector<double>& c, const std::vector<double>& s, dou
 
 }  // namespace
 
+ExpectedAttentionRope MakeExpectedAttentionRope(absl::Span<const float> inv_freq,
+                                                absl::Span<const int32_t> query_positions, int32_t span_end,
+                                                int future) {
+  ExpectedAttentionRope rope;
+  const int half = static_cast<int>(inv_freq.size());
+  if (half == 0) return rope;
+  for (int32_t position : query_positions) {
+    for (int i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(position) * inv_freq[i];
+      rope.query_cos.push_back(std::cos(angle));
+      rope.query_sin.push_back(std::sin(angle));
+    }
+  }
+  for (int i = 0; i < half; ++i) {
+    double cs = 0.0, sn = 0.0;
+    for (int t = 0; t < future; ++t) {
+      const double angle = static_cast<double>(span_end + t) * inv_freq[i];
+      cs += std::cos(angle);
+      sn += std::sin(angle);
+    }
+    rope.future_cos.push_back(cs / future);
+    rope.future_sin.push_back(sn / future);
+  }
+  return rope;
+}
+
 std::vector<double> ExpectedAttentionScores(const ExpectedAttentionOptions& options, const QueryRows& own,
                                             const TokenRows& rows) {
   const int m = rows.size();
   const int d = rows.head_dim;
   const int n = own.num_tokens();
-  const bool rope = !options.inv_freq.empty();
+  const ExpectedAttentionRope* rope = options.rope != nullptr && !options.rope->future_cos.empty() ? options.rope
+                                                                                                   : nullptr;
   const int half = d / 2;
   // The average future rotation (identity without RoPE).
-  std::vector<double> c_bar(half, 1.0), s_bar(half, 0.0);
-  if (rope) {
-    for (int i = 0; i < half; ++i) {
-      double cs = 0.0, sn = 0.0;
-      for (int t = 0; t < options.future; ++t) {
-        const double angle = static_cast<double>(options.span_end + t) * options.inv_freq[i];
-        cs += std::cos(angle);
-        sn += std::sin(angle);
-      }
-      c_bar[i] = cs / options.future;
-      s_bar[i] = sn / options.future;
-    }
-  }
+  const std::vector<double> c_bar = rope != nullptr ? rope->future_cos : std::vector<double>(half, 1.0);
+  const std::vector<double> s_bar = rope != nullptr ? rope->future_sin : std::vector<double>(half, 0.0);
   std::vector<double> value_norms(m);
   for (int i = 0; i < m; ++i) value_norms[i] = std::sqrt(SquaredNorm(rows.value(i), d));
 
@@ -55,11 +71,10 @@ std::vector<double> ExpectedAttentionScores(const ExpectedAttentionOptions& opti
       double* x = &pre[static_cast<size_t>(j) * d];
       const float* q = own.row(j, h);
       for (int c = 0; c < d; ++c) x[c] = q[c];
-      if (rope) {
+      if (rope != nullptr) {
         for (int i = 0; i < half; ++i) {
-          const double angle = static_cast<double>(own.positions[j]) * options.inv_freq[i];
-          cos_p[i] = std::cos(angle);
-          sin_p[i] = -std::sin(angle);
+          cos_p[i] = rope->query_cos[static_cast<size_t>(j) * half + i];
+          sin_p[i] = -rope->query_sin[static_cast<size_t>(j) * half + i];
         }
         RotatePairs(cos_p, sin_p, x, d);
       }

@@ -34,15 +34,26 @@
 
 namespace kvspan::kvcache::reducers {
 
+// The RoPE rotations one span's heads share, computed once per span: per own query token
+// (its position) the angles to un-rotate it, and the average rotation over the future
+// positions. Empty vectors mean no RoPE.
+struct ExpectedAttentionRope {
+  std::vector<double> query_cos, query_sin;    // [num_queries * D/2]: cos/sin(position_j * f_i)
+  std::vector<double> future_cos, future_sin;  // [D/2]: mean over P of cos/sin(P * f_i)
+};
+// `inv_freq` [D/2] (empty: no RoPE), the own queries' positions, and the future positions
+// P = span_end .. span_end + future - 1 (future >= 1).
+ExpectedAttentionRope MakeExpectedAttentionRope(absl::Span<const float> inv_freq,
+                                                absl::Span<const int32_t> query_positions, int32_t span_end,
+                                                int future);
+
 struct ExpectedAttentionOptions {
-  double keep = 0.5;           // (0, 1]
-  int future = 512;            // future positions the RoPE rotation is averaged over, >= 1
-  int32_t span_end = 0;        // first future position (the span's first_position + S)
-  absl::Span<const float> inv_freq;  // [D / 2] RoPE frequencies, or empty (no RoPE)
+  double keep = 0.5;                          // (0, 1]
+  const ExpectedAttentionRope* rope = nullptr;  // null: no RoPE
 };
 
 // The scores of the rows (exposed for tests). REQUIRES: own.head_dim == rows.head_dim,
-// own.num_tokens() >= 1, inv_freq empty or of size D / 2 with D even.
+// own.num_tokens() >= 1; with `rope`, D even and tables for own.num_tokens() queries.
 std::vector<double> ExpectedAttentionScores(const ExpectedAttentionOptions& options,
                                             const QueryRows& own, const TokenRows& rows);
 

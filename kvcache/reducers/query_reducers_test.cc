@@ -121,10 +121,9 @@ TEST(ExpectedAttentionTest, SingleQueryIsItsRotatedLogit) {
   const std::vector<float> inv_freq = InvFreq(kD);
   const Rows rows(10, kD, 32, 5);
   const Queries own = RandomQueries(1, 1, kD, 37, 6, 1.5f);
+  const ExpectedAttentionRope rope = MakeExpectedAttentionRope(inv_freq, own.positions, /*span_end=*/48, /*future=*/1);
   ExpectedAttentionOptions o;
-  o.future = 1;
-  o.span_end = 48;
-  o.inv_freq = inv_freq;
+  o.rope = &rope;
   const std::vector<double> got = ExpectedAttentionScores(o, own.view(), rows.view());
   const std::vector<double> q(own.q.begin(), own.q.end());
   const std::vector<double> moved = Rotate(q, inv_freq, 48.0 - 37.0);
@@ -145,8 +144,7 @@ TEST(ExpectedAttentionTest, GaussianMomentsWithoutRope) {
   constexpr int kD = 8, kN = 6, kGroup = 2, kM = 12;
   const Rows rows(kM, kD, 0, 7);
   const Queries own = RandomQueries(kN, kGroup, kD, 0, 8, 1.0f);
-  ExpectedAttentionOptions o;
-  o.span_end = kM;
+  ExpectedAttentionOptions o;  // no RoPE
   const std::vector<double> got = ExpectedAttentionScores(o, own.view(), rows.view());
   std::vector<double> want(kM, 0.0);
   for (int h = 0; h < kGroup; ++h) {
@@ -190,10 +188,9 @@ TEST(ExpectedAttentionTest, AveragesRotationOverFuturePositions) {
     own.positions.push_back(100 + 2 * j);
     for (double x : Rotate(pre, inv_freq, 100 + 2 * j)) own.q.push_back(static_cast<float>(x));
   }
+  const ExpectedAttentionRope rope = MakeExpectedAttentionRope(inv_freq, own.positions, /*span_end=*/109, /*future=*/5);
   ExpectedAttentionOptions o;
-  o.future = 5;
-  o.span_end = 109;
-  o.inv_freq = inv_freq;
+  o.rope = &rope;
   const std::vector<double> got = ExpectedAttentionScores(o, own.view(), rows.view());
   std::vector<double> mu(kD, 0.0);
   for (int t = 0; t < 5; ++t) {
@@ -220,10 +217,11 @@ TEST(ExpectedAttentionTest, ReduceKeepsTopScoresInPositionOrder) {
   const Rows rows(16, kD, 0, 11);
   const Queries own = RandomQueries(16, 2, kD, 0, 12, 1.0f);
   const std::vector<float> inv_freq = InvFreq(kD);
+  const ExpectedAttentionRope rope =
+      MakeExpectedAttentionRope(inv_freq, own.positions, /*span_end=*/16, /*future=*/512);
   ExpectedAttentionOptions o;
   o.keep = 0.25;
-  o.span_end = 16;
-  o.inv_freq = inv_freq;
+  o.rope = &rope;
   const std::vector<double> scores = ExpectedAttentionScores(o, own.view(), rows.view());
   std::vector<int> order(16);
   std::iota(order.begin(), order.end(), 0);
