@@ -161,24 +161,19 @@ absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::FromSpans(
 void CompressedKvCache::ReserveTail(int tokens) {
   if (tokens <= tail_capacity_) return;
   const int new_capacity = std::max(tokens, 2 * tail_capacity_);
-  const int64_t row = int64_t{options_.num_kv_heads} * options_.head_dim;
-  std::vector<float> k(int64_t{options_.num_layers} * new_capacity * row);
-  std::vector<float> v(k.size());
-  for (int l = 0; l < options_.num_layers && tail_capacity_ > 0; ++l) {
-    std::copy_n(&tail_k_[TailOffset(l, 0)], tail_capacity_ * row, &k[int64_t{l} * new_capacity * row]);
-    std::copy_n(&tail_v_[TailOffset(l, 0)], tail_capacity_ * row, &v[int64_t{l} * new_capacity * row]);
-  }
-  if (needs_.any()) {
-    const int64_t q_row = int64_t{options_.num_heads} * options_.head_dim;
-    std::vector<float> q(int64_t{options_.num_layers} * new_capacity * q_row);
+  // Re-lays a [layer][capacity][row] buffer out for the new capacity, keeping its contents.
+  auto grow = [&](std::vector<float>* buffer, int64_t row) {
+    std::vector<float> grown(int64_t{options_.num_layers} * new_capacity * row);
     for (int l = 0; l < options_.num_layers && tail_capacity_ > 0; ++l) {
-      std::copy_n(&tail_q_[int64_t{l} * tail_capacity_ * q_row], tail_capacity_ * q_row,
-                  &q[int64_t{l} * new_capacity * q_row]);
+      std::copy_n(&(*buffer)[int64_t{l} * tail_capacity_ * row], tail_capacity_ * row,
+                  &grown[int64_t{l} * new_capacity * row]);
     }
-    tail_q_ = std::move(q);
-  }
-  tail_k_ = std::move(k);
-  tail_v_ = std::move(v);
+    *buffer = std::move(grown);
+  };
+  const int64_t kv_row = int64_t{options_.num_kv_heads} * options_.head_dim;
+  grow(&tail_k_, kv_row);
+  grow(&tail_v_, kv_row);
+  if (needs_.any()) grow(&tail_q_, int64_t{options_.num_heads} * options_.head_dim);
   tail_capacity_ = new_capacity;
 }
 

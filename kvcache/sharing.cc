@@ -217,16 +217,11 @@ absl::StatusOr<std::vector<HeadEntries>> MiniCacheHeads(const MiniCacheOptions& 
   std::vector<HeadEntries> heads(g.num_heads_total());
   const int first = FirstSharingLayer(options.from, g.num_layers);
   int l = 0;
-  for (; l < g.num_layers; ++l) {
-    if (l >= first && l + 1 < g.num_layers && (l - first) % 2 == 0) {
-      for (int h = 0; h < g.num_kv_heads; ++h) {
-        RETURN_IF_ERROR(MergePair(options, codec, header, kv, l, h, &heads));
-      }
-      ++l;  // l + 1 is done
-      continue;
-    }
-    RETURN_IF_ERROR(PlainLayer(codec, header, kv, l, &heads));
+  for (; l < first; ++l) RETURN_IF_ERROR(PlainLayer(codec, header, kv, l, &heads));
+  for (; l + 1 < g.num_layers; l += 2) {  // pairs (l, l + 1)
+    for (int h = 0; h < g.num_kv_heads; ++h) RETURN_IF_ERROR(MergePair(options, codec, header, kv, l, h, &heads));
   }
+  if (l < g.num_layers) RETURN_IF_ERROR(PlainLayer(codec, header, kv, l, &heads));  // the unpaired last layer
   return heads;
 }
 

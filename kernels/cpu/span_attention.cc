@@ -152,7 +152,7 @@ void HalvesToFloats(const uint16_t* in, int64_t count, float* out) {
 
 // Per-thread scratch, reused across calls (the kernels run on the pool's threads).
 struct Scratch {
-  std::vector<float> buf, logits, qs, qz, kparams, vparams;
+  std::vector<float> buf, logits, qs, qz, kparams, values;
 };
 Scratch& ThreadScratch() {
   thread_local Scratch scratch;
@@ -241,10 +241,9 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
 
   // Values: the block's rows decoded once into an L1-sized scratch (n x head_dim floats, at
   // most 64 x 128 x 4 = 32 KiB for a span of 64), then each output row accumulates over
-  // the entries 8 channels at a time in a register, instead of a load/add/store of the
-  // output per entry.
+  // the entries in registers (below), instead of a load/add/store of the output per entry.
   const int vgroups = IsQuantized(b.codec) ? (hd + b.group_size - 1) / b.group_size : 0;
-  std::vector<float>& values = scratch.vparams;
+  std::vector<float>& values = scratch.values;
   values.resize(static_cast<size_t>(n) * hd + static_cast<size_t>(vgroups) * 2);
   float* vp = values.data() + static_cast<size_t>(n) * hd;  // one entry's (scale, zero) pairs
   for (int e = 0; e < n; ++e) {
