@@ -37,13 +37,16 @@ absl::StatusOr<std::unique_ptr<RazorProbeCache>> RazorProbeCache::Create(
 RazorProbeCache::RazorProbeCache(std::unique_ptr<model::DenseKvCache> dense, Options options)
     : dense_(std::move(dense)), options_(std::move(options)) {
   const model::DenseKvCache::Options& o = dense_->options();
-  num_heads_ = o.num_heads;
   const size_t n = static_cast<size_t>(o.num_layers) * o.num_heads;
   echo_sum_.assign(n, 0.0);
   induction_sum_.assign(n, 0.0);
   pending_echo_.assign(n, 0.0);
   pending_induction_.assign(n, 0.0);
-  pending_scored_.assign(o.num_layers, 0);
+}
+
+void RazorProbeCache::ClearPending() {
+  std::fill(pending_echo_.begin(), pending_echo_.end(), 0.0);
+  std::fill(pending_induction_.begin(), pending_induction_.end(), 0.0);
 }
 
 absl::Status RazorProbeCache::AppendAndAttend(int layer, const model::LayerQkv& in, float* out,
@@ -60,15 +63,13 @@ absl::Status RazorProbeCache::AppendAndAttend(int layer, const model::LayerQkv& 
     return t < base ? dense_->key(layer, g, t) : in.k + int64_t{t - base} * in.row_stride + g * hd;
   };
 
-  const size_t row0 = static_cast<size_t>(layer) * num_heads_;
-  std::fill_n(pending_echo_.begin() + row0, num_heads_, 0.0);
-  std::fill_n(pending_induction_.begin() + row0, num_heads_, 0.0);
-  pending_scored_[layer] = 0;
+  const size_t row0 = static_cast<size_t>(layer) * o.num_heads;
+  std::fill_n(pending_echo_.begin() + row0, o.num_heads, 0.0);
+  std::fill_n(pending_induction_.begin() + row0, o.num_heads, 0.0);
   std::vector<double> probs;
   for (int j = 0; j < in.num_new; ++j) {
     const int p = base + j;
     if (p < options_.first_scored_position) continue;
-    ++pending_scored_[layer];
     const int first_key = o.sliding_window > 0 ? std::max(0, p - o.sliding_window + 1) : 0;
     probs.resize(p - first_key + 1);
     for (int h = 0; h < o.num_heads; ++h) {
@@ -98,37 +99,27 @@ absl::Status RazorProbeCache::AppendAndAttend(int layer, const model::LayerQkv& 
 }
 
 absl::Status RazorProbeCache::Commit(int n) {
+  const int base = dense_->num_tokens();
   RETURN_IF_ERROR(dense_->Commit(n));
   for (size_t i = 0; i < echo_sum_.size(); ++i) {
     echo_sum_[i] += pending_echo_[i];
     induction_sum_[i] += pending_induction_[i];
   }
-  // Every layer took the same n tokens at the same positions: equal counts.
-  num_scored_ += pending_scored_[0];
-  std::fill(pending_echo_.begin(), pending_echo_.end(), 0.0);
-  std::fill(pending_induction_.begin(), pending_induction_.end(), 0.0);
-  std::fill(pending_scored_.begin(), pending_scored_.end(), 0);
+  // The committed positions [base, base + n) at or past the first scored one.
+  num_scored_ += std::max(0, base + n - std::max(base, options_.first_scored_position));
+  ClearPending();
   return absl::OkStatus();
 }
 
 void RazorProbeCache::Truncate(int num_tokens) {
   dense_->Truncate(num_tokens);
-  std::fill(pending_echo_.begin(), pending_echo_.end(), 0.0);
-  std::fill(pending_induction_.begin(), pending_induction_.end(), 0.0);
-  std::fill(pending_scored_.begin(), pending_scored_.end(), 0);
+  ClearPending();
 }
 
-std::vector<double> RazorProbeCache::MeanEcho() const {
-  std::vector<double> mean(echo_sum_.size(), 0.0);
+std::vector<double> RazorProbeCache::Mean(const std::vector<double>& sums) const {
+  std::vector<double> mean(sums.size(), 0.0);
   if (num_scored_ == 0) return mean;
-  for (size_t i = 0; i < mean.size(); ++i) mean[i] = echo_sum_[i] / num_scored_;
-  return mean;
-}
-
-std::vector<double> RazorProbeCache::MeanInduction() const {
-  std::vector<double> mean(induction_sum_.size(), 0.0);
-  if (num_scored_ == 0) return mean;
-  for (size_t i = 0; i < mean.size(); ++i) mean[i] = induction_sum_[i] / num_scored_;
+  for (size_t i = 0; i < mean.size(); ++i) mean[i] = sums[i] / num_scored_;
   return mean;
 }
 

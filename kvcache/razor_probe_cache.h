@@ -76,19 +76,19 @@ class RazorProbeCache final : public model::KvCache {
   int64_t num_scored_queries() const { return num_scored_; }
   // Mean echo / induction probability over the committed scored queries, per query head:
   // [num_layers * num_heads], index layer * num_heads + head. Zeros before any scored query.
-  std::vector<double> MeanEcho() const;
-  std::vector<double> MeanInduction() const;
+  std::vector<double> MeanEcho() const { return Mean(echo_sum_); }
+  std::vector<double> MeanInduction() const { return Mean(induction_sum_); }
 
  private:
   RazorProbeCache(std::unique_ptr<model::DenseKvCache> dense, Options options);
 
   std::unique_ptr<model::DenseKvCache> dense_;
   const Options options_;
-  int num_heads_ = 0;
+  void ClearPending();
+  std::vector<double> Mean(const std::vector<double>& sums) const;
   // Committed sums and the pending sums of the current step, [num_layers * num_heads].
   std::vector<double> echo_sum_, induction_sum_;
   std::vector<double> pending_echo_, pending_induction_;
-  std::vector<int> pending_scored_;  // [num_layers]: scored queries pending per layer
   int64_t num_scored_ = 0;
 };
 
