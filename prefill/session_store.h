@@ -60,11 +60,12 @@ class SessionStore {
   static absl::StatusOr<std::unique_ptr<SessionStore>> Create(SessionStoreOptions options);
 
   // Creates a session with a fresh random id (getrandom(2)), an empty history, `policy` in
-  // canonical form, created = last use = now, and stores and pins it. InvalidArgument for
-  // a policy that does not parse, span_tokens outside [1, kvcache::kMaxSpanTokens] or a
-  // negative idle timeout; Internal if no random bytes can be read; the store's errors
-  // (Unavailable, DeadlineExceeded, ResourceExhausted when pinned records would exceed
-  // the memory budget: the record is then deleted again).
+  // canonical form, created = last use = now, and stores and pins it. ParsePolicy's errors
+  // (InvalidArgument; NotFound for an unreadable `@path` head set), InvalidArgument for
+  // span_tokens outside [1, kvcache::kMaxSpanTokens] or a negative idle timeout; Internal
+  // if no random bytes can be read; the store's errors (Unavailable, DeadlineExceeded,
+  // ResourceExhausted when pinned records would exceed the memory budget: the record is
+  // then deleted again).
   absl::StatusOr<Session> Open(absl::string_view policy, int span_tokens, int64_t idle_timeout_ms);
 
   // The session's record. InvalidArgument for a malformed id; NotFound("session <id> not
