@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "common/float16.h"
 #include "model/model.h"
 
@@ -111,7 +112,7 @@ CompressedKvCache::CompressedKvCache(const Options& options, std::shared_ptr<Spa
     : options_(options),
       compressor_(std::move(compressor)),
       needs_(compressor_->query_needs()),
-      num_pending_(options.num_layers, 0) {}
+      pending_(options.num_layers) {}
 
 absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::Create(
     const Options& o, std::shared_ptr<SpanCompressor> compressor) {
@@ -202,7 +203,7 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
       std::memcpy(TailQuery(layer, base + j), in.q + j * in.row_stride, sizeof(float) * options_.num_heads * hd);
     }
   }
-  num_pending_[layer] = n;
+  pending_.Append(layer, n);
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int chunks = (n + kQueryChunk - 1) / kQueryChunk;
@@ -260,14 +261,9 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
 }
 
 absl::Status CompressedKvCache::Commit(int n) {
-  for (int l = 0; l < options_.num_layers; ++l) {
-    if (num_pending_[l] != n) {
-      return absl::FailedPreconditionError(absl::StrCat("CompressedKvCache: Commit(", n, ") but layer ", l,
-                                                        " has ", num_pending_[l], " pending tokens"));
-    }
-  }
+  RETURN_IF_ERROR(pending_.Check(n, "CompressedKvCache"));
   num_tokens_ += n;
-  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+  pending_.Clear();
   return CompressFullSpans();
 }
 
@@ -316,7 +312,7 @@ absl::Status CompressedKvCache::CompressFullSpans() {
 }
 
 void CompressedKvCache::Truncate(int num_tokens) {
-  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+  pending_.Clear();
   if (num_tokens >= num_compressed_tokens() && num_tokens < num_tokens_) num_tokens_ = num_tokens;
 }
 

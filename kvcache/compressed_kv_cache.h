@@ -37,6 +37,7 @@
 #include "kvcache/span.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/pending_tokens.h"
 
 namespace kvspan::kvcache {
 
@@ -198,7 +199,7 @@ class CompressedKvCache final : public model::KvCache {
   int tail_capacity_ = 0;
   const QueryNeeds needs_;
   int num_tokens_ = 0;
-  std::vector<int> num_pending_;  // [num_layers]
+  model::PendingTokens pending_;
 };
 
 }  // namespace kvspan::kvcache

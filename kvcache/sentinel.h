@@ -41,6 +41,7 @@
 #include "kvcache/span.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "model/pending_tokens.h"
 #include "model/tokenizer.h"
 
 namespace kvspan::kvcache {
@@ -129,7 +130,7 @@ class SentinelKvCache final : public model::KvCache {
   bool in_feed_ = false;
   int num_tokens_ = 0;
   int num_spans_ = 0;
-  std::vector<int> num_pending_;  // [num_layers]
+  model::PendingTokens pending_;
 };
 
 }  // namespace kvspan::kvcache

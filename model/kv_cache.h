@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/thread_pool.h"
+#include "model/pending_tokens.h"
 
 namespace kvspan::model {
 
@@ -98,7 +99,7 @@ class DenseKvCache final : public KvCache {
   std::unique_ptr<float[]> keys_;    // [num_layers][num_kv_heads][capacity][head_dim]
   std::unique_ptr<float[]> values_;  // same
   int num_tokens_ = 0;
-  std::vector<int> num_pending_;     // [num_layers]: tokens appended since the last Commit
+  PendingTokens pending_;            // tokens appended since the last Commit
 };
 
 }  // namespace kvspan::model
