@@ -7,10 +7,11 @@
 //     dequantization, log-count biases, shared blocks read through their source layer's
 //     codes with per-entry scales, no mask: spans lie wholly before the queries)
 //     merged by log-sum-exp with causal attention over the tail;
-//   - Commit(n), after all layers, compresses the oldest S tail tokens into a new span
-//     with the sequence's SpanCompressor while the tail holds >= S committed tokens
-//     ("incremental compression" during decode; a prefill chunk compresses every full
-//     span it completes).
+//   - PrepareCommit(n), after all layers, compresses every span the n pending tokens
+//     complete (the oldest S tail tokens, while the tail would hold >= S committed tokens)
+//     with the sequence's SpanCompressor into staged spans, not yet visible; Commit(n)
+//     then moves them into spans() and their tokens out of the tail ("incremental
+//     compression" during decode; a prefill chunk compresses every full span it completes).
 //   - FromSpans builds a cache over existing spans (e.g. loaded from the cache store):
 //     later prefill chunks then attend to the compressed prefix.
 // Causality: span i is compressed from its own S tokens only, at the Commit that completes
@@ -151,15 +152,18 @@ class CompressedKvCache final : public model::KvCache {
                                                                        std::vector<Span> spans);
 
   // model::KvCache. AppendAndAttend: InvalidArgument for a bad layer or n < 1;
-  // ResourceExhausted past capacity_tokens. Commit: FailedPrecondition unless every layer
-  // took exactly n tokens; after the tokens are committed, an error of the compressor (as
-  // it returned it) or Internal for a span that breaks the contract above; the tokens
-  // then stay committed in the dense tail and compression is retried at the next Commit.
+  // ResourceExhausted past capacity_tokens. PrepareCommit: FailedPrecondition unless every
+  // layer took exactly n tokens; an error of the compressor (as it returned it) or
+  // Internal for a span that breaks the SpanCompressor contract. On error no token is
+  // committed and no span staged: the n tokens stay pending (Truncate drops them; a
+  // retried Commit compresses again). Commit: PrepareCommit's errors when not prepared;
+  // cannot fail after a successful PrepareCommit(n).
   int num_tokens() const override { return num_tokens_; }
   absl::Status AppendAndAttend(int layer, const model::LayerQkv& in, float* out, ThreadPool* pool) override;
+  absl::Status PrepareCommit(int n) override;
   absl::Status Commit(int n) override;
-  // Drops pending tokens, and committed tokens past `num_tokens` when they are all in the
-  // dense tail. A target inside the compressed prefix changes no committed token (see
+  // Drops pending tokens and staged spans, and committed tokens past `num_tokens` when they
+  // are all in the dense tail. A target inside the compressed prefix changes no committed token (see
   // TruncateTo); Forward's rollback only drops pending tokens, which is always possible.
   void Truncate(int num_tokens) override;
   // As Truncate, but FailedPrecondition (and no change at all) when
@@ -185,12 +189,16 @@ class CompressedKvCache final : public model::KvCache {
   int64_t TailOffset(int layer, int token) const {
     return (int64_t{layer} * tail_capacity_ + token) * options_.num_kv_heads * options_.head_dim;
   }
-  absl::Status CompressFullSpans();
+  void ClearStaged();
 
   const Options options_;
   const std::shared_ptr<SpanCompressor> compressor_;
   std::vector<Span> spans_;  // span i covers positions [i*S, (i+1)*S)
   std::vector<SpanKernelViews> views_;  // views_[i] borrows spans_[i]
+  // Set by PrepareCommit: the spans the pending tokens complete, in order, and their views
+  // (staged_views_[i] borrows staged_spans_[i]); moved into spans_ / views_ by Commit.
+  std::vector<Span> staged_spans_;
+  std::vector<SpanKernelViews> staged_views_;
   // Dense tail, [num_layers][tail_capacity_][num_kv_heads][head_dim]: token t is position
   // num_compressed_tokens() + t; committed tokens first, then each layer's pending ones.
   std::vector<float> tail_k_;

@@ -48,6 +48,7 @@ class QueryCapture final : public model::KvCache {
     }
     return inner_->AppendAndAttend(layer, in, out, pool);
   }
+  absl::Status PrepareCommit(int n) override { return inner_->PrepareCommit(n); }
   absl::Status Commit(int n) override { return inner_->Commit(n); }
   void Truncate(int n) override { inner_->Truncate(n); }
   // Query head `head` of the token at `position` in `layer`: head_dim floats.

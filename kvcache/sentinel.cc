@@ -191,12 +191,18 @@ absl::Status SentinelKvCache::AppendAndAttend(int layer, const model::LayerQkv& 
   return absl::OkStatus();
 }
 
-absl::Status SentinelKvCache::Commit(int n) {
+absl::Status SentinelKvCache::PrepareCommit(int n) {
   RETURN_IF_ERROR(pending_.Check(n, "SentinelKvCache"));
   if (n != static_cast<int>(pending_plan_.roles.size())) {
     return absl::FailedPreconditionError(absl::StrCat("SentinelKvCache: Commit(", n, ") but Feed planned ",
                                                       pending_plan_.roles.size(), " tokens"));
   }
+  pending_.MarkPrepared(n);
+  return absl::OkStatus();
+}
+
+absl::Status SentinelKvCache::Commit(int n) {
+  if (!pending_.prepared(n)) RETURN_IF_ERROR(PrepareCommit(n));
   roles_.insert(roles_.end(), pending_plan_.roles.begin(), pending_plan_.roles.end());
   positions_.insert(positions_.end(), pending_plan_.positions.begin(), pending_plan_.positions.end());
   span_id_.insert(span_id_.end(), pending_span_id_.begin(), pending_span_id_.end());

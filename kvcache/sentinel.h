@@ -92,9 +92,12 @@ class SentinelKvCache final : public model::KvCache {
 
   // model::KvCache. AppendAndAttend: FailedPrecondition unless called from Feed (the roles
   // of the new tokens are known); InvalidArgument for a bad layer or n; ResourceExhausted
-  // past capacity. Truncate drops pending tokens only (committed sentinel state is kept).
+  // past capacity. PrepareCommit: checks only (FailedPrecondition unless every layer took
+  // the n tokens Feed planned); nothing to stage. Truncate drops pending tokens only
+  // (committed sentinel state is kept).
   int num_tokens() const override { return num_tokens_; }
   absl::Status AppendAndAttend(int layer, const model::LayerQkv& in, float* out, ThreadPool* pool) override;
+  absl::Status PrepareCommit(int n) override;
   absl::Status Commit(int n) override;
   void Truncate(int num_tokens) override;
 

@@ -88,8 +88,14 @@ absl::Status DenseKvCache::AppendAndAttend(int layer, const LayerQkv& in, float*
   return absl::OkStatus();
 }
 
-absl::Status DenseKvCache::Commit(int n) {
+absl::Status DenseKvCache::PrepareCommit(int n) {
   RETURN_IF_ERROR(pending_.Check(n, "DenseKvCache"));
+  pending_.MarkPrepared(n);
+  return absl::OkStatus();
+}
+
+absl::Status DenseKvCache::Commit(int n) {
+  if (!pending_.prepared(n)) RETURN_IF_ERROR(PrepareCommit(n));
   num_tokens_ += n;
   pending_.Clear();
   return absl::OkStatus();

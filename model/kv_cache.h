@@ -5,9 +5,13 @@
 // Protocol of one forward step of n new tokens at positions num_tokens() ..
 // num_tokens() + n - 1:
 //   for each layer l: AppendAndAttend(l, {n new q/k/v rows}, out)   // any layer order
-//   Commit(n)                                                       // makes them visible
-// Until Commit, num_tokens() is unchanged; Truncate(num_tokens()) discards appended but
-// uncommitted tokens (the rollback Model::Forward uses when a step fails half-way).
+//   PrepareCommit(n)   // every check and every fallible piece of work, staged
+//   Commit(n)          // makes them visible; cannot fail after PrepareCommit(n) succeeded
+// Until Commit, num_tokens() and everything a caller can observe are unchanged;
+// Truncate(num_tokens()) discards appended but uncommitted tokens and staged work (the
+// rollback Model::Forward uses when a step fails half-way). The two phases let a batch of
+// caches commit all or nothing: Forward prepares every cache, rolls all back if one
+// preparation fails, and only then commits them.
 // Implementations are not thread-safe: one caller (one Forward) uses a cache at a time.
 #ifndef KVSPAN_MODEL_KV_CACHE_H_
 #define KVSPAN_MODEL_KV_CACHE_H_
@@ -49,11 +53,21 @@ class KvCache {
   // ResourceExhausted when the n tokens do not fit; InvalidArgument for a bad layer or n.
   virtual absl::Status AppendAndAttend(int layer, const LayerQkv& in, float* out, ThreadPool* pool) = 0;
 
-  // Makes the n pending tokens visible. FailedPrecondition unless every layer took exactly
-  // n new tokens since the last Commit/Truncate.
+  // Phase one of committing the n pending tokens: every check and every piece of work that
+  // can fail (e.g. compressing the spans the tokens complete), into staged state that is
+  // not yet visible. FailedPrecondition unless every layer took exactly n new tokens since
+  // the last Commit/Truncate; an implementation's own errors with their own codes. On
+  // error nothing visible changes (the tokens stay pending; Truncate drops them). An
+  // AppendAndAttend after it cancels the preparation.
+  virtual absl::Status PrepareCommit(int n) = 0;
+
+  // Makes the n pending tokens visible. After a successful PrepareCommit(n) (and no
+  // AppendAndAttend since) it applies the staged state and returns OK: it cannot fail.
+  // Without one it runs PrepareCommit(n) first and returns its error, changing nothing
+  // visible (for callers that use a cache alone).
   virtual absl::Status Commit(int n) = 0;
 
-  // Drops committed tokens past `num_tokens` and all pending ones.
+  // Drops committed tokens past `num_tokens`, all pending ones and any staged state.
   // REQUIRES: num_tokens >= 0. A value >= num_tokens() only drops the pending tokens.
   virtual void Truncate(int num_tokens) = 0;
 };
@@ -76,6 +90,8 @@ class DenseKvCache final : public KvCache {
 
   int num_tokens() const override { return num_tokens_; }
   absl::Status AppendAndAttend(int layer, const LayerQkv& in, float* out, ThreadPool* pool) override;
+  // Checks only (FailedPrecondition as KvCache::PrepareCommit); nothing to stage.
+  absl::Status PrepareCommit(int n) override;
   absl::Status Commit(int n) override;
   void Truncate(int num_tokens) override;
 

@@ -159,5 +159,24 @@ TEST(DenseKvCacheTest, TruncateDropsTokensAndPending) {
   EXPECT_EQ(cache->num_tokens(), 2);
 }
 
+// Phase one checks and changes nothing visible; phase two applies; Truncate cancels.
+TEST(DenseKvCacheTest, PrepareCommitThenCommit) {
+  ASSERT_OK_AND_ASSIGN(auto cache, DenseKvCache::Create(SmallOptions()));
+  Rows rows(SmallOptions(), 2, 1);
+  std::vector<float> out(2 * 4 * 8);
+  ASSERT_OK(cache->AppendAndAttend(0, rows.qkv(), out.data(), nullptr));
+  EXPECT_THAT(cache->PrepareCommit(2), StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK(cache->AppendAndAttend(1, rows.qkv(), out.data(), nullptr));
+  ASSERT_OK(cache->PrepareCommit(2));
+  EXPECT_EQ(cache->num_tokens(), 0);
+  ASSERT_OK(cache->Commit(2));
+  EXPECT_EQ(cache->num_tokens(), 2);
+  for (int l = 0; l < 2; ++l) ASSERT_OK(cache->AppendAndAttend(l, rows.qkv(), out.data(), nullptr));
+  ASSERT_OK(cache->PrepareCommit(2));
+  cache->Truncate(cache->num_tokens());
+  EXPECT_THAT(cache->Commit(2), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(cache->num_tokens(), 2);
+}
+
 }  // namespace
 }  // namespace kvspan::model

@@ -16,6 +16,9 @@ absl::Status PendingTokens::Check(int n, absl::string_view cache_name) const {
   return absl::OkStatus();
 }
 
-void PendingTokens::Clear() { std::fill(counts_.begin(), counts_.end(), 0); }
+void PendingTokens::Clear() {
+  std::fill(counts_.begin(), counts_.end(), 0);
+  prepared_ = kNotPrepared;
+}
 
 }  // namespace kvspan::model

@@ -44,5 +44,23 @@ TEST(PendingTokensTest, ClearDropsEveryCount) {
   EXPECT_THAT(p.Check(3, "C"), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
+// A preparation holds for its n only, until the next Append or Clear.
+TEST(PendingTokensTest, PreparedUntilTheNextAppendOrClear) {
+  PendingTokens p(2);
+  p.Append(0, 4);
+  p.Append(1, 4);
+  EXPECT_FALSE(p.prepared(4));
+  ASSERT_OK(p.Check(4, "C"));
+  p.MarkPrepared(4);
+  EXPECT_TRUE(p.prepared(4));
+  EXPECT_FALSE(p.prepared(3));
+  p.Append(1, 4);  // the layer re-ran: the staged work is stale
+  EXPECT_FALSE(p.prepared(4));
+  p.MarkPrepared(4);
+  p.Clear();
+  EXPECT_FALSE(p.prepared(4));
+  EXPECT_FALSE(p.prepared(0));
+}
+
 }  // namespace
 }  // namespace kvspan::model
