@@ -7,8 +7,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/status_macros.h"
 #include "common/float16.h"
+#include "common/memory_bytes.h"
+#include "common/status_macros.h"
 #include "model/model.h"
 
 namespace kvspan::kvcache {
@@ -92,6 +93,13 @@ SpanKernelViews::SpanKernelViews(const Span& span) : num_kv_heads_(span.header.g
       }
     }
   }
+}
+
+int64_t SpanKernelViews::memory_bytes() const {
+  int64_t bytes = CapacityBytes(heads_) + CapacityBytes(scales_);
+  for (const std::vector<kernels::SpanBlockView>& views : heads_) bytes += CapacityBytes(views);
+  for (const std::vector<float>& scales : scales_) bytes += CapacityBytes(scales);
+  return bytes;
 }
 
 CompressedKvCache::Options CompressedKvCache::OptionsFor(const model::ModelConfig& config, int span_tokens,
@@ -333,6 +341,20 @@ absl::Status CompressedKvCache::Commit(int n) {
 void CompressedKvCache::ClearStaged() {
   staged_spans_.clear();
   staged_views_.clear();
+}
+
+int64_t CompressedKvCache::memory_bytes() const {
+  int64_t bytes = CapacityBytes(tail_k_) + CapacityBytes(tail_v_) + CapacityBytes(tail_q_) +
+                  CapacityBytes(options_.rope_inv_freq);
+  for (const std::vector<Span>* spans : {&spans_, &staged_spans_}) {
+    bytes += CapacityBytes(*spans);
+    for (const Span& span : *spans) bytes += SpanMemoryBytes(span);
+  }
+  for (const std::vector<SpanKernelViews>* views : {&views_, &staged_views_}) {
+    bytes += CapacityBytes(*views);
+    for (const SpanKernelViews& v : *views) bytes += v.memory_bytes();
+  }
+  return bytes;
 }
 
 void CompressedKvCache::Truncate(int num_tokens) {

@@ -110,6 +110,10 @@ class SpanKernelViews {
   SpanKernelViews(const SpanKernelViews&) = delete;
   SpanKernelViews& operator=(const SpanKernelViews&) = delete;
 
+  // Heap bytes of the views and the decoded scales (capacities); the span's own arrays,
+  // which the views borrow, are not included.
+  int64_t memory_bytes() const;
+
   // The views of resolved_head(layer, kv_head)'s blocks, in block order.
   const std::vector<kernels::SpanBlockView>& head(int layer, int kv_head) const {
     return heads_[static_cast<size_t>(layer) * num_kv_heads_ + kv_head];
@@ -169,6 +173,10 @@ class CompressedKvCache final : public model::KvCache {
   // As Truncate, but FailedPrecondition (and no change at all) when
   // num_tokens < num_compressed_tokens(); InvalidArgument when num_tokens < 0.
   absl::Status TruncateTo(int num_tokens);
+  // The dense tail's K/V (and query) buffers at their capacity, every span
+  // (SpanMemoryBytes) and its kernel views, staged spans, the containers' slack and the
+  // RoPE frequencies.
+  int64_t memory_bytes() const override;
 
   const Options& options() const { return options_; }
   const std::vector<Span>& spans() const { return spans_; }

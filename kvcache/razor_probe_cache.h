@@ -73,6 +73,8 @@ class RazorProbeCache final : public model::KvCache {
   absl::Status PrepareCommit(int n) override { return dense_->PrepareCommit(n); }
   absl::Status Commit(int n) override;
   void Truncate(int num_tokens) override;
+  // The dense cache's bytes plus the score sums.
+  int64_t memory_bytes() const override;
 
   const model::DenseKvCache& dense() const { return *dense_; }
 

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/memory_bytes.h"
 #include "common/status_macros.h"
 #include "kernels/span_attention.h"
 
@@ -216,6 +217,16 @@ absl::Status SentinelKvCache::Commit(int n) {
 }
 
 void SentinelKvCache::Truncate(int) { pending_.Clear(); }
+
+int64_t SentinelKvCache::memory_bytes() const {
+  int64_t bytes = CapacityBytes(k_) + CapacityBytes(v_) + CapacityBytes(roles_) + CapacityBytes(positions_) +
+                  CapacityBytes(span_id_) + CapacityBytes(pending_span_id_) + CapacityBytes(pending_visible_);
+  for (const SentinelPlan* plan : {&plan_, &pending_plan_}) {
+    bytes += CapacityBytes(plan->roles) + CapacityBytes(plan->positions);
+  }
+  for (const std::vector<int>& keys : pending_visible_) bytes += CapacityBytes(keys);
+  return bytes;
+}
 
 int SentinelKvCache::num_kept() const {
   return static_cast<int>(std::count_if(roles_.begin(), roles_.end(), [](SentinelRole r) {

@@ -100,6 +100,9 @@ class SentinelKvCache final : public model::KvCache {
   absl::Status PrepareCommit(int n) override;
   absl::Status Commit(int n) override;
   void Truncate(int num_tokens) override;
+  // K/V of every token fed (allocated for capacity_tokens at Create), the per-token roles,
+  // positions and span ids, and the step in flight's plan and visibility lists.
+  int64_t memory_bytes() const override;
 
   // The position the next ordinary token takes.
   int32_t next_position() const { return plan_.next_position; }

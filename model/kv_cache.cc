@@ -32,6 +32,7 @@ absl::StatusOr<std::unique_ptr<DenseKvCache>> DenseKvCache::Create(const Options
     return absl::ResourceExhaustedError(
         absl::StrCat("DenseKvCache: cannot allocate 2 x ", n * sizeof(float), " bytes"));
   }
+  cache->buffer_floats_ = n;
   return cache;
 }
 

@@ -70,6 +70,13 @@ class KvCache {
   // Drops committed tokens past `num_tokens`, all pending ones and any staged state.
   // REQUIRES: num_tokens >= 0. A value >= num_tokens() only drops the pending tokens.
   virtual void Truncate(int num_tokens) = 0;
+
+  // Bytes of heap memory the cache holds right now, measured from its buffers at their
+  // allocated capacity (K/V arrays, queries, compressed spans and their kernel views,
+  // per-token metadata, staged state), not estimated from the geometry: what a KV memory
+  // budget sums over sequences. The O(num_layers) pending-token counters and the object
+  // itself are not counted.
+  virtual int64_t memory_bytes() const = 0;
 };
 
 // fp32 K and V laid out [layer][kv_head][capacity][head_dim]. Not thread-safe.
@@ -94,6 +101,9 @@ class DenseKvCache final : public KvCache {
   absl::Status PrepareCommit(int n) override;
   absl::Status Commit(int n) override;
   void Truncate(int num_tokens) override;
+  // The two K/V allocations, 2 * num_layers * num_kv_heads * capacity_tokens * head_dim
+  // floats, whatever num_tokens() is (allocated at Create).
+  int64_t memory_bytes() const override { return 2 * buffer_floats_ * static_cast<int64_t>(sizeof(float)); }
 
   int capacity_tokens() const { return options_.capacity_tokens; }
   const Options& options() const { return options_; }
@@ -114,6 +124,7 @@ class DenseKvCache final : public KvCache {
   const Options options_;
   std::unique_ptr<float[]> keys_;    // [num_layers][num_kv_heads][capacity][head_dim]
   std::unique_ptr<float[]> values_;  // same
+  int64_t buffer_floats_ = 0;        // floats allocated for keys_, and for values_
   int num_tokens_ = 0;
   PendingTokens pending_;            // tokens appended since the last Commit
 };

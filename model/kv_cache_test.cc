@@ -178,5 +178,19 @@ TEST(DenseKvCacheTest, PrepareCommitThenCommit) {
   EXPECT_EQ(cache->num_tokens(), 2);
 }
 
+// memory_bytes is the two K/V allocations, from Create on, however many tokens are held.
+TEST(DenseKvCacheTest, MemoryBytesEqualsItsAllocation) {
+  const DenseKvCache::Options o = SmallOptions();
+  ASSERT_OK_AND_ASSIGN(auto cache, DenseKvCache::Create(o));
+  const int64_t allocation = 2 * int64_t{o.num_layers} * o.num_kv_heads * o.capacity_tokens * o.head_dim *
+                             static_cast<int64_t>(sizeof(float));
+  EXPECT_EQ(cache->memory_bytes(), allocation);
+  Rows rows(o, 5, 1);
+  std::vector<float> out(5 * 4 * 8);
+  for (int l = 0; l < 2; ++l) ASSERT_OK(cache->AppendAndAttend(l, rows.qkv(), out.data(), nullptr));
+  ASSERT_OK(cache->Commit(5));
+  EXPECT_EQ(cache->memory_bytes(), allocation);
+}
+
 }  // namespace
 }  // namespace kvspan::model

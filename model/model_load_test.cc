@@ -242,6 +242,7 @@ class FailingPrepareCache final : public KvCache {
     return inner_->Commit(n);
   }
   void Truncate(int n) override { inner_->Truncate(n); }
+  int64_t memory_bytes() const override { return inner_->memory_bytes(); }
 
  private:
   KvCache* inner_;
