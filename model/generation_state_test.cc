@@ -33,11 +33,7 @@ class GenerationStateTest : public ::testing::Test {
     config_.eos_token_ids = {tokenizer_->vocab_size() - 1};
   }
   static GenerationOptions Greedy(int max_tokens) {
-    GenerationOptions o;
-    o.sampling.temperature = 0;
-    o.max_tokens = max_tokens;
-    o.ignore_eos = true;
-    return o;
+    return {.sampling = {.temperature = 0}, .max_tokens = max_tokens, .ignore_eos = true};
   }
   // Logits whose argmax is `id`.
   std::vector<float> Pick(int32_t id) const {
