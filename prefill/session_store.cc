@@ -60,6 +60,7 @@ std::string Encode(const Session& s) {
   r.set_last_use_unix_ms(s.last_use_ms);
   r.set_idle_timeout_ms(s.idle_timeout_ms);
   r.set_num_turns(s.num_turns);
+  r.set_tenant(s.tenant);
   return r.SerializeAsString();
 }
 
@@ -82,6 +83,7 @@ absl::StatusOr<Session> Decode(absl::string_view id, const std::string& bytes) {
   s.last_use_ms = r.last_use_unix_ms();
   s.idle_timeout_ms = r.idle_timeout_ms();
   s.num_turns = r.num_turns();
+  s.tenant = r.tenant();
   return s;
 }
 
@@ -107,9 +109,13 @@ absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Create(SessionStoreO
 SessionStore::SessionStore(SessionStoreOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<Session> SessionStore::Open(absl::string_view policy, int span_tokens,
-                                           int64_t idle_timeout_ms) {
-  absl::StatusOr<kvcache::Policy> parsed = kvcache::ParsePolicy(policy);
-  if (!parsed.ok()) return parsed.status();
+                                           int64_t idle_timeout_ms, absl::string_view tenant) {
+  std::string canonical(policy);
+  if (policy != kDensePolicyName) {
+    absl::StatusOr<kvcache::Policy> parsed = kvcache::ParsePolicy(policy);
+    if (!parsed.ok()) return parsed.status();
+    canonical = parsed->ToString();
+  }
   if (span_tokens < 1 || span_tokens > kvcache::kMaxSpanTokens) {
     return absl::InvalidArgumentError(absl::StrCat("span_tokens ", span_tokens, " is outside [1, ",
                                                    kvcache::kMaxSpanTokens, "]"));
@@ -119,7 +125,8 @@ absl::StatusOr<Session> SessionStore::Open(absl::string_view policy, int span_to
   }
   Session s;
   ASSIGN_OR_RETURN(s.id, NewSessionId());
-  s.policy = parsed->ToString();
+  s.policy = std::move(canonical);
+  s.tenant = std::string(tenant);
   s.span_tokens = span_tokens;
   s.created_ms = s.last_use_ms = options_.now_ms();
   s.idle_timeout_ms = idle_timeout_ms;

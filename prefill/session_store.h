@@ -30,6 +30,10 @@ namespace kvspan::prefill {
 inline constexpr size_t kSessionIdHexDigits = 32;
 
 // One session. A value type.
+// The policy name of an uncompressed cache (kvcache::kDensePolicy; kvcache_runtime is not a
+// dependency of this library).
+inline constexpr absl::string_view kDensePolicyName = "dense";
+
 struct Session {
   std::string id;               // kSessionIdHexDigits lowercase hex digits
   std::vector<int32_t> tokens;  // every earlier turn's prompt and generated tokens
@@ -39,6 +43,7 @@ struct Session {
   int64_t last_use_ms = 0;      // unix ms of Open or the last Update
   int64_t idle_timeout_ms = 0;  // 0: never expires
   int64_t num_turns = 0;        // Updates so far
+  std::string tenant;           // the cache-store namespace's tenant salt of its spans
 
   friend bool operator==(const Session&, const Session&) = default;
 };
@@ -66,7 +71,9 @@ class SessionStore {
   // if no random bytes can be read; the store's errors (Unavailable, DeadlineExceeded,
   // ResourceExhausted when pinned records would exceed the memory budget: the record is
   // then deleted again).
-  absl::StatusOr<Session> Open(absl::string_view policy, int span_tokens, int64_t idle_timeout_ms);
+  // `policy` may also be "dense" (kDensePolicyName: an uncompressed cache), kept as is.
+  absl::StatusOr<Session> Open(absl::string_view policy, int span_tokens, int64_t idle_timeout_ms,
+                               absl::string_view tenant = "");
 
   // The session's record. InvalidArgument for a malformed id; NotFound("session <id> not
   // found") if unknown; NotFound("session <id> expired ...") if idle for longer than its
