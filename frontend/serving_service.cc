@@ -240,6 +240,19 @@ grpc::Status ServingService::ServerInfo(grpc::ServerContext* context, const v1::
   response->set_max_queue(decode_->options().max_queue);
   response->set_resident_sessions(stats.resident_sessions);
   response->set_store(options_.store_description);
+  const prefill::SpanStoreStats store = stores_->TotalStats();
+  v1::StoreCounters* counters = response->mutable_store_counters();
+  counters->set_spans_loaded(store.num_spans_loaded);
+  counters->set_bytes_loaded(store.bytes_loaded);
+  counters->set_store_errors(store.num_store_errors);
+  counters->set_misses(store.num_misses);
+  counters->set_bad_spans(store.num_bad_spans);
+  counters->set_bad_spans_deleted(store.num_bad_spans_deleted);
+  counters->set_puts_ok(store.num_puts_ok);
+  counters->set_puts_failed(store.num_puts_failed);
+  counters->set_puts_refused(store.num_puts_refused);
+  counters->set_puts_dropped(store.num_puts_dropped);
+  counters->set_bytes_put(store.bytes_put);
   return grpc::Status::OK;
 }
 

@@ -35,6 +35,8 @@ class StoreRouter {
   std::shared_ptr<SpanStore> For(const kvcache::CachePolicy& policy, const std::string& tenant);
   // Waits for every queued Put of every namespace.
   void FlushAll();
+  // Counters summed over the namespaces.
+  SpanStoreStats TotalStats() const;
   const std::shared_ptr<cachestore::CacheClient>& client() const { return options_.client; }
 
  private:

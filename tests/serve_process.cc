@@ -29,7 +29,23 @@ bool ReadLine(int fd, int timeout_ms, std::string* line) {
 
 }  // namespace
 
-ServeProcess::ServeProcess(const std::string& binary, std::vector<std::string> args) {
+ServeProcess::ServeProcess(const std::string& binary, std::vector<std::string> args)
+    : ServeProcess(binary,
+                   [&] {
+                     std::vector<std::string> all = {"serve", "--listen", "127.0.0.1:0"};
+                     all.insert(all.end(), args.begin(), args.end());
+                     return all;
+                   }(),
+                   "kvspan serve: listening on ", "kvspan serve: ready") {}
+
+std::unique_ptr<ServeProcess> ServeProcess::Cachestore(const std::string& binary, const std::string& data_dir) {
+  // Its one line, "kvspan cachestore: serving DIR on HOST:PORT", is both.
+  return std::unique_ptr<ServeProcess>(new ServeProcess(
+      binary, {"cachestore", "--listen", "127.0.0.1:0", "--data", data_dir}, "", "kvspan cachestore: serving "));
+}
+
+ServeProcess::ServeProcess(const std::string& binary, const std::vector<std::string>& argv,
+                           const std::string& address_prefix, const std::string& ready_prefix) {
   int fds[2];
   if (pipe(fds) != 0) return;
   pid_ = fork();
@@ -37,21 +53,21 @@ ServeProcess::ServeProcess(const std::string& binary, std::vector<std::string> a
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]);
     close(fds[1]);
-    std::vector<std::string> all = {binary, "serve", "--listen", "127.0.0.1:0"};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(binary.c_str(), argv.data());
+    std::vector<std::string> all = {binary};
+    all.insert(all.end(), argv.begin(), argv.end());
+    std::vector<char*> args;
+    for (auto& a : all) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(binary.c_str(), args.data());
     _exit(127);
   }
   close(fds[1]);
   out_fd_ = fds[0];
   std::string line, address;
-  const std::string listening = "kvspan serve: listening on ";
   while (ReadLine(out_fd_, 60000, &line)) {
-    if (line.rfind(listening, 0) == 0) address = line.substr(listening.size());
-    if (line.rfind("kvspan serve: ready", 0) == 0) {
+    if (!address_prefix.empty() && line.rfind(address_prefix, 0) == 0) address = line.substr(address_prefix.size());
+    if (line.rfind(ready_prefix, 0) == 0) {
+      if (address_prefix.empty()) address = line.substr(line.rfind(" on ") + 4);
       address_ = address;
       break;
     }

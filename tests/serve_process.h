@@ -21,6 +21,9 @@ class ServeProcess {
   // Starts `binary serve --listen 127.0.0.1:0 <args>` and waits (up to 60 s) for its ready
   // line. address() is empty when it did not come up (exited, or no ready line).
   ServeProcess(const std::string& binary, std::vector<std::string> args);
+  // Starts `binary cachestore --listen 127.0.0.1:0 --data <data_dir>` and waits for its
+  // serving line.
+  static std::unique_ptr<ServeProcess> Cachestore(const std::string& binary, const std::string& data_dir);
   ~ServeProcess();
   ServeProcess(const ServeProcess&) = delete;
   ServeProcess& operator=(const ServeProcess&) = delete;
@@ -32,6 +35,8 @@ class ServeProcess {
   int Stop(int signal_number);
 
  private:
+  ServeProcess(const std::string& binary, const std::vector<std::string>& argv, const std::string& address_prefix,
+               const std::string& ready_prefix);
   pid_t pid_ = -1;
   int out_fd_ = -1;
   std::string address_;
