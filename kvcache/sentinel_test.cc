@@ -206,7 +206,7 @@ TEST_F(SentinelModelTest, Errors) {
   // Tokens that bypass Feed have no roles.
   const std::vector<int32_t> one = {5};
   model::ForwardItem item{one, cache.get(), model::LogitsMode::kLastToken, &logits};
-  EXPECT_FALSE(model_->Forward(absl::MakeSpan(&item, 1)).ok());
+  EXPECT_THAT(model_->Forward(absl::MakeSpan(&item, 1)), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_EQ(cache->num_tokens(), 0);
   // A bad span changes nothing.
   EXPECT_THAT(cache->Feed(*model_, {5, kCR}, model::LogitsMode::kLastToken, &logits),
@@ -217,7 +217,8 @@ TEST_F(SentinelModelTest, Errors) {
   header.geometry = {model_->config().num_layers, model_->config().num_kv_heads, model_->config().head_dim, 2};
   EXPECT_THAT(cache->ToSpans(header, CodecSpec{Codec::kBF16, 0}), StatusIs(absl::StatusCode::kFailedPrecondition));
   // Capacity.
-  EXPECT_FALSE(cache->Feed(*model_, {7, 8, 9, 10, 11, 12}, model::LogitsMode::kLastToken, &logits).ok());
+  EXPECT_THAT(cache->Feed(*model_, {7, 8, 9, 10, 11, 12}, model::LogitsMode::kLastToken, &logits),
+              StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(cache->num_tokens(), 3);
   EXPECT_THAT(SentinelKvCache::Create({1, 2, 2, 8, 8, {3, 3}}), StatusIs(absl::StatusCode::kInvalidArgument));
   // The exact method is not a span reducer: CompressSpan refuses it with a pointer here.
