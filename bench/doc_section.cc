@@ -1,5 +1,6 @@
 #include "bench/doc_section.h"
 
+#include <fstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -30,6 +31,22 @@ std::string CommandLine(int argc, char** argv) {
   std::string cmd;
   for (int i = 0; i < argc; ++i) absl::StrAppend(&cmd, i ? " " : "", argv[i]);
   return cmd;
+}
+
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string one;
+  in >> one;
+  return one.empty() ? "unknown" : one;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
 }
 
 }  // namespace kvspan::bench

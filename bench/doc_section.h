@@ -21,6 +21,12 @@ absl::Status WriteDocSection(const std::string& path, const std::string& name,
 // The command line that reproduces this run, for the docs: argv joined with spaces.
 std::string CommandLine(int argc, char** argv);
 
+// Facts about the machine a table was measured on (the machines are shared, so tables
+// say how busy they were). The 1-minute load average from /proc/loadavg, and the CPU's
+// "model name" from /proc/cpuinfo; "unknown" / "unknown CPU" when unreadable.
+std::string LoadAverage();
+std::string CpuModel();
+
 }  // namespace kvspan::bench
 
 #endif  // KVSPAN_BENCH_DOC_SECTION_H_
