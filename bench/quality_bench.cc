@@ -163,8 +163,9 @@ void LogSoftmax(std::vector<float>* logits, int vocab) {
   }
 }
 
-// The compressor's own status on one span of small pseudo-random K/V: Forward wraps a
-// compressor error from Commit as Internal, so Unimplemented is detected here first.
+// The compressor's own status on one span of small pseudo-random K/V, before any forward
+// step: an unsupported policy (Unimplemented) is known without feeding a window (Forward
+// returns a compressor's error with its own code too, but only once a span completes).
 absl::Status ProbeCompressor(kvcache::SpanCompressor* compressor, const kvcache::CompressedKvCache::Options& o) {
   kvcache::DenseSpanView view;
   view.geometry = {.num_layers = o.num_layers, .num_kv_heads = o.num_kv_heads, .head_dim = o.head_dim,

@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/float16.h"
+#include "common/memory_bytes.h"
+#include "common/status_macros.h"
 #include "model/model.h"
 
 namespace kvspan::kvcache {
@@ -93,6 +95,13 @@ SpanKernelViews::SpanKernelViews(const Span& span) : num_kv_heads_(span.header.g
   }
 }
 
+int64_t SpanKernelViews::memory_bytes() const {
+  int64_t bytes = CapacityBytes(heads_) + CapacityBytes(scales_);
+  for (const std::vector<kernels::SpanBlockView>& views : heads_) bytes += CapacityBytes(views);
+  for (const std::vector<float>& scales : scales_) bytes += CapacityBytes(scales);
+  return bytes;
+}
+
 CompressedKvCache::Options CompressedKvCache::OptionsFor(const model::ModelConfig& config, int span_tokens,
                                                          int capacity_tokens) {
   Options o;
@@ -111,7 +120,7 @@ CompressedKvCache::CompressedKvCache(const Options& options, std::shared_ptr<Spa
     : options_(options),
       compressor_(std::move(compressor)),
       needs_(compressor_->query_needs()),
-      num_pending_(options.num_layers, 0) {}
+      pending_(options.num_layers) {}
 
 absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::Create(
     const Options& o, std::shared_ptr<SpanCompressor> compressor) {
@@ -202,7 +211,7 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
       std::memcpy(TailQuery(layer, base + j), in.q + j * in.row_stride, sizeof(float) * options_.num_heads * hd);
     }
   }
-  num_pending_[layer] = n;
+  pending_.Append(layer, n);
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int chunks = (n + kQueryChunk - 1) / kQueryChunk;
@@ -259,64 +268,98 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
   return absl::OkStatus();
 }
 
-absl::Status CompressedKvCache::Commit(int n) {
-  for (int l = 0; l < options_.num_layers; ++l) {
-    if (num_pending_[l] != n) {
-      return absl::FailedPreconditionError(absl::StrCat("CompressedKvCache: Commit(", n, ") but layer ", l,
-                                                        " has ", num_pending_[l], " pending tokens"));
-    }
-  }
-  num_tokens_ += n;
-  std::fill(num_pending_.begin(), num_pending_.end(), 0);
-  return CompressFullSpans();
-}
-
-absl::Status CompressedKvCache::CompressFullSpans() {
+absl::Status CompressedKvCache::PrepareCommit(int n) {
+  RETURN_IF_ERROR(pending_.Check(n, "CompressedKvCache"));
+  ClearStaged();
   const int S = options_.span_tokens;
   const SpanGeometry geometry{options_.num_layers, options_.num_kv_heads, options_.head_dim, S};
   const int64_t row = int64_t{options_.num_kv_heads} * options_.head_dim;
   const int64_t q_row = int64_t{options_.num_heads} * options_.head_dim;
-  // A query-aware compressor waits until its observation window follows the span.
-  while (num_tail_tokens() >= S + needs_.observation_tokens) {
+  // The committed tail once the n tokens are committed; span k of this step starts at its
+  // token k * S. A query-aware compressor waits until its observation window follows the span.
+  const int tail_tokens = num_tail_tokens() + n;
+  for (int first = 0; tail_tokens - first >= S + needs_.observation_tokens; first += S) {
     DenseSpanView view;
     view.geometry = geometry;
-    view.first_position = num_compressed_tokens();
-    view.span_index = static_cast<int32_t>(spans_.size());
-    view.kv.keys = tail_k_.data();
-    view.kv.values = tail_v_.data();
+    view.first_position = num_compressed_tokens() + first;
+    view.span_index = static_cast<int32_t>(spans_.size() + staged_spans_.size());
+    view.kv.keys = TailKey(0, first);
+    view.kv.values = TailValue(0, first);
     view.kv.layer_stride = int64_t{tail_capacity_} * row;
     view.kv.head_stride = options_.head_dim;
     view.kv.token_stride = row;
     DenseQueryView queries;
     if (needs_.any()) {
-      queries.q = tail_q_.data();
+      queries.q = TailQuery(0, first);
       queries.layer_stride = int64_t{tail_capacity_} * q_row;
       queries.token_stride = q_row;
       queries.num_heads = options_.num_heads;
-      queries.num_tokens = num_tail_tokens();
+      queries.num_tokens = tail_tokens - first;
       queries.rope_inv_freq = options_.rope_inv_freq;
       view.queries = &queries;
     }
     absl::StatusOr<Span> span = compressor_->Compress(view);
-    if (!span.ok()) return span.status();
-    if (absl::Status s = CheckSpanFits(*span, geometry, view.span_index, "CompressedKvCache: compressor");
-        !s.ok()) {
-      return absl::InternalError(s.message());
+    absl::Status status = span.status();
+    if (status.ok()) status = CheckSpanFits(*span, geometry, view.span_index, "CompressedKvCache: compressor");
+    if (!status.ok()) {
+      ClearStaged();
+      // The compressor's own error as it returned it; a span that breaks its contract is ours.
+      return span.ok() ? absl::InternalError(status.message()) : status;
     }
-    const int remaining = num_tail_tokens() - S;
-    for (int l = 0; l < options_.num_layers; ++l) {
-      std::memmove(TailKey(l, 0), TailKey(l, S), sizeof(float) * remaining * row);
-      std::memmove(TailValue(l, 0), TailValue(l, S), sizeof(float) * remaining * row);
-      if (needs_.any()) std::memmove(TailQuery(l, 0), TailQuery(l, S), sizeof(float) * remaining * q_row);
-    }
-    spans_.push_back(*std::move(span));
-    views_.emplace_back(spans_.back());
+    staged_spans_.push_back(*std::move(span));
   }
+  for (const Span& span : staged_spans_) staged_views_.emplace_back(span);
+  pending_.MarkPrepared(n);
   return absl::OkStatus();
 }
 
+absl::Status CompressedKvCache::Commit(int n) {
+  if (!pending_.prepared(n)) RETURN_IF_ERROR(PrepareCommit(n));
+  num_tokens_ += n;
+  if (!staged_spans_.empty()) {
+    // The staged spans' tokens leave the tail: the rest moves to its front.
+    const int shift = static_cast<int>(staged_spans_.size()) * options_.span_tokens;
+    const int remaining = num_tail_tokens() - shift;
+    const int64_t row = int64_t{options_.num_kv_heads} * options_.head_dim;
+    const int64_t q_row = int64_t{options_.num_heads} * options_.head_dim;
+    for (int l = 0; l < options_.num_layers; ++l) {
+      std::memmove(TailKey(l, 0), TailKey(l, shift), sizeof(float) * remaining * row);
+      std::memmove(TailValue(l, 0), TailValue(l, shift), sizeof(float) * remaining * row);
+      if (needs_.any()) std::memmove(TailQuery(l, 0), TailQuery(l, shift), sizeof(float) * remaining * q_row);
+    }
+    // Moving a Span keeps its block arrays, so each staged view stays valid.
+    for (size_t i = 0; i < staged_spans_.size(); ++i) {
+      spans_.push_back(std::move(staged_spans_[i]));
+      views_.push_back(std::move(staged_views_[i]));
+    }
+    ClearStaged();
+  }
+  pending_.Clear();
+  return absl::OkStatus();
+}
+
+void CompressedKvCache::ClearStaged() {
+  staged_spans_.clear();
+  staged_views_.clear();
+}
+
+int64_t CompressedKvCache::memory_bytes() const {
+  int64_t bytes = CapacityBytes(tail_k_) + CapacityBytes(tail_v_) + CapacityBytes(tail_q_) +
+                  CapacityBytes(options_.rope_inv_freq);
+  for (const std::vector<Span>* spans : {&spans_, &staged_spans_}) {
+    bytes += CapacityBytes(*spans);
+    for (const Span& span : *spans) bytes += SpanMemoryBytes(span);
+  }
+  for (const std::vector<SpanKernelViews>* views : {&views_, &staged_views_}) {
+    bytes += CapacityBytes(*views);
+    for (const SpanKernelViews& v : *views) bytes += v.memory_bytes();
+  }
+  return bytes;
+}
+
 void CompressedKvCache::Truncate(int num_tokens) {
-  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+  pending_.Clear();
+  ClearStaged();
   if (num_tokens >= num_compressed_tokens() && num_tokens < num_tokens_) num_tokens_ = num_tokens;
 }
 

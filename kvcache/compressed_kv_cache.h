@@ -7,10 +7,11 @@
 //     dequantization, log-count biases, shared blocks read through their source layer's
 //     codes with per-entry scales, no mask: spans lie wholly before the queries)
 //     merged by log-sum-exp with causal attention over the tail;
-//   - Commit(n), after all layers, compresses the oldest S tail tokens into a new span
-//     with the sequence's SpanCompressor while the tail holds >= S committed tokens
-//     ("incremental compression" during decode; a prefill chunk compresses every full
-//     span it completes).
+//   - PrepareCommit(n), after all layers, compresses every span the n pending tokens
+//     complete (the oldest S tail tokens, while the tail would hold >= S committed tokens)
+//     with the sequence's SpanCompressor into staged spans, not yet visible; Commit(n)
+//     then moves them into spans() and their tokens out of the tail ("incremental
+//     compression" during decode; a prefill chunk compresses every full span it completes).
 //   - FromSpans builds a cache over existing spans (e.g. loaded from the cache store):
 //     later prefill chunks then attend to the compressed prefix.
 // Causality: span i is compressed from its own S tokens only, at the Commit that completes
@@ -37,6 +38,7 @@
 #include "kvcache/span.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/pending_tokens.h"
 
 namespace kvspan::kvcache {
 
@@ -108,6 +110,10 @@ class SpanKernelViews {
   SpanKernelViews(const SpanKernelViews&) = delete;
   SpanKernelViews& operator=(const SpanKernelViews&) = delete;
 
+  // Heap bytes of the views and the decoded scales (capacities); the span's own arrays,
+  // which the views borrow, are not included.
+  int64_t memory_bytes() const;
+
   // The views of resolved_head(layer, kv_head)'s blocks, in block order.
   const std::vector<kernels::SpanBlockView>& head(int layer, int kv_head) const {
     return heads_[static_cast<size_t>(layer) * num_kv_heads_ + kv_head];
@@ -150,20 +156,27 @@ class CompressedKvCache final : public model::KvCache {
                                                                        std::vector<Span> spans);
 
   // model::KvCache. AppendAndAttend: InvalidArgument for a bad layer or n < 1;
-  // ResourceExhausted past capacity_tokens. Commit: FailedPrecondition unless every layer
-  // took exactly n tokens; after the tokens are committed, an error of the compressor (as
-  // it returned it) or Internal for a span that breaks the contract above; the tokens
-  // then stay committed in the dense tail and compression is retried at the next Commit.
+  // ResourceExhausted past capacity_tokens. PrepareCommit: FailedPrecondition unless every
+  // layer took exactly n tokens; an error of the compressor (as it returned it) or
+  // Internal for a span that breaks the SpanCompressor contract. On error no token is
+  // committed and no span staged: the n tokens stay pending (Truncate drops them; a
+  // retried Commit compresses again). Commit: PrepareCommit's errors when not prepared;
+  // cannot fail after a successful PrepareCommit(n).
   int num_tokens() const override { return num_tokens_; }
   absl::Status AppendAndAttend(int layer, const model::LayerQkv& in, float* out, ThreadPool* pool) override;
+  absl::Status PrepareCommit(int n) override;
   absl::Status Commit(int n) override;
-  // Drops pending tokens, and committed tokens past `num_tokens` when they are all in the
-  // dense tail. A target inside the compressed prefix changes no committed token (see
+  // Drops pending tokens and staged spans, and committed tokens past `num_tokens` when they
+  // are all in the dense tail. A target inside the compressed prefix changes no committed token (see
   // TruncateTo); Forward's rollback only drops pending tokens, which is always possible.
   void Truncate(int num_tokens) override;
   // As Truncate, but FailedPrecondition (and no change at all) when
   // num_tokens < num_compressed_tokens(); InvalidArgument when num_tokens < 0.
   absl::Status TruncateTo(int num_tokens);
+  // The dense tail's K/V (and query) buffers at their capacity, every span
+  // (SpanMemoryBytes) and its kernel views, staged spans, the containers' slack and the
+  // RoPE frequencies.
+  int64_t memory_bytes() const override;
 
   const Options& options() const { return options_; }
   const std::vector<Span>& spans() const { return spans_; }
@@ -184,12 +197,16 @@ class CompressedKvCache final : public model::KvCache {
   int64_t TailOffset(int layer, int token) const {
     return (int64_t{layer} * tail_capacity_ + token) * options_.num_kv_heads * options_.head_dim;
   }
-  absl::Status CompressFullSpans();
+  void ClearStaged();
 
   const Options options_;
   const std::shared_ptr<SpanCompressor> compressor_;
   std::vector<Span> spans_;  // span i covers positions [i*S, (i+1)*S)
   std::vector<SpanKernelViews> views_;  // views_[i] borrows spans_[i]
+  // Set by PrepareCommit: the spans the pending tokens complete, in order, and their views
+  // (staged_views_[i] borrows staged_spans_[i]); moved into spans_ / views_ by Commit.
+  std::vector<Span> staged_spans_;
+  std::vector<SpanKernelViews> staged_views_;
   // Dense tail, [num_layers][tail_capacity_][num_kv_heads][head_dim]: token t is position
   // num_compressed_tokens() + t; committed tokens first, then each layer's pending ones.
   std::vector<float> tail_k_;
@@ -198,7 +215,7 @@ class CompressedKvCache final : public model::KvCache {
   int tail_capacity_ = 0;
   const QueryNeeds needs_;
   int num_tokens_ = 0;
-  std::vector<int> num_pending_;  // [num_layers]
+  model::PendingTokens pending_;
 };
 
 }  // namespace kvspan::kvcache

@@ -15,6 +15,7 @@
 #include "common/float16.h"
 #include "kvcache/compress.h"
 #include "kvcache/policy.h"
+#include "kvcache/testing/cache_steps.h"
 #include "kvcache/testing/random_span.h"
 #include "kvcache/span_format.h"
 #include "model/model.h"
@@ -26,6 +27,12 @@ namespace kvspan::kvcache {
 namespace {
 
 using ::kvspan::testing::StatusIs;
+using testing::CodecCompressor;
+using testing::CodecOnly;
+using testing::MaxAbsDiff;
+using testing::RandomTokens;
+using testing::Step;
+using testing::TinyModelTest;
 
 // A dense fp32 cache for the same geometry: the reference of attention over spans.
 std::unique_ptr<model::DenseKvCache> DenseFor(const CompressedKvCache::Options& o) {
@@ -57,41 +64,7 @@ void OverwriteWithDequantized(model::DenseKvCache* dense, const Span& span) {
   }
 }
 
-// A codec-only policy ("int4(g=8)", "bf16"): every token kept, in that codec.
-PolicySpanCompressor::Options CodecOnly(Codec codec, int group_size) {
-  std::string text = CodecName(codec);
-  if (IsQuantized(codec)) text += "(g=" + std::to_string(group_size) + ")";
-  absl::StatusOr<Policy> policy = ParsePolicy(text);
-  EXPECT_TRUE(policy.ok()) << policy.status();
-  return {policy.value_or(Policy{}), "test"};
-}
-
-std::shared_ptr<SpanCompressor> CodecCompressor(Codec codec, int group_size) {
-  return std::make_shared<PolicySpanCompressor>(CodecOnly(codec, group_size));
-}
-
-// Forward of `tokens` in one chunk; returns the last token's logits.
-std::vector<float> Step(const model::Model& m, model::KvCache* cache, absl::Span<const int32_t> tokens) {
-  std::vector<float> logits;
-  model::ForwardItem item{tokens, cache, model::LogitsMode::kLastToken, &logits};
-  absl::Status s = m.Forward(absl::MakeSpan(&item, 1));
-  EXPECT_TRUE(s.ok()) << s;
-  return logits;
-}
-
-float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  float d = 0.0f;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(a[i] - b[i]));
-  return d;
-}
-
 int ArgMax(const std::vector<float>& x) { return static_cast<int>(std::max_element(x.begin(), x.end()) - x.begin()); }
-
-std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
-  std::vector<int32_t> t(n);
-  for (int i = 0; i < n; ++i) t[i] = static_cast<int32_t>((seed * 2654435761u + i * 40503u + (i * i) % 97) % vocab);
-  return t;
-}
 
 // Runs `tokens` through `cache` (a 19-token prefill chunk, which compresses spans at its
 // Commit, then decode) and through a dense cache (same options, window included) whose
@@ -115,27 +88,6 @@ float MaxDiffAgainstDequantized(const model::Model& m, CompressedKvCache* cache,
 
 // ---- tiny random checkpoint ---------------------------------------------------------------
 
-class TinyModelTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new ::kvspan::testing::TempDir();
-    model::testing::RandomCheckpointOptions o;
-    auto m = model::testing::WriteAndLoadRandomModel(dir_->path(), o, /*num_threads=*/2);
-    ASSERT_OK(m.status());
-    model_ = m->release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete dir_;
-  }
-  CompressedKvCache::Options Opts(int span_tokens, int capacity = 256) const {
-    return CompressedKvCache::OptionsFor(model_->config(), span_tokens, capacity);
-  }
-  static ::kvspan::testing::TempDir* dir_;
-  static model::Model* model_;
-};
-::kvspan::testing::TempDir* TinyModelTest::dir_ = nullptr;
-model::Model* TinyModelTest::model_ = nullptr;
 
 // (i) Logits over [compressed spans + tail] equal a dense cache whose compressed positions
 // hold the dequantized K/V, for every codec (fp32 tolerance 1e-4 on logits of magnitude
@@ -423,71 +375,6 @@ TEST_F(TinyModelTest, AppendAndCommitErrors) {
   ASSERT_OK(cache->AppendAndAttend(0, in, out.data(), nullptr));
   EXPECT_THAT(cache->Commit(1), StatusIs(absl::StatusCode::kFailedPrecondition));  // layer 1 missing
   EXPECT_EQ(cache->num_tokens(), 0);
-}
-
-// A compressor error surfaces from Commit with its own code; the tokens stay committed in
-// the tail and compression is retried at the next Commit. A span breaking the contract is
-// Internal.
-class ScriptedCompressor final : public SpanCompressor {
- public:
-  absl::StatusOr<Span> Compress(const DenseSpanView& view) override {
-    ++calls;
-    if (fail) return absl::UnavailableError("policy engine down");
-    absl::StatusOr<Span> s = inner.Compress(view);
-    if (s.ok() && wrong_position) s->header.first_position += 1;
-    return s;
-  }
-  PolicySpanCompressor inner{CodecOnly(Codec::kInt4, 8)};
-  bool fail = false;
-  bool wrong_position = false;
-  int calls = 0;
-};
-
-TEST_F(TinyModelTest, CompressorErrorsSurfaceFromCommit) {
-  auto compressor = std::make_shared<ScriptedCompressor>();
-  ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(Opts(4), compressor));
-  const std::vector<int32_t> tokens = RandomTokens(6, model_->config().vocab_size, 9);
-  compressor->fail = true;
-  std::vector<float> logits;
-  model::ForwardItem item{absl::MakeConstSpan(tokens).subspan(0, 5), cache.get(), model::LogitsMode::kLastToken,
-                          &logits};
-  // Forward converts a Commit failure to Internal; the cache's own Commit is tested below.
-  EXPECT_THAT(model_->Forward(absl::MakeSpan(&item, 1)), StatusIs(absl::StatusCode::kInternal));
-  EXPECT_EQ(cache->num_tokens(), 5);
-  EXPECT_EQ(cache->num_tail_tokens(), 5);
-  compressor->fail = false;
-  compressor->wrong_position = true;
-  item.tokens = absl::MakeConstSpan(tokens).subspan(5, 1);
-  EXPECT_THAT(model_->Forward(absl::MakeSpan(&item, 1)), StatusIs(absl::StatusCode::kInternal));
-  EXPECT_TRUE(cache->spans().empty());
-  EXPECT_EQ(cache->num_tokens(), 6);
-  cache->Truncate(5);  // the rejected span's tokens are still in the tail
-  compressor->wrong_position = false;
-  Step(*model_, cache.get(), absl::MakeConstSpan(tokens).subspan(5, 1));
-  EXPECT_EQ(cache->spans().size(), 1u);
-  EXPECT_EQ(cache->num_tail_tokens(), 2);
-}
-
-TEST_F(TinyModelTest, CommitReturnsCompressorCodes) {
-  const auto opts = Opts(1);
-  auto compressor = std::make_shared<ScriptedCompressor>();
-  ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::Create(opts, compressor));
-  const int hd = opts.head_dim, width = (opts.num_heads + 2 * opts.num_kv_heads) * hd;
-  std::vector<float> qkv(width, 0.25f), out(opts.num_heads * hd);
-  model::LayerQkv in{1, width, qkv.data(), qkv.data() + opts.num_heads * hd,
-                     qkv.data() + (opts.num_heads + opts.num_kv_heads) * hd};
-  auto append_all = [&] {
-    for (int l = 0; l < opts.num_layers; ++l) ASSERT_OK(cache->AppendAndAttend(l, in, out.data(), nullptr));
-  };
-  compressor->fail = true;
-  append_all();
-  EXPECT_THAT(cache->Commit(1), StatusIs(absl::StatusCode::kUnavailable));
-  compressor->fail = false;
-  compressor->wrong_position = true;
-  append_all();
-  EXPECT_THAT(cache->Commit(1), StatusIs(absl::StatusCode::kInternal));
-  EXPECT_EQ(cache->num_tokens(), 2);
-  EXPECT_TRUE(cache->spans().empty());
 }
 
 // Truncation inside the tail behaves like never having seen the dropped tokens; inside the

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/float16.h"
+#include "common/memory_bytes.h"
 #include "kvcache/internal/block_checks.h"
 #include "kvcache/internal/quantize.h"
 #include "kvcache/span_geometry.h"
@@ -217,6 +218,12 @@ std::vector<float> DecodeBlockKeys(const EntryBlock& block) {
     }
   }
   return out;
+}
+
+int64_t BlockMemoryBytes(const EntryBlock& b) {
+  return CapacityBytes(b.positions) + CapacityBytes(b.log_counts) + CapacityBytes(b.key_data) +
+         CapacityBytes(b.value_data) + CapacityBytes(b.key_params) + CapacityBytes(b.value_params) +
+         CapacityBytes(b.key_scales) + CapacityBytes(b.value_scales);
 }
 
 std::vector<float> DecodeBlockValues(const EntryBlock& block) {

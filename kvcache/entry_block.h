@@ -133,6 +133,11 @@ absl::StatusOr<EntryBlock> EncodeBlock(const CodecSpec& spec, const DenseEntries
 // [n] finite fp16 >= +0, value_scales only with kKeysAndValues); InvalidArgument otherwise.
 absl::Status ValidateBlock(const EntryBlock& block);
 
+// Heap bytes the block holds: the capacities of its positions, log counts, codes, params
+// and scales arrays (measured, not computed from n and the codec; copies in a shared
+// block count too). Pure.
+int64_t BlockMemoryBytes(const EntryBlock& block);
+
 // Dequantized keys / values, [n, head_dim] fp32. Plain loops: the reference that fused
 // attention kernels are tested against. REQUIRES: ValidateBlock(block).ok() and the block
 // owns what is decoded (owns_keys() / owns_values()); for a shared block decode the source

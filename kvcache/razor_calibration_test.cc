@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/file_util.h"
+#include "common/memory_bytes.h"
 #include "common/status_matchers.h"
 #include "common/temp_dir.h"
 #include "gmock/gmock.h"
@@ -48,8 +49,14 @@ class QueryCapture final : public model::KvCache {
     }
     return inner_->AppendAndAttend(layer, in, out, pool);
   }
+  absl::Status PrepareCommit(int n) override { return inner_->PrepareCommit(n); }
   absl::Status Commit(int n) override { return inner_->Commit(n); }
   void Truncate(int n) override { inner_->Truncate(n); }
+  int64_t memory_bytes() const override {
+    int64_t bytes = inner_->memory_bytes();
+    for (const std::vector<float>& q : q_) bytes += CapacityBytes(q);
+    return bytes;
+  }
   // Query head `head` of the token at `position` in `layer`: head_dim floats.
   const float* q(int layer, int position, int head, int head_dim) const {
     return &q_[layer][static_cast<size_t>(position) * q_width_ + static_cast<size_t>(head) * head_dim];
@@ -181,6 +188,9 @@ TEST(RazorProbeCacheTest, ForwardThroughProbeIsIdenticalToDense) {
     }
     EXPECT_EQ(probe->num_scored_queries(), n - 11);
     scores.push_back(probe->MeanInduction());
+    // The dense cache's allocation plus four [layers * heads] score arrays.
+    EXPECT_EQ(probe->memory_bytes(), probe->dense().memory_bytes() + 4 * int64_t{m->config().num_layers} *
+                                                                         m->config().num_heads * sizeof(double));
   }
   // Chunking changes the matrix-product batch, so q/k may differ by fp32 rounding only.
   ASSERT_EQ(scores[0].size(), scores[1].size());

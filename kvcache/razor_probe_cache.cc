@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/memory_bytes.h"
 #include "common/status_macros.h"
 
 namespace kvspan::kvcache {
@@ -114,6 +115,11 @@ absl::Status RazorProbeCache::Commit(int n) {
 void RazorProbeCache::Truncate(int num_tokens) {
   dense_->Truncate(num_tokens);
   ClearPending();
+}
+
+int64_t RazorProbeCache::memory_bytes() const {
+  return dense_->memory_bytes() + CapacityBytes(echo_sum_) + CapacityBytes(induction_sum_) +
+         CapacityBytes(pending_echo_) + CapacityBytes(pending_induction_);
 }
 
 std::vector<double> RazorProbeCache::Mean(const std::vector<double>& sums) const {

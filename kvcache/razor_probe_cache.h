@@ -15,7 +15,8 @@
 // outside the window has probability 0).
 //
 // Scores of a step are pending until Commit (discarded by Truncate), so a forward step
-// that fails half-way and is rolled back leaves no trace in the scores. Committed scores
+// that fails half-way (or in another cache's PrepareCommit) and is rolled back leaves no
+// trace in the scores. Committed scores
 // stay when Truncate drops committed tokens (calibration never does).
 // Not thread-safe (the model::KvCache contract).
 #ifndef KVSPAN_KVCACHE_RAZOR_PROBE_CACHE_H_
@@ -67,8 +68,13 @@ class RazorProbeCache final : public model::KvCache {
   // >= first_scored_position (pending until Commit). Errors are the dense cache's.
   absl::Status AppendAndAttend(int layer, const model::LayerQkv& in, float* out,
                                ThreadPool* pool) override;
+  // The dense cache's checks; the scores need no fallible work. Commit then adds the
+  // pending scores (it fails only as the dense cache's Commit does, changing nothing).
+  absl::Status PrepareCommit(int n) override { return dense_->PrepareCommit(n); }
   absl::Status Commit(int n) override;
   void Truncate(int num_tokens) override;
+  // The dense cache's bytes plus the score sums.
+  int64_t memory_bytes() const override;
 
   const model::DenseKvCache& dense() const { return *dense_; }
 

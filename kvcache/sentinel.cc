@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/memory_bytes.h"
 #include "common/status_macros.h"
 #include "kernels/span_attention.h"
 
@@ -63,7 +64,7 @@ SentinelKvCache::SentinelKvCache(const Options& options)
     : options_(options),
       k_(static_cast<size_t>(options.num_layers) * options.capacity_tokens * options.num_kv_heads * options.head_dim),
       v_(k_.size()),
-      num_pending_(options.num_layers, 0) {}
+      pending_(options.num_layers) {}
 
 absl::StatusOr<std::unique_ptr<SentinelKvCache>> SentinelKvCache::Create(const Options& o) {
   if (o.num_layers < 1 || o.num_kv_heads < 1 || o.head_dim < 1 || o.capacity_tokens < 1 ||
@@ -154,7 +155,7 @@ absl::Status SentinelKvCache::AppendAndAttend(int layer, const model::LayerQkv& 
     std::memcpy(k_layer + (num_tokens_ + j) * row, in.k + j * in.row_stride, sizeof(float) * row);
     std::memcpy(v_layer + (num_tokens_ + j) * row, in.v + j * in.row_stride, sizeof(float) * row);
   }
-  num_pending_[layer] = n;
+  pending_.Append(layer, n);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   std::vector<float> gk, gv, m(group), s(group), o(int64_t{group} * hd);
   for (int j = 0; j < n; ++j) {
@@ -191,13 +192,18 @@ absl::Status SentinelKvCache::AppendAndAttend(int layer, const model::LayerQkv& 
   return absl::OkStatus();
 }
 
-absl::Status SentinelKvCache::Commit(int n) {
-  for (int l = 0; l < options_.num_layers; ++l) {
-    if (num_pending_[l] != n || n != static_cast<int>(pending_plan_.roles.size())) {
-      return absl::FailedPreconditionError(absl::StrCat("SentinelKvCache: Commit(", n, ") but layer ", l, " has ",
-                                                        num_pending_[l], " pending tokens"));
-    }
+absl::Status SentinelKvCache::PrepareCommit(int n) {
+  RETURN_IF_ERROR(pending_.Check(n, "SentinelKvCache"));
+  if (n != static_cast<int>(pending_plan_.roles.size())) {
+    return absl::FailedPreconditionError(absl::StrCat("SentinelKvCache: Commit(", n, ") but Feed planned ",
+                                                      pending_plan_.roles.size(), " tokens"));
   }
+  pending_.MarkPrepared(n);
+  return absl::OkStatus();
+}
+
+absl::Status SentinelKvCache::Commit(int n) {
+  if (!pending_.prepared(n)) RETURN_IF_ERROR(PrepareCommit(n));
   roles_.insert(roles_.end(), pending_plan_.roles.begin(), pending_plan_.roles.end());
   positions_.insert(positions_.end(), pending_plan_.positions.begin(), pending_plan_.positions.end());
   span_id_.insert(span_id_.end(), pending_span_id_.begin(), pending_span_id_.end());
@@ -206,11 +212,21 @@ absl::Status SentinelKvCache::Commit(int n) {
   plan_.roles.clear();
   plan_.positions.clear();
   num_tokens_ += n;
-  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+  pending_.Clear();
   return absl::OkStatus();
 }
 
-void SentinelKvCache::Truncate(int) { std::fill(num_pending_.begin(), num_pending_.end(), 0); }
+void SentinelKvCache::Truncate(int) { pending_.Clear(); }
+
+int64_t SentinelKvCache::memory_bytes() const {
+  int64_t bytes = CapacityBytes(k_) + CapacityBytes(v_) + CapacityBytes(roles_) + CapacityBytes(positions_) +
+                  CapacityBytes(span_id_) + CapacityBytes(pending_span_id_) + CapacityBytes(pending_visible_);
+  for (const SentinelPlan* plan : {&plan_, &pending_plan_}) {
+    bytes += CapacityBytes(plan->roles) + CapacityBytes(plan->positions);
+  }
+  for (const std::vector<int>& keys : pending_visible_) bytes += CapacityBytes(keys);
+  return bytes;
+}
 
 int SentinelKvCache::num_kept() const {
   return static_cast<int>(std::count_if(roles_.begin(), roles_.end(), [](SentinelRole r) {

@@ -41,6 +41,7 @@
 #include "kvcache/span.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "model/pending_tokens.h"
 #include "model/tokenizer.h"
 
 namespace kvspan::kvcache {
@@ -91,11 +92,17 @@ class SentinelKvCache final : public model::KvCache {
 
   // model::KvCache. AppendAndAttend: FailedPrecondition unless called from Feed (the roles
   // of the new tokens are known); InvalidArgument for a bad layer or n; ResourceExhausted
-  // past capacity. Truncate drops pending tokens only (committed sentinel state is kept).
+  // past capacity. PrepareCommit: checks only (FailedPrecondition unless every layer took
+  // the n tokens Feed planned); nothing to stage. Truncate drops pending tokens only
+  // (committed sentinel state is kept).
   int num_tokens() const override { return num_tokens_; }
   absl::Status AppendAndAttend(int layer, const model::LayerQkv& in, float* out, ThreadPool* pool) override;
+  absl::Status PrepareCommit(int n) override;
   absl::Status Commit(int n) override;
   void Truncate(int num_tokens) override;
+  // K/V of every token fed (allocated for capacity_tokens at Create), the per-token roles,
+  // positions and span ids, and the step in flight's plan and visibility lists.
+  int64_t memory_bytes() const override;
 
   // The position the next ordinary token takes.
   int32_t next_position() const { return plan_.next_position; }
@@ -129,7 +136,7 @@ class SentinelKvCache final : public model::KvCache {
   bool in_feed_ = false;
   int num_tokens_ = 0;
   int num_spans_ = 0;
-  std::vector<int> num_pending_;  // [num_layers]
+  model::PendingTokens pending_;
 };
 
 }  // namespace kvspan::kvcache

@@ -167,6 +167,9 @@ TEST_F(SentinelModelTest, SpansCarryOneEntryPerClosedSpanAndContinue) {
   std::vector<float> logits;
   ASSERT_OK(cache->Feed(*model_, tokens, model::LogitsMode::kLastToken, &logits));
   const model::ModelConfig& c = model_->config();
+  // K/V allocated for the capacity (64) plus each committed token's role, position, span id.
+  EXPECT_GE(cache->memory_bytes(), 2 * int64_t{c.num_layers} * 64 * c.num_kv_heads * c.head_dim * 4 +
+                                       static_cast<int64_t>(tokens.size()) * (1 + 4 + 4));
   SpanHeader header;
   header.model_fingerprint = "random";
   header.geometry = {c.num_layers, c.num_kv_heads, c.head_dim, kS};

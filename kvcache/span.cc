@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/float16.h"
+#include "common/memory_bytes.h"
 #include "common/status_macros.h"
 #include "kvcache/internal/block_checks.h"
 #include "kvcache/internal/span_checks.h"
@@ -15,6 +16,16 @@ int HeadEntries::num_entries() const {
   int n = 0;
   for (const EntryBlock& b : blocks) n += b.num_entries();
   return n;
+}
+
+int64_t SpanMemoryBytes(const Span& span) {
+  int64_t bytes = StringHeapBytes(span.header.model_fingerprint) + StringHeapBytes(span.header.policy) +
+                  CapacityBytes(span.heads);
+  for (const HeadEntries& head : span.heads) {
+    bytes += CapacityBytes(head.blocks);
+    for (const EntryBlock& block : head.blocks) bytes += BlockMemoryBytes(block);
+  }
+  return bytes;
 }
 
 const HeadEntries& Span::resolved_head(int layer, int kv_head) const {

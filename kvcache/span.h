@@ -105,6 +105,11 @@ struct Span {
 // with the geometry's head_dim; InvalidArgument naming the first violation.
 absl::Status ValidateSpan(const Span& span);
 
+// Heap bytes the span holds, measured from its buffers' capacities: the heads array, each
+// head's blocks array, every block (BlockMemoryBytes) and the header strings' heap. The
+// Span object itself (sizeof(Span)) is its container's. Pure.
+int64_t SpanMemoryBytes(const Span& span);
+
 // Dequantized keys / values [n, head_dim] of block b of resolved_head(layer, kv_head),
 // shared blocks resolved and their per-entry scales applied (in fp32, after decoding): the
 // meaning of the block. REQUIRES: as Span::key_block.

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <functional>
 
+#include "common/memory_bytes.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -291,6 +292,33 @@ TEST(SpanTest, EachBrokenSharedBlockRuleIsInvalidArgument) {
     m.apply(span);
     EXPECT_THAT(ValidateSpan(span), StatusIs(absl::StatusCode::kInvalidArgument));
   }
+}
+
+// SpanMemoryBytes follows the buffers' capacities, not a formula of n and the codec: at
+// least the payload, positions and log counts of every head; growing one array's capacity
+// adds exactly the growth; a heap-allocated policy string counts.
+TEST(SpanTest, MemoryBytesFollowsBufferCapacities) {
+  RandomSpanOptions o;
+  o.codec = {Codec::kInt4, 4};
+  ASSERT_OK_AND_ASSIGN(Span span, RandomSpan(o));
+  const SpanGeometry& g = span.header.geometry;
+  const int64_t per_head = PayloadBytes(Codec::kInt4, 4, g.span_tokens, g.head_dim) +
+                           int64_t{g.span_tokens} * (sizeof(int32_t) + sizeof(float));
+  const int64_t bytes = SpanMemoryBytes(span);
+  EXPECT_GE(bytes, g.num_heads_total() * per_head);
+
+  EntryBlock& block = span.heads[1].blocks[0];
+  const int64_t block_bytes = BlockMemoryBytes(block);
+  const int64_t old_capacity = static_cast<int64_t>(block.key_data.capacity());
+  block.key_data.reserve(block.key_data.capacity() + 1000);
+  const int64_t growth = static_cast<int64_t>(block.key_data.capacity()) - old_capacity;
+  EXPECT_GE(growth, 1000);
+  EXPECT_EQ(BlockMemoryBytes(block), block_bytes + growth);
+  EXPECT_EQ(SpanMemoryBytes(span), bytes + growth);
+
+  ASSERT_EQ(StringHeapBytes(span.header.policy), 0);  // "dense" fits the string object
+  span.header.policy = std::string(200, 'p');
+  EXPECT_EQ(SpanMemoryBytes(span), bytes + growth + static_cast<int64_t>(span.header.policy.capacity()) + 1);
 }
 
 }  // namespace

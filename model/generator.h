@@ -1,7 +1,8 @@
 // Text generation for one prompt on one Model: chunked prefill, then token-by-token decode
 // with a dense KV cache, sampling, stop tokens and stop strings, streamed text.
-// This is what `kvspan generate` runs; serving adds batching across requests on top of
-// the same Model::Forward.
+// This is what `kvspan generate` runs. The per-sequence state (sampling, stop rules,
+// streamed text) is a GenerationState (generation_state.h), which the serving node's
+// scheduler drives for many sequences over one batched Model::Forward.
 #ifndef KVSPAN_MODEL_GENERATOR_H_
 #define KVSPAN_MODEL_GENERATOR_H_
 
@@ -12,33 +13,11 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "model/generation_state.h"
 #include "model/model.h"
-#include "model/sampler.h"
 #include "model/tokenizer.h"
 
 namespace kvspan::model {
-
-struct GenerationOptions {
-  SamplingOptions sampling;
-  // Tokens to generate at most (stop tokens excluded from the count's output, not its budget).
-  int max_tokens = 128;
-  // Generation ends before the first occurrence of any of these in the text.
-  std::vector<std::string> stop_strings;
-  // Generation ends at any of these ids (in addition to the model's eos ids).
-  std::vector<int32_t> stop_token_ids;
-  // When true, the model's eos ids do not end generation (benchmarks, reference checks).
-  bool ignore_eos = false;
-  // Prompt tokens per prefill step; long prompts are prefilled in chunks of this size.
-  int prefill_chunk_tokens = 512;
-};
-
-enum class FinishReason {
-  kStopToken,    // a stop token or eos was sampled
-  kStopString,   // a stop string appeared in the text
-  kMaxTokens,    // max_tokens were generated
-  kContextFull,  // the model's context (max_position_embeddings) is full
-};
-const char* FinishReasonName(FinishReason reason);
 
 struct GenerationResult {
   std::vector<int32_t> prompt_ids;  // bos included when the tokenizer adds one

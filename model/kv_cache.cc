@@ -5,6 +5,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kernels/attention.h"
 
 namespace kvspan::model {
@@ -31,11 +32,12 @@ absl::StatusOr<std::unique_ptr<DenseKvCache>> DenseKvCache::Create(const Options
     return absl::ResourceExhaustedError(
         absl::StrCat("DenseKvCache: cannot allocate 2 x ", n * sizeof(float), " bytes"));
   }
+  cache->buffer_floats_ = n;
   return cache;
 }
 
 DenseKvCache::DenseKvCache(const Options& options)
-    : options_(options), num_pending_(options.num_layers, 0) {}
+    : options_(options), pending_(options.num_layers) {}
 
 int64_t DenseKvCache::Offset(int layer, int kv_head, int token) const {
   return ((int64_t{layer} * options_.num_kv_heads + kv_head) * options_.capacity_tokens + token) *
@@ -62,7 +64,7 @@ absl::Status DenseKvCache::AppendAndAttend(int layer, const LayerQkv& in, float*
       std::memcpy(&values_[dst], in.v + j * in.row_stride + g * hd, hd * sizeof(float));
     }
   }
-  num_pending_[layer] = in.num_new;
+  pending_.Append(layer, in.num_new);
 
   kernels::AttentionParams p;
   p.q = in.q;
@@ -87,21 +89,22 @@ absl::Status DenseKvCache::AppendAndAttend(int layer, const LayerQkv& in, float*
   return absl::OkStatus();
 }
 
+absl::Status DenseKvCache::PrepareCommit(int n) {
+  RETURN_IF_ERROR(pending_.Check(n, "DenseKvCache"));
+  pending_.MarkPrepared(n);
+  return absl::OkStatus();
+}
+
 absl::Status DenseKvCache::Commit(int n) {
-  for (int l = 0; l < options_.num_layers; ++l) {
-    if (num_pending_[l] != n) {
-      return absl::FailedPreconditionError(absl::StrCat("DenseKvCache: Commit(", n, ") but layer ", l,
-                                                        " has ", num_pending_[l], " pending tokens"));
-    }
-  }
+  if (!pending_.prepared(n)) RETURN_IF_ERROR(PrepareCommit(n));
   num_tokens_ += n;
-  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+  pending_.Clear();
   return absl::OkStatus();
 }
 
 void DenseKvCache::Truncate(int num_tokens) {
   if (num_tokens < num_tokens_) num_tokens_ = std::max(0, num_tokens);
-  std::fill(num_pending_.begin(), num_pending_.end(), 0);
+  pending_.Clear();
 }
 
 const float* DenseKvCache::key(int layer, int kv_head, int token) const {

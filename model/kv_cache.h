@@ -5,9 +5,13 @@
 // Protocol of one forward step of n new tokens at positions num_tokens() ..
 // num_tokens() + n - 1:
 //   for each layer l: AppendAndAttend(l, {n new q/k/v rows}, out)   // any layer order
-//   Commit(n)                                                       // makes them visible
-// Until Commit, num_tokens() is unchanged; Truncate(num_tokens()) discards appended but
-// uncommitted tokens (the rollback Model::Forward uses when a step fails half-way).
+//   PrepareCommit(n)   // every check and every fallible piece of work, staged
+//   Commit(n)          // makes them visible; cannot fail after PrepareCommit(n) succeeded
+// Until Commit, num_tokens() and everything a caller can observe are unchanged;
+// Truncate(num_tokens()) discards appended but uncommitted tokens and staged work (the
+// rollback Model::Forward uses when a step fails half-way). The two phases let a batch of
+// caches commit all or nothing: Forward prepares every cache, rolls all back if one
+// preparation fails, and only then commits them.
 // Implementations are not thread-safe: one caller (one Forward) uses a cache at a time.
 #ifndef KVSPAN_MODEL_KV_CACHE_H_
 #define KVSPAN_MODEL_KV_CACHE_H_
@@ -19,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/thread_pool.h"
+#include "model/pending_tokens.h"
 
 namespace kvspan::model {
 
@@ -48,13 +53,30 @@ class KvCache {
   // ResourceExhausted when the n tokens do not fit; InvalidArgument for a bad layer or n.
   virtual absl::Status AppendAndAttend(int layer, const LayerQkv& in, float* out, ThreadPool* pool) = 0;
 
-  // Makes the n pending tokens visible. FailedPrecondition unless every layer took exactly
-  // n new tokens since the last Commit/Truncate.
+  // Phase one of committing the n pending tokens: every check and every piece of work that
+  // can fail (e.g. compressing the spans the tokens complete), into staged state that is
+  // not yet visible. FailedPrecondition unless every layer took exactly n new tokens since
+  // the last Commit/Truncate; an implementation's own errors with their own codes. On
+  // error nothing visible changes (the tokens stay pending; Truncate drops them). An
+  // AppendAndAttend after it cancels the preparation.
+  virtual absl::Status PrepareCommit(int n) = 0;
+
+  // Makes the n pending tokens visible. After a successful PrepareCommit(n) (and no
+  // AppendAndAttend since) it applies the staged state and returns OK: it cannot fail.
+  // Without one it runs PrepareCommit(n) first and returns its error, changing nothing
+  // visible (for callers that use a cache alone).
   virtual absl::Status Commit(int n) = 0;
 
-  // Drops committed tokens past `num_tokens` and all pending ones.
+  // Drops committed tokens past `num_tokens`, all pending ones and any staged state.
   // REQUIRES: num_tokens >= 0. A value >= num_tokens() only drops the pending tokens.
   virtual void Truncate(int num_tokens) = 0;
+
+  // Bytes of heap memory the cache holds right now, measured from its buffers at their
+  // allocated capacity (K/V arrays, queries, compressed spans and their kernel views,
+  // per-token metadata, staged state), not estimated from the geometry: what a KV memory
+  // budget sums over sequences. The O(num_layers) pending-token counters and the object
+  // itself are not counted.
+  virtual int64_t memory_bytes() const = 0;
 };
 
 // fp32 K and V laid out [layer][kv_head][capacity][head_dim]. Not thread-safe.
@@ -75,8 +97,13 @@ class DenseKvCache final : public KvCache {
 
   int num_tokens() const override { return num_tokens_; }
   absl::Status AppendAndAttend(int layer, const LayerQkv& in, float* out, ThreadPool* pool) override;
+  // Checks only (FailedPrecondition as KvCache::PrepareCommit); nothing to stage.
+  absl::Status PrepareCommit(int n) override;
   absl::Status Commit(int n) override;
   void Truncate(int num_tokens) override;
+  // The two K/V allocations, 2 * num_layers * num_kv_heads * capacity_tokens * head_dim
+  // floats, whatever num_tokens() is (allocated at Create).
+  int64_t memory_bytes() const override { return 2 * buffer_floats_ * static_cast<int64_t>(sizeof(float)); }
 
   int capacity_tokens() const { return options_.capacity_tokens; }
   const Options& options() const { return options_; }
@@ -97,8 +124,9 @@ class DenseKvCache final : public KvCache {
   const Options options_;
   std::unique_ptr<float[]> keys_;    // [num_layers][num_kv_heads][capacity][head_dim]
   std::unique_ptr<float[]> values_;  // same
+  int64_t buffer_floats_ = 0;        // floats allocated for keys_, and for values_
   int num_tokens_ = 0;
-  std::vector<int> num_pending_;     // [num_layers]: tokens appended since the last Commit
+  PendingTokens pending_;            // tokens appended since the last Commit
 };
 
 }  // namespace kvspan::model

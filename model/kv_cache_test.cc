@@ -159,5 +159,38 @@ TEST(DenseKvCacheTest, TruncateDropsTokensAndPending) {
   EXPECT_EQ(cache->num_tokens(), 2);
 }
 
+// Phase one checks and changes nothing visible; phase two applies; Truncate cancels.
+TEST(DenseKvCacheTest, PrepareCommitThenCommit) {
+  ASSERT_OK_AND_ASSIGN(auto cache, DenseKvCache::Create(SmallOptions()));
+  Rows rows(SmallOptions(), 2, 1);
+  std::vector<float> out(2 * 4 * 8);
+  ASSERT_OK(cache->AppendAndAttend(0, rows.qkv(), out.data(), nullptr));
+  EXPECT_THAT(cache->PrepareCommit(2), StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK(cache->AppendAndAttend(1, rows.qkv(), out.data(), nullptr));
+  ASSERT_OK(cache->PrepareCommit(2));
+  EXPECT_EQ(cache->num_tokens(), 0);
+  ASSERT_OK(cache->Commit(2));
+  EXPECT_EQ(cache->num_tokens(), 2);
+  for (int l = 0; l < 2; ++l) ASSERT_OK(cache->AppendAndAttend(l, rows.qkv(), out.data(), nullptr));
+  ASSERT_OK(cache->PrepareCommit(2));
+  cache->Truncate(cache->num_tokens());
+  EXPECT_THAT(cache->Commit(2), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(cache->num_tokens(), 2);
+}
+
+// memory_bytes is the two K/V allocations, from Create on, however many tokens are held.
+TEST(DenseKvCacheTest, MemoryBytesEqualsItsAllocation) {
+  const DenseKvCache::Options o = SmallOptions();
+  ASSERT_OK_AND_ASSIGN(auto cache, DenseKvCache::Create(o));
+  const int64_t allocation = 2 * int64_t{o.num_layers} * o.num_kv_heads * o.capacity_tokens * o.head_dim *
+                             static_cast<int64_t>(sizeof(float));
+  EXPECT_EQ(cache->memory_bytes(), allocation);
+  Rows rows(o, 5, 1);
+  std::vector<float> out(5 * 4 * 8);
+  for (int l = 0; l < 2; ++l) ASSERT_OK(cache->AppendAndAttend(l, rows.qkv(), out.data(), nullptr));
+  ASSERT_OK(cache->Commit(5));
+  EXPECT_EQ(cache->memory_bytes(), allocation);
+}
+
 }  // namespace
 }  // namespace kvspan::model

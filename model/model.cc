@@ -196,9 +196,22 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
     kernels::Linear({.x = act.data(), .w = w.down.data(), .y = x.data(), .m = total, .n = hidden, .k = inter,
                      .beta = 1.0f});
   }
+  // Two-phase commit: all caches take their tokens, or none does.
+  for (size_t i = 0; i < batch.size(); ++i) {
+    absl::Status s = batch[i].cache->PrepareCommit(static_cast<int>(batch[i].tokens.size()));
+    if (!s.ok()) {
+      RollBack(batch);
+      return s;
+    }
+  }
   for (size_t i = 0; i < batch.size(); ++i) {
     absl::Status s = batch[i].cache->Commit(static_cast<int>(batch[i].tokens.size()));
-    if (!s.ok()) return absl::InternalError(absl::StrCat("Forward: cache commit failed: ", s.message()));
+    // A broken KvCache contract (Commit failed after PrepareCommit succeeded): the batch
+    // may be part-committed.
+    if (!s.ok()) {
+      return absl::InternalError(absl::StrCat("Forward: item ", i, ": Commit failed after PrepareCommit: ",
+                                              s.message()));
+    }
   }
 
   // Final norm and lm_head over the rows whose logits are wanted, stacked.

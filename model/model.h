@@ -75,12 +75,17 @@ class Model {
 
   // One step over a batch: the tokens of all items are stacked into one matrix for the
   // projections and the MLP (one matrix product per weight per step); attention runs per
-  // item through its cache, and each cache takes its item's tokens (Commit) on success.
+  // item through its cache, and on success every cache takes its item's tokens in a
+  // two-phase commit (PrepareCommit on every cache, then Commit on every cache).
   // Errors: InvalidArgument for an empty batch or item, a null cache or logits pointer,
   // the same cache twice, a token id outside [0, vocab_size), positions past
-  // max_position_embeddings, or explicit positions of the wrong count or out of range; ResourceExhausted from a cache that cannot take the tokens.
-  // On error no cache changes (validation comes first; a cache error mid-step rolls
-  // every cache back with Truncate).
+  // max_position_embeddings, or explicit positions of the wrong count or out of range;
+  // ResourceExhausted from a cache that cannot take the tokens; a cache's AppendAndAttend
+  // or PrepareCommit error as the cache returned it (e.g. a span compressor's
+  // InvalidArgument); Internal only for a cache whose Commit fails after its PrepareCommit
+  // succeeded (a broken KvCache contract).
+  // On error no cache changes (validation comes first; a cache error mid-step or in
+  // PrepareCommit rolls every cache of the batch back with Truncate).
   absl::Status Forward(absl::Span<ForwardItem> batch) const;
 
   // Bytes of weights read per forward step (fp32), for bandwidth numbers.

@@ -227,5 +227,63 @@ TEST_F(ModelForwardErrorTest, FullCacheIsResourceExhaustedAndRollsBack) {
   for (size_t i = 0; i < logits_.size(); ++i) EXPECT_NEAR(logits_[i], fresh_logits[i], 1e-4) << i;
 }
 
+// A cache whose PrepareCommit fails with a given status (the seam a compressed cache's
+// compressor errors come through), in front of a dense cache.
+class FailingPrepareCache final : public KvCache {
+ public:
+  FailingPrepareCache(KvCache* inner, absl::Status failure) : inner_(inner), failure_(std::move(failure)) {}
+  int num_tokens() const override { return inner_->num_tokens(); }
+  absl::Status AppendAndAttend(int layer, const LayerQkv& in, float* out, ThreadPool* pool) override {
+    return inner_->AppendAndAttend(layer, in, out, pool);
+  }
+  absl::Status PrepareCommit(int n) override { return failure_.ok() ? inner_->PrepareCommit(n) : failure_; }
+  absl::Status Commit(int n) override {
+    if (!failure_.ok()) return failure_;
+    return inner_->Commit(n);
+  }
+  void Truncate(int n) override { inner_->Truncate(n); }
+  int64_t memory_bytes() const override { return inner_->memory_bytes(); }
+
+ private:
+  KvCache* inner_;
+  absl::Status failure_;
+};
+
+// A PrepareCommit error comes back with its own code, and no cache of the batch commits:
+// not the ones before the failing item (already prepared), not the ones after it.
+TEST_F(ModelForwardErrorTest, PrepareCommitErrorKeepsItsCodeAndCommitsNoCache) {
+  ASSERT_OK_AND_ASSIGN(auto a, model_->NewDenseCache(16));
+  ASSERT_OK_AND_ASSIGN(auto b, model_->NewDenseCache(16));
+  ASSERT_OK_AND_ASSIGN(auto c, model_->NewDenseCache(16));
+  FailingPrepareCache failing(b.get(), absl::DataLossError("staged span unreadable"));
+  const std::vector<int32_t> ta = {1, 5, 9}, tb = {2, 6}, tc = {3};
+  std::vector<float> la, lb, lc;
+  std::vector<ForwardItem> batch = {{.tokens = ta, .cache = a.get(), .logits = &la},
+                                    {.tokens = tb, .cache = &failing, .logits = &lb},
+                                    {.tokens = tc, .cache = c.get(), .logits = &lc}};
+  EXPECT_THAT(model_->Forward(absl::MakeSpan(batch)),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("staged span unreadable")));
+  EXPECT_EQ(a->num_tokens(), 0);
+  EXPECT_EQ(b->num_tokens(), 0);
+  EXPECT_EQ(c->num_tokens(), 0);
+  // The rolled-back caches take the same step (b directly) and give a fresh batch's logits.
+  batch[1].cache = b.get();
+  ASSERT_OK(model_->Forward(absl::MakeSpan(batch)));
+  ASSERT_OK_AND_ASSIGN(auto fa, model_->NewDenseCache(16));
+  ASSERT_OK_AND_ASSIGN(auto fb, model_->NewDenseCache(16));
+  ASSERT_OK_AND_ASSIGN(auto fc, model_->NewDenseCache(16));
+  std::vector<float> fla, flb, flc;
+  std::vector<ForwardItem> fresh = {{.tokens = ta, .cache = fa.get(), .logits = &fla},
+                                    {.tokens = tb, .cache = fb.get(), .logits = &flb},
+                                    {.tokens = tc, .cache = fc.get(), .logits = &flc}};
+  ASSERT_OK(model_->Forward(absl::MakeSpan(fresh)));
+  EXPECT_EQ(la, fla);
+  EXPECT_EQ(lb, flb);
+  EXPECT_EQ(lc, flc);
+  EXPECT_EQ(a->num_tokens(), 3);
+  EXPECT_EQ(b->num_tokens(), 2);
+  EXPECT_EQ(c->num_tokens(), 1);
+}
+
 }  // namespace
 }  // namespace kvspan::model

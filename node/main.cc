@@ -14,6 +14,7 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"serve", "serve the Generate/session gRPC API: every role in one process", kvspan::node::RunServe},
     {"generate", "generate text with a model on this machine's CPU", kvspan::node::RunGenerate},
     {"cachestore", "serve the compressed-span cache store over gRPC", kvspan::node::RunCachestore},
     {"calibrate-razor", "find a model's RazorAttention retrieval heads (writes a heads file)",

@@ -1,5 +1,6 @@
 // `kvspan client` and `kvspan chat` as separate processes against a real `kvspan serve`
-// on 127.0.0.1 (an ephemeral port, a temporary data directory, the shipped model): a
+// (tests/serve_process.h: 127.0.0.1, an ephemeral port; a temporary data directory, the
+// shipped model): a
 // greedy prompt, a two-turn session that reuses its history, a piped chat, ServerInfo,
 // and the exit codes of a dead server (1, UNAVAILABLE) and of usage errors (2).
 // Every child runs under a deadline (kill after kChildTimeout), so a hung server or client
@@ -19,6 +20,7 @@
 #include "common/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/serve_process.h"
 
 namespace kvspan::tests {
 namespace {
@@ -113,47 +115,27 @@ class ServingClientCommandTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     data_dir_ = new ::kvspan::testing::TempDir();
-    int out[2];
-    ASSERT_EQ(pipe(out), 0);
-    server_pid_ = Spawn({"serve", "--model", kModel, "--data", data_dir_->Sub("data"), "--listen",
-                         "127.0.0.1:0"},
-                        STDIN_FILENO, out[1], STDERR_FILENO);
-    close(out[1]);
-    server_out_ = out[0];
-    // The ready line names the bound address: "kvspan serve: serving MODEL on HOST:PORT ...".
-    const std::regex address(R"(127\.0\.0\.1:[0-9]+)");
-    std::string line;
-    for (char c; line.find('\n') == std::string::npos && read(server_out_, &c, 1) == 1;) line += c;
-    std::smatch m;
-    ASSERT_TRUE(std::regex_search(line, m, address)) << "server said: " << line;
-    target_ = new std::string(m.str());
+    server_ = new ServeProcess(KVSPAN_COMMAND, {"--model", kModel, "--data", data_dir_->Sub("data")});
   }
   static void TearDownTestSuite() {
-    if (server_pid_ > 0) {
-      kill(server_pid_, SIGTERM);
-      EXPECT_EQ(WaitExit(server_pid_), 0);
-    }
-    close(server_out_);
-    delete target_;
+    EXPECT_EQ(server_->Stop(SIGTERM), 0);
+    delete server_;
     delete data_dir_;
   }
+  void SetUp() override { ASSERT_FALSE(server_->address().empty()) << "kvspan serve did not come up"; }
 
   static std::vector<std::string> Client(std::vector<std::string> flags) {
-    std::vector<std::string> args = {"client", "--target", *target_};
+    std::vector<std::string> args = {"client", "--target", server_->address()};
     args.insert(args.end(), flags.begin(), flags.end());
     return args;
   }
 
   static ::kvspan::testing::TempDir* data_dir_;
-  static pid_t server_pid_;
-  static int server_out_;
-  static std::string* target_;
+  static ServeProcess* server_;
 };
 
 ::kvspan::testing::TempDir* ServingClientCommandTest::data_dir_ = nullptr;
-pid_t ServingClientCommandTest::server_pid_ = -1;
-int ServingClientCommandTest::server_out_ = -1;
-std::string* ServingClientCommandTest::target_ = nullptr;
+ServeProcess* ServingClientCommandTest::server_ = nullptr;
 
 // A first turn longer than a span (64 tokens on the shipped model), so that its history
 // is reusable from the store as well as from memory.
@@ -196,7 +178,7 @@ TEST_F(ServingClientCommandTest, SecondTurnOfASessionReusesItsHistory) {
 }
 
 TEST_F(ServingClientCommandTest, ChatDrivenThroughAPipe) {
-  Output r = RunKvspan({"chat", "--target", *target_, "--temperature", "0", "--max-tokens", "8"},
+  Output r = RunKvspan({"chat", "--target", server_->address(), "--temperature", "0", "--max-tokens", "8"},
                  "The jury said that\nThe election was\n/quit\n");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(CountOf(r.err, "usage: "), 2) << r.err;

@@ -1,0 +1,200 @@
+// DecodeWorker in-process over the shipped model and a real embedded cache store:
+// concurrent submitters (label tsan), batch invariance, cancellation, max_tokens 0,
+// admission errors.
+#include "decode/decode_worker.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "cachestore/embedded_client.h"
+#include "common/status_matchers.h"
+#include "common/temp_dir.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvspan::decode {
+namespace {
+
+using ::kvspan::testing::StatusIs;
+using ::testing::HasSubstr;
+
+const std::string kModel = std::string(KVSPAN_SOURCE_DIR) + "/models/kvspan-brown";
+
+// Records what the worker streamed; Wait() blocks until the end.
+class RecordingSink final : public TokenSink {
+ public:
+  void OnStarted(const SequenceStarted& s) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    started_ = s;
+  }
+  void OnTokens(absl::Span<const int32_t> ids, absl::string_view text) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ids_.insert(ids_.end(), ids.begin(), ids.end());
+    if (cancel_after_ > 0 && static_cast<int>(ids_.size()) >= cancel_after_) cancelled_ = true;
+  }
+  void OnFinished(const SequenceFinished& f) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    finished_ = f;
+    end_ = absl::OkStatus();
+    cv_.notify_all();
+  }
+  void OnError(const absl::Status& status) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    end_ = status;
+    cv_.notify_all();
+  }
+  bool cancelled() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cancelled_;
+  }
+  void CancelAfter(int tokens) { cancel_after_ = tokens; }
+  absl::Status Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return end_.has_value(); });
+    return *end_;
+  }
+  std::vector<int32_t> ids() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ids_;
+  }
+  SequenceFinished finished() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return finished_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  SequenceStarted started_;
+  SequenceFinished finished_;
+  std::vector<int32_t> ids_;
+  std::optional<absl::Status> end_;
+  bool cancelled_ = false;
+  int cancel_after_ = 0;
+};
+
+class DecodeWorkerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = model::Model::Load(kModel, {.num_threads = 2}).value().release();
+    tokenizer_ = model::Tokenizer::LoadFromDir(kModel).value().release();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete tokenizer_;
+  }
+  void SetUp() override {
+    cachestore::StoreOptions so;
+    so.path = dir_.Sub("store");
+    auto store = cachestore::CacheStore::Open(so);
+    ASSERT_OK(store.status());
+    prefill::StoreRouterOptions ro;
+    ro.client = std::make_shared<cachestore::EmbeddedCacheClient>(std::shared_ptr<cachestore::CacheStore>(std::move(*store)));
+    ro.model_fingerprint = model_->config().fingerprint;
+    ro.geometry = {model_->config().num_layers, model_->config().num_kv_heads, model_->config().head_dim, 64};
+    router_ = std::make_shared<prefill::StoreRouter>(ro);
+  }
+  std::unique_ptr<DecodeWorker> NewWorker(DecodeWorkerOptions options = {}) {
+    return std::make_unique<DecodeWorker>(model_, tokenizer_, router_, options);
+  }
+  SequenceHandoff Handoff(const std::string& policy, std::vector<int32_t> tokens, int max_tokens,
+                          std::shared_ptr<TokenSink> sink) {
+    SequenceHandoff h;
+    h.request_id = "r";
+    h.policy = kvcache::CachePolicy::Resolve(policy, model_->config(), 64).value();
+    h.tokens = std::move(tokens);
+    h.generation.sampling.temperature = 0;
+    h.generation.max_tokens = max_tokens;
+    h.generation.ignore_eos = true;
+    h.sink = std::move(sink);
+    return h;
+  }
+  static std::vector<int32_t> Prompt(int seed, int n) {
+    std::vector<int32_t> ids(n);
+    for (int i = 0; i < n; ++i) ids[i] = 3 + (seed * 7919 + i * 104729) % 4000;
+    return ids;
+  }
+
+  static model::Model* model_;
+  static model::Tokenizer* tokenizer_;
+  kvspan::testing::TempDir dir_;
+  std::shared_ptr<prefill::StoreRouter> router_;
+};
+model::Model* DecodeWorkerTest::model_ = nullptr;
+model::Tokenizer* DecodeWorkerTest::tokenizer_ = nullptr;
+
+TEST_F(DecodeWorkerTest, ConcurrentSubmittersGetTheirSoloOutputs) {
+  auto worker = NewWorker();
+  constexpr int kSequences = 6;
+  std::vector<std::vector<int32_t>> solo(kSequences);
+  for (int i = 0; i < kSequences; ++i) {
+    auto sink = std::make_shared<RecordingSink>();
+    ASSERT_OK(worker->Submit(Handoff(i % 2 ? "dense" : "int4(g=32)", Prompt(i, 70 + 5 * i), 6, sink)));
+    ASSERT_OK(sink->Wait());
+    solo[i] = sink->ids();
+  }
+  std::vector<std::shared_ptr<RecordingSink>> sinks(kSequences);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kSequences; ++i) {
+    sinks[i] = std::make_shared<RecordingSink>();
+    threads.emplace_back([&, i] {
+      ASSERT_OK(worker->Submit(Handoff(i % 2 ? "dense" : "int4(g=32)", Prompt(i, 70 + 5 * i), 6, sinks[i])));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kSequences; ++i) {
+    ASSERT_OK(sinks[i]->Wait());
+    EXPECT_EQ(sinks[i]->ids(), solo[i]) << "sequence " << i;
+    EXPECT_GT(sinks[i]->finished().kv_bytes, 0);
+  }
+  worker->WaitIdle();
+  EXPECT_EQ(worker->Stats().kv_bytes_in_use, 0);
+}
+
+TEST_F(DecodeWorkerTest, CancelledSequenceEndsCancelledAndFreesItsMemory) {
+  auto worker = NewWorker();
+  auto sink = std::make_shared<RecordingSink>();
+  sink->CancelAfter(2);
+  ASSERT_OK(worker->Submit(Handoff("int4(g=32)", Prompt(1, 30), 200, sink)));
+  EXPECT_THAT(sink->Wait(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_LT(sink->ids().size(), 200u);
+  worker->WaitIdle();
+  EXPECT_EQ(worker->Stats().running, 0);
+  EXPECT_EQ(worker->Stats().kv_bytes_in_use, 0);
+}
+
+TEST_F(DecodeWorkerTest, MaxTokensZeroPrefillsAndStoresTheSpans) {
+  auto worker = NewWorker();
+  auto sink = std::make_shared<RecordingSink>();
+  ASSERT_OK(worker->Submit(Handoff("int8(g=32)", Prompt(2, 3 * 64 + 1), 0, sink)));
+  ASSERT_OK(sink->Wait());
+  EXPECT_TRUE(sink->ids().empty());
+  EXPECT_EQ(sink->finished().finish_reason, model::FinishReason::kMaxTokens);
+  router_->FlushAll();
+  auto policy = kvcache::CachePolicy::Resolve("int8(g=32)", model_->config(), 64).value();
+  prefill::LoadedPrefix loaded = router_->For(*policy, "")->LoadPrefix(Prompt(2, 3 * 64 + 1), 3);
+  EXPECT_EQ(loaded.spans.size(), 3u);
+}
+
+TEST_F(DecodeWorkerTest, AdmissionErrorsAreReturnedAndTheSinkIsNotCalled) {
+  DecodeWorkerOptions o;
+  o.kv_budget_bytes = 100000;
+  auto worker = NewWorker(o);
+  auto sink = std::make_shared<RecordingSink>();
+  EXPECT_THAT(worker->Submit(Handoff("dense", Prompt(3, 500), 100, sink)),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("KV budget")));
+  EXPECT_THAT(worker->Submit(Handoff("dense", {}, 1, sink)), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(worker->Submit(Handoff("dense", Prompt(3, 1025), 1, sink)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("context")));
+  SequenceHandoff bad = Handoff("dense", Prompt(3, 5), 1, sink);
+  bad.generation.sampling.top_p = 2;
+  EXPECT_THAT(worker->Submit(std::move(bad)), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("top_p")));
+  // Still serving.
+  ASSERT_OK(worker->Submit(Handoff("dense", Prompt(3, 5), 2, sink)));
+  ASSERT_OK(sink->Wait());
+  EXPECT_EQ(sink->ids().size(), 2u);
+}
+
+}  // namespace
+}  // namespace kvspan::decode

@@ -1,0 +1,107 @@
+#include "frontend/serving_node.h"
+
+#include <chrono>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_cat.h"
+#include "cachestore/embedded_client.h"
+#include "cachestore/remote_client.h"
+#include "cachestore/store.h"
+#include "common/status_macros.h"
+
+namespace kvspan::frontend {
+namespace {
+
+absl::StatusOr<std::shared_ptr<cachestore::CacheClient>> OpenStore(const ServingNodeOptions& o) {
+  if (!o.store_address.empty()) {
+    cachestore::RemoteClientOptions remote;
+    remote.target = o.store_address;
+    ASSIGN_OR_RETURN(auto client, cachestore::RemoteCacheClient::Create(remote));
+    return std::shared_ptr<cachestore::CacheClient>(std::move(client));
+  }
+  cachestore::StoreOptions store;
+  store.path = o.data_dir;
+  store.memory_budget_bytes = o.store_memory_budget_bytes;
+  ASSIGN_OR_RETURN(std::unique_ptr<cachestore::CacheStore> opened, cachestore::CacheStore::Open(store));
+  return std::shared_ptr<cachestore::CacheClient>(
+      std::make_shared<cachestore::EmbeddedCacheClient>(std::shared_ptr<cachestore::CacheStore>(std::move(opened))));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNodeOptions& options) {
+  const size_t colon = options.listen_address.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("listen address '", options.listen_address, "' has no :port"));
+  }
+  std::unique_ptr<ServingNode> node(new ServingNode());
+  ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads}));
+  ASSIGN_OR_RETURN(node->tokenizer_, model::Tokenizer::LoadFromDir(options.model_dir));
+  ASSIGN_OR_RETURN(node->client_, OpenStore(options));
+  const model::ModelConfig& config = node->model_->config();
+  prefill::StoreRouterOptions router;
+  router.client = node->client_;
+  router.model_fingerprint = config.fingerprint;
+  router.geometry = {config.num_layers, config.num_kv_heads, config.head_dim, options.service.span_tokens};
+  router.get_threads = options.prefill_threads * 2;
+  node->stores_ = std::make_shared<prefill::StoreRouter>(router);
+  ASSIGN_OR_RETURN(node->sessions_, prefill::SessionStore::Create({.client = node->client_}));
+  node->decode_ = std::make_unique<decode::DecodeWorker>(node->model_.get(), node->tokenizer_.get(), node->stores_,
+                                                         options.decode);
+  node->transport_ = std::make_unique<transport::InProcessTransport>(node->decode_.get());
+  node->prefill_ = std::make_unique<prefill::PrefillWorker>(node->stores_, node->transport_.get(),
+                                                            options.prefill_threads);
+  ServingOptions service = options.service;
+  if (service.model_name.empty()) {
+    const size_t slash = options.model_dir.find_last_of('/', options.model_dir.size() - 2);
+    service.model_name = options.model_dir.substr(slash == std::string::npos ? 0 : slash + 1);
+    while (!service.model_name.empty() && service.model_name.back() == '/') service.model_name.pop_back();
+  }
+  service.store_description = options.store_address.empty() ? absl::StrCat("embedded ", options.data_dir)
+                                                            : absl::StrCat("remote ", options.store_address);
+  ServingParts parts{.model = node->model_.get(), .tokenizer = node->tokenizer_.get(),
+                     .decode = node->decode_.get(), .prefill = node->prefill_.get(),
+                     .sessions = node->sessions_.get(), .stores = node->stores_.get()};
+  ASSIGN_OR_RETURN(node->service_, ServingService::Create(service, parts));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(node->service_.get());
+  node->server_ = builder.BuildAndStart();
+  if (node->server_ == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
+  }
+  if (grpc::HealthCheckServiceInterface* health = node->server_->GetHealthCheckService()) {
+    health->SetServingStatus(true);
+    health->SetServingStatus(v1::Serving::service_full_name(), true);
+  }
+  std::string host = options.listen_address.substr(0, colon);
+  if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
+  node->address_ = absl::StrCat(host, ":", port);
+  return node;
+}
+
+ServingNode::~ServingNode() { Shutdown(0); }
+
+void ServingNode::Shutdown(int64_t grace_ms) {
+  std::call_once(shutdown_once_, [&] {
+    if (server_ != nullptr) {
+      if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
+      // Waits for in-flight Generate streams until the deadline, then cancels them (their
+      // sinks see the cancellation and the decode worker drops the sequences).
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
+      server_->Wait();
+    }
+    prefill_.reset();
+    decode_.reset();
+    if (stores_ != nullptr) stores_->FlushAll();
+  });
+}
+
+}  // namespace kvspan::frontend

@@ -1,0 +1,79 @@
+// ServingNode: one process serving every role (`kvspan serve`): the model and tokenizer,
+// the cache store (embedded RocksDB in a directory, or a remote `kvspan cachestore`), the
+// prefill worker, the decode worker, the in-process span transport, and the
+// kvspan.v1.Serving gRPC service with grpc.health.v1 and server reflection on one port.
+// Thread-safe after Start.
+#ifndef KVSPAN_FRONTEND_SERVING_NODE_H_
+#define KVSPAN_FRONTEND_SERVING_NODE_H_
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <grpcpp/server.h>
+
+#include "absl/status/statusor.h"
+#include "cachestore/client.h"
+#include "decode/decode_worker.h"
+#include "frontend/serving_service.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "prefill/prefill_worker.h"
+#include "prefill/session_store.h"
+#include "prefill/store_router.h"
+#include "transport/span_transport.h"
+
+namespace kvspan::frontend {
+
+struct ServingNodeOptions {
+  std::string model_dir = "models/kvspan-brown";
+  std::string listen_address = "127.0.0.1:0";  // port 0 picks a free one
+  // The cache store: `store_address` (host:port of a `kvspan cachestore`) when set, else
+  // an embedded store in `data_dir`.
+  std::string data_dir = "data";
+  std::string store_address;
+  int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
+  int num_threads = 0;       // model threads; 0 = all cores
+  int prefill_threads = 2;   // concurrent cache-store loads
+  ServingOptions service;    // default policy, S, sessions
+  decode::DecodeWorkerOptions decode;
+};
+
+class ServingNode {
+ public:
+  // Loads the model, opens the store, starts the workers and the gRPC server. Errors:
+  // those of Model::Load / Tokenizer::LoadFromDir / CacheStore::Open, InvalidArgument for a
+  // bad default policy or option, Unavailable when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<ServingNode>> Start(const ServingNodeOptions& options);
+  // Shuts down (Shutdown(0)) if not done yet.
+  ~ServingNode();
+
+  // "host:port" clients can dial.
+  const std::string& address() const { return address_; }
+  // Stops accepting calls, lets in-flight streams finish for up to `grace_ms`, cancels the
+  // rest, then stops the workers and flushes queued store writes.
+  void Shutdown(int64_t grace_ms);
+
+  const model::Model& model() const { return *model_; }
+
+ private:
+  ServingNode() = default;
+
+  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<model::Tokenizer> tokenizer_;
+  std::shared_ptr<cachestore::CacheClient> client_;
+  std::shared_ptr<prefill::StoreRouter> stores_;
+  std::unique_ptr<prefill::SessionStore> sessions_;
+  std::unique_ptr<decode::DecodeWorker> decode_;
+  std::unique_ptr<transport::InProcessTransport> transport_;
+  std::unique_ptr<prefill::PrefillWorker> prefill_;
+  std::unique_ptr<ServingService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  std::once_flag shutdown_once_;
+};
+
+}  // namespace kvspan::frontend
+
+#endif  // KVSPAN_FRONTEND_SERVING_NODE_H_

@@ -1,0 +1,97 @@
+// ServingService: the kvspan.v1.Serving gRPC service (proto/kvspan/v1/serving.proto) of
+// one node — request validation, tokenization, sessions (records in the cache store through
+// prefill::SessionStore), and the stream of one Generate call fed by the decode worker.
+// Validation errors are INVALID_ARGUMENT / NOT_FOUND with a message naming the problem, and
+// never reach the workers. Thread-safe (gRPC's sync server calls it from many threads;
+// each Generate handler blocks only on its own sink).
+#ifndef KVSPAN_FRONTEND_SERVING_SERVICE_H_
+#define KVSPAN_FRONTEND_SERVING_SERVICE_H_
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "decode/decode_worker.h"
+#include "kvcache/cache_policy.h"
+#include "kvspan/v1/serving.grpc.pb.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "prefill/prefill_worker.h"
+#include "prefill/session_store.h"
+
+namespace kvspan::frontend {
+
+struct ServingOptions {
+  std::string model_name;             // reported by ServerInfo
+  std::string default_policy = "int4(g=32)";
+  int span_tokens = 64;               // S
+  int64_t default_idle_timeout_ms = int64_t{30} * 60 * 1000;
+  int default_max_tokens = 128;
+  std::string store_description;      // "embedded DIR" or "remote ADDR"
+};
+
+// The node's parts the service drives; every pointer is borrowed, non-null, and must
+// outlive the service.
+struct ServingParts {
+  const model::Model* model = nullptr;
+  const model::Tokenizer* tokenizer = nullptr;
+  decode::DecodeWorker* decode = nullptr;
+  prefill::PrefillWorker* prefill = nullptr;
+  prefill::SessionStore* sessions = nullptr;
+  prefill::StoreRouter* stores = nullptr;
+};
+
+class ServingService final : public v1::Serving::Service {
+ public:
+  // InvalidArgument when options.default_policy does not resolve.
+  static absl::StatusOr<std::unique_ptr<ServingService>> Create(const ServingOptions& options,
+                                                                const ServingParts& parts);
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
+                           v1::OpenSessionResponse* response) override;
+  grpc::Status CloseSession(grpc::ServerContext* context, const v1::CloseSessionRequest* request,
+                            v1::CloseSessionResponse* response) override;
+  grpc::Status ServerInfo(grpc::ServerContext* context, const v1::ServerInfoRequest* request,
+                          v1::ServerInfoResponse* response) override;
+
+  // The resolved policy for `text` (empty: the default), cached. Errors of CachePolicy::Resolve.
+  absl::StatusOr<std::shared_ptr<const kvcache::CachePolicy>> PolicyFor(const std::string& text);
+
+ private:
+  ServingService(const ServingOptions& options, const ServingParts& parts)
+      : options_(options), model_(parts.model), tokenizer_(parts.tokenizer), decode_(parts.decode),
+        prefill_(parts.prefill), sessions_(parts.sessions), stores_(parts.stores) {}
+  // Validates the request and builds its handoff (the session record, when there is one,
+  // goes to *session).
+  absl::StatusOr<decode::SequenceHandoff> Prepare(const grpc::ServerContext& context,
+                                                  const v1::GenerateRequest& request,
+                                                  std::optional<prefill::Session>* session);
+  // Marks a session as having a turn in flight; FailedPrecondition if it already has one.
+  absl::Status BeginTurn(const std::string& session_id);
+  void EndTurn(const std::string& session_id);
+
+  const ServingOptions options_;
+  const model::Model* const model_;
+  const model::Tokenizer* const tokenizer_;
+  decode::DecodeWorker* const decode_;
+  prefill::PrefillWorker* const prefill_;
+  prefill::SessionStore* const sessions_;
+  prefill::StoreRouter* const stores_;
+  std::shared_ptr<const kvcache::CachePolicy> default_policy_;
+
+  std::mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const kvcache::CachePolicy>> policies_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> turns_in_flight_ ABSL_GUARDED_BY(mu_);
+  int64_t next_request_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace kvspan::frontend
+
+#endif  // KVSPAN_FRONTEND_SERVING_SERVICE_H_

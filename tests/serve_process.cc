@@ -1,0 +1,112 @@
+#include "tests/serve_process.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+
+namespace kvspan::tests {
+namespace {
+
+// One line from `fd`, waiting at most `timeout_ms` in all; false at EOF or timeout.
+bool ReadLine(int fd, int timeout_ms, std::string* line) {
+  line->clear();
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  char c;
+  while (true) {
+    const int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count());
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, left) <= 0) return false;
+    if (read(fd, &c, 1) != 1) return false;
+    if (c == '\n') return true;
+    line->push_back(c);
+  }
+}
+
+}  // namespace
+
+ServeProcess::ServeProcess(const std::string& binary, std::vector<std::string> args) {
+  int fds[2];
+  if (pipe(fds) != 0) return;
+  pid_ = fork();
+  if (pid_ == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<std::string> all = {binary, "serve", "--listen", "127.0.0.1:0"};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  out_fd_ = fds[0];
+  std::string line, address;
+  const std::string listening = "kvspan serve: listening on ";
+  while (ReadLine(out_fd_, 60000, &line)) {
+    if (line.rfind(listening, 0) == 0) address = line.substr(listening.size());
+    if (line.rfind("kvspan serve: ready", 0) == 0) {
+      address_ = address;
+      break;
+    }
+  }
+}
+
+ServeProcess::~ServeProcess() {
+  if (pid_ > 0) Stop(SIGKILL);
+}
+
+std::unique_ptr<v1::Serving::Stub> ServeProcess::NewStub() const {
+  return v1::Serving::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+}
+
+int ServeProcess::Stop(int signal_number) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, signal_number);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  close(out_fd_);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+GenerateOutcome RunGenerate(v1::Serving::Stub& stub, const v1::GenerateRequest& request, int64_t deadline_ms) {
+  GenerateOutcome out;
+  grpc::ClientContext context;
+  if (deadline_ms > 0) context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+  auto reader = stub.Generate(&context, request);
+  v1::GenerateResponse response;
+  while (reader->Read(&response)) {
+    if (response.has_started()) out.started = response.started();
+    if (response.has_tokens()) {
+      out.ids.insert(out.ids.end(), response.tokens().ids().begin(), response.tokens().ids().end());
+      out.text += response.tokens().text();
+    }
+    if (response.has_finished()) {
+      out.finished = response.finished();
+      out.has_finished = true;
+    }
+  }
+  out.status = reader->Finish();
+  return out;
+}
+
+v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& ids, int max_tokens, const std::string& policy,
+                                  const std::string& tenant) {
+  v1::GenerateRequest r;
+  for (int32_t id : ids) r.mutable_token_ids()->add_ids(id);
+  r.mutable_sampling()->set_temperature(0);
+  r.set_max_tokens(max_tokens);
+  r.set_policy(policy);
+  r.set_tenant(tenant);
+  r.set_ignore_eos(true);
+  return r;
+}
+
+}  // namespace kvspan::tests

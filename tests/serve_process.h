@@ -1,0 +1,59 @@
+// Test helpers for `kvspan serve` as its own process: start it on 127.0.0.1 with an
+// ephemeral port, wait for its ready line, talk to it over gRPC, stop or SIGKILL it.
+#ifndef KVSPAN_TESTS_SERVE_PROCESS_H_
+#define KVSPAN_TESTS_SERVE_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "kvspan/v1/serving.grpc.pb.h"
+
+namespace kvspan::tests {
+
+// A running `kvspan serve`. The destructor SIGKILLs it if it still runs.
+class ServeProcess {
+ public:
+  // Starts `binary serve --listen 127.0.0.1:0 <args>` and waits (up to 60 s) for its ready
+  // line. address() is empty when it did not come up (exited, or no ready line).
+  ServeProcess(const std::string& binary, std::vector<std::string> args);
+  ~ServeProcess();
+  ServeProcess(const ServeProcess&) = delete;
+  ServeProcess& operator=(const ServeProcess&) = delete;
+
+  const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
+  std::unique_ptr<v1::Serving::Stub> NewStub() const;
+  // Sends `signal_number` and waits for the exit: the exit code, or -signal.
+  int Stop(int signal_number);
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  std::string address_;
+};
+
+// Everything one Generate call streamed.
+struct GenerateOutcome {
+  grpc::Status status;
+  v1::Started started;
+  std::vector<int32_t> ids;
+  std::string text;
+  v1::Finished finished;
+  bool has_finished = false;
+};
+
+// Runs Generate to its end. `deadline_ms` > 0 sets the call's deadline.
+GenerateOutcome RunGenerate(v1::Serving::Stub& stub, const v1::GenerateRequest& request, int64_t deadline_ms = 0);
+
+// A greedy request for `ids` (token ids) or, when `text` is non-empty, for text.
+v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& ids, int max_tokens, const std::string& policy,
+                                  const std::string& tenant);
+
+}  // namespace kvspan::tests
+
+#endif  // KVSPAN_TESTS_SERVE_PROCESS_H_
