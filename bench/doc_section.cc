@@ -4,6 +4,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
 #include "common/file_util.h"
 
 namespace kvspan::bench {
@@ -29,7 +31,14 @@ absl::Status WriteDocSection(const std::string& path, const std::string& name,
 
 std::string CommandLine(int argc, char** argv) {
   std::string cmd;
-  for (int i = 0; i < argc; ++i) absl::StrAppend(&cmd, i ? " " : "", argv[i]);
+  for (int i = 0; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    const bool plain = !arg.empty() && arg.find_first_not_of(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./=:,+@%") == absl::string_view::npos;
+    // Single quotes keep everything but a single quote, which becomes '\''.
+    absl::StrAppend(&cmd, i ? " " : "",
+                    plain ? std::string(arg) : absl::StrCat("'", absl::StrReplaceAll(arg, {{"'", "'\\''"}}), "'"));
+  }
   return cmd;
 }
 

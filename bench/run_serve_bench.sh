@@ -8,6 +8,7 @@
 #   bench/run_serve_bench.sh build --out /tmp/serve_bench.md --reps 1 --prompt-lengths 256 \
 #     --concurrency-levels 1,4 --admission-streams 8 --admission-seconds 5 --sessions 2 --turns 2
 set -euo pipefail
+launcher="bench/run_serve_bench.sh $*"
 cd "$(dirname "$0")/.."
 build="${1:-build}"
 shift || true
@@ -61,5 +62,6 @@ start_server budget --kv-budget-bytes "$budget"
 budget_address="$address"
 
 "$bench" --target "$main_address" --budget-target "$budget_address" \
-  --servers "\`kvspan serve --model $model --listen 127.0.0.1:0 --data TMP\`, and for the admission part the same with \`--kv-budget-bytes $budget\`" \
+  --launcher "${launcher% }" \
+  --servers "\`kvspan serve --model $model --listen 127.0.0.1:0 --data TMP\`; for the admission part the same with \`--kv-budget-bytes $budget\`" \
   "$@"
