@@ -80,7 +80,8 @@ absl::StatusOr<std::string> RunTtftPart(const ServingClient& client, const Serve
         computed.push_back(hit.started.computed_prompt_tokens());
       }
       const double miss = Quantile(miss_ms, 0.5), hit = Quantile(hit_ms, 0.5);
-      absl::StrAppendFormat(&out, "| %s | %d | %.1f | %.1f | %.2f | %.1f / %.1f | %.1f | %.0f | %.0f | %.0f |\n",
+      absl::StrAppendFormat(&out,
+                            "| %s | %d | %.1f | %.1f | %.2f | %.1f / %.1f | %.1f | %.0f | %.0f | %.0f |\n",
                             canonical, n, miss, hit, hit > 0 ? miss / hit : 0,
                             Quantile(miss_server_ms, 0.5), Quantile(hit_server_ms, 0.5),
                             Quantile(load_ms, 0.5), Quantile(store, 0.5), Quantile(resident, 0.5),
@@ -229,7 +230,8 @@ int Main(int argc, char** argv) {
       "policy %s, KV budget %d bytes, store %s. Machine: %s, %u cores, shared by the server "
       "and this client (and whatever else runs; each part gives the 1-minute load average at "
       "its start and end).\n\n",
-      UtcNow(), launcher.empty() ? "bench/run_serve_bench.sh" : launcher, servers.empty() ? "" : absl::StrCat(" (", servers, ")"), command,
+      UtcNow(), launcher.empty() ? "bench/run_serve_bench.sh" : launcher,
+      servers.empty() ? "" : absl::StrCat(" (", servers, ")"), command,
       info->model_name(), info->context_tokens(), info->span_tokens(), info->default_policy(),
       info->kv_budget_bytes(), info->store(), CpuModel(), std::thread::hardware_concurrency());
   struct Part {

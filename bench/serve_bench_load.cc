@@ -88,7 +88,8 @@ absl::StatusOr<std::string> RunAdmissionPart(const ServingClient& client,
   ASSIGN_OR_RETURN(const kvspan::v1::ServerInfoResponse info, client.ServerInfo());
   const int num_streams = options.admission_streams;
   const int room = info.context_tokens() - options.admission_prompt_tokens;
-  const int max_tokens = options.admission_max_tokens > 0 ? std::min(options.admission_max_tokens, room) : room;
+  const int max_tokens =
+      options.admission_max_tokens > 0 ? std::min(options.admission_max_tokens, room) : room;
   if (max_tokens <= 0) {
     return absl::InvalidArgumentError("--admission-prompt-tokens leaves no room in the context");
   }
@@ -96,10 +97,13 @@ absl::StatusOr<std::string> RunAdmissionPart(const ServingClient& client,
       "### Sequences admitted under one KV budget\n\n"
       "A server with a KV budget of %d bytes (ServerInfo.kv_budget_bytes; max_queue %d). Per "
       "policy, %d streams start together, each a prompt of %d random token ids with "
-      "ignore_eos and max_tokens %d, so that they hold and grow their memory; ServerInfo is polled every 10 ms until the peak running count has held for "
-      "%d ms (at most %.0f s), then every stream is cancelled. Rejected = RESOURCE_EXHAUSTED "
-      "(queue full). Quality: the policy's row of `%s` (ppl: perplexity change vs the dense "
-      "cache).\n\n"
+      "ignore_eos and max_tokens %d, so that they hold and grow their memory. ServerInfo is "
+      "polled every 10 ms until the peak running count has held for %d ms (at most %.0f s), "
+      "then every stream is cancelled. Peak running: the most sequences admitted at once; "
+      "as they grow past the budget the server preempts the youngest, so the running count "
+      "over the last part of the watch is what the budget holds. Rejected = "
+      "RESOURCE_EXHAUSTED (queue full). Quality: the policy's row of `%s` (ppl: perplexity "
+      "change vs the dense cache).\n\n"
       "| policy | peak running | running, last %d ms (median) | peak waiting | rejected "
       "| peak KV in use | of budget | quality |\n|---|---:|---:|---:|---:|---:|---:|---|\n",
       info.kv_budget_bytes(), info.max_queue(), num_streams, options.admission_prompt_tokens,

@@ -115,7 +115,8 @@ class ServingClientCommandTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     data_dir_ = new ::kvspan::testing::TempDir();
-    server_ = new ServeProcess(KVSPAN_COMMAND, {"--model", kModel, "--data", data_dir_->Sub("data"), "--threads", "2"});
+    server_ = new ServeProcess(KVSPAN_COMMAND,
+                               {"--model", kModel, "--data", data_dir_->Sub("data"), "--threads", "2"});
   }
   static void TearDownTestSuite() {
     EXPECT_EQ(server_->Stop(SIGTERM), 0);
