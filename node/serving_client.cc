@@ -56,8 +56,9 @@ absl::StatusOr<GenerateResult> ServingClient::Generate(const v1::GenerateRequest
   while (!cancelled && protocol_error.ok() && reader->Read(&response)) {
     if (have_finished) {
       protocol_error = absl::InternalError("Generate stream: a message after Finished");
+    } else if (response.has_started() && have_started) {
+      protocol_error = absl::InternalError("Generate stream: a second Started");
     } else if (response.has_started()) {
-      if (have_started) protocol_error = absl::InternalError("Generate stream: a second Started");
       have_started = true;
       result.started = std::move(*response.mutable_started());
       cancelled = callbacks.on_started && !callbacks.on_started(result.started);
