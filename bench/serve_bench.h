@@ -34,7 +34,8 @@ struct ServeBenchOptions {
   int reps = 5;
   int hit_delay_ms = 200;
 
-  // Decode: streams of `decode_prompt_tokens` random ids, `decode_max_tokens` each.
+  // Decode: streams of `decode_prompt_tokens` random ids, `decode_max_tokens` each; each
+  // level runs `reps` times and reports the run with the median aggregate.
   std::vector<int> concurrency_levels = {1, 4, 16, 64};
   int decode_prompt_tokens = 16;
   int decode_max_tokens = 32;
