@@ -14,7 +14,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -258,23 +257,6 @@ LookupResult MeasureLookup(const std::string& dir, int num_entries, int chain_le
   return r;
 }
 
-// The 1-minute load average: the machine is shared, so the tables say how busy it was.
-std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string one;
-  in >> one;
-  return one.empty() ? "unknown" : one;
-}
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
-}
-
 int Main(int argc, char** argv) {
   std::string dir = (std::filesystem::temp_directory_path() / "kvspan_cachestore_bench").string();
   std::string out = "docs/performance.md";
@@ -297,7 +279,7 @@ int Main(int argc, char** argv) {
   std::printf("reproduce with: %s\n", command.c_str());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  const std::string load_before = LoadAverage();
+  const std::string load_before = bench::LoadAverage();
 
   const RawDisk raw = MeasureRawDisk(dir, raw_mib << 20);
   std::printf("raw disk: write %.2f GB/s, read cold %.2f GB/s, warm %.2f GB/s\n",
@@ -334,8 +316,8 @@ int Main(int argc, char** argv) {
                         "average %s at the start and %s at the end (the machine is shared: "
                         "other work competes for CPU and disk). GB/s = 10^9 bytes/s. "
                         "%lld MiB of values per span size and mode.\n\n",
-                        CpuModel(), std::thread::hardware_concurrency(), dir, load_before,
-                        LoadAverage(), static_cast<long long>(total_mib));
+                        bench::CpuModel(), std::thread::hardware_concurrency(), dir, load_before,
+                        bench::LoadAverage(), static_cast<long long>(total_mib));
   absl::StrAppend(&md, "### Raw disk (same directory, same run)\n\n| sequential write + fdatasync | read, cold | read, warm (page cache) |\n|---|---|---|\n");
   absl::StrAppendFormat(&md, "| %.2f GB/s | %.2f GB/s | %.2f GB/s |\n\n", raw.write_gbps,
                         raw.read_cold_gbps, raw.read_warm_gbps);

@@ -1,8 +1,11 @@
 #include "bench/doc_section.h"
 
+#include <fstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
 #include "common/file_util.h"
 
 namespace kvspan::bench {
@@ -28,8 +31,31 @@ absl::Status WriteDocSection(const std::string& path, const std::string& name,
 
 std::string CommandLine(int argc, char** argv) {
   std::string cmd;
-  for (int i = 0; i < argc; ++i) absl::StrAppend(&cmd, i ? " " : "", argv[i]);
+  for (int i = 0; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    const bool plain = !arg.empty() && arg.find_first_not_of(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./=:,+@%") == absl::string_view::npos;
+    // Single quotes keep everything but a single quote, which becomes '\''.
+    absl::StrAppend(&cmd, i ? " " : "",
+                    plain ? std::string(arg) : absl::StrCat("'", absl::StrReplaceAll(arg, {{"'", "'\\''"}}), "'"));
+  }
   return cmd;
+}
+
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string one;
+  in >> one;
+  return one.empty() ? "unknown" : one;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
 }
 
 }  // namespace kvspan::bench

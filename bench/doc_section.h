@@ -18,8 +18,16 @@ namespace kvspan::bench {
 absl::Status WriteDocSection(const std::string& path, const std::string& name,
                              const std::string& body);
 
-// The command line that reproduces this run, for the docs: argv joined with spaces.
+// The command line that reproduces this run, for the docs: argv joined with spaces, an
+// argument with characters a shell would read (spaces, quotes, parentheses, ...) in
+// single quotes, so the line can be pasted into a shell.
 std::string CommandLine(int argc, char** argv);
+
+// Facts about the machine a table was measured on (the machines are shared, so tables
+// say how busy they were). The 1-minute load average from /proc/loadavg, and the CPU's
+// "model name" from /proc/cpuinfo; "unknown" / "unknown CPU" when unreadable.
+std::string LoadAverage();
+std::string CpuModel();
 
 }  // namespace kvspan::bench
 

@@ -9,7 +9,9 @@ namespace kvspan::node {
 int RunGenerate(int argc, const char* const* argv);        // generate_command.cc
 int RunCachestore(int argc, const char* const* argv);      // cachestore_command.cc
 int RunCalibrateRazor(int argc, const char* const* argv);  // calibrate_razor_command.cc
-int RunServe(int argc, const char* const* argv);            // serve_command.cc
+int RunServe(int argc, const char* const* argv);           // serve_command.cc
+int RunClient(int argc, const char* const* argv);          // client_command.cc
+int RunChat(int argc, const char* const* argv);            // chat_command.cc
 
 }  // namespace kvspan::node
 

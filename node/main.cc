@@ -19,6 +19,9 @@ constexpr Command kCommands[] = {
     {"cachestore", "serve the compressed-span cache store over gRPC", kvspan::node::RunCachestore},
     {"calibrate-razor", "find a model's RazorAttention retrieval heads (writes a heads file)",
      kvspan::node::RunCalibrateRazor},
+    {"client", "send one Generate call to a `kvspan serve` and stream the text", kvspan::node::RunClient},
+    {"chat", "a multi-turn session with a `kvspan serve`, one turn per line of stdin",
+     kvspan::node::RunChat},
 };
 
 void PrintUsage(FILE* out) {
