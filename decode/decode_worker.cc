@@ -149,6 +149,16 @@ int64_t DecodeWorker::RunningBytes() const {
   return bytes;
 }
 
+int64_t DecodeWorker::ReservedBytes() const {
+  int64_t bytes = 0;
+  for (const auto& seq : running_) {
+    const int64_t held = seq->cache == nullptr ? 0 : seq->cache->memory_bytes();
+    bytes += std::max(held, seq->handoff.policy->PlannedBytes(static_cast<int>(seq->tokens.size())));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return bytes + resident_bytes_;
+}
+
 int64_t DecodeWorker::HeldBytes() const {
   const int64_t running = RunningBytes();
   std::lock_guard<std::mutex> lock(mu_);
@@ -179,8 +189,10 @@ void DecodeWorker::Admit() {
       queue_.pop_front();
     }
     const int64_t planned = seq->handoff.policy->PlannedBytes(static_cast<int>(seq->tokens.size()) + 1);
-    EvictResidentUntil(planned, seq->handoff.use_resident ? seq->handoff.session_id : std::string());
-    if (HeldBytes() + planned > options_.kv_budget_bytes && !running_.empty()) {
+    // Sequences admitted but not yet prefilled hold little: plan with what they will hold.
+    const int64_t reserved = ReservedBytes() - HeldBytes();
+    EvictResidentUntil(planned + reserved, seq->handoff.use_resident ? seq->handoff.session_id : std::string());
+    if (ReservedBytes() + planned > options_.kv_budget_bytes && !running_.empty()) {
       std::lock_guard<std::mutex> lock(mu_);
       queue_.push_front(std::move(seq));  // waits for memory; keeps its place
       return;

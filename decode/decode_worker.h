@@ -10,8 +10,9 @@
 //
 // Memory: a KV budget in bytes over every running sequence and every resident session
 // cache, kept with the caches' measured memory_bytes(). A sequence is admitted when its
-// planned size (CachePolicy::PlannedBytes of its prompt) fits beside what is held, else it
-// waits in the bounded queue. When the running sequences grow past the budget, resident
+// planned size (CachePolicy::PlannedBytes of its prompt) fits beside what is held (each
+// running sequence counted at no less than its own planned size), else it waits in the
+// bounded queue. When the running sequences grow past the budget, resident
 // session caches are dropped first (least recently used), then the youngest running
 // sequence is preempted: its cache is freed and it resumes later from its spans in the
 // cache store (only its dense tail is recomputed), or, for a policy that is not storable,
@@ -130,6 +131,9 @@ class DecodeWorker {
   void DropGone();
   int64_t RunningBytes() const;  // scheduler thread: the running caches' memory_bytes()
   int64_t HeldBytes() const;     // scheduler thread: running + resident
+  // Scheduler thread: as HeldBytes, but each running sequence counts at least its planned
+  // size at its current tokens (one admitted and not yet prefilled holds almost nothing).
+  int64_t ReservedBytes() const;
   // Inserts or erases a resident cache, keeping resident_bytes_ and the stats.
   void AddResidentLocked(const std::string& session_id, Resident resident) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<Resident> TakeResidentLocked(const std::string& session_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -32,7 +32,9 @@ absl::StatusOr<int64_t> MeasureSpanBytes(const model::ModelConfig& config, int s
              .head_stride = config.head_dim, .token_stride = row};
   view.queries = needs.any() ? &queries : nullptr;
   ASSIGN_OR_RETURN(Span span, compressor.Compress(view));
-  return SpanMemoryBytes(span);
+  // What a CompressedKvCache holds per span: the span, its kernel views, their slots.
+  return SpanMemoryBytes(span) + SpanKernelViews(span).memory_bytes() +
+         static_cast<int64_t>(sizeof(Span) + sizeof(SpanKernelViews));
 }
 
 }  // namespace
@@ -63,13 +65,18 @@ absl::StatusOr<std::shared_ptr<const CachePolicy>> CachePolicy::Resolve(absl::st
                                                    bytes.status().message()));
   }
   p->span_bytes_ = *bytes;
+  // An empty cache already holds its dense tail (S + 1 tokens, and their queries when the
+  // policy reads them): measured from a real one.
+  ASSIGN_OR_RETURN(auto empty, CompressedKvCache::Create(
+                                   CompressedKvCache::OptionsFor(config, span_tokens, config.max_position_embeddings),
+                                   p->compressor_));
+  p->empty_cache_bytes_ = empty->memory_bytes();
   return p;
 }
 
 int64_t CachePolicy::PlannedBytes(int num_tokens) const {
   if (dense()) return dense_token_bytes_ * num_tokens;
-  const int64_t spans = num_tokens / span_tokens_;
-  return spans * span_bytes_ + (num_tokens - spans * span_tokens_) * dense_token_bytes_;
+  return empty_cache_bytes_ + static_cast<int64_t>(num_tokens / span_tokens_) * span_bytes_;
 }
 
 absl::StatusOr<std::unique_ptr<model::KvCache>> CachePolicy::NewCache(const model::Model& model,

@@ -51,9 +51,10 @@ class CachePolicy {
   int64_t span_bytes() const { return span_bytes_; }
   // Bytes one dense fp32 token occupies (K and V, all layers).
   int64_t dense_token_bytes() const { return dense_token_bytes_; }
-  // Planned bytes of a sequence of `num_tokens` tokens under this policy: full spans at
-  // span_bytes(), the rest dense (dense: every token dense). For admission only; the budget
-  // itself is kept with measured KvCache::memory_bytes().
+  // Planned bytes of a sequence of `num_tokens` tokens under this policy: the measured
+  // memory of an empty cache (its dense tail of S + 1 tokens) plus full spans at
+  // span_bytes() (dense: every token dense). For admission only; the budget itself is kept
+  // with measured KvCache::memory_bytes().
   int64_t PlannedBytes(int num_tokens) const;
 
   // A new cache for up to `capacity_tokens` positions whose committed prefix is `prefix`
@@ -73,6 +74,7 @@ class CachePolicy {
   int span_tokens_ = 0;
   int64_t span_bytes_ = 0;
   int64_t dense_token_bytes_ = 0;
+  int64_t empty_cache_bytes_ = 0;  // memory_bytes() of an empty CompressedKvCache of this policy
   std::shared_ptr<SpanCompressor> compressor_;  // null when dense
 };
 
