@@ -8,7 +8,8 @@
 #   bench/run_serve_bench.sh build --out /tmp/serve_bench.md --reps 1 --prompt-lengths 256 \
 #     --concurrency-levels 1,4 --admission-streams 8 --admission-seconds 5 --sessions 2 --turns 2
 # TTFT on the Llama-3.2-1B-shape random model (build/tools/make_random_model --shape
-# llama-3.2-1b --dtype bf16 --out /tmp/llama-3.2-1b), its own section:
+# llama-3.2-1b --dtype bf16 --out /tmp/llama-3.2-1b --tokenizer-from models/kvspan-brown),
+# its own section:
 #   MODEL=/tmp/llama-3.2-1b bench/run_serve_bench.sh build --section serve_bench_llama_1b \
 #     --parts ttft --prompt-lengths 1024,4096 --reps 1
 set -euo pipefail

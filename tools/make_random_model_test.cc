@@ -43,6 +43,12 @@ TEST(MakeRandomModelTest, BadFlagsAreUsageErrors) {
   EXPECT_EQ(RunTool("--shape tiny-llama --dtype f8 --out " + dir.Sub("x")), 2);
   EXPECT_EQ(RunTool("--shape tiny-llama"), 2);  // no --out
   EXPECT_EQ(RunTool("--no-such-flag"), 2);
+  // A tokenizer with more ids (4096) than the shape's vocabulary (97) cannot be padded to it.
+  EXPECT_EQ(RunTool("--shape tiny-llama --tokenizer-from " + std::string(KVSPAN_SOURCE_DIR) +
+                    "/models/kvspan-brown --out " + dir.Sub("y")),
+            2);
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("y") + "/model.safetensors")) << "checked before the weights";
+  EXPECT_EQ(RunTool("--shape tiny-llama --tokenizer-from " + dir.Sub("none") + " --out " + dir.Sub("z")), 2);
 }
 
 }  // namespace
