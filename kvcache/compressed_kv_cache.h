@@ -31,99 +31,14 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kernels/span_attention.h"
-#include "kvcache/compress.h"
-#include "kvcache/entry_block.h"
-#include "kvcache/policy.h"
 #include "kvcache/span.h"
+#include "kvcache/span_compressor.h"
+#include "kvcache/span_kernel_views.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/pending_tokens.h"
 
 namespace kvspan::kvcache {
-
-// The dense K (post-RoPE) and V of exactly one span's S tokens, all layers, borrowed for
-// the duration of a Compress call: element (layer l, kv head h, token t, channel d) as in
-// DenseKvView, t in [0, S).
-struct DenseSpanView {
-  SpanGeometry geometry;       // span_tokens = S
-  int32_t first_position = 0;  // position of token 0 of the span
-  int32_t span_index = 0;      // first_position / S
-  DenseKvView kv;
-  // The queries of the span's tokens and of the committed tokens after it (token t of the
-  // view = position first_position + t), when the compressor's query_needs() asks for
-  // them; null otherwise.
-  const DenseQueryView* queries = nullptr;
-};
-
-// Turns one span's dense K/V into a Span. The policy engine plugs in here. A compressor
-// must read only the view (causality) and return a span whose header geometry,
-// first_position and span_index equal the view's. Implementations document their own
-// thread safety; CompressedKvCache calls Compress from its caller's thread.
-class SpanCompressor {
- public:
-  virtual ~SpanCompressor() = default;
-  virtual absl::StatusOr<Span> Compress(const DenseSpanView& view) = 0;
-  // The queries Compress reads. With observation_tokens = w > 0 (query-aware, snapkv) the
-  // cache compresses a span only once w committed tokens follow it, and passes the queries
-  // of every committed tail token; the last w of them are the observation window.
-  virtual QueryNeeds query_needs() const { return {}; }
-};
-
-// The first policy: every token kept, one codec (Span::FromDense). Thread-safe.
-// Compresses with a policy (kvcache/policy.h) through CompressSpan (kvcache/compress.h):
-// a codec-only policy such as "int4(g=32)" keeps every token; reducers shrink the span.
-// Thread-safe (immutable).
-class PolicySpanCompressor final : public SpanCompressor {
- public:
-  struct Options {
-    Policy policy;                  // from ParsePolicy; its canonical string goes in each header
-    std::string model_fingerprint;  // copied to each span header
-  };
-  explicit PolicySpanCompressor(Options options) : options_(std::move(options)) {}
-  // Errors of CompressSpan: Unimplemented for a query-aware or not yet built stage,
-  // InvalidArgument for values the codec rejects.
-  absl::StatusOr<Span> Compress(const DenseSpanView& view) override;
-  QueryNeeds query_needs() const override { return QueryNeedsOf(options_.policy); }
-
- private:
-  const Options options_;
-};
-
-// A borrowed kernels view of `block` (valid while `block` lives and is unchanged).
-// REQUIRES: `block` owns its keys and values (not a shared block; see SpanKernelViews).
-kernels::SpanBlockView ToSpanBlockView(const EntryBlock& block);
-
-// The kernel views of every block of every head of one span, built once per span:
-// a shared block's view takes its key (and, for kKeysAndValues, value) codes and params
-// from block b of its source layer, and its fp16 scales decoded to float here, once, not
-// per query. Owned and shared blocks then go through the same kernels::SpanAttention.
-// Borrows the span's block arrays: valid while the Span lives unchanged (moving the Span
-// keeps them: vectors move their buffers). Move-only (the views point into scales_).
-// Thread-compatible.
-class SpanKernelViews {
- public:
-  // REQUIRES: ValidateSpan(span).ok().
-  explicit SpanKernelViews(const Span& span);
-  SpanKernelViews(SpanKernelViews&&) = default;
-  SpanKernelViews& operator=(SpanKernelViews&&) = default;
-  SpanKernelViews(const SpanKernelViews&) = delete;
-  SpanKernelViews& operator=(const SpanKernelViews&) = delete;
-
-  // Heap bytes of the views and the decoded scales (capacities); the span's own arrays,
-  // which the views borrow, are not included.
-  int64_t memory_bytes() const;
-
-  // The views of resolved_head(layer, kv_head)'s blocks, in block order.
-  const std::vector<kernels::SpanBlockView>& head(int layer, int kv_head) const {
-    return heads_[static_cast<size_t>(layer) * num_kv_heads_ + kv_head];
-  }
-
- private:
-  int num_kv_heads_ = 0;
-  std::vector<std::vector<kernels::SpanBlockView>> heads_;  // [layers * kv_heads]
-  std::vector<std::vector<float>> scales_;  // decoded scale arrays the views point into
-};
 
 class CompressedKvCache final : public model::KvCache {
  public:
