@@ -1,5 +1,7 @@
 #include "frontend/http_server.h"
 
+#include <sys/socket.h>
+
 #include <chrono>
 
 #include "absl/strings/numbers.h"
@@ -23,6 +25,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerO
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   if (host.empty()) host = "0.0.0.0";
   const int threads = options.num_threads;
+  // httplib's default also sets SO_REUSEPORT, with which a second server binds a port in
+  // use and silently shares its traffic: SO_REUSEADDR only (a restart may reuse the port).
+  http->server_.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<char*>(&yes), sizeof(yes));
+  });
   // An idle keep-alive connection holds a thread; Stop waits for it at most this long.
   http->server_.set_keep_alive_timeout(1);
   http->server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };

@@ -83,11 +83,6 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
                      .sessions = node->sessions_.get(), .stores = node->stores_.get(),
                      .metrics = node->metrics_.get()};
   ASSIGN_OR_RETURN(node->service_, ServingService::Create(service, parts));
-  if (!options.http_listen_address.empty()) {
-    ASSIGN_OR_RETURN(node->http_, HttpServer::Create({.listen_address = options.http_listen_address}));
-    AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
-    node->http_address_ = node->http_->address();
-  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -97,6 +92,13 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   node->server_ = builder.BuildAndStart();
   if (node->server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
+  }
+  // After gRPC: httplib cannot release a socket it bound but never served (Stop is a
+  // no-op then), so nothing may fail between Create and Start.
+  if (!options.http_listen_address.empty()) {
+    ASSIGN_OR_RETURN(node->http_, HttpServer::Create({.listen_address = options.http_listen_address}));
+    AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
+    node->http_address_ = node->http_->address();
   }
   if (grpc::HealthCheckServiceInterface* health = node->server_->GetHealthCheckService()) {
     health->SetServingStatus(true);
