@@ -30,6 +30,7 @@ void GrpcTokenSink::OnStarted(const decode::SequenceStarted& s) {
   m->set_store_prompt_tokens(s.store_prompt_tokens);
   m->set_resident_prompt_tokens(s.resident_prompt_tokens);
   m->set_computed_prompt_tokens(s.computed_prompt_tokens);
+  e.started = s;
   Push(std::move(e));
 }
 

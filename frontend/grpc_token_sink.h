@@ -26,6 +26,7 @@ class GrpcTokenSink final : public decode::TokenSink {
   struct Event {
     std::optional<v1::GenerateResponse> message;
     std::optional<absl::Status> end;
+    std::optional<decode::SequenceStarted> started;    // with the Started message
     std::optional<decode::SequenceFinished> finished;  // with the Finished message
   };
 

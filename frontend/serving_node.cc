@@ -31,6 +31,19 @@ absl::StatusOr<std::shared_ptr<cachestore::CacheClient>> OpenStore(const Serving
       std::make_shared<cachestore::EmbeddedCacheClient>(std::shared_ptr<cachestore::CacheStore>(std::move(opened))));
 }
 
+// GET /metrics and GET /health. `metrics` and `serving` outlive the server (the node
+// stops it in Shutdown before anything they read goes).
+void AddHttpRoutes(HttpServer& http, const ServingMetrics& metrics, const std::atomic<bool>& serving) {
+  http.Get("/metrics", [&metrics](const httplib::Request&, httplib::Response& response) {
+    response.set_content(metrics.Render(), "text/plain; version=0.0.4");
+  });
+  http.Get("/health", [&serving](const httplib::Request&, httplib::Response& response) {
+    const bool up = serving.load();
+    response.status = up ? 200 : 503;
+    response.set_content(up ? "ok" : "shutting down", "text/plain");
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNodeOptions& options) {
@@ -63,9 +76,12 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   }
   service.store_description = options.store_address.empty() ? absl::StrCat("embedded ", options.data_dir)
                                                             : absl::StrCat("remote ", options.store_address);
+  node->metrics_ = std::make_unique<ServingMetrics>(ServingMetrics::Sources{
+      .decode = node->decode_.get(), .prefill = node->prefill_.get(), .stores = node->stores_.get()});
   ServingParts parts{.model = node->model_.get(), .tokenizer = node->tokenizer_.get(),
                      .decode = node->decode_.get(), .prefill = node->prefill_.get(),
-                     .sessions = node->sessions_.get(), .stores = node->stores_.get()};
+                     .sessions = node->sessions_.get(), .stores = node->stores_.get(),
+                     .metrics = node->metrics_.get()};
   ASSIGN_OR_RETURN(node->service_, ServingService::Create(service, parts));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -77,6 +93,13 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   if (node->server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
   }
+  // After gRPC: httplib cannot release a socket it bound but never served (Stop is a
+  // no-op then), so nothing may fail between Create and Start.
+  if (!options.http_listen_address.empty()) {
+    ASSIGN_OR_RETURN(node->http_, HttpServer::Create({.listen_address = options.http_listen_address}));
+    AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
+    node->http_address_ = node->http_->address();
+  }
   if (grpc::HealthCheckServiceInterface* health = node->server_->GetHealthCheckService()) {
     health->SetServingStatus(true);
     health->SetServingStatus(v1::Serving::service_full_name(), true);
@@ -84,6 +107,8 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   std::string host = options.listen_address.substr(0, colon);
   if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
   node->address_ = absl::StrCat(host, ":", port);
+  node->serving_ = true;
+  if (node->http_ != nullptr) node->http_->Start();
   return node;
 }
 
@@ -91,6 +116,7 @@ ServingNode::~ServingNode() { Shutdown(0); }
 
 void ServingNode::Shutdown(int64_t grace_ms) {
   std::call_once(shutdown_once_, [&] {
+    serving_ = false;
     if (server_ != nullptr) {
       if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
       // Waits for in-flight Generate streams until the deadline, then cancels them (their
@@ -98,6 +124,8 @@ void ServingNode::Shutdown(int64_t grace_ms) {
       server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
       server_->Wait();
     }
+    // /metrics reads the workers: the listener goes first.
+    if (http_ != nullptr) http_->Stop();
     prefill_.reset();
     decode_.reset();
     if (stores_ != nullptr) stores_->FlushAll();

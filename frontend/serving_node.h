@@ -1,11 +1,13 @@
 // ServingNode: one process serving every role (`kvspan serve`): the model and tokenizer,
 // the cache store (embedded RocksDB in a directory, or a remote `kvspan cachestore`), the
 // prefill worker, the decode worker, the in-process span transport, and the
-// kvspan.v1.Serving gRPC service with grpc.health.v1 and server reflection on one port.
+// kvspan.v1.Serving gRPC service with grpc.health.v1 and server reflection on one port,
+// and, when asked, an HTTP port with GET /metrics (Prometheus) and GET /health.
 // Thread-safe after Start.
 #ifndef KVSPAN_FRONTEND_SERVING_NODE_H_
 #define KVSPAN_FRONTEND_SERVING_NODE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -16,6 +18,8 @@
 #include "absl/status/statusor.h"
 #include "cachestore/client.h"
 #include "decode/decode_worker.h"
+#include "frontend/http_server.h"
+#include "frontend/serving_metrics.h"
 #include "frontend/serving_service.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -33,6 +37,8 @@ struct ServingNodeOptions {
   // an embedded store in `data_dir`.
   std::string data_dir = "data";
   std::string store_address;
+  // host:port of the HTTP listener (GET /metrics, GET /health); empty = no HTTP.
+  std::string http_listen_address;
   int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
   int num_threads = 0;       // model threads; 0 = all cores
   int prefill_threads = 2;   // concurrent cache-store loads
@@ -44,15 +50,18 @@ class ServingNode {
  public:
   // Loads the model, opens the store, starts the workers and the gRPC server. Errors:
   // those of Model::Load / Tokenizer::LoadFromDir / CacheStore::Open, InvalidArgument for a
-  // bad default policy or option, Unavailable when the address cannot be bound.
+  // bad default policy or option, Unavailable when an address (gRPC or HTTP) cannot be bound.
   static absl::StatusOr<std::unique_ptr<ServingNode>> Start(const ServingNodeOptions& options);
   // Shuts down (Shutdown(0)) if not done yet.
   ~ServingNode();
 
   // "host:port" clients can dial.
   const std::string& address() const { return address_; }
-  // Stops accepting calls, lets in-flight streams finish for up to `grace_ms`, cancels the
-  // rest, then stops the workers and flushes queued store writes.
+  // "host:port" of the HTTP listener; empty when options.http_listen_address was.
+  const std::string& http_address() const { return http_address_; }
+  // Stops accepting calls (gRPC health NOT_SERVING, HTTP /health 503), lets in-flight
+  // streams finish for up to `grace_ms`, cancels the rest, stops the HTTP listener, then
+  // stops the workers and flushes queued store writes.
   void Shutdown(int64_t grace_ms);
 
   const model::Model& model() const { return *model_; }
@@ -68,9 +77,13 @@ class ServingNode {
   std::unique_ptr<decode::DecodeWorker> decode_;
   std::unique_ptr<transport::InProcessTransport> transport_;
   std::unique_ptr<prefill::PrefillWorker> prefill_;
+  std::unique_ptr<ServingMetrics> metrics_;
   std::unique_ptr<ServingService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
+  std::unique_ptr<HttpServer> http_;  // null without --http-listen
+  std::string http_address_;
+  std::atomic<bool> serving_{false};  // what GET /health reports
   std::once_flag shutdown_once_;
 };
 

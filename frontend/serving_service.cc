@@ -145,6 +145,19 @@ absl::StatusOr<decode::SequenceHandoff> ServingService::Prepare(const grpc::Serv
 
 grpc::Status ServingService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  const auto start = std::chrono::steady_clock::now();
+  RequestRecord record;
+  const grpc::Status status = Serve(context, request, writer, &record);
+  if (metrics_ != nullptr) {
+    record.code = static_cast<absl::StatusCode>(status.error_code());
+    record.e2e_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    metrics_->RecordRequest(record);
+  }
+  return status;
+}
+
+grpc::Status ServingService::Serve(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                                   grpc::ServerWriter<v1::GenerateResponse>* writer, RequestRecord* record) {
   std::optional<prefill::Session> session;
   absl::StatusOr<decode::SequenceHandoff> handoff = Prepare(*context, *request, &session);
   if (!handoff.ok()) return ToGrpcStatus(handoff.status());
@@ -154,6 +167,7 @@ grpc::Status ServingService::Generate(grpc::ServerContext* context, const v1::Ge
   const std::string session_id = session.has_value() ? session->id : std::string();
   std::vector<int32_t> prompt = handoff->tokens;  // the session's new history starts with it
   const std::shared_ptr<const kvcache::CachePolicy> policy = handoff->policy;
+  record->policy = policy->canonical();
   if (session.has_value()) {
     handoff->use_resident = decode_->ResidentTokens(session_id, handoff->policy->canonical()) > 0;
   }
@@ -168,6 +182,8 @@ grpc::Status ServingService::Generate(grpc::ServerContext* context, const v1::Ge
       if (context->IsCancelled()) sink->Cancel();  // the worker ends it with Cancelled
       continue;
     }
+    if (event->started.has_value()) record->started = std::move(event->started);
+    if (event->finished.has_value()) record->finished = event->finished;
     if (event->finished.has_value() && session.has_value()) {
       // The session advances before the client hears the turn is over, so its next turn
       // sees this one: acknowledged means the store has it.

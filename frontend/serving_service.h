@@ -17,6 +17,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "decode/decode_worker.h"
+#include "frontend/serving_metrics.h"
 #include "kvcache/cache_policy.h"
 #include "kvspan/v1/serving.grpc.pb.h"
 #include "model/model.h"
@@ -44,6 +45,7 @@ struct ServingParts {
   prefill::PrefillWorker* prefill = nullptr;
   prefill::SessionStore* sessions = nullptr;
   prefill::StoreRouter* stores = nullptr;
+  ServingMetrics* metrics = nullptr;  // null: nothing recorded
 };
 
 class ServingService final : public v1::Serving::Service {
@@ -67,12 +69,15 @@ class ServingService final : public v1::Serving::Service {
  private:
   ServingService(const ServingOptions& options, const ServingParts& parts)
       : options_(options), model_(parts.model), tokenizer_(parts.tokenizer), decode_(parts.decode),
-        prefill_(parts.prefill), sessions_(parts.sessions), stores_(parts.stores) {}
+        prefill_(parts.prefill), sessions_(parts.sessions), stores_(parts.stores), metrics_(parts.metrics) {}
   // Validates the request and builds its handoff (the session record, when there is one,
   // goes to *session).
   absl::StatusOr<decode::SequenceHandoff> Prepare(const grpc::ServerContext& context,
                                                   const v1::GenerateRequest& request,
                                                   std::optional<prefill::Session>* session);
+  // Generate's body; fills *record with what the metrics count.
+  grpc::Status Serve(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                     grpc::ServerWriter<v1::GenerateResponse>* writer, RequestRecord* record);
   // Marks a session as having a turn in flight; FailedPrecondition if it already has one.
   absl::Status BeginTurn(const std::string& session_id);
   void EndTurn(const std::string& session_id);
@@ -84,6 +89,7 @@ class ServingService final : public v1::Serving::Service {
   prefill::PrefillWorker* const prefill_;
   prefill::SessionStore* const sessions_;
   prefill::StoreRouter* const stores_;
+  ServingMetrics* const metrics_;
   std::shared_ptr<const kvcache::CachePolicy> default_policy_;
 
   std::mutex mu_;

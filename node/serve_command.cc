@@ -26,6 +26,9 @@ int RunServe(int argc, const char* const* argv) {
                 "cache store.");
   flags.Add("model", &o.model_dir, "model directory (config.json, *.safetensors, tokenizer.json)");
   flags.Add("listen", &o.listen_address, "host:port to serve on (port 0 picks a free one)");
+  flags.Add("http-listen", &o.http_listen_address,
+            "host:port of the HTTP listener: GET /metrics (Prometheus), GET /health; port 0 picks a free "
+            "one; empty = no HTTP");
   flags.Add("data", &o.data_dir, "directory of the embedded cache store (RocksDB)");
   flags.Add("store", &o.store_address, "host:port of a `kvspan cachestore` to use instead of --data");
   flags.Add("store-memory-mib", &store_memory_mib, "memory tier of the embedded store, MiB");
@@ -64,6 +67,7 @@ int RunServe(int argc, const char* const* argv) {
     return node.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   std::printf("kvspan serve: listening on %s\n", (*node)->address().c_str());
+  if (!(*node)->http_address().empty()) std::printf("kvspan serve: http on %s\n", (*node)->http_address().c_str());
   std::printf("kvspan serve: ready (model %s, policy %s, S=%d, KV budget %lld bytes)\n", o.model_dir.c_str(),
               o.service.default_policy.c_str(), o.service.span_tokens,
               static_cast<long long>(o.decode.kv_budget_bytes));

@@ -186,7 +186,10 @@ LoadedPrefix SpanStore::LoadPrefix(absl::Span<const int32_t> tokens, int max_spa
               out.spans.push_back(std::move(f.span));
             }
             continue;
-          case Fetched::Outcome::kStoreError: ++out.num_store_errors; break;
+          case Fetched::Outcome::kStoreError:
+            ++out.num_store_errors;
+            ++out.num_get_errors;
+            break;
           case Fetched::Outcome::kMiss: ++out.num_misses; break;
           case Fetched::Outcome::kBadSpan:
             ++out.num_bad_spans;
@@ -212,6 +215,7 @@ void SpanStore::AddToStats(const LoadedPrefix& loaded, int64_t bad_spans_deleted
   stats_.bytes_loaded += loaded.bytes_loaded;
   stats_.num_misses += loaded.num_misses;
   stats_.num_store_errors += loaded.num_store_errors;
+  stats_.num_get_errors += loaded.num_get_errors;
   stats_.num_bad_spans += loaded.num_bad_spans;
   stats_.num_bad_spans_deleted += bad_spans_deleted;
 }

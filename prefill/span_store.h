@@ -68,6 +68,7 @@ struct LoadedPrefix {
   int64_t num_spans_loaded = 0;     // spans.size()
   int64_t bytes_loaded = 0;         // serialized bytes of the loaded spans
   int64_t num_store_errors = 0;     // failed Lookup / Get / Delete calls
+  int64_t num_get_errors = 0;       // of those, hit spans whose Get failed
   int64_t num_misses = 0;           // hit spans whose Get found nothing
   int64_t num_bad_spans = 0;        // hit spans that failed ParseSpan or the header checks
   double seconds = 0.0;             // wall time of the call
@@ -87,6 +88,7 @@ struct SpanStoreStats {
   int64_t bytes_loaded = 0;
   int64_t num_misses = 0;
   int64_t num_store_errors = 0;    // load side: failed Lookup / Get / Delete
+  int64_t num_get_errors = 0;      // of those, hit spans whose Get failed
   int64_t num_bad_spans = 0;       // found bad by LoadPrefix
   int64_t num_bad_spans_deleted = 0;  // of those, Deleted from the store
 };

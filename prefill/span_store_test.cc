@@ -326,6 +326,7 @@ TEST_F(SpanStoreTest, GetErrorsAndMissesEndTheRunAndAreCounted) {
   LoadedPrefix loaded = store->LoadPrefix(tokens, 100);
   EXPECT_EQ(loaded.spans.size(), 3u);
   EXPECT_EQ(loaded.num_store_errors, 1);
+  EXPECT_EQ(loaded.num_get_errors, 1);
   EXPECT_EQ(loaded.num_misses, 0);
 
   faulty->Inject(keys[1], FaultyClient::Fault::kMiss);
@@ -336,6 +337,7 @@ TEST_F(SpanStoreTest, GetErrorsAndMissesEndTheRunAndAreCounted) {
 
   const SpanStoreStats s = store->stats();
   EXPECT_EQ(s.num_store_errors, 2);
+  EXPECT_EQ(s.num_get_errors, 2);
   EXPECT_EQ(s.num_misses, 1);
   EXPECT_EQ(s.num_spans_loaded, 4);
   EXPECT_EQ(Present(*store, tokens), 4u);  // nothing was deleted
@@ -358,6 +360,7 @@ TEST_F(SpanStoreTest, StoreDownIsAnEmptyPrefix) {
   EXPECT_TRUE(loaded.spans.empty());
   EXPECT_EQ(loaded.num_spans_hit, 0);
   EXPECT_EQ(loaded.num_store_errors, 1);
+  EXPECT_EQ(loaded.num_get_errors, 0);  // the Lookup failed: no span was hit
   EXPECT_EQ(loaded.keys.size(), 3u);
 
   ASSERT_OK_AND_ASSIGN(std::vector<SpanKey> keys, store->KeyChain(tokens));

@@ -10,6 +10,8 @@
 namespace kvspan::tests {
 namespace {
 
+constexpr char kHttpPrefix[] = "kvspan serve: http on ";
+
 // One line from `fd`, waiting at most `timeout_ms` in all; false at EOF or timeout.
 bool ReadLine(int fd, int timeout_ms, std::string* line) {
   line->clear();
@@ -66,6 +68,7 @@ ServeProcess::ServeProcess(const std::string& binary, const std::vector<std::str
   std::string line, address;
   while (ReadLine(out_fd_, 60000, &line)) {
     if (!address_prefix.empty() && line.rfind(address_prefix, 0) == 0) address = line.substr(address_prefix.size());
+    if (line.rfind(kHttpPrefix, 0) == 0) http_address_ = line.substr(std::string(kHttpPrefix).size());
     if (line.rfind(ready_prefix, 0) == 0) {
       if (address_prefix.empty()) address = line.substr(line.rfind(" on ") + 4);
       address_ = address;

@@ -19,7 +19,8 @@ namespace kvspan::tests {
 class ServeProcess {
  public:
   // Starts `binary serve --listen 127.0.0.1:0 <args>` and waits (up to 60 s) for its ready
-  // line. address() is empty when it did not come up (exited, or no ready line).
+  // line. address() is empty when it did not come up (exited, or no ready line);
+  // http_address() is set when <args> has --http-listen.
   ServeProcess(const std::string& binary, std::vector<std::string> args);
   // Starts `binary cachestore --listen 127.0.0.1:0 --data <data_dir>` and waits for its
   // serving line.
@@ -29,6 +30,8 @@ class ServeProcess {
   ServeProcess& operator=(const ServeProcess&) = delete;
 
   const std::string& address() const { return address_; }
+  // "host:port" of the HTTP listener (its `kvspan serve: http on` line); empty if none.
+  const std::string& http_address() const { return http_address_; }
   pid_t pid() const { return pid_; }
   std::unique_ptr<v1::Serving::Stub> NewStub() const;
   // Sends `signal_number` and waits for the exit: the exit code, or -signal.
@@ -40,6 +43,7 @@ class ServeProcess {
   pid_t pid_ = -1;
   int out_fd_ = -1;
   std::string address_;
+  std::string http_address_;
 };
 
 // Everything one Generate call streamed.

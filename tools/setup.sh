@@ -9,6 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libzstd-dev libxxhash-dev xxhash libopenblas-dev libgoogle-glog-dev
+  libcpp-httplib-dev
   # tools/: training, reference outputs, tokenizer cross-checks (Debian's python3 only).
   python3 python3-numpy python3-torch python3-regex libopenblas0-pthread python3-sentencepiece
   python3-matplotlib xz-utils
