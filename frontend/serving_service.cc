@@ -86,12 +86,12 @@ void ServingService::EndTurn(const std::string& session_id) {
   turns_in_flight_.erase(session_id);
 }
 
-absl::StatusOr<decode::SequenceHandoff> ServingService::Prepare(const grpc::ServerContext& context,
-                                                                const v1::GenerateRequest& request,
+absl::StatusOr<decode::SequenceHandoff> ServingService::Prepare(const v1::GenerateRequest& request,
+                                                                decode::Clock::time_point deadline,
                                                                 std::optional<prefill::Session>* session) {
   decode::SequenceHandoff h;
   h.arrival = decode::Clock::now();
-  h.deadline = SteadyDeadline(context);
+  h.deadline = deadline;
   ASSIGN_OR_RETURN(h.generation, GenerationOptionsOf(request, options_.default_max_tokens));
   h.tenant = request.tenant();
   if (!request.session_id().empty()) {
@@ -145,25 +145,31 @@ absl::StatusOr<decode::SequenceHandoff> ServingService::Prepare(const grpc::Serv
 
 grpc::Status ServingService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  GenerateHooks hooks;
+  hooks.deadline = SteadyDeadline(*context);
+  hooks.cancelled = [context] { return context->IsCancelled(); };
+  hooks.write = [writer](const v1::GenerateResponse& message) { return writer->Write(message); };
+  return ToGrpcStatus(Run(*request, hooks));
+}
+
+absl::Status ServingService::Run(const v1::GenerateRequest& request, const GenerateHooks& hooks) {
   const auto start = std::chrono::steady_clock::now();
   RequestRecord record;
-  const grpc::Status status = Serve(context, request, writer, &record);
+  const absl::Status status = Serve(request, hooks, &record);
   if (metrics_ != nullptr) {
-    record.code = static_cast<absl::StatusCode>(status.error_code());
+    record.code = status.code();
     record.e2e_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     metrics_->RecordRequest(record);
   }
   return status;
 }
 
-grpc::Status ServingService::Serve(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                                   grpc::ServerWriter<v1::GenerateResponse>* writer, RequestRecord* record) {
+absl::Status ServingService::Serve(const v1::GenerateRequest& request, const GenerateHooks& hooks,
+                                   RequestRecord* record) {
   std::optional<prefill::Session> session;
-  absl::StatusOr<decode::SequenceHandoff> handoff = Prepare(*context, *request, &session);
-  if (!handoff.ok()) return ToGrpcStatus(handoff.status());
-  if (session.has_value()) {
-    if (absl::Status s = BeginTurn(session->id); !s.ok()) return ToGrpcStatus(s);
-  }
+  absl::StatusOr<decode::SequenceHandoff> handoff = Prepare(request, hooks.deadline, &session);
+  if (!handoff.ok()) return handoff.status();
+  if (session.has_value()) RETURN_IF_ERROR(BeginTurn(session->id));
   const std::string session_id = session.has_value() ? session->id : std::string();
   std::vector<int32_t> prompt = handoff->tokens;  // the session's new history starts with it
   const std::shared_ptr<const kvcache::CachePolicy> policy = handoff->policy;
@@ -176,10 +182,14 @@ grpc::Status ServingService::Serve(grpc::ServerContext* context, const v1::Gener
   prefill_->Submit(*std::move(handoff));
 
   absl::Status end;
+  bool client_gone = false;
   while (true) {
     std::optional<GrpcTokenSink::Event> event = sink->Next(kPollInterval);
     if (!event.has_value()) {
-      if (context->IsCancelled()) sink->Cancel();  // the worker ends it with Cancelled
+      if (hooks.cancelled != nullptr && hooks.cancelled()) {
+        client_gone = true;
+        sink->Cancel();  // the worker ends it with Cancelled
+      }
       continue;
     }
     if (event->started.has_value()) record->started = std::move(event->started);
@@ -200,7 +210,8 @@ grpc::Status ServingService::Serve(grpc::ServerContext* context, const v1::Gener
                                                          " could not be saved: ", s.message()));
       }
     }
-    if (event->message.has_value() && !writer->Write(*event->message)) {
+    if (event->message.has_value() && !client_gone && !hooks.write(*event->message)) {
+      client_gone = true;
       sink->Cancel();  // the client is gone; wait for the worker to let go
       if (!event->end.has_value()) continue;
     }
@@ -210,8 +221,10 @@ grpc::Status ServingService::Serve(grpc::ServerContext* context, const v1::Gener
     }
   }
   if (session.has_value()) EndTurn(session_id);
-  if (context->IsCancelled() && end.ok()) return grpc::Status::CANCELLED;
-  return ToGrpcStatus(end);
+  if (end.ok() && (client_gone || (hooks.cancelled != nullptr && hooks.cancelled()))) {
+    return absl::CancelledError("the client went away");
+  }
+  return end;
 }
 
 grpc::Status ServingService::OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,

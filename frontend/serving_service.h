@@ -1,6 +1,8 @@
 // ServingService: the kvspan.v1.Serving gRPC service (proto/kvspan/v1/serving.proto) of
 // one node — request validation, tokenization, sessions (records in the cache store through
 // prefill::SessionStore), and the stream of one Generate call fed by the decode worker.
+// Run is the one pipeline every protocol shares: the gRPC Generate handler and the
+// OpenAI-compatible HTTP routes (frontend/openai_routes.h) only translate to and from it.
 // Validation errors are INVALID_ARGUMENT / NOT_FOUND with a message naming the problem, and
 // never reach the workers. Thread-safe (gRPC's sync server calls it from many threads;
 // each Generate handler blocks only on its own sink).
@@ -8,6 +10,7 @@
 #define KVSPAN_FRONTEND_SERVING_SERVICE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -48,6 +51,18 @@ struct ServingParts {
   ServingMetrics* metrics = nullptr;  // null: nothing recorded
 };
 
+// How one call reaches its client, whatever the protocol. Both callbacks run on the thread
+// that called Run, never while the service holds a lock.
+struct GenerateHooks {
+  // Bounds queueing and generation (DeadlineExceeded); max() = none.
+  decode::Clock::time_point deadline = decode::Clock::time_point::max();
+  // Polled every 50 ms while the call waits; true once the client has gone. Null: never.
+  std::function<bool()> cancelled;
+  // Delivers one message (Started, Tokens..., Finished, in that order); false when the
+  // client has gone, which cancels the sequence. REQUIRES: non-null.
+  std::function<bool(const v1::GenerateResponse&)> write;
+};
+
 class ServingService final : public v1::Serving::Service {
  public:
   // InvalidArgument when options.default_policy does not resolve.
@@ -63,6 +78,17 @@ class ServingService final : public v1::Serving::Service {
   grpc::Status ServerInfo(grpc::ServerContext* context, const v1::ServerInfoRequest* request,
                           v1::ServerInfoResponse* response) override;
 
+  // Runs one Generate call to its end: validation, the session turn, prefill and decode,
+  // each message to hooks.write, the session's update (before Finished is written), one
+  // RequestRecord for the metrics. Returns OK after Finished was written, else the error
+  // that ended the call: validation (InvalidArgument, NotFound, FailedPrecondition for a
+  // session turn in progress) before any message; ResourceExhausted, DeadlineExceeded,
+  // Cancelled (the client went away), Unavailable (stopping; a session not saved) after.
+  // Blocks the calling thread until then.
+  absl::Status Run(const v1::GenerateRequest& request, const GenerateHooks& hooks);
+
+  const ServingOptions& options() const { return options_; }
+
   // The resolved policy for `text` (empty: the default), cached. Errors of CachePolicy::Resolve.
   absl::StatusOr<std::shared_ptr<const kvcache::CachePolicy>> PolicyFor(const std::string& text);
 
@@ -72,12 +98,11 @@ class ServingService final : public v1::Serving::Service {
         prefill_(parts.prefill), sessions_(parts.sessions), stores_(parts.stores), metrics_(parts.metrics) {}
   // Validates the request and builds its handoff (the session record, when there is one,
   // goes to *session).
-  absl::StatusOr<decode::SequenceHandoff> Prepare(const grpc::ServerContext& context,
-                                                  const v1::GenerateRequest& request,
+  absl::StatusOr<decode::SequenceHandoff> Prepare(const v1::GenerateRequest& request,
+                                                  decode::Clock::time_point deadline,
                                                   std::optional<prefill::Session>* session);
-  // Generate's body; fills *record with what the metrics count.
-  grpc::Status Serve(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                     grpc::ServerWriter<v1::GenerateResponse>* writer, RequestRecord* record);
+  // Run's body; fills *record with what the metrics count.
+  absl::Status Serve(const v1::GenerateRequest& request, const GenerateHooks& hooks, RequestRecord* record);
   // Marks a session as having a turn in flight; FailedPrecondition if it already has one.
   absl::Status BeginTurn(const std::string& session_id);
   void EndTurn(const std::string& session_id);
