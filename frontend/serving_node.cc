@@ -12,6 +12,8 @@
 #include "cachestore/remote_client.h"
 #include "cachestore/store.h"
 #include "common/status_macros.h"
+#include "frontend/chat_template.h"
+#include "frontend/openai_routes.h"
 
 namespace kvspan::frontend {
 namespace {
@@ -50,6 +52,10 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("listen address '", options.listen_address, "' has no :port"));
+  }
+  ChatTemplate chat_template = ChatTemplate::kPlain;
+  if (!options.http_listen_address.empty()) {
+    ASSIGN_OR_RETURN(chat_template, ChatTemplateForModel(options.model_dir, options.chat_template));
   }
   std::unique_ptr<ServingNode> node(new ServingNode());
   ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads}));
@@ -98,6 +104,8 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   if (!options.http_listen_address.empty()) {
     ASSIGN_OR_RETURN(node->http_, HttpServer::Create({.listen_address = options.http_listen_address}));
     AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
+    AddOpenAiRoutes(*node->http_, *node->service_,
+                    {.model_name = node->service_->options().model_name, .chat_template = chat_template});
     node->http_address_ = node->http_->address();
   }
   if (grpc::HealthCheckServiceInterface* health = node->server_->GetHealthCheckService()) {

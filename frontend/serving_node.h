@@ -2,7 +2,8 @@
 // the cache store (embedded RocksDB in a directory, or a remote `kvspan cachestore`), the
 // prefill worker, the decode worker, the in-process span transport, and the
 // kvspan.v1.Serving gRPC service with grpc.health.v1 and server reflection on one port,
-// and, when asked, an HTTP port with GET /metrics (Prometheus) and GET /health.
+// and, when asked, an HTTP port with GET /metrics (Prometheus), GET /health and the
+// OpenAI-compatible API (frontend/openai_routes.h).
 // Thread-safe after Start.
 #ifndef KVSPAN_FRONTEND_SERVING_NODE_H_
 #define KVSPAN_FRONTEND_SERVING_NODE_H_
@@ -37,8 +38,11 @@ struct ServingNodeOptions {
   // an embedded store in `data_dir`.
   std::string data_dir = "data";
   std::string store_address;
-  // host:port of the HTTP listener (GET /metrics, GET /health); empty = no HTTP.
+  // host:port of the HTTP listener (GET /metrics, GET /health, /v1/...); empty = no HTTP.
   std::string http_listen_address;
+  // The chat template of /v1/chat/completions: llama3, chatml, mistral or plain; empty =
+  // recognised from the model's tokenizer_config.json (frontend/chat_template.h).
+  std::string chat_template;
   int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
   int num_threads = 0;       // model threads; 0 = all cores
   int prefill_threads = 2;   // concurrent cache-store loads
@@ -50,7 +54,7 @@ class ServingNode {
  public:
   // Loads the model, opens the store, starts the workers and the gRPC server. Errors:
   // those of Model::Load / Tokenizer::LoadFromDir / CacheStore::Open, InvalidArgument for a
-  // bad default policy or option, Unavailable when an address (gRPC or HTTP) cannot be bound.
+  // bad default policy or option or (with HTTP) a chat template that is not recognised, Unavailable when an address (gRPC or HTTP) cannot be bound.
   static absl::StatusOr<std::unique_ptr<ServingNode>> Start(const ServingNodeOptions& options);
   // Shuts down (Shutdown(0)) if not done yet.
   ~ServingNode();

@@ -27,8 +27,12 @@ int RunServe(int argc, const char* const* argv) {
   flags.Add("model", &o.model_dir, "model directory (config.json, *.safetensors, tokenizer.json)");
   flags.Add("listen", &o.listen_address, "host:port to serve on (port 0 picks a free one)");
   flags.Add("http-listen", &o.http_listen_address,
-            "host:port of the HTTP listener: GET /metrics (Prometheus), GET /health; port 0 picks a free "
-            "one; empty = no HTTP");
+            "host:port of the HTTP listener: GET /metrics (Prometheus), GET /health, the OpenAI-compatible "
+            "POST /v1/completions, POST /v1/chat/completions, GET /v1/models; port 0 picks a free one; "
+            "empty = no HTTP");
+  flags.Add("chat-template", &o.chat_template,
+            "chat template of /v1/chat/completions: llama3, chatml, mistral or plain; empty = recognised from "
+            "the model's tokenizer_config.json (none there: plain)");
   flags.Add("data", &o.data_dir, "directory of the embedded cache store (RocksDB)");
   flags.Add("store", &o.store_address, "host:port of a `kvspan cachestore` to use instead of --data");
   flags.Add("store-memory-mib", &store_memory_mib, "memory tier of the embedded store, MiB");

@@ -1,0 +1,34 @@
+// The OpenAI-compatible routes on the node's HttpServer: POST /v1/completions,
+// POST /v1/chat/completions (stream: false -> one JSON body; stream: true -> server-sent
+// events ending in `data: [DONE]`), GET /v1/models. They translate with
+// frontend/openai_api.h and run every call through ServingService::Run, the pipeline the
+// gRPC Generate handler uses. Errors are OpenAI's error object with HttpStatusOf's code;
+// an error after a stream has started is one `data: {"error": ...}` event before [DONE].
+// A streaming client that disconnects cancels its sequence at the next write (the
+// non-streaming body is written only at the end, so such a client is seen then).
+//
+// Thread-safe: handlers run on the HttpServer's threads; a streamed call runs on a thread
+// of its own, joined when httplib releases the response.
+#ifndef KVSPAN_FRONTEND_OPENAI_ROUTES_H_
+#define KVSPAN_FRONTEND_OPENAI_ROUTES_H_
+
+#include <string>
+
+#include "frontend/chat_template.h"
+#include "frontend/http_server.h"
+#include "frontend/serving_service.h"
+
+namespace kvspan::frontend {
+
+struct OpenAiRouteOptions {
+  std::string model_name;                            // GET /v1/models' one id
+  ChatTemplate chat_template = ChatTemplate::kPlain;  // for /v1/chat/completions
+};
+
+// Registers the routes. `service` is borrowed and must outlive the server's Stop.
+// REQUIRES: before http.Start().
+void AddOpenAiRoutes(HttpServer& http, ServingService& service, const OpenAiRouteOptions& options);
+
+}  // namespace kvspan::frontend
+
+#endif  // KVSPAN_FRONTEND_OPENAI_ROUTES_H_
