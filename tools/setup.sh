@@ -25,11 +25,18 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
-  exit 0
+else
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "setup: installing ${missing[*]}"
-$SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The official openai npm client that tests/serve_openai_test.cc runs (tests/openai_js/,
+# pinned by its package-lock.json; node_modules is not committed).
+cd "$(dirname "$0")/.."
+if [ ! -f tests/openai_js/node_modules/openai/package.json ]; then
+  echo "setup: npm ci --prefix tests/openai_js"
+  npm ci --prefix tests/openai_js --no-audit --no-fund
+fi
