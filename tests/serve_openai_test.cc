@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/file_util.h"
 #include "common/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -223,6 +224,30 @@ TEST_F(ServeOpenAiTest, ClientDisconnectMidStreamCancelsTheSequence) {
   EXPECT_EQ(cancelled, 1);
 }
 
+// The command's exit code and its stdout and stderr together.
+std::pair<int, std::string> RunCommand(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {-1, ""};
+  std::string output;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST(ServeOpenAiStartTest, UnrecognisedChatTemplateIsAStartUpError) {
+  TempDir dir;
+  ASSERT_TRUE(WriteFile(dir.Sub("tokenizer_config.json"), R"({"chat_template": "{{ '<start_of_turn>' }}"})").ok());
+  const std::string serve = absl::StrCat(kBinary, " serve --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data ",
+                                         dir.Sub("data"), " --model ");
+  auto [code, output] = RunCommand(serve + dir.path());
+  EXPECT_EQ(code, 2) << output;
+  EXPECT_THAT(output, HasSubstr("--chat-template")) << output;
+  auto [bad_code, bad_output] = RunCommand(serve + kModel + " --chat-template gemma");
+  EXPECT_EQ(bad_code, 2) << bad_output;
+  EXPECT_THAT(bad_output, HasSubstr("llama3, chatml, mistral, plain")) << bad_output;
+}
+
 TEST_F(ServeOpenAiTest, OfficialOpenAiNodeClient) {
   const std::string check = kSource + "/tests/openai_js/check.mjs";
   ASSERT_EQ(access((kSource + "/tests/openai_js/node_modules/openai/package.json").c_str(), R_OK), 0)
@@ -230,15 +255,9 @@ TEST_F(ServeOpenAiTest, OfficialOpenAiNodeClient) {
   absl::StatusOr<std::unique_ptr<model::Tokenizer>> tokenizer = model::Tokenizer::LoadFromDir(kModel);
   ASSERT_TRUE(tokenizer.ok());
   const size_t chat_tokens = (*tokenizer)->EncodeForGeneration("User: The jury said\nAssistant: ").size();
-  const std::string command = absl::StrCat("node ", check, " http://", server_->http_address(), "/v1 ",
-                                           chat_tokens, " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
-  const int status = pclose(pipe);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << command << "\n" << output;
+  const std::string command = absl::StrCat("node ", check, " http://", server_->http_address(), "/v1 ", chat_tokens);
+  auto [code, output] = RunCommand(command);
+  EXPECT_EQ(code, 0) << command << "\n" << output;
   EXPECT_THAT(output, HasSubstr("all checks passed")) << output;
   EXPECT_THAT(output, HasSubstr("ok: n=2: BadRequestError 400")) << output;
   EXPECT_THAT(output, HasSubstr("ok: repeated prompt cached_tokens")) << output;
