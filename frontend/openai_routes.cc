@@ -40,12 +40,14 @@ class StreamedCall {
     if (runner_.joinable()) runner_.join();
   }
 
-  void Start(ServingService& service, v1::GenerateRequest request) {
-    runner_ = std::thread([this, &service, request = std::move(request)] {
+  // Runs the call; `drain` (may be null) has been entered and is exited at the end.
+  void Start(ServingService& service, v1::GenerateRequest request, HttpCallDrain* drain) {
+    runner_ = std::thread([this, &service, request = std::move(request), drain] {
       GenerateHooks hooks;
-      hooks.cancelled = [this] { return cancelled(); };
+      hooks.cancelled = [this, drain] { return cancelled() || (drain != nullptr && drain->cancelled()); };
       hooks.write = [this](const v1::GenerateResponse& m) { return Push({m, std::nullopt}); };
       const absl::Status end = service.Run(request, hooks);
+      if (drain != nullptr) drain->Exit();
       Push({std::nullopt, end});
     });
   }
@@ -124,9 +126,9 @@ bool WriteStream(StreamedCall& call, const OpenAiRequest& request, const v1::Sta
 }
 
 void Stream(ServingService& service, const std::string& model_name, const OpenAiRequest& request,
-            httplib::Response& response) {
+            HttpCallDrain* drain, httplib::Response& response) {
   auto call = std::make_shared<StreamedCall>();
-  call->Start(service, request.generate);
+  call->Start(service, request.generate, drain);
   std::optional<StreamedCall::Item> first;
   while (!first.has_value()) first = call->Next(std::chrono::milliseconds(50));
   if (first->end.has_value()) {  // refused before it started: a plain error response
@@ -144,21 +146,41 @@ void Stream(ServingService& service, const std::string& model_name, const OpenAi
 }
 
 void Complete(ServingService& service, const std::string& model_name, const OpenAiRequest& request,
-              httplib::Response& response) {
+              HttpCallDrain* drain, httplib::Response& response) {
   CallOutcome outcome;
   GenerateHooks hooks;
+  if (drain != nullptr) hooks.cancelled = [drain] { return drain->cancelled(); };
   hooks.write = [&outcome](const v1::GenerateResponse& m) {
     if (m.has_started()) outcome.started = m.started();
     if (m.has_tokens()) outcome.text += m.tokens().text();
     if (m.has_finished()) outcome.finished = m.finished();
     return true;
   };
-  if (absl::Status s = service.Run(request.generate, hooks); !s.ok()) return SendError(response, s);
+  const absl::Status status = service.Run(request.generate, hooks);
+  if (drain != nullptr) drain->Exit();
+  if (!status.ok()) return SendError(response, status);
   const ResponseIdentity identity = MakeResponseIdentity(request.endpoint, outcome.started, model_name, Now());
   response.set_content(CompletionResponseJson(request.endpoint, identity, outcome), kJson);
 }
 
 }  // namespace
+
+bool HttpCallDrain::Enter() {
+  running_.fetch_add(1);
+  if (accepting_.load()) return true;
+  running_.fetch_sub(1);
+  return false;
+}
+
+void HttpCallDrain::Exit() { running_.fetch_sub(1); }
+
+void HttpCallDrain::DrainUntil(std::chrono::steady_clock::time_point deadline) {
+  accepting_ = false;
+  while (running_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  cancelled_ = true;
+}
 
 void AddOpenAiRoutes(HttpServer& http, ServingService& service, const OpenAiRouteOptions& options) {
   for (OpenAiEndpoint endpoint : {OpenAiEndpoint::kCompletions, OpenAiEndpoint::kChatCompletions}) {
@@ -169,8 +191,11 @@ void AddOpenAiRoutes(HttpServer& http, ServingService& service, const OpenAiRout
                                        .session_header = request.get_header_value("X-Session-Id")};
       absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(endpoint, request.body, context);
       if (!parsed.ok()) return SendError(response, parsed.status());
-      if (parsed->stream) return Stream(service, options.model_name, *parsed, response);
-      Complete(service, options.model_name, *parsed, response);
+      if (options.drain != nullptr && !options.drain->Enter()) {
+        return SendError(response, absl::UnavailableError("the server is shutting down"));
+      }
+      if (parsed->stream) return Stream(service, options.model_name, *parsed, options.drain, response);
+      Complete(service, options.model_name, *parsed, options.drain, response);
     });
   }
   const int64_t created = Now();

@@ -12,6 +12,8 @@
 #ifndef KVSPAN_FRONTEND_OPENAI_ROUTES_H_
 #define KVSPAN_FRONTEND_OPENAI_ROUTES_H_
 
+#include <atomic>
+#include <chrono>
 #include <string>
 
 #include "frontend/chat_template.h"
@@ -20,9 +22,29 @@
 
 namespace kvspan::frontend {
 
+// The HTTP calls' part in the node's shutdown: once StopAccepting, new calls are refused
+// (503, Unavailable); DrainUntil lets the running ones finish until a deadline and then
+// cancels the rest, as the gRPC server does with its streams. Thread-safe.
+class HttpCallDrain {
+ public:
+  // False once stopping (the call must not run); else the call counts until Exit.
+  bool Enter();
+  void Exit();
+  bool cancelled() const { return cancelled_.load(); }
+  void StopAccepting() { accepting_ = false; }
+  // Waits until no call runs or `deadline` passed, then cancels what still runs.
+  void DrainUntil(std::chrono::steady_clock::time_point deadline);
+
+ private:
+  std::atomic<bool> accepting_{true};
+  std::atomic<bool> cancelled_{false};
+  std::atomic<int> running_{0};
+};
+
 struct OpenAiRouteOptions {
   std::string model_name;                            // GET /v1/models' one id
   ChatTemplate chat_template = ChatTemplate::kPlain;  // for /v1/chat/completions
+  HttpCallDrain* drain = nullptr;  // borrowed, outlives the server; null: never refused
 };
 
 // Registers the routes. `service` is borrowed and must outlive the server's Stop.

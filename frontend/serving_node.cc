@@ -105,7 +105,8 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
     ASSIGN_OR_RETURN(node->http_, HttpServer::Create({.listen_address = options.http_listen_address}));
     AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
     AddOpenAiRoutes(*node->http_, *node->service_,
-                    {.model_name = node->service_->options().model_name, .chat_template = chat_template});
+                    {.model_name = node->service_->options().model_name, .chat_template = chat_template,
+                     .drain = &node->http_calls_});
     node->http_address_ = node->http_->address();
   }
   if (grpc::HealthCheckServiceInterface* health = node->server_->GetHealthCheckService()) {
@@ -125,6 +126,8 @@ ServingNode::~ServingNode() { Shutdown(0); }
 void ServingNode::Shutdown(int64_t grace_ms) {
   std::call_once(shutdown_once_, [&] {
     serving_ = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
+    http_calls_.StopAccepting();
     if (server_ != nullptr) {
       if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
       // Waits for in-flight Generate streams until the deadline, then cancels them (their
@@ -132,7 +135,9 @@ void ServingNode::Shutdown(int64_t grace_ms) {
       server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
       server_->Wait();
     }
-    // /metrics reads the workers: the listener goes first.
+    // The HTTP calls get what is left of the grace period, then are cancelled; /metrics
+    // reads the workers: the listener goes before them.
+    http_calls_.DrainUntil(deadline);
     if (http_ != nullptr) http_->Stop();
     prefill_.reset();
     decode_.reset();

@@ -20,6 +20,7 @@
 #include "cachestore/client.h"
 #include "decode/decode_worker.h"
 #include "frontend/http_server.h"
+#include "frontend/openai_routes.h"
 #include "frontend/serving_metrics.h"
 #include "frontend/serving_service.h"
 #include "model/model.h"
@@ -63,8 +64,9 @@ class ServingNode {
   const std::string& address() const { return address_; }
   // "host:port" of the HTTP listener; empty when options.http_listen_address was.
   const std::string& http_address() const { return http_address_; }
-  // Stops accepting calls (gRPC health NOT_SERVING, HTTP /health 503), lets in-flight
-  // streams finish for up to `grace_ms`, cancels the rest, stops the HTTP listener, then
+  // Stops accepting calls (gRPC health NOT_SERVING, HTTP /health 503, /v1/... 503), lets
+  // in-flight calls (gRPC and HTTP) finish for up to `grace_ms`, cancels the rest, stops
+  // the HTTP listener, then
   // stops the workers and flushes queued store writes.
   void Shutdown(int64_t grace_ms);
 
@@ -87,6 +89,7 @@ class ServingNode {
   std::string address_;
   std::unique_ptr<HttpServer> http_;  // null without --http-listen
   std::string http_address_;
+  HttpCallDrain http_calls_;  // the /v1/... calls, drained by Shutdown
   std::atomic<bool> serving_{false};  // what GET /health reports
   std::once_flag shutdown_once_;
 };

@@ -3,10 +3,12 @@
 // request over gRPC, sessions by header, errors in OpenAI's shape with their HTTP codes, a
 // client that disconnects mid-stream, and the official `openai` npm client
 // (tests/openai_js/check.mjs, installed by tools/setup.sh).
+#include <signal.h>
 #include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -48,7 +50,7 @@ class ServeOpenAiTest : public ::testing::Test {
   void SetUp() override {
     server_ = std::make_unique<ServeProcess>(
         kBinary, std::vector<std::string>{"--model", kModel, "--data", dir_.Sub("data"), "--threads", "2",
-                                          "--http-listen", "127.0.0.1:0"});
+                                          "--grace-ms", "60000", "--http-listen", "127.0.0.1:0"});
     ASSERT_FALSE(server_->address().empty()) << "kvspan serve did not come up";
     ASSERT_FALSE(server_->http_address().empty());
     http_ = NewClient();
@@ -222,6 +224,45 @@ TEST_F(ServeOpenAiTest, ClientDisconnectMidStreamCancelsTheSequence) {
   }
   EXPECT_EQ(running, 0);
   EXPECT_EQ(cancelled, 1);
+}
+
+TEST_F(ServeOpenAiTest, SigtermDrainsHttpStreamsAndRefusesNewCalls) {
+  std::string body;
+  std::atomic<bool> streaming{false};
+  std::thread client([&] {
+    std::unique_ptr<httplib::Client> c = NewClient();
+    const json request = {{"prompt", IdsJson(PromptIds(20))}, {"max_tokens", 900}, {"ignore_eos", true},
+                          {"policy", "dense"}, {"stream", true}};
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = request.dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+      body.append(data, size);
+      streaming = true;
+      return true;
+    };
+    c->send(req);
+  });
+  for (int i = 0; i < 1200 && !streaming; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(streaming);
+  ASSERT_EQ(kill(server_->pid(), SIGTERM), 0);
+  int refused = 0;
+  for (int i = 0; i < 200 && refused == 0; ++i) {
+    httplib::Result r = http_->Post("/v1/completions", R"({"prompt": "x", "max_tokens": 1})", "application/json");
+    if (!r) break;
+    if (r->status == 503) {
+      ++refused;
+      EXPECT_THAT(r->body, HasSubstr("shutting down"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  client.join();
+  EXPECT_EQ(refused, 1) << "a new call while draining was not refused with 503";
+  EXPECT_THAT(body, ::testing::EndsWith("data: [DONE]\n\n"));
+  EXPECT_THAT(body, ::testing::Not(HasSubstr("\"error\"")));  // drained, not cut
+  EXPECT_EQ(server_->Stop(0), 0);
 }
 
 // The command's exit code and its stdout and stderr together.
