@@ -1,6 +1,6 @@
 // ServingMetrics: the Prometheus metrics of one serving node (names in vLLM's style with
 // the kvspan: prefix; docs/architecture.md, "Metrics"). Per-request values are recorded
-// once, at the request's end, by ServingService::Generate (RecordRequest); gauges and the
+// once, at the request's end, by ServingService::Run (RecordRequest); gauges and the
 // totals other components already keep (DecodeWorker::Stats, StoreRouter::TotalStats) are
 // read at scrape time, in Render.
 //
@@ -20,7 +20,7 @@
 
 namespace kvspan::frontend {
 
-// What one Generate call did.
+// What one call (gRPC Generate or HTTP) did.
 struct RequestRecord {
   absl::StatusCode code = absl::StatusCode::kOk;  // the call's final status
   std::string policy;                             // canonical; empty if it failed validation
