@@ -102,7 +102,8 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   // After gRPC: httplib cannot release a socket it bound but never served (Stop is a
   // no-op then), so nothing may fail between Create and Start.
   if (!options.http_listen_address.empty()) {
-    ASSIGN_OR_RETURN(node->http_, HttpServer::Create({.listen_address = options.http_listen_address}));
+    ASSIGN_OR_RETURN(node->http_, HttpServer::Create({.listen_address = options.http_listen_address,
+                                                         .num_threads = options.http_threads}));
     AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
     AddOpenAiRoutes(*node->http_, *node->service_,
                     {.model_name = node->service_->options().model_name, .chat_template = chat_template,

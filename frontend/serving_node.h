@@ -44,6 +44,9 @@ struct ServingNodeOptions {
   // The chat template of /v1/chat/completions: llama3, chatml, mistral or plain; empty =
   // recognised from the model's tokenizer_config.json (frontend/chat_template.h).
   std::string chat_template;
+  // HTTP handler threads: each running /v1 call holds one until it ends, so /metrics and
+  // /health stay answerable only while fewer calls than this run over HTTP.
+  int http_threads = 16;
   int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
   int num_threads = 0;       // model threads; 0 = all cores
   int prefill_threads = 2;   // concurrent cache-store loads

@@ -30,6 +30,8 @@ int RunServe(int argc, const char* const* argv) {
             "host:port of the HTTP listener: GET /metrics (Prometheus), GET /health, the OpenAI-compatible "
             "POST /v1/completions, POST /v1/chat/completions, GET /v1/models; port 0 picks a free one; "
             "empty = no HTTP");
+  flags.Add("http-threads", &o.http_threads,
+            "HTTP handler threads; each running /v1 call holds one (keep it above the concurrent HTTP calls)");
   flags.Add("chat-template", &o.chat_template,
             "chat template of /v1/chat/completions: llama3, chatml, mistral or plain; empty = recognised from "
             "the model's tokenizer_config.json (none there: plain)");
