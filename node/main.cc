@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "common/logging.h"
+#include "kernels/blas_select.h"
 #include "node/commands.h"
 
 namespace {
@@ -32,6 +33,8 @@ void PrintUsage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First: it may re-execute the process with OPENBLAS_CORETYPE set (kernels/blas_select.h).
+  kvspan::kernels::SelectBlasCoreAtStartup("kvspan", argv);
   kvspan::InitLogging(argv[0]);
   if (argc < 2) {
     PrintUsage(stderr);
