@@ -100,14 +100,14 @@ std::string LastVerboseCore(const std::string& err) {
 TEST(BlasStartupTest, LineNamesTheCoreOpenBlasRuns) {
   // OpenBLAS's own choice first, then the automatic one, which must be the decision
   // ChooseBlasCore makes for this CPU given that own choice.
-  const ProcessResult native = RunKvspan({"--help"}, {"KVSPAN_BLAS_CORE=native", "OPENBLAS_VERBOSE=2"});
+  const ProcessResult native = RunKvspan({"generate", "--help"}, {"KVSPAN_BLAS_CORE=native", "OPENBLAS_VERBOSE=2"});
   ASSERT_EQ(native.exit_code, 0) << native.err;
   const std::vector<std::string> native_lines = StartupLines(native.err);
   ASSERT_EQ(native_lines.size(), 1u) << native.err;
   const std::string native_core = CoreInLine(native_lines[0]);
   EXPECT_EQ(native_core, LastVerboseCore(native.err)) << native.err;
 
-  const ProcessResult run = RunKvspan({"--help"}, {"OPENBLAS_VERBOSE=2"});
+  const ProcessResult run = RunKvspan({"generate", "--help"}, {"OPENBLAS_VERBOSE=2"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const std::vector<std::string> lines = StartupLines(run.err);
   ASSERT_EQ(lines.size(), 1u) << run.err;  // printed once, after any re-execution
@@ -134,7 +134,7 @@ TEST(BlasStartupTest, ForcedCoreIsInEffectAfterReexec) {
 
 TEST(BlasStartupTest, UserCoreTypeIsRespected) {
   if (!DetectCpuFeatures().avx2 || !DetectCpuFeatures().fma) GTEST_SKIP() << "no AVX2+FMA";
-  const ProcessResult run = RunKvspan({"--help"}, {"OPENBLAS_CORETYPE=Haswell", "OPENBLAS_VERBOSE=2"});
+  const ProcessResult run = RunKvspan({"generate", "--help"}, {"OPENBLAS_CORETYPE=Haswell", "OPENBLAS_VERBOSE=2"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const std::vector<std::string> lines = StartupLines(run.err);
   ASSERT_EQ(lines.size(), 1u) << run.err;

@@ -242,8 +242,10 @@ TEST_F(ServeMetricsTest, CountersMoveExactlyWithTraffic) {
   const std::vector<int32_t> prompt = PromptIds(200);  // 3 full spans of 64 and a tail of 8
   constexpr int kMaxTokens = 8;
   const v1::GenerateRequest request = GreedyRequest(prompt, kMaxTokens, "", "metrics");
+  const int64_t puts = StorePutsOk(*stub_);
   const GenerateOutcome cold = RunGenerate(*stub_, request);
   ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  ASSERT_GE(WaitForStorePuts(*stub_, puts + 3), puts + 3) << "spans reach the store asynchronously";
   const GenerateOutcome warm = RunGenerate(*stub_, request);
   ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
   EXPECT_EQ(cold.started.store_prompt_tokens(), 0);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <thread>
 
 namespace kvspan::tests {
 namespace {
@@ -114,6 +115,22 @@ GenerateOutcome RunGenerate(v1::Serving::Stub& stub, const v1::GenerateRequest& 
   }
   out.status = reader->Finish();
   return out;
+}
+
+int64_t StorePutsOk(v1::Serving::Stub& stub) {
+  grpc::ClientContext context;
+  v1::ServerInfoResponse info;
+  if (!stub.ServerInfo(&context, {}, &info).ok()) return -1;
+  return info.store_counters().puts_ok();
+}
+
+int64_t WaitForStorePuts(v1::Serving::Stub& stub, int64_t target) {
+  int64_t puts = StorePutsOk(stub);
+  for (int i = 0; i < 600 && puts < target; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    puts = StorePutsOk(stub);
+  }
+  return puts;
 }
 
 v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& ids, int max_tokens, const std::string& policy,

@@ -51,6 +51,7 @@ TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoReques
   const v1::GenerateRequest request = GreedyRequest(prompt, 16, policy, "");
   GenerateOutcome cold = RunGenerate(*stub, request);
   ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  ASSERT_GE(WaitForStorePuts(*stub, 5), 5);
   GenerateOutcome warm = RunGenerate(*stub, request);
   ASSERT_TRUE(warm.status.ok());
   EXPECT_EQ(warm.started.store_prompt_tokens(), 5 * kSpan);
@@ -79,6 +80,7 @@ TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoReques
   const v1::StoreCounters counters = Info(*stub).store_counters();
   EXPECT_EQ(counters.bad_spans(), 1);
   EXPECT_EQ(counters.bad_spans_deleted(), 1);
+  ASSERT_GE(WaitForStorePuts(*stub, 5 + 3), 5 + 3) << "spans 2-4 recomputed and put again";
   // Recomputed and put again: the whole prefix hits once more.
   GenerateOutcome healed = RunGenerate(*stub, request);
   ASSERT_TRUE(healed.status.ok());

@@ -146,8 +146,10 @@ TEST_F(ServeTest, ColdWarmAndWarmAfterRestartAreIdentical) {
   std::vector<std::vector<int32_t>> cold(policies.size());
   for (size_t p = 0; p < policies.size(); ++p) {
     const v1::GenerateRequest request = GreedyRequest(prompt, 24, policies[p], "cold-warm");
+    const int64_t puts = StorePutsOk(*stub_);
     GenerateOutcome c = RunGenerate(*stub_, request);
     ASSERT_TRUE(c.status.ok()) << policies[p] << ": " << c.status.error_message();
+    ASSERT_GE(WaitForStorePuts(*stub_, puts + 5), puts + 5) << "the cold request's 5 spans reach the store";
     EXPECT_EQ(c.started.store_prompt_tokens(), 0) << policies[p];
     EXPECT_EQ(c.started.computed_prompt_tokens(), static_cast<int>(prompt.size()));
     GenerateOutcome w = RunGenerate(*stub_, request);
@@ -414,8 +416,10 @@ TEST_F(ServeTest, SigtermFinishesInFlightStreamsThenExitsZero) {
 
 TEST_F(ServeTest, SigkillDuringTrafficLosesNoAcknowledgedPrefixOrSession) {
   const std::vector<int32_t> prefix = PromptIds(40, 4 * kSpan + 3);
+  const int64_t puts = StorePutsOk(*stub_);
   GenerateOutcome first = RunGenerate(*stub_, GreedyRequest(prefix, 8, "int4(g=32)", "crash"));
   ASSERT_TRUE(first.status.ok());
+  ASSERT_GE(WaitForStorePuts(*stub_, puts + 4), puts + 4) << "acknowledged by the store before the kill";
   const std::string session = OpenSession(*stub_, "int4(g=32)");
   v1::GenerateRequest turn = GreedyRequest(PromptIds(41, 2 * kSpan), 10, "", "");
   turn.set_session_id(session);
