@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <random>
 #include <thread>
 
 namespace kvspan::tests {
@@ -117,12 +118,22 @@ GenerateOutcome RunGenerate(v1::Serving::Stub& stub, const v1::GenerateRequest& 
   return out;
 }
 
-int64_t StorePutsOk(v1::Serving::Stub& stub) {
+std::vector<int32_t> PromptIds(uint32_t seed, int n) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> id(3, 4095);
+  std::vector<int32_t> ids(n);
+  for (int32_t& x : ids) x = id(rng);
+  return ids;
+}
+
+v1::ServerInfoResponse ServerInfo(v1::Serving::Stub& stub) {
   grpc::ClientContext context;
   v1::ServerInfoResponse info;
-  if (!stub.ServerInfo(&context, {}, &info).ok()) return -1;
-  return info.store_counters().puts_ok();
+  if (!stub.ServerInfo(&context, {}, &info).ok()) return {};
+  return info;
 }
+
+int64_t StorePutsOk(v1::Serving::Stub& stub) { return ServerInfo(stub).store_counters().puts_ok(); }
 
 int64_t WaitForStorePuts(v1::Serving::Stub& stub, int64_t target) {
   int64_t puts = StorePutsOk(stub);

@@ -59,6 +59,12 @@ struct GenerateOutcome {
 // Runs Generate to its end. `deadline_ms` > 0 sets the call's deadline.
 GenerateOutcome RunGenerate(v1::Serving::Stub& stub, const v1::GenerateRequest& request, int64_t deadline_ms = 0);
 
+// `n` pseudo-random token ids (>= 3: no bos/eos/pad of the shipped model), a function of `seed`.
+std::vector<int32_t> PromptIds(uint32_t seed, int n);
+
+// ServerInfo, or an empty response when the call fails (the test's expectation then fails).
+v1::ServerInfoResponse ServerInfo(v1::Serving::Stub& stub);
+
 // The server's count of spans put to its store (ServerInfo.store_counters.puts_ok).
 int64_t StorePutsOk(v1::Serving::Stub& stub);
 // Waits (up to 30 s) until StorePutsOk reaches `target`: spans go to the store

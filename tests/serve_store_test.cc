@@ -4,7 +4,6 @@
 // output.
 #include <signal.h>
 
-#include <random>
 #include <string>
 #include <vector>
 
@@ -22,21 +21,6 @@ namespace {
 const std::string kBinary = KVSPAN_COMMAND;
 const std::string kModel = std::string(KVSPAN_SOURCE_DIR) + "/models/kvspan-brown";
 constexpr int kSpan = 64;
-
-std::vector<int32_t> PromptIds(uint32_t seed, int n) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> id(3, 4095);
-  std::vector<int32_t> ids(n);
-  for (int32_t& x : ids) x = id(rng);
-  return ids;
-}
-
-v1::ServerInfoResponse Info(v1::Serving::Stub& stub) {
-  grpc::ClientContext context;
-  v1::ServerInfoResponse info;
-  EXPECT_TRUE(stub.ServerInfo(&context, {}, &info).ok());
-  return info;
-}
 
 TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoRequest) {
   kvspan::testing::TempDir dir;
@@ -58,7 +42,7 @@ TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoReques
   EXPECT_EQ(warm.ids, cold.ids);
 
   // Overwrite span 2 with bytes that pass the store's checksum but are no span.
-  const v1::ServerInfoResponse info = Info(*stub);
+  const v1::ServerInfoResponse info = ServerInfo(*stub);
   ASSERT_OK_AND_ASSIGN(kvcache::Policy parsed, kvcache::ParsePolicy(policy));
   cachestore::RemoteClientOptions ro;
   ro.target = store->address();
@@ -77,7 +61,7 @@ TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoReques
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.started.store_prompt_tokens(), 2 * kSpan) << "the run stops before the bad span";
   EXPECT_EQ(after.ids, cold.ids) << "the recomputed span gives the same output";
-  const v1::StoreCounters counters = Info(*stub).store_counters();
+  const v1::StoreCounters counters = ServerInfo(*stub).store_counters();
   EXPECT_EQ(counters.bad_spans(), 1);
   EXPECT_EQ(counters.bad_spans_deleted(), 1);
   ASSERT_GE(WaitForStorePuts(*stub, 5 + 3), 5 + 3) << "spans 2-4 recomputed and put again";
@@ -94,7 +78,7 @@ TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoReques
   ASSERT_TRUE(no_store.status.ok()) << no_store.status.error_message();
   EXPECT_EQ(no_store.started.store_prompt_tokens(), 0);
   EXPECT_EQ(no_store.ids, cold.ids);
-  EXPECT_GT(Info(*stub).store_counters().store_errors(), 0);
+  EXPECT_GT(ServerInfo(*stub).store_counters().store_errors(), 0);
   // Sessions need the store for their record: Unavailable, and the server keeps serving.
   grpc::ClientContext context;
   v1::OpenSessionRequest open;

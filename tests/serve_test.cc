@@ -9,7 +9,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,33 +30,17 @@ const std::string kBinary = KVSPAN_COMMAND;
 const std::string kModel = std::string(KVSPAN_SOURCE_DIR) + "/models/kvspan-brown";
 constexpr int kSpan = 64;
 
-// Token ids of a pseudo-random prompt (ids >= 3: no bos/eos/pad).
-std::vector<int32_t> PromptIds(uint32_t seed, int n) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> id(3, 4095);
-  std::vector<int32_t> ids(n);
-  for (int32_t& x : ids) x = id(rng);
-  return ids;
-}
-
 std::vector<std::string> ServeArgs(const std::string& data, std::vector<std::string> more = {}) {
   std::vector<std::string> args = {"--model", kModel, "--data", data, "--threads", "2", "--grace-ms", "5000"};
   args.insert(args.end(), more.begin(), more.end());
   return args;
 }
 
-v1::ServerInfoResponse Info(v1::Serving::Stub& stub) {
-  grpc::ClientContext context;
-  v1::ServerInfoResponse info;
-  EXPECT_TRUE(stub.ServerInfo(&context, {}, &info).ok());
-  return info;
-}
-
 // Polls ServerInfo until nothing runs and no KV memory is held (or 30 s pass).
 v1::ServerInfoResponse WaitDrained(v1::Serving::Stub& stub) {
   v1::ServerInfoResponse info;
   for (int i = 0; i < 300; ++i) {
-    info = Info(stub);
+    info = ServerInfo(stub);
     if (info.running_sequences() == 0 && info.waiting_requests() == 0 && info.kv_bytes_in_use() == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -385,7 +368,7 @@ TEST_F(ServeTest, CancellingMidStreamFreesTheSequence) {
   int tokens = 0;
   while (reader->Read(&response)) {
     if (response.has_tokens() && ++tokens == 3) {
-      const v1::ServerInfoResponse busy = Info(*stub_);
+      const v1::ServerInfoResponse busy = ServerInfo(*stub_);
       EXPECT_EQ(busy.running_sequences(), 1);
       EXPECT_GT(busy.kv_bytes_in_use(), 0);
       context.TryCancel();
@@ -404,7 +387,7 @@ TEST_F(ServeTest, SigtermFinishesInFlightStreamsThenExitsZero) {
     out = RunGenerate(*stub, GreedyRequest(PromptIds(8, 50), 60, "int4(g=32)", ""));
   });
   // Let the stream start, then ask the server to stop.
-  for (int i = 0; i < 100 && Info(*stub_).running_sequences() == 0; ++i) {
+  for (int i = 0; i < 100 && ServerInfo(*stub_).running_sequences() == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   stub_.reset();
