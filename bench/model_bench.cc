@@ -20,6 +20,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/thread_pool.h"
+#include "kernels/blas_select.h"
 #include "model/model.h"
 
 namespace kvspan::bench {
@@ -149,7 +150,7 @@ absl::Status BenchModel(const std::string& dir, int threads, int prefill_tokens,
   return absl::OkStatus();
 }
 
-int Main(int argc, char** argv) {
+int Main(int argc, char** argv, const std::string& blas_line) {
   std::vector<std::string> models;
   int threads = 0;
   int prefill_tokens = 512;
@@ -184,6 +185,7 @@ int Main(int argc, char** argv) {
     batches.push_back(v);
   }
 
+  const std::string load_before = LoadAverage();
   const Bandwidth bw = MeasureBandwidth(stream_mib, threads, 5);
   std::fprintf(stderr, "memory bandwidth: copy %.2f GB/s, read %.2f GB/s\n", bw.copy_gbs, bw.read_gbs);
   std::vector<Row> rows;
@@ -195,14 +197,18 @@ int Main(int argc, char** argv) {
     }
   }
 
+  // The machines are shared: say how busy this one was.
+  const std::string machine = absl::StrCat("1-minute load average ", load_before,
+                                           " before the run, ", LoadAverage(), " after");
   std::string table = absl::StrFormat(
       "Measured by `%s` (%d threads, fp32 weights and compute).\n\n"
+      "Machine: %s; OpenBLAS start-up line: `%s`.\n\n"
       "Memory bandwidth in the same run: STREAM-style copy %.2f GB/s (read + write bytes), "
       "read-only sum %.2f GB/s (best of 5 over %d MiB arrays).\n\n"
       "| model | weights read per step | (GB, fp32) | prefill tokens | prefill tok/s | decode batch | "
       "decode tok/s | decode GB/s read | of copy bandwidth | of read bandwidth |\n"
       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-      CommandLine(argc, argv), threads, bw.copy_gbs, bw.read_gbs, stream_mib);
+      CommandLine(argc, argv), threads, machine, blas_line, bw.copy_gbs, bw.read_gbs, stream_mib);
   for (const Row& r : rows) {
     absl::StrAppendFormat(&table, "| %s | %.1fM | %.3f | %d | %.1f | %d | %.2f | %.2f | %.0f%% | %.0f%% |\n",
                           r.model, r.weight_bytes / sizeof(float) / 1e6, r.weight_bytes / 1e9, r.prefill_tokens, r.prefill_tps,
@@ -233,6 +239,8 @@ int Main(int argc, char** argv) {
 }  // namespace kvspan::bench
 
 int main(int argc, char** argv) {
+  // First: it may re-execute the process with OPENBLAS_CORETYPE set (kernels/blas_select.h).
+  const std::string blas_line = kvspan::kernels::SelectBlasCoreAtStartup("model_bench", argv);
   kvspan::InitLogging(argv[0]);
-  return kvspan::bench::Main(argc, argv);
+  return kvspan::bench::Main(argc, argv, blas_line);
 }

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "common/logging.h"
+#include "kernels/blas_select.h"
 #include "node/commands.h"
 
 namespace {
@@ -11,14 +12,15 @@ struct Command {
   const char* name;
   const char* summary;
   int (*run)(int argc, const char* const* argv);
+  bool runs_model = false;  // picks the BLAS kernels at start-up and says which
 };
 
 constexpr Command kCommands[] = {
-    {"serve", "serve the Generate/session gRPC API: every role in one process", kvspan::node::RunServe},
-    {"generate", "generate text with a model on this machine's CPU", kvspan::node::RunGenerate},
+    {"serve", "serve the Generate/session gRPC API: every role in one process", kvspan::node::RunServe, true},
+    {"generate", "generate text with a model on this machine's CPU", kvspan::node::RunGenerate, true},
     {"cachestore", "serve the compressed-span cache store over gRPC", kvspan::node::RunCachestore},
     {"calibrate-razor", "find a model's RazorAttention retrieval heads (writes a heads file)",
-     kvspan::node::RunCalibrateRazor},
+     kvspan::node::RunCalibrateRazor, true},
     {"client", "send one Generate call to a `kvspan serve` and stream the text", kvspan::node::RunClient},
     {"chat", "a multi-turn session with a `kvspan serve`, one turn per line of stdin",
      kvspan::node::RunChat},
@@ -32,6 +34,13 @@ void PrintUsage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Commands that run the model first pick the BLAS kernels: this may re-execute the
+  // process with OPENBLAS_CORETYPE set (kernels/blas_select.h). Clients and the store don't.
+  for (const Command& c : kCommands) {
+    if (argc >= 2 && c.runs_model && std::strcmp(argv[1], c.name) == 0) {
+      kvspan::kernels::SelectBlasCoreAtStartup("kvspan", argv);
+    }
+  }
   kvspan::InitLogging(argv[0]);
   if (argc < 2) {
     PrintUsage(stderr);

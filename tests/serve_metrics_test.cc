@@ -30,12 +30,6 @@ const std::string kBinary = KVSPAN_COMMAND;
 const std::string kModel = std::string(KVSPAN_SOURCE_DIR) + "/models/kvspan-brown";
 constexpr int kSpan = 64;
 
-std::vector<int32_t> PromptIds(int n) {
-  std::vector<int32_t> ids(n);
-  for (int i = 0; i < n; ++i) ids[i] = 3 + (i * 7919) % 4000;  // ids >= 3: no bos/eos/pad
-  return ids;
-}
-
 bool ValidName(const std::string& name, bool allow_colon) {
   if (name.empty()) return false;
   for (size_t i = 0; i < name.size(); ++i) {
@@ -239,11 +233,13 @@ TEST_F(ServeMetricsTest, CountersMoveExactlyWithTraffic) {
   EXPECT_EQ(health->body, "ok");
 
   const Scrape before = Metrics();
-  const std::vector<int32_t> prompt = PromptIds(200);  // 3 full spans of 64 and a tail of 8
+  const std::vector<int32_t> prompt = PromptIds(1, 200);  // 3 full spans of 64 and a tail of 8
   constexpr int kMaxTokens = 8;
   const v1::GenerateRequest request = GreedyRequest(prompt, kMaxTokens, "", "metrics");
+  const int64_t puts = StorePutsOk(*stub_);
   const GenerateOutcome cold = RunGenerate(*stub_, request);
   ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  ASSERT_GE(WaitForStorePuts(*stub_, puts + 3), puts + 3) << "spans reach the store asynchronously";
   const GenerateOutcome warm = RunGenerate(*stub_, request);
   ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
   EXPECT_EQ(cold.started.store_prompt_tokens(), 0);
@@ -288,7 +284,7 @@ TEST_F(ServeMetricsTest, CountersMoveExactlyWithTraffic) {
 TEST_F(ServeMetricsTest, HealthIs503WhileDrainingAfterSigterm) {
   // A stream long enough to still run when SIGTERM comes.
   GenerateOutcome long_stream;
-  std::thread client([&] { long_stream = RunGenerate(*stub_, GreedyRequest(PromptIds(20), 900, "dense", "")); });
+  std::thread client([&] { long_stream = RunGenerate(*stub_, GreedyRequest(PromptIds(2, 20), 900, "dense", "")); });
   for (int i = 0; i < 600 && Metrics().Value("kvspan:num_requests_running") < 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

