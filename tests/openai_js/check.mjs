@@ -1,12 +1,12 @@
 // The official `openai` npm client against `kvspan serve --http-listen` (run by
 // tests/serve_openai_test.cc): streams a completion and a chat completion, checks text and
 // usage, a repeated prompt's cached_tokens, and that n=2 surfaces as BadRequestError.
-// Usage: node check.mjs BASE_URL CHAT_PROMPT_TOKENS   (BASE_URL ends in /v1)
+// Usage: node check.mjs http://HOST:PORT CHAT_PROMPT_TOKENS
 // Prints one line per check; exit 0 when every check passed, 1 otherwise.
 import OpenAI from 'openai';
 
-const [baseURL, chatPromptTokens] = process.argv.slice(2);
-const client = new OpenAI({ baseURL, apiKey: 'unused', maxRetries: 0, timeout: 120000 });
+const [root, chatPromptTokens] = process.argv.slice(2);
+const client = new OpenAI({ baseURL: `${root}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120000 });
 const model = (await client.models.list()).data[0].id;
 let failed = 0;
 function check(ok, what) {
@@ -32,11 +32,23 @@ async function streamCompletion() {
   return { text, usage, finish };
 }
 
+// Spans reach the store asynchronously: the node's /metrics says when they are there.
+async function storePutsOk() {
+  const text = await (await fetch(`${root}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('kvspan:store_puts_total{result="ok"} '));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+async function waitForStorePuts(target) {
+  for (let i = 0; i < 300 && (await storePutsOk()) < target; i++) await new Promise((r) => setTimeout(r, 100));
+}
+
+const putsBefore = await storePutsOk();
 const cold = await streamCompletion();
 check(cold.text.length > 0, `completion text ${JSON.stringify(cold.text)}`);
 check(cold.finish === 'length', `completion finish_reason ${cold.finish}`);
 check(cold.usage?.prompt_tokens === 150 && cold.usage?.completion_tokens === 8 && cold.usage?.total_tokens === 158,
       `completion usage ${JSON.stringify(cold.usage)}`);
+await waitForStorePuts(putsBefore + 2);  // the prompt's two full spans
 const warm = await streamCompletion();
 check(warm.usage?.prompt_tokens_details?.cached_tokens >= 128,
       `repeated prompt cached_tokens ${warm.usage?.prompt_tokens_details?.cached_tokens} >= 128`);
