@@ -157,6 +157,22 @@ std::string Event(const json& chunk) {
   return absl::StrCat("data: ", chunk.dump(-1, ' ', false, json::error_handler_t::replace), "\n\n");
 }
 
+// One choice chunk. `delta` is chat's delta; completions carry its content (or "") as text.
+std::string ChunkEvent(OpenAiEndpoint endpoint, const ResponseIdentity& identity, const json& delta,
+                       const v1::Finished* finished) {
+  json chunk = Envelope(endpoint, identity, /*chunk=*/true);
+  json choice = {{"index", 0}, {"logprobs", nullptr}};
+  choice["finish_reason"] =
+      finished != nullptr ? json(std::string(OpenAiFinishReason(finished->finish_reason()))) : json(nullptr);
+  if (endpoint == OpenAiEndpoint::kCompletions) {
+    choice["text"] = delta.value("content", "");
+  } else {
+    choice["delta"] = delta;
+  }
+  chunk["choices"] = json::array({choice});
+  return Event(chunk);
+}
+
 }  // namespace
 
 absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, absl::string_view body_text,
@@ -225,22 +241,16 @@ std::string CompletionResponseJson(OpenAiEndpoint endpoint, const ResponseIdenti
   return r.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string StreamChunkEvent(OpenAiEndpoint endpoint, const ResponseIdentity& identity, absl::string_view text,
-                             bool first, const v1::Finished* finished) {
-  json chunk = Envelope(endpoint, identity, /*chunk=*/true);
-  json choice = {{"index", 0}, {"logprobs", nullptr}};
-  choice["finish_reason"] =
-      finished != nullptr ? json(std::string(OpenAiFinishReason(finished->finish_reason()))) : json(nullptr);
-  if (endpoint == OpenAiEndpoint::kCompletions) {
-    choice["text"] = std::string(text);
-  } else {
-    json delta = json::object();
-    if (first) delta["role"] = "assistant";
-    if (finished == nullptr) delta["content"] = std::string(text);
-    choice["delta"] = delta;
-  }
-  chunk["choices"] = json::array({choice});
-  return Event(chunk);
+std::string StreamRoleEvent(const ResponseIdentity& identity) {
+  return ChunkEvent(OpenAiEndpoint::kChatCompletions, identity, {{"role", "assistant"}, {"content", ""}}, nullptr);
+}
+
+std::string StreamTextEvent(OpenAiEndpoint endpoint, const ResponseIdentity& identity, absl::string_view text) {
+  return ChunkEvent(endpoint, identity, {{"content", std::string(text)}}, nullptr);
+}
+
+std::string StreamFinishEvent(OpenAiEndpoint endpoint, const ResponseIdentity& identity, const v1::Finished& finished) {
+  return ChunkEvent(endpoint, identity, json::object(), &finished);
 }
 
 std::string StreamUsageEvent(OpenAiEndpoint endpoint, const ResponseIdentity& identity, const CallOutcome& outcome) {

@@ -72,11 +72,13 @@ absl::string_view OpenAiFinishReason(v1::FinishReason reason);
 std::string CompletionResponseJson(OpenAiEndpoint endpoint, const ResponseIdentity& identity,
                                    const CallOutcome& outcome);
 
-// One server-sent event: "data: " + the chunk + "\n\n". A chunk carries `text` (chat: a
-// delta with content; the first chat chunk also has role "assistant"), or, when `finished`
-// is set, the finish_reason and an empty delta/text.
-std::string StreamChunkEvent(OpenAiEndpoint endpoint, const ResponseIdentity& identity, absl::string_view text,
-                             bool first, const v1::Finished* finished);
+// Server-sent events, each "data: " + one chunk + "\n\n":
+// The chat stream's first chunk: a delta with role "assistant" and empty content.
+std::string StreamRoleEvent(const ResponseIdentity& identity);
+// Text that became final: choices[0].text (completions) or .delta.content (chat).
+std::string StreamTextEvent(OpenAiEndpoint endpoint, const ResponseIdentity& identity, absl::string_view text);
+// The last choice chunk: finish_reason, with an empty text (completions) or delta (chat).
+std::string StreamFinishEvent(OpenAiEndpoint endpoint, const ResponseIdentity& identity, const v1::Finished& finished);
 // The include_usage chunk: empty choices and usage.
 std::string StreamUsageEvent(OpenAiEndpoint endpoint, const ResponseIdentity& identity, const CallOutcome& outcome);
 // "data: [DONE]\n\n".

@@ -141,19 +141,19 @@ TEST(OpenAiApiTest, StreamEventsHaveOpenAiShapes) {
   const CallOutcome o = Outcome();
   const ResponseIdentity id = MakeResponseIdentity(OpenAiEndpoint::kChatCompletions, o.started, "m", 1700);
   const json head = R"({"id": "chatcmpl-req-1", "object": "chat.completion.chunk", "created": 1700, "model": "m"})"_json;
-  EXPECT_EQ(Data(StreamChunkEvent(OpenAiEndpoint::kChatCompletions, id, "", true, nullptr)),
+  EXPECT_EQ(Data(StreamRoleEvent(id)),
             Merge(head, R"({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                 "logprobs": null, "finish_reason": null}]})"_json));
-  EXPECT_EQ(Data(StreamChunkEvent(OpenAiEndpoint::kChatCompletions, id, "Hi", false, nullptr)),
+  EXPECT_EQ(Data(StreamTextEvent(OpenAiEndpoint::kChatCompletions, id, "Hi")),
             Merge(head, R"({"choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": null,
                 "finish_reason": null}]})"_json));
-  EXPECT_EQ(Data(StreamChunkEvent(OpenAiEndpoint::kChatCompletions, id, "", false, &o.finished)),
+  EXPECT_EQ(Data(StreamFinishEvent(OpenAiEndpoint::kChatCompletions, id, o.finished)),
             Merge(head, R"({"choices": [{"index": 0, "delta": {}, "logprobs": null,
                 "finish_reason": "length"}]})"_json));
   EXPECT_EQ(Data(StreamUsageEvent(OpenAiEndpoint::kChatCompletions, id, o)),
             Merge(head, {{"choices", json::array()}, {"usage", kUsage}}));
   const ResponseIdentity text_id = MakeResponseIdentity(OpenAiEndpoint::kCompletions, o.started, "m", 1700);
-  EXPECT_EQ(Data(StreamChunkEvent(OpenAiEndpoint::kCompletions, text_id, "Hi", false, nullptr)),
+  EXPECT_EQ(Data(StreamTextEvent(OpenAiEndpoint::kCompletions, text_id, "Hi")),
             R"({"id": "cmpl-req-1", "object": "text_completion", "created": 1700, "model": "m",
                 "choices": [{"index": 0, "text": "Hi", "logprobs": null, "finish_reason": null}]})"_json);
   EXPECT_EQ(StreamDoneEvent(), "data: [DONE]\n\n");

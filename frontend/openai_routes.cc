@@ -100,21 +100,21 @@ bool WriteStream(StreamedCall& call, const OpenAiRequest& request, const v1::Sta
   };
   // The chat stream opens with the assistant's role, as OpenAI's does.
   if (request.endpoint == OpenAiEndpoint::kChatCompletions &&
-      !write(StreamChunkEvent(request.endpoint, identity, "", /*first=*/true, nullptr))) {
+      !write(StreamRoleEvent(identity))) {
     return false;
   }
   while (true) {
     std::optional<StreamedCall::Item> item = call.Next(std::chrono::milliseconds(50));
     if (!item.has_value()) continue;
     if (item->message.has_value() && item->message->has_tokens() && !item->message->tokens().text().empty()) {
-      if (!write(StreamChunkEvent(request.endpoint, identity, item->message->tokens().text(), false, nullptr))) {
+      if (!write(StreamTextEvent(request.endpoint, identity, item->message->tokens().text()))) {
         return false;
       }
     }
     if (item->message.has_value() && item->message->has_finished()) outcome.finished = item->message->finished();
     if (!item->end.has_value()) continue;
     if (item->end->ok()) {
-      if (!write(StreamChunkEvent(request.endpoint, identity, "", false, &outcome.finished))) return false;
+      if (!write(StreamFinishEvent(request.endpoint, identity, outcome.finished))) return false;
       if (request.include_usage && !write(StreamUsageEvent(request.endpoint, identity, outcome))) return false;
     } else if (!write(absl::StrCat("data: ", ErrorJson(*item->end), "\n\n"))) {
       return false;
