@@ -106,7 +106,9 @@ absl::StatusOr<std::string> RenderChat(ChatTemplate chat_template, const std::ve
       absl::StrAppend(&out, "<|start_header_id|>assistant<|end_header_id|>\n\n");
       return out;
     case ChatTemplate::kChatMl:
-      for (const ChatMessage& m : messages) absl::StrAppend(&out, "<|im_start|>", m.role, "\n", m.content, "<|im_end|>\n");
+      for (const ChatMessage& m : messages) {
+        absl::StrAppend(&out, "<|im_start|>", m.role, "\n", m.content, "<|im_end|>\n");
+      }
       absl::StrAppend(&out, "<|im_start|>assistant\n");
       return out;
     case ChatTemplate::kMistral:

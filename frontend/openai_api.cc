@@ -264,7 +264,8 @@ std::string StreamDoneEvent() { return "data: [DONE]\n\n"; }
 
 std::string ModelListJson(const std::string& model_name, int64_t created) {
   const json model = {{"id", model_name}, {"object", "model"}, {"created", created}, {"owned_by", "kvspan"}};
-  return json({{"object", "list"}, {"data", json::array({model})}}).dump(-1, ' ', false, json::error_handler_t::replace);
+  return json({{"object", "list"}, {"data", json::array({model})}})
+      .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 int HttpStatusOf(absl::StatusCode code) {
