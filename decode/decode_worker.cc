@@ -438,6 +438,7 @@ void DecodeWorker::Finish(Sequence& seq) {
     }
   }
   seq.cache.reset();
+  PublishStats();  // a client that hears the end sees the sequence gone
   seq.handoff.sink->OnFinished(f);
 }
 
@@ -445,6 +446,7 @@ void DecodeWorker::Fail(Sequence& seq, const absl::Status& status) {
   LOG(INFO) << "decode: request " << seq.handoff.request_id << " ends: " << status;
   seq.done = true;
   seq.cache.reset();
+  PublishStats();
   seq.handoff.sink->OnError(status);
 }
 
@@ -479,7 +481,8 @@ void DecodeWorker::PublishStats() {
   const int64_t running_bytes = RunningBytes();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.running = static_cast<int>(running_.size());
+    stats_.running = static_cast<int>(
+        std::count_if(running_.begin(), running_.end(), [](const auto& seq) { return !seq->done; }));
     stats_.waiting = static_cast<int>(queue_.size()) + reloading_;
     running_bytes_ = running_bytes;
   }

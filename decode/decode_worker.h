@@ -140,6 +140,8 @@ class DecodeWorker {
   // Drops least recently used resident caches (never `keep_session`'s) until
   // HeldBytes() + bytes_needed <= the budget or none is left.
   void EvictResidentUntil(int64_t bytes_needed, const std::string& keep_session) ABSL_LOCKS_EXCLUDED(mu_);
+  // Publishes running (sequences not done), waiting and their measured bytes. Called after
+  // each step and before a sink hears its sequence's end. Scheduler thread.
   void PublishStats() ABSL_LOCKS_EXCLUDED(mu_);
 
   const model::Model* const model_;
