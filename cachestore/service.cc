@@ -14,16 +14,14 @@ namespace {
 
 using ::kvspan::proto::ToGrpcStatus;
 
-grpc::Status Invalid(const std::string& message) {
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
-}
+grpc::Status Invalid(const std::string& message) { return ToGrpcStatus(absl::InvalidArgumentError(message)); }
 
 // The status to return when the client went away or its deadline passed.
 grpc::Status Cancelled(grpc::ServerContext* context) {
   if (context->deadline() <= std::chrono::system_clock::now()) {
-    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+    return ToGrpcStatus(absl::DeadlineExceededError("deadline exceeded"));
   }
-  return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+  return ToGrpcStatus(absl::CancelledError("cancelled by the client"));
 }
 
 }  // namespace
@@ -104,9 +102,8 @@ grpc::Status CacheStoreService::Put(grpc::ServerContext* context,
   if (header.total_bytes() == 0) return Invalid("Put header: total_bytes is 0 (empty value)");
   const uint64_t max_value_bytes = static_cast<uint64_t>(store_->options().max_value_bytes);
   if (header.total_bytes() > max_value_bytes) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("Put header: total_bytes ", header.total_bytes(),
-                                     " is over the limit of ", max_value_bytes));
+    return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+        "Put header: total_bytes ", header.total_bytes(), " is over the limit of ", max_value_bytes)));
   }
   std::string payload;
   payload.reserve(header.total_bytes());
