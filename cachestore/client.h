@@ -17,7 +17,7 @@
 #include "absl/types/span.h"
 #include "cachestore/span_key.h"
 #include "cachestore/stats.h"
-#include "cachestore/store.h"
+#include "cachestore/types.h"
 
 namespace kvspan::cachestore {
 

@@ -12,7 +12,6 @@
 #include <grpcpp/channel.h>
 
 #include "cachestore/client.h"
-#include "cachestore/server.h"
 #include "kvspan/v1/cachestore.grpc.pb.h"
 
 namespace kvspan::cachestore {

@@ -14,11 +14,9 @@
 #include "absl/status/statusor.h"
 #include "cachestore/service.h"
 #include "cachestore/store.h"
+#include "cachestore/types.h"
 
 namespace kvspan::cachestore {
-
-// Default cap on one received message: a 4 MiB chunk plus framing.
-inline constexpr int64_t kDefaultMaxMessageBytes = (int64_t{4} << 20) + (int64_t{64} << 10);
 
 struct ServerOptions {
   // host:port to listen on; port 0 picks a free port (see CacheServer::port()).

@@ -170,17 +170,6 @@ void CacheStore::PersistAccessTicks() {
   if (!s.ok()) LOG(ERROR) << "cachestore: persisting access order: " << s.ToString();
 }
 
-absl::Status ValidateLookupRequest(const SpanKey& namespace_key, size_t num_keys) {
-  if (namespace_key.IsZero()) {
-    return absl::InvalidArgumentError("namespace key is all zero (unset namespace)");
-  }
-  if (num_keys > kMaxLookupKeys) {
-    return absl::InvalidArgumentError(absl::StrCat("Lookup of ", num_keys,
-                                                   " keys, over the limit of ", kMaxLookupKeys));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<size_t> CacheStore::Lookup(const SpanKey& namespace_key,
                                           absl::Span<const SpanKey> chain) {
   RETURN_IF_ERROR(ValidateLookupRequest(namespace_key, chain.size()));

@@ -28,6 +28,7 @@
 #include "cachestore/internal/record.h"
 #include "cachestore/span_key.h"
 #include "cachestore/stats.h"
+#include "cachestore/types.h"
 
 namespace rocksdb {
 class DB;
@@ -38,17 +39,6 @@ struct WriteOptions;
 }  // namespace rocksdb
 
 namespace kvspan::cachestore {
-
-// An immutable value shared between the memory tier and readers.
-using Value = std::shared_ptr<const std::string>;
-
-// The most keys one Lookup may carry.
-inline constexpr size_t kMaxLookupKeys = 1 << 16;
-
-// The checks every Lookup makes before it looks (store, service, sharded client):
-// InvalidArgument if `namespace_key` is all zero (an unset namespace) or `num_keys`
-// exceeds kMaxLookupKeys.
-absl::Status ValidateLookupRequest(const SpanKey& namespace_key, size_t num_keys);
 
 struct StoreOptions {
   // Directory of the RocksDB database; created if missing. Required.
