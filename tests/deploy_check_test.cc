@@ -2,10 +2,8 @@
 // deploy/k8s against the Kubernetes API schemas and every container's command line against the
 // real binary (deploy/check/check.mjs, npm packages installed by tools/setup.sh), the
 // `--check-flags` mode that check relies on, and deploy/Dockerfile's COPY sources and RUN scripts.
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -17,6 +15,7 @@
 #include "common/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/run_command.h"
 
 namespace kvspan::tests {
 namespace {
@@ -25,17 +24,6 @@ using ::testing::HasSubstr;
 
 const std::string kBinary = KVSPAN_COMMAND;
 const std::string kSource = KVSPAN_SOURCE_DIR;
-
-// The command's exit code and its stdout and stderr together.
-std::pair<int, std::string> RunCommand(const std::string& command) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, ""};
-  std::string output;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
 
 TEST(DeployCheckTest, ManifestsValidateAndEveryCommandLineParses) {
   ASSERT_EQ(access((kSource + "/deploy/check/node_modules/kubernetes-models/package.json").c_str(), R_OK), 0)
