@@ -1,5 +1,8 @@
 #include "common/flags.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -10,11 +13,15 @@ FlagSet::FlagSet(std::string program, std::string description)
     : program_(std::move(program)), description_(std::move(description)) {}
 
 namespace {
+bool check_flags_only = false;
+
 absl::Status BadValue(const std::string& name, const std::string& value, const char* kind) {
   return absl::InvalidArgumentError(
       absl::StrCat("flag --", name, ": '", value, "' is not ", kind));
 }
 }  // namespace
+
+void SetCheckFlagsOnly(bool check_only) { check_flags_only = check_only; }
 
 void FlagSet::Add(const std::string& name, std::string* target, const std::string& help) {
   flags_.push_back({name, help, *target, false, [target](const std::string& v) {
@@ -110,6 +117,11 @@ absl::Status FlagSet::Parse(int argc, const char* const* argv) {
     }
     absl::Status s = flag->set(value);
     if (!s.ok()) return s;
+  }
+  if (check_flags_only && !help_requested_) {
+    std::printf("%s: flags ok\n", program_.c_str());
+    std::fflush(stdout);
+    std::exit(0);
   }
   return absl::OkStatus();
 }

@@ -8,6 +8,12 @@
 //   absl::Status s = flags.Parse(argc, argv);  // argv[0] is the subcommand
 // Accepts --name=value, --name value, and --name / --no-name for bools; --help sets
 // help_requested(). Not thread-safe.
+//
+// Check-only mode (`kvspan <command> --check-flags ...`, turned on by node/main.cc): the
+// command's own Parse runs exactly as at a real start, and when it succeeds it prints
+// "<program>: flags ok" and exits the process with 0, before anything starts. A flag error
+// returns from Parse as usual (the commands exit 2). Checks a command makes after Parse
+// (e.g. cachestore's required --data) are not covered.
 #ifndef KVSPAN_COMMON_FLAGS_H_
 #define KVSPAN_COMMON_FLAGS_H_
 
@@ -19,6 +25,9 @@
 #include "absl/status/status.h"
 
 namespace kvspan {
+
+// Turns check-only mode on for every FlagSet::Parse that follows. Call before any thread starts.
+void SetCheckFlagsOnly(bool check_only);
 
 class FlagSet {
  public:
@@ -36,6 +45,7 @@ class FlagSet {
 
   // Parses argv[1..argc). Returns InvalidArgument naming the flag for an unknown flag,
   // a missing value, a malformed number or an unexpected positional argument.
+  // NOTE: in check-only mode a successful Parse (without --help) does not return: it exits 0.
   absl::Status Parse(int argc, const char* const* argv);
 
   bool help_requested() const { return help_requested_; }

@@ -71,5 +71,16 @@ TEST(FlagSetTest, HelpListsFlagsWithDefaults) {
   EXPECT_THAT(flags.Usage(), HasSubstr("(default: 16)"));
 }
 
+// Check-only mode: a good command line exits 0 from Parse (in a child: EXPECT_EXIT forks), a bad
+// one returns its error as at a real start.
+TEST(FlagSetTest, CheckFlagsOnlyExitsZeroOnGoodFlagsAndReturnsTheError) {
+  Parsed p;
+  SetCheckFlagsOnly(true);
+  EXPECT_EXIT((void)ParseInto(&p, {"--model=m", "--max-tokens", "7"}), ::testing::ExitedWithCode(0), "");
+  EXPECT_THAT(ParseInto(&p, {"--nope"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown flag --nope")));
+  SetCheckFlagsOnly(false);
+  EXPECT_OK(ParseInto(&p, {"--model=m"}));
+}
+
 }  // namespace
 }  // namespace kvspan

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/flags.h"
 #include "common/logging.h"
 #include "kernels/blas_select.h"
 #include "node/commands.h"
@@ -34,10 +35,22 @@ void PrintUsage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `kvspan <command> --check-flags ...`: the command parses its flags as a real start does
+  // and exits (0, or 2 on a flag error) without starting (common/flags.h). The flag is taken
+  // out of argv here, so every command has it without declaring it.
+  bool check_flags = false;
+  for (int i = 2; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--check-flags") != 0) continue;
+    check_flags = true;
+    for (int j = i; j + 1 <= argc; ++j) argv[j] = argv[j + 1];  // argv[argc] is nullptr
+    --argc;
+    --i;
+  }
+  kvspan::SetCheckFlagsOnly(check_flags);
   // Commands that run the model first pick the BLAS kernels: this may re-execute the
   // process with OPENBLAS_CORETYPE set (kernels/blas_select.h). Clients and the store don't.
   for (const Command& c : kCommands) {
-    if (argc >= 2 && c.runs_model && std::strcmp(argv[1], c.name) == 0) {
+    if (argc >= 2 && c.runs_model && !check_flags && std::strcmp(argv[1], c.name) == 0) {
       kvspan::kernels::SelectBlasCoreAtStartup("kvspan", argv);
     }
   }

@@ -26,6 +26,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/tokenizer.h"
+#include "tests/run_command.h"
 #include "tests/serve_process.h"
 
 namespace kvspan::tests {
@@ -257,17 +258,6 @@ TEST_F(ServeOpenAiTest, SigtermDrainsHttpStreamsAndRefusesNewCalls) {
   EXPECT_THAT(body, ::testing::EndsWith("data: [DONE]\n\n"));
   EXPECT_THAT(body, ::testing::Not(HasSubstr("\"error\"")));  // drained, not cut
   EXPECT_EQ(server_->Stop(0), 0);
-}
-
-// The command's exit code and its stdout and stderr together.
-std::pair<int, std::string> RunCommand(const std::string& command) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, ""};
-  std::string output;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
 TEST(ServeOpenAiStartTest, UnrecognisedChatTemplateIsAStartUpError) {

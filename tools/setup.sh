@@ -42,3 +42,9 @@ if [ ! -f tests/openai_js/node_modules/openai/package.json ]; then
   echo "setup: npm ci --prefix tests/openai_js"
   npm ci --prefix tests/openai_js --no-audit --no-fund
 fi
+# kubernetes-models and yaml for the offline manifest check (deploy/check/, run by
+# tests/deploy_check_test.cc; pinned by its package-lock.json).
+if [ ! -f deploy/check/node_modules/kubernetes-models/package.json ]; then
+  echo "setup: npm ci --prefix deploy/check"
+  npm ci --prefix deploy/check --no-audit --no-fund
+fi
