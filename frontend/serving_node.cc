@@ -84,10 +84,11 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
                                                             : absl::StrCat("remote ", options.store_address);
   node->metrics_ = std::make_unique<ServingMetrics>(ServingMetrics::Sources{
       .decode = node->decode_.get(), .prefill = node->prefill_.get(), .stores = node->stores_.get()});
+  if (!options.api_keys.empty()) node->api_keys_ = std::make_unique<ApiKeys>(options.api_keys);
   ServingParts parts{.model = node->model_.get(), .tokenizer = node->tokenizer_.get(),
                      .decode = node->decode_.get(), .prefill = node->prefill_.get(),
                      .sessions = node->sessions_.get(), .stores = node->stores_.get(),
-                     .metrics = node->metrics_.get()};
+                     .metrics = node->metrics_.get(), .api_keys = node->api_keys_.get()};
   ASSIGN_OR_RETURN(node->service_, ServingService::Create(service, parts));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -107,7 +108,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
     AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
     AddOpenAiRoutes(*node->http_, *node->service_,
                     {.model_name = node->service_->options().model_name, .chat_template = chat_template,
-                     .drain = &node->http_calls_});
+                     .drain = &node->http_calls_, .api_keys = node->api_keys_.get()});
     node->http_address_ = node->http_->address();
   }
   if (grpc::HealthCheckServiceInterface* health = node->server_->GetHealthCheckService()) {

@@ -13,12 +13,14 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
 #include "cachestore/client.h"
 #include "decode/decode_worker.h"
+#include "frontend/api_keys.h"
 #include "frontend/http_server.h"
 #include "frontend/openai_routes.h"
 #include "frontend/serving_metrics.h"
@@ -47,6 +49,10 @@ struct ServingNodeOptions {
   // HTTP handler threads: each running /v1 call holds one until it ends, so /metrics and
   // /health stay answerable only while fewer calls than this run over HTTP.
   int http_threads = 16;
+  // Keys a client must send (frontend/api_keys.h) on every kvspan.v1.Serving call and every
+  // HTTP /v1/... call; empty = none needed. GET /health, GET /metrics, grpc.health.v1 and
+  // reflection stay open.
+  std::vector<std::string> api_keys;
   int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
   int num_threads = 0;       // model threads; 0 = all cores
   int prefill_threads = 2;   // concurrent cache-store loads
@@ -87,6 +93,7 @@ class ServingNode {
   std::unique_ptr<transport::InProcessTransport> transport_;
   std::unique_ptr<prefill::PrefillWorker> prefill_;
   std::unique_ptr<ServingMetrics> metrics_;
+  std::unique_ptr<ApiKeys> api_keys_;  // null without options.api_keys
   std::unique_ptr<ServingService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
