@@ -40,6 +40,9 @@ int RunClient(int argc, const char* const* argv) {
                 "Sends one Generate call to a `kvspan serve` at --target and streams the text to "
                 "stdout; the usage line goes to stderr.");
   flags.Add("target", &target, "host:port of the server (required)");
+  std::string api_key_file;
+  flags.Add("api-key-file", &api_key_file,
+            "file whose first key is sent as 'authorization: Bearer <key>'; empty = $KVSPAN_API_KEY, if set");
   flags.Add("prompt", &prompt, "the prompt text (with --session: this turn's text)");
   generation.AddTo(&flags);
   flags.Add("tenant", &tenant, "tenant (salts the cache-store namespace); empty = shared");
@@ -56,6 +59,9 @@ int RunClient(int argc, const char* const* argv) {
 
   ServingClientOptions options;
   options.target = target;
+  absl::StatusOr<std::string> api_key = ResolveApiKey(api_key_file);
+  if (!api_key.ok()) return PrintError(kName, api_key.status());
+  options.api_key = *std::move(api_key);
   absl::StatusOr<std::unique_ptr<ServingClient>> client = ServingClient::Create(options);
   if (!client.ok()) return PrintError(kName, client.status());
   if (info) {

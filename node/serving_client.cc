@@ -1,6 +1,7 @@
 #include "node/serving_client.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -8,6 +9,7 @@
 #include <grpcpp/security/credentials.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/api_key_file.h"
 #include "absl/strings/str_format.h"
 #include "proto/status_conversion.h"
 
@@ -30,7 +32,22 @@ ServingClient::ServingClient(const ServingClientOptions& options)
       channel_(grpc::CreateChannel(options_.target, grpc::InsecureChannelCredentials())),
       stub_(v1::Serving::NewStub(channel_)) {}
 
+absl::StatusOr<std::string> ResolveApiKey(const std::string& api_key_file) {
+  if (!api_key_file.empty()) {
+    absl::StatusOr<std::vector<std::string>> keys = LoadApiKeyFile(api_key_file);
+    if (!keys.ok()) return keys.status();
+    return keys->front();
+  }
+  const char* env = std::getenv("KVSPAN_API_KEY");
+  return std::string(env == nullptr ? "" : env);
+}
+
+void ServingClient::Authorize(grpc::ClientContext* context) const {
+  if (!options_.api_key.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.api_key));
+}
+
 void ServingClient::SetUnaryDeadline(grpc::ClientContext* context) const {
+  Authorize(context);
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::milliseconds(options_.unary_timeout_ms));
 }
@@ -44,6 +61,7 @@ absl::StatusOr<GenerateResult> ServingClient::Generate(const v1::GenerateRequest
     return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   };
   grpc::ClientContext context;
+  Authorize(&context);
   if (timeout_ms > 0) {
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
   }

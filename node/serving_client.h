@@ -29,7 +29,13 @@ struct ServingClientOptions {
   std::string target;
   // Deadline of OpenSession, CloseSession and ServerInfo, from the call's start.
   int64_t unary_timeout_ms = 30000;
+  // Sent as `authorization: Bearer <api_key>` metadata on every call; empty = none.
+  std::string api_key;
 };
+
+// The key `kvspan client` / `kvspan chat` send: the first key of `api_key_file` when it is
+// non-empty (LoadApiKeyFile's errors), else $KVSPAN_API_KEY, else empty (none).
+absl::StatusOr<std::string> ResolveApiKey(const std::string& api_key_file);
 
 // What one Generate call returned: the server's Started and Finished, and the client's
 // own clock (steady, from the call's start).
@@ -74,6 +80,9 @@ class ServingClient {
 
  private:
   explicit ServingClient(const ServingClientOptions& options);
+  // Adds the API key, if any, to `context`.
+  void Authorize(grpc::ClientContext* context) const;
+  // Authorize, and the unary deadline.
   void SetUnaryDeadline(grpc::ClientContext* context) const;
 
   const ServingClientOptions options_;
