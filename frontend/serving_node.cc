@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   if (!options.http_listen_address.empty()) {
     ASSIGN_OR_RETURN(chat_template, ChatTemplateForModel(options.model_dir, options.chat_template));
   }
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeServerCredentials(options.tls));
   std::unique_ptr<ServingNode> node(new ServingNode());
   ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads}));
   ASSIGN_OR_RETURN(node->tokenizer_, model::Tokenizer::LoadFromDir(options.model_dir));
@@ -94,7 +95,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen_address, credentials, &port);
   builder.RegisterService(node->service_.get());
   node->server_ = builder.BuildAndStart();
   if (node->server_ == nullptr || port == 0) {

@@ -25,6 +25,7 @@
 #include "frontend/openai_routes.h"
 #include "frontend/serving_metrics.h"
 #include "frontend/serving_service.h"
+#include "frontend/tls.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "prefill/prefill_worker.h"
@@ -53,6 +54,8 @@ struct ServingNodeOptions {
   // HTTP /v1/... call; empty = none needed. GET /health, GET /metrics, grpc.health.v1 and
   // reflection stay open.
   std::vector<std::string> api_keys;
+  // TLS on the gRPC port (frontend/tls.h); all empty = plaintext.
+  ServerTlsFiles tls;
   int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
   int num_threads = 0;       // model threads; 0 = all cores
   int prefill_threads = 2;   // concurrent cache-store loads
@@ -64,7 +67,8 @@ class ServingNode {
  public:
   // Loads the model, opens the store, starts the workers and the gRPC server. Errors:
   // those of Model::Load / Tokenizer::LoadFromDir / CacheStore::Open, InvalidArgument for a
-  // bad default policy or option or (with HTTP) a chat template that is not recognised, Unavailable when an address (gRPC or HTTP) cannot be bound.
+  // bad default policy or option or (with HTTP) a chat template that is not recognised or
+  // inconsistent TLS flags, MakeServerCredentials' errors for TLS files, Unavailable when an address (gRPC or HTTP) cannot be bound.
   static absl::StatusOr<std::unique_ptr<ServingNode>> Start(const ServingNodeOptions& options);
   // Shuts down (Shutdown(0)) if not done yet.
   ~ServingNode();

@@ -31,6 +31,27 @@ struct ServingClientOptions {
   int64_t unary_timeout_ms = 30000;
   // Sent as `authorization: Bearer <api_key>` metadata on every call; empty = none.
   std::string api_key;
+  // TLS: PEM contents, not paths. tls_ca_pem non-empty = a TLS channel that trusts it;
+  // tls_cert_pem + tls_key_pem = the client certificate a mutual-TLS server asks for.
+  std::string tls_ca_pem;
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
+};
+
+// The connection flags `kvspan client` and `kvspan chat` share.
+struct ConnectionFlags {
+  std::string target;
+  std::string api_key_file;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+
+  // Registers --target, --api-key-file, --tls-ca, --tls-cert, --tls-key on `flags`, writing
+  // into this struct (which must outlive flags.Parse).
+  void AddTo(FlagSet* flags);
+  // The client options: the key from ResolveApiKey, the PEM files read. InvalidArgument for
+  // --tls-cert / --tls-key without each other or without --tls-ca; ReadFile's errors.
+  absl::StatusOr<ServingClientOptions> ToOptions() const;
 };
 
 // The key `kvspan client` / `kvspan chat` send: the first key of `api_key_file` when it is
