@@ -3,9 +3,6 @@
 // one or with a wrong one the call is UNAUTHENTICATED (gRPC) or 401 with OpenAI's error
 // object (HTTP). /health stays open. `kvspan client` sends the key from --api-key-file or
 // $KVSPAN_API_KEY. A key file that is empty or missing stops `kvspan serve` with exit 2.
-#include <stdio.h>
-#include <sys/wait.h>
-
 #include <chrono>
 #include <memory>
 #include <string>
@@ -137,43 +134,25 @@ TEST_F(ServeAuthTest, HttpV1NeedsAKnownBearerKeyAndHealthDoesNot) {
   EXPECT_EQ(metrics->status, 200);
 }
 
-struct Output {
-  int exit_code = -1;
-  std::string text;  // stdout and stderr together
-};
-
-// Runs `env kvspan args` through the shell (a 60 s timeout), stdout and stderr together.
-Output RunShell(const std::string& command) {
-  Output output;
-  FILE* pipe = popen(absl::StrCat("timeout 60 ", command, " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return output;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.text.append(buffer, n);
-  const int status = pclose(pipe);
-  output.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return output;
-}
-
 TEST_F(ServeAuthTest, ClientSendsTheKeyFromAFileOrTheEnvironment) {
   const std::string info = absl::StrCat(kBinary, " client --target ", server_->address(), " --info");
-  Output without = RunShell(absl::StrCat("env -u KVSPAN_API_KEY ", info));
+  ShellOutput without = RunShell(absl::StrCat("env -u KVSPAN_API_KEY ", info));
   EXPECT_EQ(without.exit_code, 1) << without.text;
   EXPECT_THAT(without.text, HasSubstr("UNAUTHENTICATED"));
 
   ASSERT_TRUE(WriteFile(dir_->Sub("client_key"), absl::StrCat("# mine\n", kKey, "\n")).ok());
-  Output with_file = RunShell(absl::StrCat(info, " --api-key-file ", dir_->Sub("client_key")));
+  ShellOutput with_file = RunShell(absl::StrCat(info, " --api-key-file ", dir_->Sub("client_key")));
   EXPECT_EQ(with_file.exit_code, 0) << with_file.text;
   EXPECT_THAT(with_file.text, HasSubstr("model_name"));
 
-  Output with_env = RunShell(absl::StrCat("env KVSPAN_API_KEY=", kKey, " ", info));
+  ShellOutput with_env = RunShell(absl::StrCat("env KVSPAN_API_KEY=", kKey, " ", info));
   EXPECT_EQ(with_env.exit_code, 0) << with_env.text;
-  Output wrong_env = RunShell(absl::StrCat("env KVSPAN_API_KEY=sk-wrong ", info));
+  ShellOutput wrong_env = RunShell(absl::StrCat("env KVSPAN_API_KEY=sk-wrong ", info));
   EXPECT_EQ(wrong_env.exit_code, 1) << wrong_env.text;
   EXPECT_THAT(wrong_env.text, HasSubstr("UNAUTHENTICATED"));
 
   // A generation, not just ServerInfo.
-  Output generate = RunShell(absl::StrCat(kBinary, " client --target ", server_->address(),
+  ShellOutput generate = RunShell(absl::StrCat(kBinary, " client --target ", server_->address(),
                                           " --prompt the --max-tokens 2 --temperature 0 --api-key-file ",
                                           dir_->Sub("client_key")));
   EXPECT_EQ(generate.exit_code, 0) << generate.text;
@@ -183,7 +162,7 @@ TEST(ServeAuthStartTest, AnEmptyOrMissingKeyFileIsAStartUpError) {
   TempDir dir;
   ASSERT_TRUE(WriteFile(dir.Sub("empty"), "# no keys\n\n").ok());
   for (const std::string& file : {dir.Sub("empty"), dir.Sub("missing")}) {
-    Output serve = RunShell(absl::StrCat(kBinary, " serve --model ", kModel, " --listen 127.0.0.1:0 --data ",
+    ShellOutput serve = RunShell(absl::StrCat(kBinary, " serve --model ", kModel, " --listen 127.0.0.1:0 --data ",
                                          dir.Sub("data"), " --api-key-file ", file));
     EXPECT_EQ(serve.exit_code, 2) << serve.text;
     EXPECT_THAT(serve.text, HasSubstr("--api-key-file"));

@@ -4,10 +4,6 @@
 // client that trusts the CA is served; a plaintext client is refused (UNAVAILABLE); with
 // --tls-client-ca a client without a certificate, or with one from the other CA, is too.
 // `kvspan client --tls-ca [--tls-cert --tls-key]` connects the same way.
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/wait.h>
-
 #include <chrono>
 #include <memory>
 #include <string>
@@ -32,18 +28,6 @@ using ::testing::HasSubstr;
 const std::string kBinary = KVSPAN_COMMAND;
 const std::string kModel = std::string(KVSPAN_SOURCE_DIR) + "/models/kvspan-brown";
 
-// Runs `command` through the shell (a 60 s timeout): the exit code and stdout + stderr.
-std::pair<int, std::string> RunShell(const std::string& command) {
-  std::string text;
-  FILE* pipe = popen(absl::StrCat("timeout 60 ", command, " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, text};
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) text.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
-}
-
 // Makes, in `dir`: ca.pem, other_ca.pem, server.{pem,key} (from ca, SAN 127.0.0.1 and
 // localhost), client.{pem,key} (from ca), stranger.{pem,key} (from other_ca).
 void MakeCertificates(const std::string& dir) {
@@ -66,8 +50,8 @@ void MakeCertificates(const std::string& dir) {
   leaf("client", "ca", "client.ext");
   leaf("stranger", "other_ca", "client.ext");
   for (const std::string& command : commands) {
-    auto [code, text] = RunShell(command);
-    CHECK_EQ(code, 0) << command << "\n" << text;
+    const ShellOutput made = RunShell(command);
+    CHECK_EQ(made.exit_code, 0) << command << "\n" << made.text;
   }
 }
 
@@ -151,19 +135,19 @@ TEST_F(ServeTlsTest, MutualTlsRefusesAClientWithoutACertificateOrFromAnotherCa) 
 
 TEST_F(ServeTlsTest, KvspanClientConnectsWithTheCaAndItsCertificate) {
   const std::string info = absl::StrCat(kBinary, " client --info --tls-ca ", Dir("ca.pem"), " --target ");
-  auto [tls_code, tls_text] = RunShell(info + tls_->address());
-  EXPECT_EQ(tls_code, 0) << tls_text;
-  EXPECT_THAT(tls_text, HasSubstr("model_name"));
-  auto [plain_code, plain_text] = RunShell(absl::StrCat(kBinary, " client --info --target ", tls_->address()));
-  EXPECT_EQ(plain_code, 1) << plain_text;
-  EXPECT_THAT(plain_text, HasSubstr("UNAVAILABLE"));
+  const ShellOutput tls = RunShell(info + tls_->address());
+  EXPECT_EQ(tls.exit_code, 0) << tls.text;
+  EXPECT_THAT(tls.text, HasSubstr("model_name"));
+  const ShellOutput plain = RunShell(absl::StrCat(kBinary, " client --info --target ", tls_->address()));
+  EXPECT_EQ(plain.exit_code, 1) << plain.text;
+  EXPECT_THAT(plain.text, HasSubstr("UNAVAILABLE"));
 
-  auto [mtls_code, mtls_text] = RunShell(absl::StrCat(info, mtls_->address(), " --tls-cert ", Dir("client.pem"),
+  const ShellOutput mtls = RunShell(absl::StrCat(info, mtls_->address(), " --tls-cert ", Dir("client.pem"),
                                                       " --tls-key ", Dir("client.key")));
-  EXPECT_EQ(mtls_code, 0) << mtls_text;
-  auto [nocert_code, nocert_text] = RunShell(info + mtls_->address());
-  EXPECT_EQ(nocert_code, 1) << nocert_text;
-  EXPECT_THAT(nocert_text, HasSubstr("UNAVAILABLE"));
+  EXPECT_EQ(mtls.exit_code, 0) << mtls.text;
+  const ShellOutput nocert = RunShell(info + mtls_->address());
+  EXPECT_EQ(nocert.exit_code, 1) << nocert.text;
+  EXPECT_THAT(nocert.text, HasSubstr("UNAVAILABLE"));
 }
 
 }  // namespace
