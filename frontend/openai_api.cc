@@ -288,7 +288,8 @@ int HttpStatusOf(absl::StatusCode code) {
 
 std::string ErrorJson(const absl::Status& status) {
   const int http = HttpStatusOf(status.code());
-  const char* type = http == 400 || http == 409 ? "invalid_request_error"
+  // 401 as OpenAI answers a bad key: invalid_request_error, code invalid_api_key.
+  const char* type = http == 400 || http == 401 || http == 409 ? "invalid_request_error"
                      : http == 404              ? "not_found_error"
                      : http == 429              ? "rate_limit_error"
                      : http == 503              ? "service_unavailable"
@@ -297,7 +298,8 @@ std::string ErrorJson(const absl::Status& status) {
   json error = {{"message", std::string(status.message())},
                 {"type", type},
                 {"param", nullptr},
-                {"code", absl::AsciiStrToLower(absl::StatusCodeToString(status.code()))}};
+                {"code", http == 401 ? std::string("invalid_api_key")
+                                     : absl::AsciiStrToLower(absl::StatusCodeToString(status.code()))}};
   return json({{"error", error}}).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

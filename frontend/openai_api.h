@@ -91,7 +91,8 @@ std::string ModelListJson(const std::string& model_name, int64_t created);
 // PermissionDenied 403, NotFound 404, FailedPrecondition 409, ResourceExhausted 429,
 // Cancelled 499, Unimplemented 501, Unavailable 503, DeadlineExceeded 504, the rest 500.
 int HttpStatusOf(absl::StatusCode code);
-// {"error": {"message", "type", "param": null, "code"}}; code is the lower-case code name.
+// {"error": {"message", "type", "param": null, "code"}}; code is the lower-case code name,
+// except Unauthenticated's, "invalid_api_key" as OpenAI sends it.
 std::string ErrorJson(const absl::Status& status);
 
 }  // namespace kvspan::frontend

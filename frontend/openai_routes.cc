@@ -21,6 +21,13 @@ constexpr char kJson[] = "application/json";
 void SendError(httplib::Response& response, const absl::Status& status) {
   response.status = HttpStatusOf(status.code());
   response.set_content(ErrorJson(status), kJson);
+  if (status.code() == absl::StatusCode::kUnauthenticated) response.set_header("WWW-Authenticate", "Bearer");
+}
+
+// OK when no key is needed or the request's Authorization header carries one.
+absl::Status CheckKey(const ApiKeys* keys, const httplib::Request& request) {
+  if (keys == nullptr) return absl::OkStatus();
+  return keys->CheckAuthorization(request.get_header_value("Authorization"));
 }
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
@@ -186,6 +193,7 @@ void AddOpenAiRoutes(HttpServer& http, ServingService& service, const OpenAiRout
   for (OpenAiEndpoint endpoint : {OpenAiEndpoint::kCompletions, OpenAiEndpoint::kChatCompletions}) {
     const char* path = endpoint == OpenAiEndpoint::kCompletions ? "/v1/completions" : "/v1/chat/completions";
     http.Post(path, [&service, options, endpoint](const httplib::Request& request, httplib::Response& response) {
+      if (absl::Status auth = CheckKey(options.api_keys, request); !auth.ok()) return SendError(response, auth);
       const OpenAiParseContext context{.model_name = options.model_name,
                                        .chat_template = options.chat_template,
                                        .session_header = request.get_header_value("X-Session-Id")};
@@ -199,7 +207,8 @@ void AddOpenAiRoutes(HttpServer& http, ServingService& service, const OpenAiRout
     });
   }
   const int64_t created = Now();
-  http.Get("/v1/models", [options, created](const httplib::Request&, httplib::Response& response) {
+  http.Get("/v1/models", [options, created](const httplib::Request& request, httplib::Response& response) {
+    if (absl::Status auth = CheckKey(options.api_keys, request); !auth.ok()) return SendError(response, auth);
     response.set_content(ModelListJson(options.model_name, created), kJson);
   });
 }

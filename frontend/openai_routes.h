@@ -16,6 +16,7 @@
 #include <chrono>
 #include <string>
 
+#include "frontend/api_keys.h"
 #include "frontend/chat_template.h"
 #include "frontend/http_server.h"
 #include "frontend/serving_service.h"
@@ -45,6 +46,9 @@ struct OpenAiRouteOptions {
   std::string model_name;                            // GET /v1/models' one id
   ChatTemplate chat_template = ChatTemplate::kPlain;  // for /v1/chat/completions
   HttpCallDrain* drain = nullptr;  // borrowed, outlives the server; null: never refused
+  // Borrowed, outlives the server; null: no key needed. Else every route here needs
+  // `Authorization: Bearer <key>` (401 with OpenAI's error object otherwise).
+  const ApiKeys* api_keys = nullptr;
 };
 
 // Registers the routes. `service` is borrowed and must outlive the server's Stop.

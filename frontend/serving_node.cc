@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   if (!options.http_listen_address.empty()) {
     ASSIGN_OR_RETURN(chat_template, ChatTemplateForModel(options.model_dir, options.chat_template));
   }
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeServerCredentials(options.tls));
   std::unique_ptr<ServingNode> node(new ServingNode());
   ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads}));
   ASSIGN_OR_RETURN(node->tokenizer_, model::Tokenizer::LoadFromDir(options.model_dir));
@@ -84,16 +85,17 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
                                                             : absl::StrCat("remote ", options.store_address);
   node->metrics_ = std::make_unique<ServingMetrics>(ServingMetrics::Sources{
       .decode = node->decode_.get(), .prefill = node->prefill_.get(), .stores = node->stores_.get()});
+  if (!options.api_keys.empty()) node->api_keys_ = std::make_unique<ApiKeys>(options.api_keys);
   ServingParts parts{.model = node->model_.get(), .tokenizer = node->tokenizer_.get(),
                      .decode = node->decode_.get(), .prefill = node->prefill_.get(),
                      .sessions = node->sessions_.get(), .stores = node->stores_.get(),
-                     .metrics = node->metrics_.get()};
+                     .metrics = node->metrics_.get(), .api_keys = node->api_keys_.get()};
   ASSIGN_OR_RETURN(node->service_, ServingService::Create(service, parts));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen_address, credentials, &port);
   builder.RegisterService(node->service_.get());
   node->server_ = builder.BuildAndStart();
   if (node->server_ == nullptr || port == 0) {
@@ -107,7 +109,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
     AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
     AddOpenAiRoutes(*node->http_, *node->service_,
                     {.model_name = node->service_->options().model_name, .chat_template = chat_template,
-                     .drain = &node->http_calls_});
+                     .drain = &node->http_calls_, .api_keys = node->api_keys_.get()});
     node->http_address_ = node->http_->address();
   }
   if (grpc::HealthCheckServiceInterface* health = node->server_->GetHealthCheckService()) {

@@ -13,16 +13,19 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
 #include "cachestore/client.h"
 #include "decode/decode_worker.h"
+#include "frontend/api_keys.h"
 #include "frontend/http_server.h"
 #include "frontend/openai_routes.h"
 #include "frontend/serving_metrics.h"
 #include "frontend/serving_service.h"
+#include "frontend/tls.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "prefill/prefill_worker.h"
@@ -47,6 +50,12 @@ struct ServingNodeOptions {
   // HTTP handler threads: each running /v1 call holds one until it ends, so /metrics and
   // /health stay answerable only while fewer calls than this run over HTTP.
   int http_threads = 16;
+  // Keys a client must send (frontend/api_keys.h) on every kvspan.v1.Serving call and every
+  // HTTP /v1/... call; empty = none needed. GET /health, GET /metrics, grpc.health.v1 and
+  // reflection stay open.
+  std::vector<std::string> api_keys;
+  // TLS on the gRPC port (frontend/tls.h); all empty = plaintext.
+  ServerTlsFiles tls;
   int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
   int num_threads = 0;       // model threads; 0 = all cores
   int prefill_threads = 2;   // concurrent cache-store loads
@@ -58,7 +67,8 @@ class ServingNode {
  public:
   // Loads the model, opens the store, starts the workers and the gRPC server. Errors:
   // those of Model::Load / Tokenizer::LoadFromDir / CacheStore::Open, InvalidArgument for a
-  // bad default policy or option or (with HTTP) a chat template that is not recognised, Unavailable when an address (gRPC or HTTP) cannot be bound.
+  // bad default policy or option or (with HTTP) a chat template that is not recognised or
+  // inconsistent TLS flags, MakeServerCredentials' errors for TLS files, Unavailable when an address (gRPC or HTTP) cannot be bound.
   static absl::StatusOr<std::unique_ptr<ServingNode>> Start(const ServingNodeOptions& options);
   // Shuts down (Shutdown(0)) if not done yet.
   ~ServingNode();
@@ -87,6 +97,7 @@ class ServingNode {
   std::unique_ptr<transport::InProcessTransport> transport_;
   std::unique_ptr<prefill::PrefillWorker> prefill_;
   std::unique_ptr<ServingMetrics> metrics_;
+  std::unique_ptr<ApiKeys> api_keys_;  // null without options.api_keys
   std::unique_ptr<ServingService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;

@@ -145,6 +145,7 @@ absl::StatusOr<decode::SequenceHandoff> ServingService::Prepare(const v1::Genera
 
 grpc::Status ServingService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  if (grpc::Status auth = CheckGrpcCall(api_keys_, *context); !auth.ok()) return auth;
   GenerateHooks hooks;
   hooks.deadline = SteadyDeadline(*context);
   hooks.cancelled = [context] { return context->IsCancelled(); };
@@ -229,6 +230,7 @@ absl::Status ServingService::Serve(const v1::GenerateRequest& request, const Gen
 
 grpc::Status ServingService::OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
                                          v1::OpenSessionResponse* response) {
+  if (grpc::Status auth = CheckGrpcCall(api_keys_, *context); !auth.ok()) return auth;
   if (request->idle_timeout_ms() < 0) {
     return ToGrpcStatus(absl::InvalidArgumentError(
         absl::StrCat("idle_timeout_ms must be >= 0, got ", request->idle_timeout_ms())));
@@ -247,6 +249,7 @@ grpc::Status ServingService::OpenSession(grpc::ServerContext* context, const v1:
 
 grpc::Status ServingService::CloseSession(grpc::ServerContext* context, const v1::CloseSessionRequest* request,
                                           v1::CloseSessionResponse* response) {
+  if (grpc::Status auth = CheckGrpcCall(api_keys_, *context); !auth.ok()) return auth;
   absl::Status s = sessions_->Close(request->session_id());
   decode_->DropResident(request->session_id());
   return ToGrpcStatus(s);
@@ -254,6 +257,7 @@ grpc::Status ServingService::CloseSession(grpc::ServerContext* context, const v1
 
 grpc::Status ServingService::ServerInfo(grpc::ServerContext* context, const v1::ServerInfoRequest* request,
                                         v1::ServerInfoResponse* response) {
+  if (grpc::Status auth = CheckGrpcCall(api_keys_, *context); !auth.ok()) return auth;
   const model::ModelConfig& c = model_->config();
   const decode::DecodeWorkerStats stats = decode_->Stats();
   response->set_model_name(options_.model_name);

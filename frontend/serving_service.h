@@ -4,7 +4,8 @@
 // Run is the one pipeline every protocol shares: the gRPC Generate handler and the
 // OpenAI-compatible HTTP routes (frontend/openai_routes.h) only translate to and from it.
 // Validation errors are INVALID_ARGUMENT / NOT_FOUND with a message naming the problem, and
-// never reach the workers. Thread-safe (gRPC's sync server calls it from many threads;
+// never reach the workers. With ServingParts::api_keys, every handler first checks the
+// call's key (CheckGrpcCall, frontend/api_keys.h): UNAUTHENTICATED. Thread-safe (gRPC's sync server calls it from many threads;
 // each Generate handler blocks only on its own sink).
 #ifndef KVSPAN_FRONTEND_SERVING_SERVICE_H_
 #define KVSPAN_FRONTEND_SERVING_SERVICE_H_
@@ -20,6 +21,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "decode/decode_worker.h"
+#include "frontend/api_keys.h"
 #include "frontend/serving_metrics.h"
 #include "kvcache/cache_policy.h"
 #include "kvspan/v1/serving.grpc.pb.h"
@@ -39,8 +41,8 @@ struct ServingOptions {
   std::string store_description;      // "embedded DIR" or "remote ADDR"
 };
 
-// The node's parts the service drives; every pointer is borrowed, non-null, and must
-// outlive the service.
+// The node's parts the service drives; every pointer is borrowed, non-null unless its
+// comment says otherwise, and must outlive the service.
 struct ServingParts {
   const model::Model* model = nullptr;
   const model::Tokenizer* tokenizer = nullptr;
@@ -49,6 +51,7 @@ struct ServingParts {
   prefill::SessionStore* sessions = nullptr;
   prefill::StoreRouter* stores = nullptr;
   ServingMetrics* metrics = nullptr;  // null: nothing recorded
+  const ApiKeys* api_keys = nullptr;  // null: calls need no key (no --api-key-file)
 };
 
 // How one call reaches its client, whatever the protocol. Both callbacks run on the thread
@@ -95,7 +98,8 @@ class ServingService final : public v1::Serving::Service {
  private:
   ServingService(const ServingOptions& options, const ServingParts& parts)
       : options_(options), model_(parts.model), tokenizer_(parts.tokenizer), decode_(parts.decode),
-        prefill_(parts.prefill), sessions_(parts.sessions), stores_(parts.stores), metrics_(parts.metrics) {}
+        prefill_(parts.prefill), sessions_(parts.sessions), stores_(parts.stores), metrics_(parts.metrics),
+        api_keys_(parts.api_keys) {}
   // Validates the request and builds its handoff (the session record, when there is one,
   // goes to *session).
   absl::StatusOr<decode::SequenceHandoff> Prepare(const v1::GenerateRequest& request,
@@ -115,6 +119,7 @@ class ServingService final : public v1::Serving::Service {
   prefill::SessionStore* const sessions_;
   prefill::StoreRouter* const stores_;
   ServingMetrics* const metrics_;
+  const ApiKeys* const api_keys_;
   std::shared_ptr<const kvcache::CachePolicy> default_policy_;
 
   std::mutex mu_;

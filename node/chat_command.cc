@@ -26,12 +26,13 @@ constexpr char kName[] = "kvspan chat";
 }  // namespace
 
 int RunChat(int argc, const char* const* argv) {
-  std::string target;
+  ConnectionFlags connection;
+  const std::string& target = connection.target;
   GenerationFlags generation;
   FlagSet flags(kName,
                 "An interactive multi-turn session with a `kvspan serve` at --target: one turn per "
                 "line of stdin, /quit or EOF to end.");
-  flags.Add("target", &target, "host:port of the server (required)");
+  connection.AddTo(&flags);
   generation.AddTo(&flags);
   if (std::optional<int> exit_code = ParseCommandFlags(&flags, argc, argv)) return *exit_code;
   if (target.empty()) {
@@ -39,9 +40,9 @@ int RunChat(int argc, const char* const* argv) {
     return 2;
   }
 
-  ServingClientOptions options;
-  options.target = target;
-  absl::StatusOr<std::unique_ptr<ServingClient>> client = ServingClient::Create(options);
+  absl::StatusOr<ServingClientOptions> options = connection.ToOptions();
+  if (!options.ok()) return PrintError(kName, options.status());
+  absl::StatusOr<std::unique_ptr<ServingClient>> client = ServingClient::Create(*options);
   if (!client.ok()) return PrintError(kName, client.status());
   kvspan::v1::OpenSessionRequest open;
   open.set_policy(generation.policy);

@@ -27,7 +27,8 @@ int UsageError(const FlagSet& flags, const char* message) {
 }  // namespace
 
 int RunClient(int argc, const char* const* argv) {
-  std::string target;
+  ConnectionFlags connection;
+  const std::string& target = connection.target;
   std::string prompt;
   GenerationFlags generation;
   std::string tenant;
@@ -39,7 +40,7 @@ int RunClient(int argc, const char* const* argv) {
   FlagSet flags(kName,
                 "Sends one Generate call to a `kvspan serve` at --target and streams the text to "
                 "stdout; the usage line goes to stderr.");
-  flags.Add("target", &target, "host:port of the server (required)");
+  connection.AddTo(&flags);
   flags.Add("prompt", &prompt, "the prompt text (with --session: this turn's text)");
   generation.AddTo(&flags);
   flags.Add("tenant", &tenant, "tenant (salts the cache-store namespace); empty = shared");
@@ -54,9 +55,9 @@ int RunClient(int argc, const char* const* argv) {
   if (!info && prompt.empty()) return UsageError(flags, "--prompt is required");
   if (close_session && session.empty()) return UsageError(flags, "--close-session needs --session");
 
-  ServingClientOptions options;
-  options.target = target;
-  absl::StatusOr<std::unique_ptr<ServingClient>> client = ServingClient::Create(options);
+  absl::StatusOr<ServingClientOptions> options = connection.ToOptions();
+  if (!options.ok()) return PrintError(kName, options.status());
+  absl::StatusOr<std::unique_ptr<ServingClient>> client = ServingClient::Create(*options);
   if (!client.ok()) return PrintError(kName, client.status());
   if (info) {
     absl::StatusOr<kvspan::v1::ServerInfoResponse> server_info = (*client)->ServerInfo();

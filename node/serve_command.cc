@@ -7,7 +7,9 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "common/api_key_file.h"
 #include "common/flags.h"
 #include "common/logging.h"
 #include "frontend/serving_node.h"
@@ -20,6 +22,7 @@ int RunServe(int argc, const char* const* argv) {
   o.listen_address = "0.0.0.0:7400";
   int64_t grace_ms = 10000;
   int64_t store_memory_mib = 256;
+  std::string api_key_file;
   FlagSet flags("kvspan serve",
                 "Serves the kvspan.v1.Serving gRPC API (Generate, sessions, ServerInfo) with every role in "
                 "this process: continuous batching over compressed KV caches, prefix reuse through the "
@@ -35,6 +38,13 @@ int RunServe(int argc, const char* const* argv) {
   flags.Add("chat-template", &o.chat_template,
             "chat template of /v1/chat/completions: llama3, chatml, mistral or plain; empty = recognised from "
             "the model's tokenizer_config.json (none there: plain)");
+  flags.Add("api-key-file", &api_key_file,
+            "file of API keys, one per line ('#' comments): every kvspan.v1.Serving call and HTTP /v1 call "
+            "then needs 'authorization: Bearer <key>'; /health, /metrics and grpc.health.v1 stay open");
+  flags.Add("tls-cert", &o.tls.cert_file, "PEM certificate chain of the gRPC port (with --tls-key: TLS)");
+  flags.Add("tls-key", &o.tls.key_file, "PEM private key of --tls-cert");
+  flags.Add("tls-client-ca", &o.tls.client_ca_file,
+            "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS)");
   flags.Add("data", &o.data_dir, "directory of the embedded cache store (RocksDB)");
   flags.Add("store", &o.store_address, "host:port of a `kvspan cachestore` to use instead of --data");
   flags.Add("store-memory-mib", &store_memory_mib, "memory tier of the embedded store, MiB");
@@ -59,6 +69,14 @@ int RunServe(int argc, const char* const* argv) {
     return 0;
   }
   o.store_memory_budget_bytes = store_memory_mib << 20;
+  if (!api_key_file.empty()) {
+    absl::StatusOr<std::vector<std::string>> keys = LoadApiKeyFile(api_key_file);
+    if (!keys.ok()) {
+      std::fprintf(stderr, "kvspan serve: --api-key-file: %s\n", keys.status().ToString().c_str());
+      return 2;
+    }
+    o.api_keys = *std::move(keys);
+  }
 
   // Block the stop signals before any thread starts, so that only sigwait() sees them.
   sigset_t stop_signals;

@@ -1,6 +1,7 @@
 #include "node/serving_client.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -8,6 +9,9 @@
 #include <grpcpp/security/credentials.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/api_key_file.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 #include "absl/strings/str_format.h"
 #include "proto/status_conversion.h"
 
@@ -15,6 +19,19 @@ namespace kvspan::node {
 
 using ::kvspan::proto::FromGrpcStatus;
 namespace v1 = ::kvspan::v1;
+
+namespace {
+
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const ServingClientOptions& options) {
+  if (options.tls_ca_pem.empty()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.tls_ca_pem;
+  ssl.pem_cert_chain = options.tls_cert_pem;
+  ssl.pem_private_key = options.tls_key_pem;
+  return grpc::SslCredentials(ssl);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<ServingClient>> ServingClient::Create(
     const ServingClientOptions& options) {
@@ -27,10 +44,52 @@ absl::StatusOr<std::unique_ptr<ServingClient>> ServingClient::Create(
 
 ServingClient::ServingClient(const ServingClientOptions& options)
     : options_(options),
-      channel_(grpc::CreateChannel(options_.target, grpc::InsecureChannelCredentials())),
+      channel_(grpc::CreateChannel(options_.target, ChannelCredentials(options_))),
       stub_(v1::Serving::NewStub(channel_)) {}
 
+absl::StatusOr<std::string> ResolveApiKey(const std::string& api_key_file) {
+  if (!api_key_file.empty()) {
+    absl::StatusOr<std::vector<std::string>> keys = LoadApiKeyFile(api_key_file);
+    if (!keys.ok()) return keys.status();
+    return keys->front();
+  }
+  const char* env = std::getenv("KVSPAN_API_KEY");
+  return std::string(env == nullptr ? "" : env);
+}
+
+void ConnectionFlags::AddTo(FlagSet* flags) {
+  flags->Add("target", &target, "host:port of the server (required)");
+  flags->Add("api-key-file", &api_key_file,
+             "file whose first key is sent as 'authorization: Bearer <key>'; empty = $KVSPAN_API_KEY, if set");
+  flags->Add("tls-ca", &tls_ca_file, "PEM CA bundle the server's certificate must chain to (TLS)");
+  flags->Add("tls-cert", &tls_cert_file, "PEM client certificate, for a server with --tls-client-ca");
+  flags->Add("tls-key", &tls_key_file, "PEM private key of --tls-cert");
+}
+
+absl::StatusOr<ServingClientOptions> ConnectionFlags::ToOptions() const {
+  ServingClientOptions options;
+  options.target = target;
+  ASSIGN_OR_RETURN(options.api_key, ResolveApiKey(api_key_file));
+  if (tls_cert_file.empty() != tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!tls_cert_file.empty() && tls_ca_file.empty()) return absl::InvalidArgumentError("--tls-cert needs --tls-ca");
+  if (!tls_ca_file.empty()) {
+    ASSIGN_OR_RETURN(options.tls_ca_pem, ReadFile(tls_ca_file));
+  }
+  if (!tls_cert_file.empty()) {
+    ASSIGN_OR_RETURN(options.tls_cert_pem, ReadFile(tls_cert_file));
+    ASSIGN_OR_RETURN(options.tls_key_pem, ReadFile(tls_key_file));
+  }
+  return options;
+}
+
+void ServingClient::Authorize(grpc::ClientContext* context) const {
+  if (!options_.api_key.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.api_key));
+}
+
 void ServingClient::SetUnaryDeadline(grpc::ClientContext* context) const {
+  Authorize(context);
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::milliseconds(options_.unary_timeout_ms));
 }
@@ -44,6 +103,7 @@ absl::StatusOr<GenerateResult> ServingClient::Generate(const v1::GenerateRequest
     return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   };
   grpc::ClientContext context;
+  Authorize(&context);
   if (timeout_ms > 0) {
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
   }

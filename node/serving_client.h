@@ -29,7 +29,34 @@ struct ServingClientOptions {
   std::string target;
   // Deadline of OpenSession, CloseSession and ServerInfo, from the call's start.
   int64_t unary_timeout_ms = 30000;
+  // Sent as `authorization: Bearer <api_key>` metadata on every call; empty = none.
+  std::string api_key;
+  // TLS: PEM contents, not paths. tls_ca_pem non-empty = a TLS channel that trusts it;
+  // tls_cert_pem + tls_key_pem = the client certificate a mutual-TLS server asks for.
+  std::string tls_ca_pem;
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
 };
+
+// The connection flags `kvspan client` and `kvspan chat` share.
+struct ConnectionFlags {
+  std::string target;
+  std::string api_key_file;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+
+  // Registers --target, --api-key-file, --tls-ca, --tls-cert, --tls-key on `flags`, writing
+  // into this struct (which must outlive flags.Parse).
+  void AddTo(FlagSet* flags);
+  // The client options: the key from ResolveApiKey, the PEM files read. InvalidArgument for
+  // --tls-cert / --tls-key without each other or without --tls-ca; ReadFile's errors.
+  absl::StatusOr<ServingClientOptions> ToOptions() const;
+};
+
+// The key `kvspan client` / `kvspan chat` send: the first key of `api_key_file` when it is
+// non-empty (LoadApiKeyFile's errors), else $KVSPAN_API_KEY, else empty (none).
+absl::StatusOr<std::string> ResolveApiKey(const std::string& api_key_file);
 
 // What one Generate call returned: the server's Started and Finished, and the client's
 // own clock (steady, from the call's start).
@@ -74,6 +101,9 @@ class ServingClient {
 
  private:
   explicit ServingClient(const ServingClientOptions& options);
+  // Adds the API key, if any, to `context`.
+  void Authorize(grpc::ClientContext* context) const;
+  // Authorize, and the unary deadline.
   void SetUnaryDeadline(grpc::ClientContext* context) const;
 
   const ServingClientOptions options_;

@@ -1,6 +1,7 @@
 #include "tests/serve_process.h"
 
 #include <poll.h>
+#include <stdio.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -154,6 +155,18 @@ v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& ids, int max_token
   r.set_tenant(tenant);
   r.set_ignore_eos(true);
   return r;
+}
+
+ShellOutput RunShell(const std::string& command) {
+  ShellOutput output;
+  FILE* pipe = popen(("timeout 60 " + command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return output;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.text.append(buffer, n);
+  const int status = pclose(pipe);
+  output.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return output;
 }
 
 }  // namespace kvspan::tests

@@ -1,5 +1,6 @@
 // Test helpers for `kvspan serve` as its own process: start it on 127.0.0.1 with an
-// ephemeral port, wait for its ready line, talk to it over gRPC, stop or SIGKILL it.
+// ephemeral port, wait for its ready line, talk to it over gRPC, stop or SIGKILL it; run a
+// `kvspan` command line through the shell (RunShell).
 #ifndef KVSPAN_TESTS_SERVE_PROCESS_H_
 #define KVSPAN_TESTS_SERVE_PROCESS_H_
 
@@ -75,6 +76,15 @@ int64_t WaitForStorePuts(v1::Serving::Stub& stub, int64_t target);
 // A greedy request for `ids` (token ids) or, when `text` is non-empty, for text.
 v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& ids, int max_tokens, const std::string& policy,
                                   const std::string& tenant);
+
+// What RunShell saw: the exit code (-1 when killed or not started) and stdout + stderr.
+struct ShellOutput {
+  int exit_code = -1;
+  std::string text;
+};
+
+// Runs `command` through /bin/sh under `timeout 60`, stdout and stderr together.
+ShellOutput RunShell(const std::string& command);
 
 }  // namespace kvspan::tests
 

@@ -10,6 +10,8 @@ PACKAGES=(
   librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libzstd-dev libxxhash-dev xxhash libopenblas-dev libgoogle-glog-dev
   libcpp-httplib-dev
+  # API key digests (libssl-dev); tests/serve_tls_test.cc makes its certificates with the openssl command.
+  libssl-dev openssl
   # tools/: training, reference outputs, tokenizer cross-checks (Debian's python3 only).
   python3 python3-numpy python3-torch python3-regex libopenblas0-pthread python3-sentencepiece
   python3-matplotlib xz-utils
