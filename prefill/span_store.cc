@@ -206,6 +206,25 @@ LoadedPrefix SpanStore::LoadPrefix(absl::Span<const int32_t> tokens, int max_spa
   return out;
 }
 
+SpanStoreStats& SpanStoreStats::operator+=(const SpanStoreStats& o) {
+  num_puts_ok += o.num_puts_ok;
+  num_puts_failed += o.num_puts_failed;
+  num_puts_refused += o.num_puts_refused;
+  num_puts_dropped += o.num_puts_dropped;
+  bytes_put += o.bytes_put;
+  num_lookups += o.num_lookups;
+  num_spans_looked_up += o.num_spans_looked_up;
+  num_spans_hit += o.num_spans_hit;
+  num_spans_loaded += o.num_spans_loaded;
+  bytes_loaded += o.bytes_loaded;
+  num_misses += o.num_misses;
+  num_store_errors += o.num_store_errors;
+  num_get_errors += o.num_get_errors;
+  num_bad_spans += o.num_bad_spans;
+  num_bad_spans_deleted += o.num_bad_spans_deleted;
+  return *this;
+}
+
 void SpanStore::AddToStats(const LoadedPrefix& loaded, int64_t bad_spans_deleted) {
   std::lock_guard<std::mutex> lock(stats_mu_);
   if (loaded.num_spans_looked_up > 0) ++stats_.num_lookups;

@@ -91,6 +91,9 @@ struct SpanStoreStats {
   int64_t num_get_errors = 0;      // of those, hit spans whose Get failed
   int64_t num_bad_spans = 0;       // found bad by LoadPrefix
   int64_t num_bad_spans_deleted = 0;  // of those, Deleted from the store
+
+  // Field by field: the sum of several stores' counters (StoreRouter::TotalStats).
+  SpanStoreStats& operator+=(const SpanStoreStats& o);
 };
 
 class SpanStore {

@@ -43,23 +43,7 @@ void StoreRouter::FlushAll() {
 SpanStoreStats StoreRouter::TotalStats() const {
   SpanStoreStats total;
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [name, store] : stores_) {
-    const SpanStoreStats s = store->stats();
-    total.num_puts_ok += s.num_puts_ok;
-    total.num_puts_failed += s.num_puts_failed;
-    total.num_puts_refused += s.num_puts_refused;
-    total.num_puts_dropped += s.num_puts_dropped;
-    total.bytes_put += s.bytes_put;
-    total.num_lookups += s.num_lookups;
-    total.num_spans_looked_up += s.num_spans_looked_up;
-    total.num_spans_hit += s.num_spans_hit;
-    total.num_spans_loaded += s.num_spans_loaded;
-    total.bytes_loaded += s.bytes_loaded;
-    total.num_misses += s.num_misses;
-    total.num_store_errors += s.num_store_errors;
-    total.num_bad_spans += s.num_bad_spans;
-    total.num_bad_spans_deleted += s.num_bad_spans_deleted;
-  }
+  for (const auto& [name, store] : stores_) total += store->stats();
   return total;
 }
 
