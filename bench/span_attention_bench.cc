@@ -135,14 +135,7 @@ int Main(int argc, char** argv) {
   FlagSet flags("span_attention_bench", "Decode attention over compressed spans vs dense fp32 (issue 3).");
   flags.Add("out", &out, "Markdown file whose span_attention_bench section is replaced ('' = print only)");
   flags.Add("reps", &reps, "timed repetitions per case (best is reported)");
-  if (absl::Status s = flags.Parse(argc, argv); !s.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::printf("%s", flags.Usage().c_str());
-    return 0;
-  }
+  if (std::optional<int> code = flags.ParseOrExitCode(argc, argv)) return *code;
   absl::StatusOr<std::vector<Result>> results = Run(reps);
   if (!results.ok()) {
     std::fprintf(stderr, "%s\n", results.status().ToString().c_str());

@@ -136,4 +136,16 @@ std::string FlagSet::Usage() const {
   return out;
 }
 
+std::optional<int> FlagSet::ParseOrExitCode(int argc, const char* const* argv) {
+  if (absl::Status s = Parse(argc, argv); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  if (help_requested_) {
+    std::fputs(Usage().c_str(), stdout);
+    return 0;
+  }
+  return std::nullopt;
+}
+
 }  // namespace kvspan

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,10 @@ class FlagSet {
   // a missing value, a malformed number or an unexpected positional argument.
   // NOTE: in check-only mode a successful Parse (without --help) does not return: it exits 0.
   absl::Status Parse(int argc, const char* const* argv);
+
+  // Parse as a command's main runs it: on a flag error prints the message to stderr and
+  // returns 2; with --help prints Usage() to stdout and returns 0; otherwise nullopt (go on).
+  std::optional<int> ParseOrExitCode(int argc, const char* const* argv);
 
   bool help_requested() const { return help_requested_; }
   // Usage text: program, description, and one line per flag with its default.

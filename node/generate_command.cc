@@ -41,14 +41,7 @@ int RunGenerate(int argc, const char* const* argv) {
   flags.Add("threads", &threads, "CPU threads; 0 = all cores");
   flags.Add("print-token-ids", &print_token_ids,
             "print the generated token ids, space-separated, as the last line");
-  if (absl::Status s = flags.Parse(argc, argv); !s.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::fputs(flags.Usage().c_str(), stdout);
-    return 0;
-  }
+  if (std::optional<int> code = flags.ParseOrExitCode(argc, argv)) return *code;
 
   model::ModelOptions model_options;
   model_options.num_threads = threads;

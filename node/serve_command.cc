@@ -60,14 +60,7 @@ int RunServe(int argc, const char* const* argv) {
   flags.Add("threads", &o.num_threads, "model threads; 0 = all cores");
   flags.Add("prefill-threads", &o.prefill_threads, "concurrent cache-store loads");
   flags.Add("grace-ms", &grace_ms, "on SIGTERM, how long in-flight streams may take to finish");
-  if (absl::Status s = flags.Parse(argc, argv); !s.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::fputs(flags.Usage().c_str(), stdout);
-    return 0;
-  }
+  if (std::optional<int> code = flags.ParseOrExitCode(argc, argv)) return *code;
   o.store_memory_budget_bytes = store_memory_mib << 20;
   if (!api_key_file.empty()) {
     absl::StatusOr<std::vector<std::string>> keys = LoadApiKeyFile(api_key_file);
