@@ -82,10 +82,11 @@ struct Row {
   double decode_gbs = 0;     // weights + KV read per second
 };
 
-absl::Status BenchModel(const std::string& dir, int threads, int prefill_tokens, int decode_tokens,
+absl::Status BenchModel(const std::string& dir, int threads, model::WeightsMode weights, int prefill_tokens, int decode_tokens,
                         const std::vector<int>& batches, std::vector<Row>* rows) {
   model::ModelOptions options;
   options.num_threads = threads;
+  options.weights = weights;
   ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Load(dir, options));
   const model::ModelConfig& c = m->config();
   std::mt19937 rng(7);
@@ -161,6 +162,8 @@ int Main(int argc, char** argv, const std::string& blas_line) {
   FlagSet flags("model_bench", "Prefill/decode throughput of the CPU runtime vs memory bandwidth.");
   flags.Add("model", &models, "model directory (repeatable)");
   flags.Add("threads", &threads, "threads; 0 = all cores");
+  model::WeightsMode weights = model::WeightsMode::kAuto;
+  model::AddWeightsFlag(flags, &weights);
   flags.Add("prefill-tokens", &prefill_tokens, "prompt length for the prefill measurement");
   flags.Add("decode-tokens", &decode_tokens, "decode steps per measurement");
   flags.Add("batches", &batches_flag, "decode batch sizes, comma-separated");
@@ -190,7 +193,7 @@ int Main(int argc, char** argv, const std::string& blas_line) {
   std::fprintf(stderr, "memory bandwidth: copy %.2f GB/s, read %.2f GB/s\n", bw.copy_gbs, bw.read_gbs);
   std::vector<Row> rows;
   for (const std::string& dir : models) {
-    if (absl::Status s = BenchModel(dir, threads, prefill_tokens, decode_tokens, batches, &rows);
+    if (absl::Status s = BenchModel(dir, threads, weights, prefill_tokens, decode_tokens, batches, &rows);
         !s.ok()) {
       std::fprintf(stderr, "model_bench: %s: %s\n", dir.c_str(), s.ToString().c_str());
       return 1;

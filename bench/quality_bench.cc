@@ -115,6 +115,7 @@ struct Options {
   int greedy_prefix_tokens = 256;
   int greedy_new_tokens = 32;
   int threads = 2;
+  model::WeightsMode weights = model::WeightsMode::kAuto;
   std::vector<std::string> policies;
   std::string tasks = "reference/tasks_heldout.jsonl";  // relative to the model directory
   double retrieval_check = 0.5;
@@ -225,7 +226,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> LoadPrompts(const std::string&
 absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, const std::string& text) {
   ModelResult result;
   result.model = dir.substr(dir.find_last_of('/') + 1);
-  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Load(dir, {.num_threads = o.threads}));
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Load(dir, {.num_threads = o.threads, .weights = o.weights}));
   ASSIGN_OR_RETURN(std::unique_ptr<model::Tokenizer> tok, model::Tokenizer::LoadFromDir(dir));
   const model::ModelConfig& c = m->config();
   const int vocab = c.vocab_size;
@@ -586,6 +587,7 @@ absl::Status Run(int argc, char** argv) {
   flags.Add("greedy-prefix-tokens", &o.greedy_prefix_tokens, "held-out tokens put before each greedy prompt");
   flags.Add("greedy-new-tokens", &o.greedy_new_tokens, "greedy continuation length");
   flags.Add("threads", &o.threads, "threads for the forward pass");
+  model::AddWeightsFlag(flags, &o.weights);
   flags.Add("policy", &o.policies, "policy string (repeatable; default: a built-in list of every policy)");
   flags.Add("tasks", &o.tasks, "held-out retrieval tasks (tools/tasks.py JSONL), relative to each model directory");
   flags.Add("retrieval-check", &o.retrieval_check,

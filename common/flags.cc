@@ -59,6 +59,11 @@ void FlagSet::Add(const std::string& name, bool* target, const std::string& help
                     }});
 }
 
+void FlagSet::Add(const std::string& name, std::function<absl::Status(const std::string&)> set,
+                  const std::string& default_value, const std::string& help) {
+  flags_.push_back({name, help, default_value, false, std::move(set)});
+}
+
 void FlagSet::Add(const std::string& name, std::vector<std::string>* target,
                   const std::string& help) {
   flags_.push_back({name, help, "", false, [target](const std::string& v) {

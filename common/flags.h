@@ -43,6 +43,10 @@ class FlagSet {
   void Add(const std::string& name, bool* target, const std::string& help);
   // A flag that may be given several times, each value appended.
   void Add(const std::string& name, std::vector<std::string>* target, const std::string& help);
+  // A flag of any type: Parse calls set(value) and returns its error as the flag's error
+  // (set's message should name the flag). Usage() shows `default_value`.
+  void Add(const std::string& name, std::function<absl::Status(const std::string&)> set,
+           const std::string& default_value, const std::string& help);
 
   // Parses argv[1..argc). Returns InvalidArgument naming the flag for an unknown flag,
   // a missing value, a malformed number or an unexpected positional argument.

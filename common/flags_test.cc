@@ -62,6 +62,26 @@ TEST(FlagSetTest, RejectsBadInput) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unexpected argument")));
 }
 
+TEST(FlagSetTest, CustomFlagCallsItsSetterAndReturnsItsError) {
+  std::string seen;
+  FlagSet flags("kvspan test", "A test.");
+  flags.Add(
+      "mode",
+      [&seen](const std::string& v) {
+        if (v == "bad") return absl::InvalidArgumentError("--mode: bad is not a mode");
+        seen = v;
+        return absl::OkStatus();
+      },
+      "auto", "a mode");
+  const char* good[] = {"test", "--mode=int8"};
+  ASSERT_OK(flags.Parse(2, good));
+  EXPECT_EQ(seen, "int8");
+  const char* bad[] = {"test", "--mode", "bad"};
+  EXPECT_THAT(flags.Parse(3, bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--mode: bad")));
+  EXPECT_EQ(seen, "int8");
+  EXPECT_THAT(flags.Usage(), HasSubstr("(default: auto)"));
+}
+
 TEST(FlagSetTest, HelpListsFlagsWithDefaults) {
   Parsed p;
   FlagSet flags("kvspan test", "A test.");

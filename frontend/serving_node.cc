@@ -59,7 +59,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   }
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeServerCredentials(options.tls));
   std::unique_ptr<ServingNode> node(new ServingNode());
-  ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads}));
+  ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads, .weights = options.weights}));
   ASSIGN_OR_RETURN(node->tokenizer_, model::Tokenizer::LoadFromDir(options.model_dir));
   ASSIGN_OR_RETURN(node->client_, OpenStore(options));
   const model::ModelConfig& config = node->model_->config();

@@ -80,11 +80,9 @@ TEST(LinearTest, GemmAndGemvMatchReference) {
         std::vector<float> out = RandomVector(m * n, 11), ref = out;
         LinearParams p;
         p.x = x.data();
-        p.w = w.data();
+        p.w = WeightMatrix::F32(w.data(), n, k);
         p.bias = with_bias ? bias.data() : nullptr;
         p.m = m;
-        p.n = n;
-        p.k = k;
         p.beta = beta;
         p.y = out.data();
         Linear(p);

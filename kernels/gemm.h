@@ -1,30 +1,65 @@
-// Matrix products through OpenBLAS, in the layout of linear layers: weights are
-// [out_features, in_features] row-major (as in safetensors checkpoints), so y = x · Wᵀ.
+// Matrix products in the layout of linear layers: weights are [out_features, in_features]
+// row-major (as in safetensors checkpoints), so y = x · Wᵀ, with W in any format of
+// weight_matrix.h.
+//
+// Paths (kernels/cpu/gemm.cc dispatches; the ISA is kernels/cpu_isa.h's choice):
+//   kF32                OpenBLAS: cblas_sgemv for one row (decode), cblas_sgemm otherwise.
+//   kBF16/kF16, m <= kSmallBatchRows   kvspan's kernels, output rows split over `pool`:
+//                       avx512: bf16 converted exactly (shift / mask of 32-bit lanes) and
+//                       fp16 by vcvtph2ps, FMA with fp32 x: only fp32 accumulation error.
+//                       avx512-bf16dot (opt-in, cpu_isa.h): bf16 by vdpbf16ps with x rounded
+//                       to bf16 (round to nearest even, 8 significant bits: a relative error
+//                       <= 2^-8 per element of x, so |y - exact| <= 2^-8 · Σ|x·w| plus fp32
+//                       accumulation; products of two bf16 values are exact in fp32).
+//                       avx2: bf16 (a 16-bit shift) and fp16 (vcvtph2ps) converted to fp32,
+//                       FMA: only fp32 accumulation error.
+//   kBF16/kF16, larger m  blocks of W converted to fp32 (exact), then cblas_sgemm.
+//   kInt8               x quantized per row by QuantizeRowInt8 (weight_matrix.h, the
+//                       weights' formula: s_x = max|x| / 127, q = round(x · 127 / max|x|)), and
+//                       y[i, j] = s_x[i] · scales[j] · Σ_c q[i, c] · codes[j, c] (+ bias).
+//                       m <= kSmallBatchRows: the integer dot product exactly, avx512 by
+//                       vpdpbusd (unsigned × signed: it takes q + 128 and subtracts
+//                       128 · row_sums[j]), avx2 by vpmaddubsw on |q| and sign-adjusted codes;
+//                       larger m: cblas_sgemm on q and codes as floats (exact integers; the
+//                       sums round only past 2^24), then scaled.
 // Thread-safe (OpenBLAS 0.3.21 serializes its own thread pool between callers).
 #ifndef KVSPAN_KERNELS_GEMM_H_
 #define KVSPAN_KERNELS_GEMM_H_
 
 #include <cstdint>
 
+#include "common/thread_pool.h"
+#include "kernels/cpu_isa.h"
+#include "kernels/weight_matrix.h"
+
 namespace kvspan::kernels {
+
+// Rows of x up to which kBF16/kF16/kInt8 weights go through kvspan's small-batch kernels
+// (decode) rather than block conversion + sgemm (prefill).
+inline constexpr int kSmallBatchRows = 16;
 
 struct LinearParams {
   const float* x = nullptr;     // [m, k] row-major, contiguous rows
-  const float* w = nullptr;     // [n, k] row-major, contiguous rows
+  WeightMatrix w;               // [n, k]: n = w.rows, k = w.cols
   const float* bias = nullptr;  // [n] added to every row of y; null = none
   float* y = nullptr;           // [m, n] row-major, contiguous rows
   int m = 0;                    // rows of x (stacked tokens), >= 1
-  int n = 0;                    // out features, >= 1
-  int k = 0;                    // in features, >= 1
   // 0: y = x·Wᵀ (+ bias). 1: y += x·Wᵀ (+ bias), used for residual connections.
   float beta = 0.0f;
+  // Threads for kvspan's own kernels (non-fp32 weights); null = the calling thread only.
+  // Borrowed for the call. OpenBLAS uses its own threads (SetBlasThreads).
+  ThreadPool* pool = nullptr;
 };
 
-// y = x · Wᵀ + bias + beta * y. Uses cblas_sgemv when m == 1 (decode) and cblas_sgemm
-// otherwise. REQUIRES: the shapes above; y does not alias x or w.
+// y = x · Wᵀ + bias + beta * y with SelectedCpuIsa()'s kernels.
+// REQUIRES: the shapes above; y does not alias x or the weights.
 void Linear(const LinearParams& p);
+// The same with the kernels of `isa` (tests run both). REQUIRES: the CPU supports `isa`.
+void Linear(const LinearParams& p, CpuIsa isa);
 
-// Plain-loop reference in double precision, for tests.
+// The specification (kernels/cpu/gemm_ref.cc), plain loops in double: y = x · Ŵᵀ + bias +
+// beta · y with Ŵ the exact fp32 values of W (DequantizeRow); for kInt8, the formula above
+// with x quantized by QuantizeRowInt8.
 void LinearRef(const LinearParams& p);
 
 // Sets the number of threads OpenBLAS uses in all later calls (process-wide).

@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "kernels/activation.h"
 #include "kernels/gemm.h"
+#include "kernels/weight_matrix.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "common/file_util.h"
@@ -20,7 +21,63 @@ void RollBack(absl::Span<ForwardItem> batch) {
   for (ForwardItem& item : batch) item.cache->Truncate(item.cache->num_tokens());
 }
 
+// The matrices' format for `mode` and the checkpoint.
+kernels::WeightFormat ResolveWeightFormat(WeightsMode mode, const SafetensorsCheckpoint& checkpoint) {
+  switch (mode) {
+    case WeightsMode::kF32:
+      return kernels::WeightFormat::kF32;
+    case WeightsMode::kBF16:
+      return kernels::WeightFormat::kBF16;
+    case WeightsMode::kInt8:
+      return kernels::WeightFormat::kInt8;
+    case WeightsMode::kAuto:
+      break;
+  }
+  // A missing embedding is reported by LoadWeights.
+  absl::StatusOr<const TensorInfo*> embed = checkpoint.Get("model.embed_tokens.weight");
+  if (!embed.ok()) return kernels::WeightFormat::kF32;
+  switch ((*embed)->dtype) {
+    case DType::kBF16:
+      return kernels::WeightFormat::kBF16;
+    case DType::kF16:
+      return kernels::WeightFormat::kF16;
+    default:
+      return kernels::WeightFormat::kF32;
+  }
+}
+
+constexpr std::pair<WeightsMode, absl::string_view> kWeightsModeNames[] = {
+    {WeightsMode::kAuto, "auto"}, {WeightsMode::kF32, "f32"}, {WeightsMode::kBF16, "bf16"}, {WeightsMode::kInt8, "int8"}};
+
 }  // namespace
+
+absl::string_view WeightsModeName(WeightsMode mode) {
+  for (const auto& [m, name] : kWeightsModeNames) {
+    if (m == mode) return name;
+  }
+  return "unknown";
+}
+
+absl::StatusOr<WeightsMode> ParseWeightsMode(absl::string_view name) {
+  for (const auto& [m, n] : kWeightsModeNames) {
+    if (n == name) return m;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("weights '", name, "' is not one of auto, f32, bf16, int8"));
+}
+
+void AddWeightsFlag(FlagSet& flags, WeightsMode* target) {
+  flags.Add(
+      "weights",
+      [target](const std::string& value) -> absl::Status {
+        absl::StatusOr<WeightsMode> mode = ParseWeightsMode(value);
+        if (!mode.ok()) return absl::InvalidArgumentError(absl::StrCat("--", mode.status().message()));
+        *target = *mode;
+        return absl::OkStatus();
+      },
+      std::string(WeightsModeName(*target)),
+      "weight matrices in memory: auto (the checkpoint's dtype), f32, bf16, int8 (per-channel, "
+      "docs/performance.md)");
+}
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const ModelOptions& options) {
   if (options.num_threads < 0) {
@@ -37,7 +94,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
   config.fingerprint = FingerprintHex(absl::StrCat(config_json, "\n", checkpoint->FingerprintBytes()));
   const int num_threads = options.num_threads == 0 ? DefaultNumThreads() : options.num_threads;
   ThreadPool load_pool(num_threads);
-  ASSIGN_OR_RETURN(internal::Weights weights, internal::LoadWeights(*checkpoint, config, &load_pool));
+  const kernels::WeightFormat format = ResolveWeightFormat(options.weights, *checkpoint);
+  ASSIGN_OR_RETURN(internal::Weights weights, internal::LoadWeights(*checkpoint, config, format, &load_pool));
   return std::unique_ptr<Model>(new Model(std::move(config), std::move(weights), options));
 }
 
@@ -77,12 +135,16 @@ absl::StatusOr<std::unique_ptr<DenseKvCache>> Model::NewDenseCache(int capacity_
 }
 
 int64_t Model::weight_bytes() const {
-  int64_t floats = static_cast<int64_t>(weights_.final_norm.size() + weights_.output().size());
+  int64_t bytes = static_cast<int64_t>(weights_.final_norm.size() * sizeof(float)) + weights_.output().size_bytes();
   for (const internal::LayerWeights& l : weights_.layers) {
-    floats += l.attn_norm.size() + l.qkv.size() + l.qkv_bias.size() + l.o.size() + l.mlp_norm.size() +
-              l.gate_up.size() + l.down.size();
+    bytes += static_cast<int64_t>((l.attn_norm.size() + l.qkv_bias.size() + l.mlp_norm.size()) * sizeof(float)) +
+             l.qkv.size_bytes() + l.o.size_bytes() + l.gate_up.size_bytes() + l.down.size_bytes();
   }
-  return floats * static_cast<int64_t>(sizeof(float));
+  return bytes;
+}
+
+int64_t Model::weight_memory_bytes() const {
+  return weight_bytes() + (weights_.lm_head.rows == 0 ? 0 : weights_.embed.size_bytes());
 }
 
 absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
@@ -138,6 +200,7 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
   std::vector<float> cos(int64_t{total} * half), sin(int64_t{total} * half);
   std::vector<int32_t> positions(total);
   std::vector<int> offsets(batch.size());  // first stacked row of each item
+  const kernels::WeightMatrix embed = weights_.embed.view();
   {
     int row = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -145,13 +208,13 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
       const int start = batch[i].cache->num_tokens();
       for (size_t j = 0; j < batch[i].tokens.size(); ++j, ++row) {
         positions[row] = batch[i].positions.empty() ? start + static_cast<int>(j) : batch[i].positions[j];
-        std::memcpy(&x[int64_t{row} * hidden], &weights_.embed[int64_t{batch[i].tokens[j]} * hidden],
-                    hidden * sizeof(float));
+        kernels::DequantizeRow(embed, batch[i].tokens[j], &x[int64_t{row} * hidden]);
       }
     }
   }
   kernels::RopeCosSin(positions.data(), total, inv_freq_.data(), half, cos.data(), sin.data());
 
+  ThreadPool* const pool = pool_.get();
   kernels::RmsNormParams norm;
   norm.x = x.data();
   norm.x_row_stride = hidden;
@@ -165,8 +228,8 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
     const internal::LayerWeights& w = weights_.layers[l];
     norm.weight = w.attn_norm.data();
     kernels::RmsNorm(norm);
-    kernels::Linear({.x = xn.data(), .w = w.qkv.data(), .bias = w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(),
-                     .y = qkv.data(), .m = total, .n = qkv_width, .k = hidden});
+    kernels::Linear({.x = xn.data(), .w = w.qkv.view(), .bias = w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(),
+                     .y = qkv.data(), .m = total, .pool = pool});
     kernels::ApplyRope({.x = qkv.data(), .x_row_stride = qkv_width, .cos = cos.data(), .sin = sin.data(),
                         .num_tokens = total, .num_heads = c.num_heads, .head_dim = hd});
     kernels::ApplyRope({.x = qkv.data() + q_width, .x_row_stride = qkv_width, .cos = cos.data(),
@@ -185,16 +248,13 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
         return s;
       }
     }
-    kernels::Linear({.x = attn.data(), .w = w.o.data(), .y = x.data(), .m = total, .n = hidden, .k = q_width,
-                     .beta = 1.0f});
+    kernels::Linear({.x = attn.data(), .w = w.o.view(), .y = x.data(), .m = total, .beta = 1.0f, .pool = pool});
     norm.weight = w.mlp_norm.data();
     kernels::RmsNorm(norm);
-    kernels::Linear({.x = xn.data(), .w = w.gate_up.data(), .y = gate_up.data(), .m = total, .n = 2 * inter,
-                     .k = hidden});
+    kernels::Linear({.x = xn.data(), .w = w.gate_up.view(), .y = gate_up.data(), .m = total, .pool = pool});
     kernels::SiluMul({.gate = gate_up.data(), .up = gate_up.data() + inter, .in_row_stride = 2 * inter,
                       .out = act.data(), .out_row_stride = inter, .num_rows = total, .dim = inter});
-    kernels::Linear({.x = act.data(), .w = w.down.data(), .y = x.data(), .m = total, .n = hidden, .k = inter,
-                     .beta = 1.0f});
+    kernels::Linear({.x = act.data(), .w = w.down.view(), .y = x.data(), .m = total, .beta = 1.0f, .pool = pool});
   }
   // Two-phase commit: all caches take their tokens, or none does.
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -240,8 +300,7 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
     stacked.resize(num_rows * vocab);
     logits = stacked.data();
   }
-  kernels::Linear({.x = xn.data(), .w = weights_.output().data(), .y = logits, .m = num_rows,
-                   .n = static_cast<int>(vocab), .k = hidden});
+  kernels::Linear({.x = xn.data(), .w = weights_.output().view(), .y = logits, .m = num_rows, .pool = pool});
   if (batch.size() > 1) {
     int r = 0;
     for (ForwardItem& item : batch) {

@@ -1,6 +1,7 @@
 // The Llama-family decoder (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) on
 // CPU: loads a Hugging Face checkpoint directory and runs batched forward steps (chunked
-// prefill and decode) over KV caches, in fp32, with the semantics of transformers'
+// prefill and decode) over KV caches, activations in fp32 and weights in the checkpoint's
+// dtype (bf16 / fp16 / f32, never expanded) or int8 (ModelOptions::weights), with the semantics of transformers'
 // implementation of these classes (rotate-half RoPE on q_proj/k_proj outputs, GQA,
 // RMSNorm, SwiGLU, optional llama3 RoPE scaling, Qwen2 q/k/v biases, tied embeddings,
 // Mistral's sliding window).
@@ -22,7 +23,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "common/flags.h"
 #include "common/thread_pool.h"
 #include "model/config.h"
 #include "model/internal/weights.h"
@@ -30,10 +33,28 @@
 
 namespace kvspan::model {
 
+// The in-memory format of the weight matrices (norms and biases are always fp32).
+enum class WeightsMode {
+  kAuto,  // the checkpoint's dtype (that of model.embed_tokens.weight): f32, bf16 or f16
+  kF32,   // fp32 (exact for every float checkpoint; 2x the bytes of a bf16 one)
+  kBF16,  // bf16 (exact for bf16 checkpoints; f32 and f16 ones round to nearest even)
+  kInt8,  // int8 per output channel with fp32 row scales (kernels/weight_matrix.h)
+};
+
+// "auto", "f32", "bf16", "int8".
+absl::string_view WeightsModeName(WeightsMode mode);
+// The inverse of WeightsModeName. InvalidArgument naming the choices for anything else.
+absl::StatusOr<WeightsMode> ParseWeightsMode(absl::string_view name);
+// Registers --weights (auto|f32|bf16|int8) writing into *target (borrowed: must outlive
+// Parse): the one definition every command that loads a model uses.
+void AddWeightsFlag(FlagSet& flags, WeightsMode* target);
+
 struct ModelOptions {
-  // Threads for matrix products (OpenBLAS, process-wide) and attention (the model's own
-  // pool). 0 = hardware concurrency.
+  // Threads for matrix products (OpenBLAS, process-wide; kvspan's own bf16/int8 kernels)
+  // and attention (the model's own pool). 0 = hardware concurrency.
   int num_threads = 0;
+  // Format of the weight matrices in memory.
+  WeightsMode weights = WeightsMode::kAuto;
 };
 
 enum class LogitsMode {
@@ -59,8 +80,9 @@ std::vector<float> RopeInvFreqFor(const ModelConfig& config);
 class Model {
  public:
   // Loads `dir`: config.json, generation_config.json (optional), model.safetensors or the
-  // shards of model.safetensors.index.json (f32, f16 or bf16), converted to fp32 and owned
-  // by the Model (the files are unmapped before Load returns).
+  // shards of model.safetensors.index.json (f32, f16 or bf16), copied (or converted, as
+  // options.weights asks) into memory owned by the Model (the files are unmapped before
+  // Load returns): with kAuto, weight memory equals the checkpoint's size.
   // Errors: NotFound for a missing config.json or weights file or a missing tensor
   // (naming it); DataLoss for a truncated or malformed safetensors file;
   // InvalidArgument for a config problem (see ModelConfig::FromJson), a tensor of the
@@ -88,8 +110,13 @@ class Model {
   // PrepareCommit rolls every cache of the batch back with Truncate).
   absl::Status Forward(absl::Span<ForwardItem> batch) const;
 
-  // Bytes of weights read per forward step (fp32), for bandwidth numbers.
+  // Bytes of weights read per forward step in their in-memory format (every matrix, norm
+  // and bias; the embedding only when it is also the output matrix), for bandwidth numbers.
   int64_t weight_bytes() const;
+  // Bytes of all weights held in memory (the embedding included).
+  int64_t weight_memory_bytes() const;
+  // The format the weight matrices are held in.
+  kernels::WeightFormat weight_format() const { return weights_.embed.format; }
 
  private:
   // REQUIRES: weights match config (LoadWeights checked them); options.num_threads >= 0.

@@ -100,6 +100,7 @@ int RunCalibrateRazor(int argc, const char* const* argv) {
   kvcache::RazorCalibrationOptions options;
   int64_t seed = 0;
   int threads = 0;
+  model::WeightsMode weights = model::WeightsMode::kAuto;
   FlagSet flags(kName,
                 "RazorAttention calibration (arXiv 2407.15891): finds the retrieval heads of "
                 "--model from its attention on repeated random tokens (echo and induction "
@@ -115,6 +116,7 @@ int RunCalibrateRazor(int argc, const char* const* argv) {
   flags.Add("echo-fraction", &options.echo_fraction, "share of KV heads kept whole by echo score");
   flags.Add("seed", &seed, "seed of the random segments (>= 0)");
   flags.Add("threads", &threads, "CPU threads; 0 = all cores");
+  model::AddWeightsFlag(flags, &weights);
   const absl::Status parsed = flags.Parse(argc, argv);
   if (flags.help_requested()) {
     std::fputs(flags.Usage().c_str(), stdout);
@@ -144,7 +146,7 @@ int RunCalibrateRazor(int argc, const char* const* argv) {
     return 1;
   }
 
-  auto model = model::Model::Load(model_dir, {.num_threads = threads});
+  auto model = model::Model::Load(model_dir, {.num_threads = threads, .weights = weights});
   if (!model.ok()) {
     std::fprintf(stderr, "%s: %s\n", kName, model.status().ToString().c_str());
     return 1;

@@ -25,6 +25,7 @@ int RunGenerate(int argc, const char* const* argv) {
   std::vector<std::string> stops;
   bool print_token_ids = false;
   bool ignore_eos = false;
+  model::ModelOptions model_options;
 
   FlagSet flags("kvspan generate",
                 "Generates a continuation of --prompt with the model in --model, streamed to "
@@ -39,11 +40,11 @@ int RunGenerate(int argc, const char* const* argv) {
   flags.Add("stop", &stops, "stop string (repeatable); the text ends before it");
   flags.Add("ignore-eos", &ignore_eos, "keep generating past end-of-sequence tokens");
   flags.Add("threads", &threads, "CPU threads; 0 = all cores");
+  model::AddWeightsFlag(flags, &model_options.weights);
   flags.Add("print-token-ids", &print_token_ids,
             "print the generated token ids, space-separated, as the last line");
   if (std::optional<int> code = flags.ParseOrExitCode(argc, argv)) return *code;
 
-  model::ModelOptions model_options;
   model_options.num_threads = threads;
   auto model = model::Model::Load(model_dir, model_options);
   if (!model.ok()) {

@@ -58,6 +58,7 @@ int RunServe(int argc, const char* const* argv) {
   flags.Add("max-tokens", &o.service.default_max_tokens, "default max_tokens of a request");
   flags.Add("idle-timeout-ms", &o.service.default_idle_timeout_ms, "default idle timeout of a session");
   flags.Add("threads", &o.num_threads, "model threads; 0 = all cores");
+  model::AddWeightsFlag(flags, &o.weights);
   flags.Add("prefill-threads", &o.prefill_threads, "concurrent cache-store loads");
   flags.Add("grace-ms", &grace_ms, "on SIGTERM, how long in-flight streams may take to finish");
   if (std::optional<int> code = flags.ParseOrExitCode(argc, argv)) return *code;

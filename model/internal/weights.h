@@ -1,4 +1,6 @@
-// The fp32 weights of a Llama-family model, fused for the forward pass, and their loader.
+// The weights of a Llama-family model, fused for the forward pass, and their loader. The
+// matrices are held in one format of kernels/weight_matrix.h (the checkpoint's dtype, or
+// another one asked for at load: ModelOptions::weights); norms and biases stay fp32.
 #ifndef KVSPAN_MODEL_INTERNAL_WEIGHTS_H_
 #define KVSPAN_MODEL_INTERNAL_WEIGHTS_H_
 
@@ -13,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/thread_pool.h"
+#include "kernels/weight_matrix.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 
@@ -61,31 +64,49 @@ struct WeightAllocator {
 };
 using FloatBuffer = std::vector<float, WeightAllocator<float>>;
 
+// One weight matrix in its in-memory format, owning its storage.
+struct WeightBuffer {
+  kernels::WeightFormat format = kernels::WeightFormat::kF32;
+  int rows = 0;
+  int cols = 0;
+  std::vector<uint8_t, WeightAllocator<uint8_t>> data;  // [rows, cols] elements of `format`
+  std::vector<float> scales;                             // [rows] kInt8 only
+  std::vector<int32_t> row_sums;                         // [rows] kInt8 only
+
+  // Sizes the storage (contents uninitialized). REQUIRES: rows, cols >= 1.
+  void Allocate(kernels::WeightFormat format, int64_t rows, int64_t cols);
+  // The borrowed view the kernels take; valid while this buffer lives unchanged.
+  kernels::WeightMatrix view() const;
+  int64_t size_bytes() const { return view().size_bytes(); }
+};
+
 struct LayerWeights {
   FloatBuffer attn_norm;  // [hidden]
   // [(num_heads + 2 * num_kv_heads) * head_dim, hidden]: q_proj rows, then k_proj, v_proj.
-  FloatBuffer qkv;
+  WeightBuffer qkv;
   FloatBuffer qkv_bias;   // [(num_heads + 2 * num_kv_heads) * head_dim]; empty without bias
-  FloatBuffer o;          // [hidden, num_heads * head_dim]
+  WeightBuffer o;         // [hidden, num_heads * head_dim]
   FloatBuffer mlp_norm;   // [hidden]
-  FloatBuffer gate_up;    // [2 * intermediate, hidden]: gate_proj rows, then up_proj
-  FloatBuffer down;       // [hidden, intermediate]
+  WeightBuffer gate_up;   // [2 * intermediate, hidden]: gate_proj rows, then up_proj
+  WeightBuffer down;      // [hidden, intermediate]
 };
 
 struct Weights {
-  FloatBuffer embed;       // [vocab, hidden]
+  WeightBuffer embed;      // [vocab, hidden]
   std::vector<LayerWeights> layers;
   FloatBuffer final_norm;  // [hidden]
-  FloatBuffer lm_head;     // [vocab, hidden]; empty when tied to embed
+  WeightBuffer lm_head;    // [vocab, hidden]; empty (rows == 0) when tied to embed
 
-  const FloatBuffer& output() const { return lm_head.empty() ? embed : lm_head; }
+  const WeightBuffer& output() const { return lm_head.rows == 0 ? embed : lm_head; }
 };
 
-// Reads every tensor the config calls for from `checkpoint` and converts it to fp32,
-// using `pool` (may be null) for the conversion. NotFound for a missing tensor;
-// InvalidArgument for a wrong shape or a non-float dtype.
+// Reads every tensor the config calls for from `checkpoint`: matrices into `format`
+// (copied when the tensor's dtype is that format, else converted: to kBF16 or kF16 by
+// rounding to nearest even, to kInt8 by kernels::QuantizeRowsInt8 per row), norms and
+// biases into fp32; using `pool` (may be null) for the conversion. NotFound for a missing
+// tensor; InvalidArgument for a wrong shape or a non-float dtype.
 absl::StatusOr<Weights> LoadWeights(const SafetensorsCheckpoint& checkpoint, const ModelConfig& config,
-                                    ThreadPool* pool);
+                                    kernels::WeightFormat format, ThreadPool* pool);
 
 }  // namespace kvspan::model::internal
 

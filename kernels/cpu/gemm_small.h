@@ -1,0 +1,58 @@
+// The small-batch (decode) kernels of kernels::Linear for bf16 / fp16 / int8 weights,
+// private to kernels/. Each ISA file (gemm_small_avx2.cc, gemm_small_avx512.cc) packs x
+// once per call and supplies register tiles: a tile computes the dot products of up to 4
+// rows of W with up to kMaxTileRowsX rows of x. RunSmallBatch walks the tiles, splitting
+// W's rows over the pool, and applies the epilogue (int8 scales, bias, beta).
+#ifndef KVSPAN_KERNELS_CPU_GEMM_SMALL_H_
+#define KVSPAN_KERNELS_CPU_GEMM_SMALL_H_
+
+#include <cstdint>
+
+#include "kernels/gemm.h"
+
+namespace kvspan::kernels::internal {
+
+inline constexpr int kMaxTileRowsW = 4;
+inline constexpr int kMaxTileRowsX = 4;
+
+// One call's operands after packing.
+struct SmallBatch {
+  const LinearParams* p = nullptr;
+  const void* x = nullptr;  // [m, ldx] packed rows of x (format per ISA and weight format)
+  int64_t ldx = 0;          // elements per packed row
+  const float* x_scales = nullptr;  // [m] kInt8: s_x of each row; null otherwise
+};
+
+// Writes dots[i * kMaxTileRowsW + r] = Σ_c x[i0 + i, c] · W[j0 + r, c] for i < MX, r < NW
+// (the template sizes of the tile); for kInt8 the exact integer Σ q · code as float.
+using TileFn = void (*)(const SmallBatch& b, int j0, int i0, float* dots);
+
+// tiles[nw - 1][mx - 1] for nw in [1, 4], mx in [1, max_mx]. Computes p->y for all rows.
+void RunSmallBatch(const SmallBatch& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx);
+
+// The table RunSmallBatch takes: fns[nw - 1][mx - 1] = &T<nw, mx>::Run for mx <= MaxMX.
+template <template <int, int> class T, int MaxMX>
+struct TileTable {
+  TileFn fns[kMaxTileRowsW][kMaxTileRowsX] = {};
+  constexpr TileTable() { Fill<1>(); }
+  template <int NW>
+  constexpr void Fill() {
+    FillRow<NW, 1>();
+    if constexpr (NW < kMaxTileRowsW) Fill<NW + 1>();
+  }
+  template <int NW, int MX>
+  constexpr void FillRow() {
+    fns[NW - 1][MX - 1] = &T<NW, MX>::Run;
+    if constexpr (MX < MaxMX) FillRow<NW, MX + 1>();
+  }
+};
+
+// The kernels of each ISA. REQUIRES: p.m <= kSmallBatchRows; p.w.format != kF32; the CPU
+// supports the ISA.
+void SmallBatchLinearAvx2(const LinearParams& p);
+// bf16_dot: bf16 weights through vdpbf16ps (CpuIsa::kAvx512Bf16Dot) rather than exactly.
+void SmallBatchLinearAvx512(const LinearParams& p, bool bf16_dot);
+
+}  // namespace kvspan::kernels::internal
+
+#endif  // KVSPAN_KERNELS_CPU_GEMM_SMALL_H_

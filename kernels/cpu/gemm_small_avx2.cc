@@ -1,0 +1,153 @@
+// The AVX2 + FMA + F16C small-batch kernels of kernels::Linear (the build's floor, so this
+// file needs no target attributes): bf16 and fp16 weights converted to fp32 in registers
+// (exact) and multiplied with fp32 x by FMA; int8 by vpmaddubsw on |q| and sign-adjusted
+// codes (both <= 127 in magnitude, so the 16-bit pair sums cannot saturate).
+#include <immintrin.h>
+
+#include <vector>
+
+#include "common/float16.h"
+#include "kernels/cpu/gemm_small.h"
+#include "kernels/cpu/vec.h"
+
+namespace kvspan::kernels::internal {
+namespace {
+
+template <WeightFormat F>
+inline __m256 Load8(const uint16_t* w) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  if constexpr (F == WeightFormat::kBF16) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+  } else {
+    return _mm256_cvtph_ps(bits);
+  }
+}
+
+template <WeightFormat F>
+inline float Scalar(uint16_t w) {
+  if constexpr (F == WeightFormat::kBF16) {
+    return Bf16ToFloat(w);
+  } else {
+    return HalfToFloat(w);
+  }
+}
+
+// bf16 / fp16 weights; x is p.x itself (ldx = k).
+template <WeightFormat F, int NW, int MX>
+void FloatTile(const SmallBatch& b, int j0, int i0, float* dots) {
+  const int k = b.p->w.cols;
+  const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
+  const float* x = b.p->x + int64_t{i0} * k;
+  __m256 acc[MX][NW];
+  for (int i = 0; i < MX; ++i)
+    for (int r = 0; r < NW; ++r) acc[i][r] = _mm256_setzero_ps();
+  int c = 0;
+  for (; c + 8 <= k; c += 8) {
+    __m256 wv[NW];
+    for (int r = 0; r < NW; ++r) wv[r] = Load8<F>(w + int64_t{r} * k + c);
+    for (int i = 0; i < MX; ++i) {
+      const __m256 xv = _mm256_loadu_ps(x + int64_t{i} * k + c);
+      for (int r = 0; r < NW; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < MX; ++i) {
+    for (int r = 0; r < NW; ++r) {
+      float sum = HorizontalSum(acc[i][r]);
+      for (int l = c; l < k; ++l) sum += x[int64_t{i} * k + l] * Scalar<F>(w[int64_t{r} * k + l]);
+      dots[i * kMaxTileRowsW + r] = sum;
+    }
+  }
+}
+
+inline int32_t HorizontalSumEpi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// int8 weights; x is the int8 codes q ([m, k]).
+template <int NW, int MX>
+void Int8Tile(const SmallBatch& b, int j0, int i0, float* dots) {
+  const int k = b.p->w.cols;
+  const int8_t* w = static_cast<const int8_t*>(b.p->w.data) + int64_t{j0} * k;
+  const int8_t* q = static_cast<const int8_t*>(b.x) + int64_t{i0} * b.ldx;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[MX][NW];
+  for (int i = 0; i < MX; ++i)
+    for (int r = 0; r < NW; ++r) acc[i][r] = _mm256_setzero_si256();
+  int c = 0;
+  for (; c + 32 <= k; c += 32) {
+    __m256i wv[NW];
+    for (int r = 0; r < NW; ++r) wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + int64_t{r} * k + c));
+    for (int i = 0; i < MX; ++i) {
+      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * b.ldx + c));
+      const __m256i q_abs = _mm256_sign_epi8(qv, qv);
+      for (int r = 0; r < NW; ++r) {
+        // |q| · (w · sign(q)) = q · w, pairwise in 16 bits (|.| <= 2 · 127 · 127 < 2^15).
+        const __m256i pairs = _mm256_maddubs_epi16(q_abs, _mm256_sign_epi8(wv[r], qv));
+        acc[i][r] = _mm256_add_epi32(acc[i][r], _mm256_madd_epi16(pairs, ones));
+      }
+    }
+  }
+  for (int i = 0; i < MX; ++i) {
+    for (int r = 0; r < NW; ++r) {
+      int32_t sum = HorizontalSumEpi32(acc[i][r]);
+      for (int l = c; l < k; ++l) sum += int32_t{q[i * b.ldx + l]} * w[int64_t{r} * k + l];
+      dots[i * kMaxTileRowsW + r] = static_cast<float>(sum);
+    }
+  }
+}
+
+template <int NW, int MX>
+struct Bf16T {
+  static void Run(const SmallBatch& b, int j0, int i0, float* d) { FloatTile<WeightFormat::kBF16, NW, MX>(b, j0, i0, d); }
+};
+template <int NW, int MX>
+struct F16T {
+  static void Run(const SmallBatch& b, int j0, int i0, float* d) { FloatTile<WeightFormat::kF16, NW, MX>(b, j0, i0, d); }
+};
+template <int NW, int MX>
+struct Int8T {
+  static void Run(const SmallBatch& b, int j0, int i0, float* d) { Int8Tile<NW, MX>(b, j0, i0, d); }
+};
+
+// 16 ymm registers: 4 W rows × 2 x rows of fp32 accumulators (8) + 4 W + x; the int8 tile
+// needs |q|, ones and a temporary too, so it takes one x row at a time.
+constexpr int kFloatMaxMX = 2;
+constexpr int kInt8MaxMX = 1;
+constexpr TileTable<Bf16T, kFloatMaxMX> kBf16Tiles;
+constexpr TileTable<F16T, kFloatMaxMX> kF16Tiles;
+constexpr TileTable<Int8T, kInt8MaxMX> kInt8Tiles;
+
+}  // namespace
+
+void SmallBatchLinearAvx2(const LinearParams& p) {
+  SmallBatch b;
+  b.p = &p;
+  switch (p.w.format) {
+    case WeightFormat::kBF16:
+      RunSmallBatch(b, kBf16Tiles.fns, kFloatMaxMX);
+      return;
+    case WeightFormat::kF16:
+      RunSmallBatch(b, kF16Tiles.fns, kFloatMaxMX);
+      return;
+    case WeightFormat::kInt8: {
+      const int k = p.w.cols;
+      thread_local std::vector<int8_t> q;
+      thread_local std::vector<float> scales;
+      q.resize(int64_t{p.m} * k);
+      scales.resize(p.m);
+      for (int i = 0; i < p.m; ++i) scales[i] = QuantizeRowInt8(p.x + int64_t{i} * k, k, q.data() + int64_t{i} * k);
+      b.x = q.data();
+      b.ldx = k;
+      b.x_scales = scales.data();
+      RunSmallBatch(b, kInt8Tiles.fns, kInt8MaxMX);
+      return;
+    }
+    case WeightFormat::kF32:
+      break;  // LinearF32's
+  }
+}
+
+}  // namespace kvspan::kernels::internal

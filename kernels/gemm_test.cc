@@ -1,0 +1,283 @@
+// kernels::Linear over bf16 / fp16 / int8 weights, both ISAs, against LinearRef (the
+// double-precision specification) on fresh random inputs of many shapes; the int8
+// quantizer; the ISA choice.
+//
+// Tolerances, |y - ref| <= c · (Σ_l |x_l · ŵ_l| + |bias| + |beta · y0|), c per path:
+//   fp32 products, fp32 sums (fp16/bf16 converted, any sgemm): c = (k + 2) · 2^-24, the
+//     worst-case bound γ_{k+2} of k + 2 rounded additions in any order (FMA or not).
+//   avx512-bf16dot bf16: x is rounded to bf16 first (relative error <= 2^-8 per element), so
+//     c = 2^-8 + (k + 4) · 2^-24 against the exact reference; and against LinearRef of the
+//     bf16-rounded x the plain fp32 bound (k + 2) · 2^-24 holds, which checks the pairing
+//     of vdpbf16ps far more sharply.
+//   int8 small batch: the integer dot product is exact; an int32 -> float conversion and
+//     three float operations follow: c = 8 · 2^-24. int8 large batch (sgemm on the codes):
+//     c = (k + 6) · 2^-24.
+#include <cmath>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "common/cpu_features.h"
+#include "common/float16.h"
+#include "common/thread_pool.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu_isa.h"
+#include "kernels/gemm.h"
+#include "kernels/weight_matrix.h"
+
+namespace kvspan::kernels {
+namespace {
+
+constexpr double kU = 5.9604644775390625e-8;  // 2^-24, fp32 unit roundoff
+
+std::vector<float> RandomVector(size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A random [n, k] weight matrix in `format`, owning its storage.
+struct TestWeights {
+  TestWeights(WeightFormat format, int n, int k, std::mt19937& rng) {
+    const std::vector<float> w = RandomVector(int64_t{n} * k, rng);
+    matrix.format = format;
+    matrix.rows = n;
+    matrix.cols = k;
+    switch (format) {
+      case WeightFormat::kF32:
+        f32 = w;
+        matrix.data = f32.data();
+        break;
+      case WeightFormat::kBF16:
+        for (float v : w) u16.push_back(FloatToBf16(v));
+        matrix.data = u16.data();
+        break;
+      case WeightFormat::kF16:
+        for (float v : w) u16.push_back(FloatToHalf(v));
+        matrix.data = u16.data();
+        break;
+      case WeightFormat::kInt8:
+        codes.resize(w.size());
+        scales.resize(n);
+        row_sums.resize(n);
+        QuantizeRowsInt8(w.data(), 0, n, k, codes.data(), scales.data(), row_sums.data());
+        matrix.data = codes.data();
+        matrix.scales = scales.data();
+        matrix.row_sums = row_sums.data();
+        break;
+    }
+  }
+  WeightMatrix matrix;
+  std::vector<float> f32, scales;
+  std::vector<uint16_t> u16;
+  std::vector<int8_t> codes;
+  std::vector<int32_t> row_sums;
+};
+
+// Σ_l |x_l · ŵ_l| per output element (for int8: of the quantized x and codes, scaled),
+// plus |bias| and |beta · y0|: the scale of every error bound above.
+std::vector<double> AbsScale(const LinearParams& p, const std::vector<float>& y0) {
+  const int n = p.w.rows, k = p.w.cols;
+  std::vector<double> out(int64_t{p.m} * n);
+  std::vector<float> w(k), xq(k);
+  std::vector<int8_t> q(k);
+  for (int i = 0; i < p.m; ++i) {
+    const float* x = p.x + int64_t{i} * k;
+    if (p.w.format == WeightFormat::kInt8) {
+      const float s = QuantizeRowInt8(x, k, q.data());
+      for (int l = 0; l < k; ++l) xq[l] = s * q[l];
+      x = xq.data();
+    }
+    for (int j = 0; j < n; ++j) {
+      DequantizeRow(p.w, j, w.data());
+      double sum = 0;
+      for (int l = 0; l < k; ++l) sum += std::abs(static_cast<double>(x[l]) * w[l]);
+      if (p.bias != nullptr) sum += std::abs(p.bias[j]);
+      sum += std::abs(static_cast<double>(p.beta) * y0[int64_t{i} * n + j]);
+      out[int64_t{i} * n + j] = sum;
+    }
+  }
+  return out;
+}
+
+void ExpectWithin(const std::vector<float>& y, const std::vector<float>& ref, const std::vector<double>& scale,
+                  double c, const std::string& what) {
+  for (size_t e = 0; e < y.size(); ++e) {
+    ASSERT_LE(std::abs(static_cast<double>(y[e]) - ref[e]), c * scale[e] + 1e-30)
+        << what << " element " << e << ": " << y[e] << " vs " << ref[e] << ", scale " << scale[e];
+  }
+}
+
+using Case = std::tuple<CpuIsa, WeightFormat>;
+
+class LinearFormatTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(LinearFormatTest, MatchesReferenceOverShapes) {
+  const auto [isa, format] = GetParam();
+  if (!CpuSupportsIsa(DetectCpuFeatures(), isa)) GTEST_SKIP() << "CPU lacks " << CpuIsaName(isa);
+  std::mt19937 rng(1234 + static_cast<int>(format) * 10 + static_cast<int>(isa));
+  ThreadPool pool(3);
+  const std::vector<std::pair<int, int>> shapes = {{1, 1},   {3, 31},   {5, 32},   {4, 64},
+                                                   {17, 33}, {67, 257}, {130, 1000}, {129, 95}};
+  const std::vector<int> ms = {1, 2, 3, 4, 5, 7, 8, 13, 16, 17, 33, 70};
+  for (const auto& [n, k] : shapes) {
+    const TestWeights w(format, n, k, rng);
+    for (int m : ms) {
+      for (int variant = 0; variant < 2; ++variant) {  // plain; bias + beta = 1 + pool
+        const std::vector<float> x = RandomVector(int64_t{m} * k, rng);
+        const std::vector<float> bias = RandomVector(n, rng);
+        const std::vector<float> y0 = RandomVector(int64_t{m} * n, rng);
+        LinearParams p;
+        p.x = x.data();
+        p.w = w.matrix;
+        p.m = m;
+        if (variant == 1) {
+          p.bias = bias.data();
+          p.beta = 1.0f;
+          p.pool = &pool;
+        }
+        std::vector<float> y = y0, ref = y0;
+        p.y = y.data();
+        Linear(p, isa);
+        p.y = ref.data();
+        LinearRef(p);
+        const std::vector<double> scale = AbsScale(p, y0);
+        const std::string what = "m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" +
+                                 std::to_string(k) + " variant " + std::to_string(variant);
+        const bool small = m <= kSmallBatchRows;
+        if (format == WeightFormat::kInt8) {
+          ExpectWithin(y, ref, scale, small ? 8 * kU : (k + 6) * kU, what);
+        } else if (format == WeightFormat::kBF16 && isa == CpuIsa::kAvx512Bf16Dot && small) {
+          ExpectWithin(y, ref, scale, 1.0 / 256 + (k + 4) * kU, what + " (exact x)");
+          std::vector<float> x_bf16(x.size());
+          for (size_t e = 0; e < x.size(); ++e) x_bf16[e] = Bf16ToFloat(FloatToBf16(x[e]));
+          std::vector<float> ref_bf16 = y0;
+          p.x = x_bf16.data();
+          p.y = ref_bf16.data();
+          LinearRef(p);
+          ExpectWithin(y, ref_bf16, AbsScale(p, y0), (k + 2) * kU, what + " (x rounded to bf16)");
+        } else {
+          ExpectWithin(y, ref, scale, (k + 2) * kU, what);
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    IsasAndFormats, LinearFormatTest,
+    ::testing::Combine(::testing::Values(CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16Dot),
+                       ::testing::Values(WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kF16,
+                                         WeightFormat::kInt8)),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      std::string isa(CpuIsaName(std::get<0>(info.param)));
+      for (char& ch : isa) {
+        if (ch == '-') ch = '_';
+      }
+      return isa + "_" +
+             std::string(WeightFormatName(std::get<1>(info.param)));
+    });
+
+// The int8 path approximates the product of fp32 x with the dequantized weights within
+// the activation quantization error: |Σ (x - s_x q) ŵ| <= (s_x / 2) Σ |ŵ| (plus fp32 terms).
+TEST(LinearInt8Test, WithinActivationQuantizationBoundOfFloatProduct) {
+  std::mt19937 rng(99);
+  const int n = 37, k = 300, m = 3;
+  const TestWeights w(WeightFormat::kInt8, n, k, rng);
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (!CpuSupportsIsa(DetectCpuFeatures(), isa)) continue;
+    const std::vector<float> x = RandomVector(m * k, rng, -3.0f, 3.0f);
+    std::vector<float> y(m * n);
+    Linear({.x = x.data(), .w = w.matrix, .y = y.data(), .m = m}, isa);
+    std::vector<float> wrow(k);
+    std::vector<int8_t> q(k);
+    for (int i = 0; i < m; ++i) {
+      const float s_x = QuantizeRowInt8(x.data() + i * k, k, q.data());
+      for (int j = 0; j < n; ++j) {
+        DequantizeRow(w.matrix, j, wrow.data());
+        double exact = 0, abs_w = 0, abs_xw = 0;
+        for (int l = 0; l < k; ++l) {
+          exact += static_cast<double>(x[i * k + l]) * wrow[l];
+          abs_w += std::abs(wrow[l]);
+          abs_xw += std::abs(static_cast<double>(x[i * k + l]) * wrow[l]);
+        }
+        EXPECT_LE(std::abs(y[i * n + j] - exact), s_x / 2 * abs_w + (k + 8) * kU * abs_xw)
+            << CpuIsaName(isa) << " i=" << i << " j=" << j;
+      }
+    }
+  }
+}
+
+TEST(QuantizeRowInt8Test, RoundsHalfEvenWithinHalfAStep) {
+  std::mt19937 rng(5);
+  for (int k : {1, 7, 8, 33, 100}) {
+    std::vector<float> x = RandomVector(k, rng, -2.0f, 2.0f);
+    x[k / 2] = -2.5f;  // the largest magnitude: code -127
+    std::vector<int8_t> q(k);
+    const float s = QuantizeRowInt8(x.data(), k, q.data());
+    EXPECT_FLOAT_EQ(s, 2.5f / 127.0f);
+    EXPECT_EQ(q[k / 2], -127);
+    const float inv = 127.0f / 2.5f;
+    for (int c = 0; c < k; ++c) {
+      // The vector and scalar parts of the quantizer compute the same fp32 formula.
+      EXPECT_EQ(q[c], static_cast<int8_t>(std::nearbyint(x[c] * inv))) << "k=" << k << " c=" << c;
+      EXPECT_LE(std::abs(x[c] - s * q[c]), s * 0.5f * (1 + 1e-5f)) << "k=" << k << " c=" << c;
+    }
+  }
+  std::vector<float> zeros(20, 0.0f);
+  std::vector<int8_t> q(20, 1);
+  EXPECT_EQ(QuantizeRowInt8(zeros.data(), 20, q.data()), 0.0f);
+  for (int8_t v : q) EXPECT_EQ(v, 0);
+}
+
+TEST(QuantizeRowsInt8Test, RowSumsAndDequantizedValues) {
+  std::mt19937 rng(6);
+  const int rows = 5, cols = 41;
+  const std::vector<float> w = RandomVector(rows * cols, rng);
+  std::vector<int8_t> codes(rows * cols);
+  std::vector<float> scales(rows);
+  std::vector<int32_t> sums(rows);
+  QuantizeRowsInt8(w.data(), 0, rows, cols, codes.data(), scales.data(), sums.data());
+  const WeightMatrix m{WeightFormat::kInt8, codes.data(), scales.data(), sums.data(), rows, cols};
+  EXPECT_EQ(m.size_bytes(), rows * cols + rows * 8);
+  std::vector<float> row(cols);
+  for (int r = 0; r < rows; ++r) {
+    int32_t sum = 0;
+    for (int c = 0; c < cols; ++c) sum += codes[r * cols + c];
+    EXPECT_EQ(sums[r], sum);
+    DequantizeRow(m, r, row.data());
+    for (int c = 0; c < cols; ++c) EXPECT_LE(std::abs(row[c] - w[r * cols + c]), scales[r] * 0.5f * (1 + 1e-5f));
+  }
+}
+
+TEST(CpuIsaTest, ChoiceFollowsFeaturesAndEnvironment) {
+  CpuFeatures avx2_only;
+  avx2_only.avx2 = avx2_only.fma = avx2_only.f16c = true;
+  CpuFeatures avx512 = avx2_only;
+  avx512.avx512f = avx512.avx512bw = avx512.avx512vl = avx512.avx512_bf16 = avx512.avx512_vnni = true;
+  CpuFeatures skylake = avx512;
+  skylake.avx512_bf16 = false;  // AVX-512 without BF16: the avx2 kernels
+
+  EXPECT_EQ(ChooseCpuIsa(avx512, nullptr).isa, CpuIsa::kAvx512);
+  EXPECT_EQ(ChooseCpuIsa(avx512, "auto").isa, CpuIsa::kAvx512);
+  EXPECT_EQ(ChooseCpuIsa(avx2_only, nullptr).isa, CpuIsa::kAvx2);
+  EXPECT_EQ(ChooseCpuIsa(skylake, nullptr).isa, CpuIsa::kAvx2);
+  EXPECT_EQ(ChooseCpuIsa(avx512, "avx2").isa, CpuIsa::kAvx2);
+  EXPECT_EQ(ChooseCpuIsa(avx512, "avx2").reason, "KVSPAN_CPU_ISA=avx2");
+  EXPECT_EQ(ChooseCpuIsa(avx512, "avx512").isa, CpuIsa::kAvx512);
+  EXPECT_EQ(ChooseCpuIsa(avx512, "avx512-bf16dot").isa, CpuIsa::kAvx512Bf16Dot);
+  EXPECT_EQ(ChooseCpuIsa(avx2_only, "avx512-bf16dot").isa, CpuIsa::kAvx2);
+  const CpuIsaChoice refused = ChooseCpuIsa(avx2_only, "avx512");
+  EXPECT_EQ(refused.isa, CpuIsa::kAvx2);
+  EXPECT_NE(refused.reason.find("lacks"), std::string::npos) << refused.reason;
+  const CpuIsaChoice unknown = ChooseCpuIsa(avx512, "sse9");
+  EXPECT_EQ(unknown.isa, CpuIsa::kAvx512);
+  EXPECT_NE(unknown.reason.find("unknown KVSPAN_CPU_ISA=sse9"), std::string::npos) << unknown.reason;
+  EXPECT_TRUE(CpuSupportsIsa(avx2_only, CpuIsa::kAvx2));
+  EXPECT_FALSE(CpuSupportsIsa(skylake, CpuIsa::kAvx512));
+}
+
+}  // namespace
+}  // namespace kvspan::kernels
