@@ -69,7 +69,8 @@ std::string BlasStartupLine(const CpuFeatures& cpu, const BlasCoreChoice& choice
 // decision is to re-execute, sets OPENBLAS_CORETYPE and KVSPAN_BLAS_REEXEC and execv's
 // /proc/self/exe with `argv` (does not return on success). If the exec fails, restores the
 // environment and continues with OpenBLAS's own core, saying so. Prints
-// "<program>: <start-up line>" on stderr and returns the line.
+// "<program>: <start-up line>; matrix kernels <isa> (<reason>)" on stderr (the ISA of
+// kvspan's own bf16/int8 kernels, cpu_isa.h's SelectedCpuIsa) and returns that line.
 // REQUIRES: argv is main's argv (null-terminated). Not thread-safe (setenv, exec).
 std::string SelectBlasCoreAtStartup(const char* program, char** argv);
 

@@ -15,7 +15,9 @@
 #include "common/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/blas_select.h"
+#include "kernels/cpu_isa.h"
 
 extern char** environ;
 
@@ -41,7 +43,7 @@ ProcessResult RunKvspan(const std::vector<std::string>& args, const std::vector<
     const std::string var = *e;
     const std::string name = var.substr(0, var.find('='));
     if (name == kernels::kOpenBlasCoreTypeEnv || name == kernels::kBlasCoreEnv ||
-        name == kernels::kBlasReexecEnv || name == "OPENBLAS_VERBOSE") {
+        name == kernels::kBlasReexecEnv || name == kernels::kCpuIsaEnv || name == "OPENBLAS_VERBOSE") {
       continue;
     }
     env.push_back(var);
@@ -130,6 +132,21 @@ TEST(BlasStartupTest, ForcedCoreIsInEffectAfterReexec) {
   EXPECT_THAT(lines[0], HasSubstr("; OpenBLAS core Haswell (KVSPAN_BLAS_CORE=Haswell)"));
   EXPECT_EQ(LastVerboseCore(run.err), "Haswell") << run.err;
   EXPECT_THAT(run.out, HasSubstr("--max-tokens"));
+}
+
+// The line also names the ISA of kvspan's own matrix kernels and why (kernels/cpu_isa.h).
+TEST(BlasStartupTest, LineNamesTheMatrixKernelIsa) {
+  const ProcessResult forced = RunKvspan({"generate", "--help"}, {"KVSPAN_CPU_ISA=avx2"});
+  ASSERT_EQ(forced.exit_code, 0) << forced.err;
+  std::vector<std::string> lines = StartupLines(forced.err);
+  ASSERT_EQ(lines.size(), 1u) << forced.err;
+  EXPECT_THAT(lines[0], HasSubstr("; matrix kernels avx2 (KVSPAN_CPU_ISA=avx2)"));
+  const ProcessResult automatic = RunKvspan({"generate", "--help"}, {});
+  ASSERT_EQ(automatic.exit_code, 0) << automatic.err;
+  lines = StartupLines(automatic.err);
+  ASSERT_EQ(lines.size(), 1u) << automatic.err;
+  const kernels::CpuIsaChoice choice = kernels::ChooseCpuIsa(DetectCpuFeatures(), nullptr);
+  EXPECT_THAT(lines[0], HasSubstr(absl::StrCat("; matrix kernels ", kernels::CpuIsaName(choice.isa), " (auto)")));
 }
 
 TEST(BlasStartupTest, UserCoreTypeIsRespected) {

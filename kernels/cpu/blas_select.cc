@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_isa.h"
 
 namespace kvspan::kernels {
 namespace {
@@ -116,7 +117,9 @@ std::string SelectBlasCoreAtStartup(const char* program, char** argv) {
                         std::strerror(error), "), so OpenBLAS's own core runs");
     choice.expected_core.clear();
   }
-  const std::string line = BlasStartupLine(cpu, choice, BlasCoreName(), note);
+  std::string line = BlasStartupLine(cpu, choice, BlasCoreName(), note);
+  const CpuIsaChoice& isa = SelectedCpuIsa();
+  absl::StrAppend(&line, "; matrix kernels ", CpuIsaName(isa.isa), " (", isa.reason, ")");
   std::fprintf(stderr, "%s: %s\n", program, line.c_str());
   return line;
 }

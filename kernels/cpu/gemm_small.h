@@ -15,6 +15,14 @@ namespace kvspan::kernels::internal {
 inline constexpr int kMaxTileRowsW = 4;
 inline constexpr int kMaxTileRowsX = 4;
 
+// Prefetches the same columns kMaxTileRowsW rows further down W: the rows of the next
+// tile, so that DRAM streams them while this tile computes. (A [*, 2048] bf16 matrix has
+// 4 KB rows, too short for the hardware prefetchers to ramp up on: without this the
+// m = 1 kernels read ~35% slower than sgemv reads fp32.) Past the end it is harmless.
+inline void PrefetchNextTile(const void* w_row_at_c, int64_t row_bytes) {
+  __builtin_prefetch(static_cast<const char*>(w_row_at_c) + kMaxTileRowsW * row_bytes);
+}
+
 // One call's operands after packing.
 struct SmallBatch {
   const LinearParams* p = nullptr;

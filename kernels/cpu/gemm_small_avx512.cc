@@ -22,6 +22,9 @@
 namespace kvspan::kernels::internal {
 namespace {
 
+// NOTE: every loop over a tile's W rows (NW) or x rows (MX) is unrolled by pragma: at -O2
+// GCC keeps acc[MX][NW] on the stack otherwise, which halves the speed.
+
 int64_t RoundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
 // bf16 weights by vdpbf16ps (kAvx512Bf16Dot); x is bf16 ([m, ldx], ldx a multiple of 32,
@@ -33,18 +36,28 @@ KVSPAN_AVX512 void Bf16DotTile(const SmallBatch& b, int j0, int i0, float* dots)
   const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
   const uint16_t* x = static_cast<const uint16_t*>(b.x) + i0 * b.ldx;
   __m512 acc[MX][NW];
+  #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_setzero_ps();
   for (int c = 0; c < k; c += 32) {
     const __mmask32 mask = k - c >= 32 ? ~__mmask32{0} : (__mmask32{1} << (k - c)) - 1;
     __m512i wv[NW];
-    for (int r = 0; r < NW; ++r) wv[r] = _mm512_maskz_loadu_epi16(mask, w + int64_t{r} * k + c);
+    #pragma GCC unroll 4
+    for (int r = 0; r < NW; ++r) {
+      wv[r] = _mm512_maskz_loadu_epi16(mask, w + int64_t{r} * k + c);
+      PrefetchNextTile(w + int64_t{r} * k + c, 2 * int64_t{k});
+    }
+    #pragma GCC unroll 4
     for (int i = 0; i < MX; ++i) {
       const __m512i xv = _mm512_loadu_si512(x + i * b.ldx + c);
+      #pragma GCC unroll 4
       for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], (__m512bh)xv, (__m512bh)wv[r]);
     }
   }
+  #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
@@ -60,26 +73,34 @@ KVSPAN_AVX512 void Bf16Tile(const SmallBatch& b, int j0, int i0, float* dots) {
   const float* x = static_cast<const float*>(b.x) + i0 * b.ldx;
   const __m512i high_halves = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
   __m512 acc[MX][NW];
+  #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_setzero_ps();
   for (int c = 0; c < k; c += 32) {
     const __mmask32 mask = k - c >= 32 ? ~__mmask32{0} : (__mmask32{1} << (k - c)) - 1;
     __m512 even[NW], odd[NW];
+    #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) {
       const __m512i bits = _mm512_maskz_loadu_epi16(mask, w + int64_t{r} * k + c);
+      PrefetchNextTile(w + int64_t{r} * k + c, 2 * int64_t{k});
       even[r] = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
       odd[r] = _mm512_castsi512_ps(_mm512_and_si512(bits, high_halves));
     }
+    #pragma GCC unroll 4
     for (int i = 0; i < MX; ++i) {
       const __m512 xe = _mm512_loadu_ps(x + i * b.ldx + c);
       const __m512 xo = _mm512_loadu_ps(x + i * b.ldx + c + 16);
+      #pragma GCC unroll 4
       for (int r = 0; r < NW; ++r) {
         acc[i][r] = _mm512_fmadd_ps(xe, even[r], acc[i][r]);
         acc[i][r] = _mm512_fmadd_ps(xo, odd[r], acc[i][r]);
       }
     }
   }
+  #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
@@ -90,18 +111,28 @@ KVSPAN_AVX512 void F16Tile(const SmallBatch& b, int j0, int i0, float* dots) {
   const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
   const float* x = b.p->x + int64_t{i0} * k;
   __m512 acc[MX][NW];
+  #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_setzero_ps();
   for (int c = 0; c < k; c += 16) {
     const __mmask16 mask = k - c >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << (k - c)) - 1);
     __m512 wv[NW];
-    for (int r = 0; r < NW; ++r) wv[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, w + int64_t{r} * k + c));
+    #pragma GCC unroll 4
+    for (int r = 0; r < NW; ++r) {
+      wv[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, w + int64_t{r} * k + c));
+      PrefetchNextTile(w + int64_t{r} * k + c, 2 * int64_t{k});
+    }
+    #pragma GCC unroll 4
     for (int i = 0; i < MX; ++i) {
       const __m512 xv = _mm512_maskz_loadu_ps(mask, x + int64_t{i} * k + c);
+      #pragma GCC unroll 4
       for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
     }
   }
+  #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
@@ -114,18 +145,28 @@ KVSPAN_AVX512 void Int8Tile(const SmallBatch& b, int j0, int i0, float* dots) {
   const int8_t* w = static_cast<const int8_t*>(b.p->w.data) + int64_t{j0} * k;
   const uint8_t* x = static_cast<const uint8_t*>(b.x) + i0 * b.ldx;
   __m512i acc[MX][NW];
+  #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_setzero_si512();
   for (int c = 0; c < k; c += 64) {
     const __mmask64 mask = k - c >= 64 ? ~__mmask64{0} : (__mmask64{1} << (k - c)) - 1;
     __m512i wv[NW];
-    for (int r = 0; r < NW; ++r) wv[r] = _mm512_maskz_loadu_epi8(mask, w + int64_t{r} * k + c);
+    #pragma GCC unroll 4
+    for (int r = 0; r < NW; ++r) {
+      wv[r] = _mm512_maskz_loadu_epi8(mask, w + int64_t{r} * k + c);
+      PrefetchNextTile(w + int64_t{r} * k + c, k);
+    }
+    #pragma GCC unroll 4
     for (int i = 0; i < MX; ++i) {
       const __m512i xv = _mm512_loadu_si512(x + i * b.ldx + c);
+      #pragma GCC unroll 4
       for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], xv, wv[r]);
     }
   }
+  #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i) {
+    #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) {
       const int32_t sum = _mm512_reduce_add_epi32(acc[i][r]) - 128 * b.p->w.row_sums[j0 + r];
       dots[i * kMaxTileRowsW + r] = static_cast<float>(sum);
