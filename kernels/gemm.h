@@ -3,25 +3,24 @@
 // weight_matrix.h.
 //
 // Paths (kernels/cpu/gemm.cc dispatches; the ISA is kernels/cpu_isa.h's choice):
-//   kF32                OpenBLAS: cblas_sgemv for one row (decode), cblas_sgemm otherwise.
-//   kBF16/kF16, m <= kSmallBatchRows   kvspan's kernels, output rows split over `pool`:
-//                       avx512: bf16 converted exactly (shift / mask of 32-bit lanes) and
-//                       fp16 by vcvtph2ps, FMA with fp32 x: only fp32 accumulation error.
-//                       avx512-bf16dot (opt-in, cpu_isa.h): bf16 by vdpbf16ps with x rounded
-//                       to bf16 (round to nearest even, 8 significant bits: a relative error
-//                       <= 2^-8 per element of x, so |y - exact| <= 2^-8 · Σ|x·w| plus fp32
-//                       accumulation; products of two bf16 values are exact in fp32).
-//                       avx2: bf16 (a 16-bit shift) and fp16 (vcvtph2ps) converted to fp32,
-//                       FMA: only fp32 accumulation error.
-//   kBF16/kF16, larger m  blocks of W converted to fp32 (exact), then cblas_sgemm.
-//   kInt8               x quantized per row by QuantizeRowInt8 (weight_matrix.h, the
-//                       weights' formula: s_x = max|x| / 127, q = round(x · 127 / max|x|)), and
-//                       y[i, j] = s_x[i] · scales[j] · Σ_c q[i, c] · codes[j, c] (+ bias).
-//                       m <= kSmallBatchRows: the integer dot product exactly, avx512 by
-//                       vpdpbusd (unsigned × signed: it takes q + 128 and subtracts
-//                       128 · row_sums[j]), avx2 by vpmaddubsw on |q| and sign-adjusted codes;
-//                       larger m: cblas_sgemm on q and codes as floats (exact integers; the
-//                       sums round only past 2^24), then scaled.
+//   kF32        OpenBLAS: cblas_sgemv for one row (decode), cblas_sgemm otherwise.
+//   kBF16/kF16  kvspan's register-tiled kernels (gemm_tiled_*.cc: 4 rows of W × up to 4 rows
+//               of x per tile, W's rows split over `pool`), on avx512 for every m, on avx2
+//               for m <= kAvx2TiledMaxRows (above it, blocks of W converted to fp32 and
+//               cblas_sgemm, which is faster there):
+//                 avx512: bf16 converted exactly (shift / mask of 32-bit lanes), fp16 by
+//                 vcvtph2ps, FMA with fp32 x: only fp32 accumulation error.
+//                 avx2: bf16 (a 16-bit shift) and fp16 (vcvtph2ps) converted, FMA: the same.
+//                 avx512-bf16dot (opt-in, cpu_isa.h): bf16 by vdpbf16ps with x rounded to
+//                 bf16 (round to nearest even, 8 significant bits: a relative error <= 2^-8
+//                 per element of x, so |y - exact| <= 2^-8 · Σ|x·w| plus fp32 accumulation;
+//                 products of two bf16 values are exact in fp32).
+//   kInt8       x quantized per row by QuantizeRowInt8 (weight_matrix.h, the weights'
+//               formula: s_x = max|x| / 127, q = round(x · 127 / max|x|)), and
+//               y[i, j] = s_x[i] · scales[j] · Σ_c q[i, c] · codes[j, c] (+ bias), the
+//               integer sum exact: tiled kernels for every m, avx512 by vpdpbusd (unsigned ×
+//               signed: it takes q + 128 and subtracts 128 · row_sums[j]), avx2 by
+//               vpmaddubsw on |q| and sign-adjusted codes. So every m gives the same values.
 // Thread-safe (OpenBLAS 0.3.21 serializes its own thread pool between callers).
 #ifndef KVSPAN_KERNELS_GEMM_H_
 #define KVSPAN_KERNELS_GEMM_H_
@@ -34,9 +33,10 @@
 
 namespace kvspan::kernels {
 
-// Rows of x up to which kBF16/kF16/kInt8 weights go through kvspan's small-batch kernels
-// (decode) rather than block conversion + sgemm (prefill).
-inline constexpr int kSmallBatchRows = 16;
+// Rows of x up to which bf16/fp16 weights go through the avx2 tiled kernels rather than
+// block conversion + sgemm (bench/linear_bench: the tiled kernels win up to ~16 rows on
+// AVX2, and at every m on AVX-512).
+inline constexpr int kAvx2TiledMaxRows = 16;
 
 struct LinearParams {
   const float* x = nullptr;     // [m, k] row-major, contiguous rows

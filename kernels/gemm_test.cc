@@ -9,9 +9,8 @@
 //     c = 2^-8 + (k + 4) · 2^-24 against the exact reference; and against LinearRef of the
 //     bf16-rounded x the plain fp32 bound (k + 2) · 2^-24 holds, which checks the pairing
 //     of vdpbf16ps far more sharply.
-//   int8 small batch: the integer dot product is exact; an int32 -> float conversion and
-//     three float operations follow: c = 8 · 2^-24. int8 large batch (sgemm on the codes):
-//     c = (k + 6) · 2^-24.
+//   int8: the integer dot product is exact; an int32 -> float conversion and three float
+//     operations follow: c = 8 · 2^-24.
 #include <cmath>
 #include <random>
 #include <string>
@@ -146,10 +145,9 @@ TEST_P(LinearFormatTest, MatchesReferenceOverShapes) {
         const std::vector<double> scale = AbsScale(p, y0);
         const std::string what = "m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" +
                                  std::to_string(k) + " variant " + std::to_string(variant);
-        const bool small = m <= kSmallBatchRows;
         if (format == WeightFormat::kInt8) {
-          ExpectWithin(y, ref, scale, small ? 8 * kU : (k + 6) * kU, what);
-        } else if (format == WeightFormat::kBF16 && isa == CpuIsa::kAvx512Bf16Dot && small) {
+          ExpectWithin(y, ref, scale, 8 * kU, what);
+        } else if (format == WeightFormat::kBF16 && isa == CpuIsa::kAvx512Bf16Dot) {
           ExpectWithin(y, ref, scale, 1.0 / 256 + (k + 4) * kU, what + " (exact x)");
           std::vector<float> x_bf16(x.size());
           for (size_t e = 0; e < x.size(); ++e) x_bf16[e] = Bf16ToFloat(FloatToBf16(x[e]));

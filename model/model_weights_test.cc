@@ -23,8 +23,8 @@ using ::kvspan::testing::TempDir;
 using ::testing::HasSubstr;
 using kernels::WeightFormat;
 
-// Logits of a 20-token prefill (the large-batch path: m > kSmallBatchRows) followed by 3
-// single-token decode steps (the small-batch kernels), concatenated.
+// Logits of a 20-token prefill (on avx2 the block-conversion path: m > kAvx2TiledMaxRows)
+// followed by 3 single-token decode steps, concatenated.
 std::vector<float> PrefillThenDecode(const Model& model) {
   std::vector<float> all, logits;
   auto cache = model.NewDenseCache(64);

@@ -1,4 +1,4 @@
-// The AVX-512 small-batch kernels of kernels::Linear: bf16 weights converted to fp32
+// The AVX-512 tiled kernels of kernels::Linear: bf16 weights converted to fp32
 // exactly (or, for CpuIsa::kAvx512Bf16Dot, by vdpbf16ps with x rounded to bf16), fp16
 // weights by vcvtph2ps, both with FMA; int8 weights by VNNI vpdpbusd. Only
 // the functions marked KVSPAN_AVX512 contain AVX-512 code (function-level target
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "common/float16.h"
-#include "kernels/cpu/gemm_small.h"
+#include "kernels/cpu/gemm_tiled.h"
 
 // GCC 12's _mm512_undefined_* (behind _mm512_reduce_add_*) read a variable on purpose
 // uninitialized (avx512fintrin.h: `__m512 __Y = __Y;`) and warn at every use.
@@ -31,7 +31,7 @@ int64_t RoundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 // zero past k). W's last partial 32-element chunk is loaded under a mask (zeros), so the
 // padding adds nothing.
 template <int NW, int MX>
-KVSPAN_AVX512 void Bf16DotTile(const SmallBatch& b, int j0, int i0, float* dots) {
+KVSPAN_AVX512 void Bf16DotTile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
   const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
   const uint16_t* x = static_cast<const uint16_t*>(b.x) + i0 * b.ldx;
@@ -67,7 +67,7 @@ KVSPAN_AVX512 void Bf16DotTile(const SmallBatch& b, int j0, int i0, float* dots)
 // 32, its 16 even elements then its 16 odd ones, fp32 ([m, ldx], ldx a multiple of 32,
 // zero past k).
 template <int NW, int MX>
-KVSPAN_AVX512 void Bf16Tile(const SmallBatch& b, int j0, int i0, float* dots) {
+KVSPAN_AVX512 void Bf16Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
   const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
   const float* x = static_cast<const float*>(b.x) + i0 * b.ldx;
@@ -106,7 +106,7 @@ KVSPAN_AVX512 void Bf16Tile(const SmallBatch& b, int j0, int i0, float* dots) {
 
 // fp16 weights; x is p.x itself (fp32, ldx = k): exact products, fp32 accumulation.
 template <int NW, int MX>
-KVSPAN_AVX512 void F16Tile(const SmallBatch& b, int j0, int i0, float* dots) {
+KVSPAN_AVX512 void F16Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
   const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
   const float* x = b.p->x + int64_t{i0} * k;
@@ -140,7 +140,7 @@ KVSPAN_AVX512 void F16Tile(const SmallBatch& b, int j0, int i0, float* dots) {
 // vpdpbusd multiplies unsigned by signed bytes: Σ (q + 128) · w = Σ q · w + 128 · row_sum.
 // No overflow: |Σ| <= 255 · 127 · k < 2^31 for k < 66,000.
 template <int NW, int MX>
-KVSPAN_AVX512 void Int8Tile(const SmallBatch& b, int j0, int i0, float* dots) {
+KVSPAN_AVX512 void Int8Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
   const int8_t* w = static_cast<const int8_t*>(b.p->w.data) + int64_t{j0} * k;
   const uint8_t* x = static_cast<const uint8_t*>(b.x) + i0 * b.ldx;
@@ -176,19 +176,19 @@ KVSPAN_AVX512 void Int8Tile(const SmallBatch& b, int j0, int i0, float* dots) {
 
 template <int NW, int MX>
 struct Bf16T {
-  KVSPAN_AVX512 static void Run(const SmallBatch& b, int j0, int i0, float* d) { Bf16Tile<NW, MX>(b, j0, i0, d); }
+  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Bf16Tile<NW, MX>(b, j0, i0, d); }
 };
 template <int NW, int MX>
 struct Bf16DotT {
-  KVSPAN_AVX512 static void Run(const SmallBatch& b, int j0, int i0, float* d) { Bf16DotTile<NW, MX>(b, j0, i0, d); }
+  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Bf16DotTile<NW, MX>(b, j0, i0, d); }
 };
 template <int NW, int MX>
 struct F16T {
-  KVSPAN_AVX512 static void Run(const SmallBatch& b, int j0, int i0, float* d) { F16Tile<NW, MX>(b, j0, i0, d); }
+  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { F16Tile<NW, MX>(b, j0, i0, d); }
 };
 template <int NW, int MX>
 struct Int8T {
-  KVSPAN_AVX512 static void Run(const SmallBatch& b, int j0, int i0, float* d) { Int8Tile<NW, MX>(b, j0, i0, d); }
+  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int8Tile<NW, MX>(b, j0, i0, d); }
 };
 
 // 32 zmm registers: 4 W rows × 4 x rows of accumulators (16) + 4 W + x; the exact bf16
@@ -201,10 +201,11 @@ constexpr TileTable<Int8T, kMaxMX> kInt8Tiles;
 
 }  // namespace
 
-void SmallBatchLinearAvx512(const LinearParams& p, bool bf16_dot) {
+void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
   const int k = p.w.cols;
-  SmallBatch b;
+  TiledOperands b;
   b.p = &p;
+  b.x_row_bytes = int64_t{k} * sizeof(float);
   switch (p.w.format) {
     case WeightFormat::kBF16:
       if (bf16_dot) {
@@ -215,7 +216,8 @@ void SmallBatchLinearAvx512(const LinearParams& p, bool bf16_dot) {
           for (int c = 0; c < k; ++c) xb[i * b.ldx + c] = FloatToBf16(p.x[int64_t{i} * k + c]);
         }
         b.x = xb.data();
-        RunSmallBatch(b, kBf16DotTiles.fns, kMaxMX);
+        b.x_row_bytes = b.ldx * sizeof(uint16_t);
+        RunTiles(b, kBf16DotTiles.fns, kMaxMX);
       } else {
         // Each chunk of 32 elements of x as its 16 even elements, then its 16 odd ones.
         thread_local std::vector<float> xf;
@@ -226,11 +228,11 @@ void SmallBatchLinearAvx512(const LinearParams& p, bool bf16_dot) {
           for (int c = 0; c < k; ++c) dst[(c & ~31) + (c & 1) * 16 + (c & 31) / 2] = p.x[int64_t{i} * k + c];
         }
         b.x = xf.data();
-        RunSmallBatch(b, kBf16Tiles.fns, kMaxMX);
+        RunTiles(b, kBf16Tiles.fns, kMaxMX);
       }
       return;
     case WeightFormat::kF16:
-      RunSmallBatch(b, kF16Tiles.fns, kMaxMX);
+      RunTiles(b, kF16Tiles.fns, kMaxMX);
       return;
     case WeightFormat::kInt8: {
       thread_local std::vector<int8_t> q;
@@ -245,8 +247,9 @@ void SmallBatchLinearAvx512(const LinearParams& p, bool bf16_dot) {
         for (int c = 0; c < k; ++c) xu[i * b.ldx + c] = static_cast<uint8_t>(q[c] + 128);
       }
       b.x = xu.data();
+      b.x_row_bytes = b.ldx;
       b.x_scales = scales.data();
-      RunSmallBatch(b, kInt8Tiles.fns, kMaxMX);
+      RunTiles(b, kInt8Tiles.fns, kMaxMX);
       return;
     }
     case WeightFormat::kF32:

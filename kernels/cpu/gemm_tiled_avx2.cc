@@ -1,4 +1,4 @@
-// The AVX2 + FMA + F16C small-batch kernels of kernels::Linear (the build's floor, so this
+// The AVX2 + FMA + F16C tiled kernels of kernels::Linear (the build's floor, so this
 // file needs no target attributes): bf16 and fp16 weights converted to fp32 in registers
 // (exact) and multiplied with fp32 x by FMA; int8 by vpmaddubsw on |q| and sign-adjusted
 // codes (both <= 127 in magnitude, so the 16-bit pair sums cannot saturate).
@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "common/float16.h"
-#include "kernels/cpu/gemm_small.h"
+#include "kernels/cpu/gemm_tiled.h"
 #include "kernels/cpu/vec.h"
 
 namespace kvspan::kernels::internal {
@@ -37,7 +37,7 @@ inline float Scalar(uint16_t w) {
 
 // bf16 / fp16 weights; x is p.x itself (ldx = k).
 template <WeightFormat F, int NW, int MX>
-void FloatTile(const SmallBatch& b, int j0, int i0, float* dots) {
+void FloatTile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
   const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
   const float* x = b.p->x + int64_t{i0} * k;
@@ -81,7 +81,7 @@ inline int32_t HorizontalSumEpi32(__m256i v) {
 
 // int8 weights; x is the int8 codes q ([m, k]).
 template <int NW, int MX>
-void Int8Tile(const SmallBatch& b, int j0, int i0, float* dots) {
+void Int8Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
   const int8_t* w = static_cast<const int8_t*>(b.p->w.data) + int64_t{j0} * k;
   const int8_t* q = static_cast<const int8_t*>(b.x) + int64_t{i0} * b.ldx;
@@ -124,15 +124,15 @@ void Int8Tile(const SmallBatch& b, int j0, int i0, float* dots) {
 
 template <int NW, int MX>
 struct Bf16T {
-  static void Run(const SmallBatch& b, int j0, int i0, float* d) { FloatTile<WeightFormat::kBF16, NW, MX>(b, j0, i0, d); }
+  static void Run(const TiledOperands& b, int j0, int i0, float* d) { FloatTile<WeightFormat::kBF16, NW, MX>(b, j0, i0, d); }
 };
 template <int NW, int MX>
 struct F16T {
-  static void Run(const SmallBatch& b, int j0, int i0, float* d) { FloatTile<WeightFormat::kF16, NW, MX>(b, j0, i0, d); }
+  static void Run(const TiledOperands& b, int j0, int i0, float* d) { FloatTile<WeightFormat::kF16, NW, MX>(b, j0, i0, d); }
 };
 template <int NW, int MX>
 struct Int8T {
-  static void Run(const SmallBatch& b, int j0, int i0, float* d) { Int8Tile<NW, MX>(b, j0, i0, d); }
+  static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int8Tile<NW, MX>(b, j0, i0, d); }
 };
 
 // 16 ymm registers: 4 W rows × 2 x rows of fp32 accumulators (8) + 4 W + x; the int8 tile
@@ -145,15 +145,16 @@ constexpr TileTable<Int8T, kInt8MaxMX> kInt8Tiles;
 
 }  // namespace
 
-void SmallBatchLinearAvx2(const LinearParams& p) {
-  SmallBatch b;
+void TiledLinearAvx2(const LinearParams& p) {
+  TiledOperands b;
   b.p = &p;
+  b.x_row_bytes = int64_t{p.w.cols} * sizeof(float);
   switch (p.w.format) {
     case WeightFormat::kBF16:
-      RunSmallBatch(b, kBf16Tiles.fns, kFloatMaxMX);
+      RunTiles(b, kBf16Tiles.fns, kFloatMaxMX);
       return;
     case WeightFormat::kF16:
-      RunSmallBatch(b, kF16Tiles.fns, kFloatMaxMX);
+      RunTiles(b, kF16Tiles.fns, kFloatMaxMX);
       return;
     case WeightFormat::kInt8: {
       const int k = p.w.cols;
@@ -164,8 +165,9 @@ void SmallBatchLinearAvx2(const LinearParams& p) {
       for (int i = 0; i < p.m; ++i) scales[i] = QuantizeRowInt8(p.x + int64_t{i} * k, k, q.data() + int64_t{i} * k);
       b.x = q.data();
       b.ldx = k;
+      b.x_row_bytes = k;
       b.x_scales = scales.data();
-      RunSmallBatch(b, kInt8Tiles.fns, kInt8MaxMX);
+      RunTiles(b, kInt8Tiles.fns, kInt8MaxMX);
       return;
     }
     case WeightFormat::kF32:

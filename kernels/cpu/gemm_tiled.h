@@ -1,10 +1,10 @@
-// The small-batch (decode) kernels of kernels::Linear for bf16 / fp16 / int8 weights,
-// private to kernels/. Each ISA file (gemm_small_avx2.cc, gemm_small_avx512.cc) packs x
+// The register-tiled kernels of kernels::Linear for bf16 / fp16 / int8 weights, private to
+// kernels/. Each ISA file (gemm_tiled_avx2.cc, gemm_tiled_avx512.cc) packs x
 // once per call and supplies register tiles: a tile computes the dot products of up to 4
-// rows of W with up to kMaxTileRowsX rows of x. RunSmallBatch walks the tiles, splitting
+// rows of W with up to kMaxTileRowsX rows of x. RunTiles walks the tiles, splitting
 // W's rows over the pool, and applies the epilogue (int8 scales, bias, beta).
-#ifndef KVSPAN_KERNELS_CPU_GEMM_SMALL_H_
-#define KVSPAN_KERNELS_CPU_GEMM_SMALL_H_
+#ifndef KVSPAN_KERNELS_CPU_GEMM_TILED_H_
+#define KVSPAN_KERNELS_CPU_GEMM_TILED_H_
 
 #include <cstdint>
 
@@ -24,21 +24,22 @@ inline void PrefetchNextTile(const void* w_row_at_c, int64_t row_bytes) {
 }
 
 // One call's operands after packing.
-struct SmallBatch {
+struct TiledOperands {
   const LinearParams* p = nullptr;
   const void* x = nullptr;  // [m, ldx] packed rows of x (format per ISA and weight format)
   int64_t ldx = 0;          // elements per packed row
   const float* x_scales = nullptr;  // [m] kInt8: s_x of each row; null otherwise
+  int64_t x_row_bytes = 0;          // bytes of one packed row of x (for cache blocking)
 };
 
 // Writes dots[i * kMaxTileRowsW + r] = Σ_c x[i0 + i, c] · W[j0 + r, c] for i < MX, r < NW
 // (the template sizes of the tile); for kInt8 the exact integer Σ q · code as float.
-using TileFn = void (*)(const SmallBatch& b, int j0, int i0, float* dots);
+using TileFn = void (*)(const TiledOperands& b, int j0, int i0, float* dots);
 
 // tiles[nw - 1][mx - 1] for nw in [1, 4], mx in [1, max_mx]. Computes p->y for all rows.
-void RunSmallBatch(const SmallBatch& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx);
+void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx);
 
-// The table RunSmallBatch takes: fns[nw - 1][mx - 1] = &T<nw, mx>::Run for mx <= MaxMX.
+// The table RunTiles takes: fns[nw - 1][mx - 1] = &T<nw, mx>::Run for mx <= MaxMX.
 template <template <int, int> class T, int MaxMX>
 struct TileTable {
   TileFn fns[kMaxTileRowsW][kMaxTileRowsX] = {};
@@ -55,12 +56,11 @@ struct TileTable {
   }
 };
 
-// The kernels of each ISA. REQUIRES: p.m <= kSmallBatchRows; p.w.format != kF32; the CPU
-// supports the ISA.
-void SmallBatchLinearAvx2(const LinearParams& p);
+// The kernels of each ISA. REQUIRES: p.w.format != kF32; the CPU supports the ISA.
+void TiledLinearAvx2(const LinearParams& p);
 // bf16_dot: bf16 weights through vdpbf16ps (CpuIsa::kAvx512Bf16Dot) rather than exactly.
-void SmallBatchLinearAvx512(const LinearParams& p, bool bf16_dot);
+void TiledLinearAvx512(const LinearParams& p, bool bf16_dot);
 
 }  // namespace kvspan::kernels::internal
 
-#endif  // KVSPAN_KERNELS_CPU_GEMM_SMALL_H_
+#endif  // KVSPAN_KERNELS_CPU_GEMM_TILED_H_
