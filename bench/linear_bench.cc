@@ -82,9 +82,10 @@ int Main(int argc, char** argv) {
     for (float& v : w) v = dist(rng) * 0.05f;
     for (WeightFormat format : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kInt8}) {
       const Matrix mat = MakeMatrix(format, w, rows, cols);
-      for (kernels::CpuIsa isa : {kernels::CpuIsa::kAvx2, kernels::CpuIsa::kAvx512}) {
+      for (kernels::CpuIsa isa : {kernels::CpuIsa::kAvx2, kernels::CpuIsa::kAvx512, kernels::CpuIsa::kAvx512Bf16Dot}) {
         if (!kernels::CpuSupportsIsa(DetectCpuFeatures(), isa)) continue;
-        if (format == WeightFormat::kF32 && isa == kernels::CpuIsa::kAvx512) continue;  // OpenBLAS either way
+        if (format == WeightFormat::kF32 && isa != kernels::CpuIsa::kAvx2) continue;  // OpenBLAS either way
+        if (format != WeightFormat::kBF16 && isa == kernels::CpuIsa::kAvx512Bf16Dot) continue;  // = avx512
         for (int m : ms) {
           std::vector<float> x(int64_t{m} * cols), y(int64_t{m} * rows);
           for (float& v : x) v = dist(rng);

@@ -21,6 +21,7 @@
 #include "common/logging.h"
 #include "common/thread_pool.h"
 #include "kernels/blas_select.h"
+#include "kernels/weight_matrix.h"
 #include "model/model.h"
 
 namespace kvspan::bench {
@@ -72,9 +73,24 @@ Bandwidth MeasureBandwidth(int mib, int threads, int reps) {
   return best;
 }
 
+// The resident set of this process now (VmRSS of /proc/self/status), bytes; 0 if unknown.
+int64_t ResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  int64_t kib = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib * 1024;
+}
+
 struct Row {
   std::string model;
-  int64_t weight_bytes = 0;  // weights read per step (fp32)
+  std::string weights;       // the matrices' format in memory
+  int64_t weight_bytes = 0;  // weights read per step, in that format
+  int64_t rss_bytes = 0;     // the process's resident set right after Model::Load
   int prefill_tokens = 0;
   double prefill_tps = 0;
   int batch = 0;
@@ -88,6 +104,7 @@ absl::Status BenchModel(const std::string& dir, int threads, model::WeightsMode 
   options.num_threads = threads;
   options.weights = weights;
   ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Load(dir, options));
+  const int64_t rss_after_load = ResidentBytes();
   const model::ModelConfig& c = m->config();
   std::mt19937 rng(7);
   std::uniform_int_distribution<int32_t> token(0, c.vocab_size - 1);
@@ -137,7 +154,9 @@ absl::Status BenchModel(const std::string& dir, int threads, model::WeightsMode 
     const double mean_context = kContext + decode_tokens / 2.0;
     Row row;
     row.model = absl::StrCat(c.architecture_name, " ", dir);
+    row.weights = std::string(kernels::WeightFormatName(m->weight_format()));
     row.weight_bytes = m->weight_bytes();
+    row.rss_bytes = rss_after_load;
     row.prefill_tokens = prompt;
     row.prefill_tps = prefill_tps;
     row.batch = batch;
@@ -145,8 +164,9 @@ absl::Status BenchModel(const std::string& dir, int threads, model::WeightsMode 
     // Each step reads every weight once and each sequence's KV cache once.
     row.decode_gbs = steps_per_s * (m->weight_bytes() + batch * mean_context * kv_bytes_per_token) / 1e9;
     rows->push_back(row);
-    std::fprintf(stderr, "%s batch %d: prefill %.1f tok/s, decode %.2f tok/s, %.2f GB/s\n",
-                 dir.c_str(), batch, prefill_tps, row.decode_tps, row.decode_gbs);
+    std::fprintf(stderr, "%s %s batch %d: prefill %.1f tok/s, decode %.2f tok/s, %.2f GB/s, RSS after load %.3f GB\n",
+                 dir.c_str(), row.weights.c_str(), batch, prefill_tps, row.decode_tps, row.decode_gbs,
+                 row.rss_bytes / 1e9);
   }
   return absl::OkStatus();
 }
@@ -204,17 +224,17 @@ int Main(int argc, char** argv, const std::string& blas_line) {
   const std::string machine = absl::StrCat("1-minute load average ", load_before,
                                            " before the run, ", LoadAverage(), " after");
   std::string table = absl::StrFormat(
-      "Measured by `%s` (%d threads, fp32 weights and compute).\n\n"
+      "Measured by `%s` (%d threads, fp32 activations).\n\n"
       "Machine: %s; OpenBLAS start-up line: `%s`.\n\n"
       "Memory bandwidth in the same run: STREAM-style copy %.2f GB/s (read + write bytes), "
       "read-only sum %.2f GB/s (best of 5 over %d MiB arrays).\n\n"
-      "| model | weights read per step | (GB, fp32) | prefill tokens | prefill tok/s | decode batch | "
-      "decode tok/s | decode GB/s read | of copy bandwidth | of read bandwidth |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+      "| model | weights | weights read per step (GB) | RSS after load (GB) | prefill tokens | prefill tok/s | "
+      "decode batch | decode tok/s | decode GB/s read | of copy bandwidth | of read bandwidth |\n"
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
       CommandLine(argc, argv), threads, machine, blas_line, bw.copy_gbs, bw.read_gbs, stream_mib);
   for (const Row& r : rows) {
-    absl::StrAppendFormat(&table, "| %s | %.1fM | %.3f | %d | %.1f | %d | %.2f | %.2f | %.0f%% | %.0f%% |\n",
-                          r.model, r.weight_bytes / sizeof(float) / 1e6, r.weight_bytes / 1e9, r.prefill_tokens, r.prefill_tps,
+    absl::StrAppendFormat(&table, "| %s | %s | %.3f | %.3f | %d | %.1f | %d | %.2f | %.2f | %.0f%% | %.0f%% |\n",
+                          r.model, r.weights, r.weight_bytes / 1e9, r.rss_bytes / 1e9, r.prefill_tokens, r.prefill_tps,
                           r.batch, r.decode_tps, r.decode_gbs, 100.0 * r.decode_gbs / bw.copy_gbs,
                           100.0 * r.decode_gbs / bw.read_gbs);
   }
@@ -222,7 +242,9 @@ int Main(int argc, char** argv, const std::string& blas_line) {
                   "\nWeights read per step: every matrix (the lm_head included) but only the "
                   "embedding rows of the step's tokens, so it is below the parameter count when "
                   "embeddings are untied. Decode GB/s counts each step's reads of those weights "
-                  "plus each sequence's KV cache (fp32) at its mean context; prefill is one "
+                  "plus each sequence's KV cache (fp32) at its mean context; RSS is the whole process's "
+                  "resident set right after loading (weights, plus the binary and its libraries); "
+                  "prefill is one "
                   "forward step over the whole prompt of random token ids. A model whose weights "
                   "fit in the CPU caches (the shipped one: ~20 MB) decodes faster than DRAM "
                   "bandwidth allows, hence fractions above 100%; the 1B-shape model is the "

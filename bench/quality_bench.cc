@@ -615,7 +615,8 @@ absl::Status Run(int argc, char** argv) {
   const std::string command = CommandLine(argc, argv);
   std::printf("%s\n", command.c_str());
   RETURN_IF_ERROR(WriteFile(o.out_csv, Csv(results)));
-  RETURN_IF_ERROR(WriteFile(o.out_md, Markdown(o, command, results)));
+  // A section, so that other programs' sections of the page (weights_quality_bench's) survive.
+  RETURN_IF_ERROR(WriteDocSection(o.out_md, "quality_bench", Markdown(o, command, results)));
   std::printf("wrote %s and %s\n", o.out_csv.c_str(), o.out_md.c_str());
   return absl::OkStatus();
 }

@@ -73,6 +73,28 @@ void LinearBlocked(const LinearParams &p) {
 
 namespace internal {
 
+TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip) {
+  const int k = p.w.cols;
+  thread_local std::vector<uint8_t> codes;
+  thread_local std::vector<float> scales;
+  codes.assign(p.m * ldx, 0);
+  scales.resize(p.m);
+  for (int i = 0; i < p.m; ++i) {
+    uint8_t* row = codes.data() + i * ldx;
+    scales[i] = QuantizeRowInt8(p.x + int64_t{i} * k, k, reinterpret_cast<int8_t*>(row));
+    if (flip != 0) {
+      for (int c = 0; c < k; ++c) row[c] ^= flip;
+    }
+  }
+  TiledOperands b;
+  b.p = &p;
+  b.x = codes.data();
+  b.ldx = ldx;
+  b.x_row_bytes = ldx;
+  b.x_scales = scales.data();
+  return b;
+}
+
 void RunTiles(const TiledOperands &b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx) {
   const LinearParams &p = *b.p;
   const int n = p.w.rows;

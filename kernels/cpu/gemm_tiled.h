@@ -56,6 +56,12 @@ struct TileTable {
   }
 };
 
+// The int8 operands of one call: each row of p.x quantized by QuantizeRowInt8 into ldx
+// bytes (zero past k), every code XOR `flip` (0x80 turns the signed q into the unsigned
+// q + 128 that vpdpbusd takes; 0 keeps it), and its scale in x_scales. The storage is
+// thread_local: valid until this thread's next call. REQUIRES: ldx >= p.w.cols.
+TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip);
+
 // The kernels of each ISA. REQUIRES: p.w.format != kF32; the CPU supports the ISA.
 void TiledLinearAvx2(const LinearParams& p);
 // bf16_dot: bf16 weights through vdpbf16ps (CpuIsa::kAvx512Bf16Dot) rather than exactly.

@@ -157,17 +157,7 @@ void TiledLinearAvx2(const LinearParams& p) {
       RunTiles(b, kF16Tiles.fns, kFloatMaxMX);
       return;
     case WeightFormat::kInt8: {
-      const int k = p.w.cols;
-      thread_local std::vector<int8_t> q;
-      thread_local std::vector<float> scales;
-      q.resize(int64_t{p.m} * k);
-      scales.resize(p.m);
-      for (int i = 0; i < p.m; ++i) scales[i] = QuantizeRowInt8(p.x + int64_t{i} * k, k, q.data() + int64_t{i} * k);
-      b.x = q.data();
-      b.ldx = k;
-      b.x_row_bytes = k;
-      b.x_scales = scales.data();
-      RunTiles(b, kInt8Tiles.fns, kInt8MaxMX);
+      RunTiles(PackInt8Activations(p, p.w.cols, /*flip=*/0), kInt8Tiles.fns, kInt8MaxMX);
       return;
     }
     case WeightFormat::kF32:

@@ -235,21 +235,8 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       RunTiles(b, kF16Tiles.fns, kMaxMX);
       return;
     case WeightFormat::kInt8: {
-      thread_local std::vector<int8_t> q;
-      thread_local std::vector<uint8_t> xu;
-      thread_local std::vector<float> scales;
-      b.ldx = RoundUp(k, 64);
-      q.resize(k);
-      xu.assign(p.m * b.ldx, 0);
-      scales.resize(p.m);
-      for (int i = 0; i < p.m; ++i) {
-        scales[i] = QuantizeRowInt8(p.x + int64_t{i} * k, k, q.data());
-        for (int c = 0; c < k; ++c) xu[i * b.ldx + c] = static_cast<uint8_t>(q[c] + 128);
-      }
-      b.x = xu.data();
-      b.x_row_bytes = b.ldx;
-      b.x_scales = scales.data();
-      RunTiles(b, kInt8Tiles.fns, kMaxMX);
+      // q + 128 as uint8 (q XOR 0x80), zero past k: the padding adds nothing.
+      RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0x80), kInt8Tiles.fns, kMaxMX);
       return;
     }
     case WeightFormat::kF32:
