@@ -24,18 +24,18 @@ constexpr int64_t kBlockBytes = int64_t{2} << 20;
 // Packed x per pass of the tiled kernels over a task's W rows (see RunTiles).
 constexpr int64_t kChunkBytes = int64_t{128} << 10;
 
-void AddBias(const LinearParams &p) {
+void AddBias(const LinearParams& p) {
   if (p.bias == nullptr) return;
   const int n = p.w.rows;
   for (int i = 0; i < p.m; ++i) {
-    float *row = p.y + int64_t{i} * n;
+    float* row = p.y + int64_t{i} * n;
     for (int j = 0; j < n; ++j) row[j] += p.bias[j];
   }
 }
 
-void LinearF32(const LinearParams &p) {
+void LinearF32(const LinearParams& p) {
   const int n = p.w.rows, k = p.w.cols;
-  const float *w = static_cast<const float *>(p.w.data);
+  const float* w = static_cast<const float*>(p.w.data);
   if (p.m == 1) {
     // GEMV: y[n] = W[n, k] · x[k]. OpenBLAS' sgemm with m == 1 is slower than
     // sgemv.
@@ -48,14 +48,14 @@ void LinearF32(const LinearParams &p) {
 
 // bf16/fp16 on avx2 with large m: W converted to fp32 one block of rows at a
 // time (over the pool), then sgemm.
-void LinearBlocked(const LinearParams &p) {
+void LinearBlocked(const LinearParams& p) {
   const int n = p.w.rows, k = p.w.cols;
   const int block_rows = static_cast<int>(std::min<int64_t>(n, std::max<int64_t>(16, kBlockBytes / (int64_t{k} * 4))));
   // NOTE: the pool's threads reach the block through block_data: a thread_local
   // named inside the lambda would be the running thread's own.
   thread_local std::vector<float> block;
   block.resize(int64_t{block_rows} * k);
-  float *const block_data = block.data();
+  float* const block_data = block.data();
   for (int j0 = 0; j0 < n; j0 += block_rows) {
     const int nb = std::min(block_rows, n - j0);
     auto convert = [&](int64_t r) { DequantizeRow(p.w, j0 + static_cast<int>(r), block_data + r * k); };
@@ -95,8 +95,8 @@ TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t fl
   return b;
 }
 
-void RunTiles(const TiledOperands &b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx) {
-  const LinearParams &p = *b.p;
+void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx) {
+  const LinearParams& p = *b.p;
   const int n = p.w.rows;
   const int num_tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
   // Rows of x per pass over a task's W rows: ~kChunkBytes of packed x, which
@@ -116,7 +116,7 @@ void RunTiles(const TiledOperands &b, const TileFn (&tiles)[kMaxTileRowsW][kMaxT
           const int mx = std::min(max_mx, chunk_end - i0);
           tiles[nw - 1][mx - 1](b, j0, i0, dots);
           for (int i = 0; i < mx; ++i) {
-            float *y = p.y + int64_t{i0 + i} * n;
+            float* y = p.y + int64_t{i0 + i} * n;
             for (int r = 0; r < nw; ++r) {
               const int j = j0 + r;
               float v = dots[i * kMaxTileRowsW + r];
@@ -138,9 +138,9 @@ void RunTiles(const TiledOperands &b, const TileFn (&tiles)[kMaxTileRowsW][kMaxT
 
 }  // namespace internal
 
-void Linear(const LinearParams &p) { Linear(p, SelectedCpuIsa().isa); }
+void Linear(const LinearParams& p) { Linear(p, SelectedCpuIsa().isa); }
 
-void Linear(const LinearParams &p, CpuIsa isa) {
+void Linear(const LinearParams& p, CpuIsa isa) {
   if (p.w.format == WeightFormat::kF32) {
     LinearF32(p);
   } else if (isa != CpuIsa::kAvx2) {
