@@ -22,10 +22,7 @@ void RollBack(absl::Span<ForwardItem> batch) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const ModelOptions& options) {
-  if (options.num_threads < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("ModelOptions.num_threads = ", options.num_threads, " < 0"));
-  }
+absl::StatusOr<ModelConfig> Model::LoadConfig(const std::string& dir) {
   ASSIGN_OR_RETURN(std::string config_json, ReadFile(dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(config_json));
   const std::string generation_path = dir + "/generation_config.json";
@@ -35,6 +32,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
   }
   ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));
   config.fingerprint = FingerprintHex(absl::StrCat(config_json, "\n", checkpoint->FingerprintBytes()));
+  return config;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const ModelOptions& options) {
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("ModelOptions.num_threads = ", options.num_threads, " < 0"));
+  }
+  ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir));
+  ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));
   const int num_threads = options.num_threads == 0 ? DefaultNumThreads() : options.num_threads;
   ThreadPool load_pool(num_threads);
   ASSIGN_OR_RETURN(internal::Weights weights, internal::LoadWeights(*checkpoint, config, &load_pool));
