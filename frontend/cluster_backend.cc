@@ -107,7 +107,7 @@ ClusterBackend::~ClusterBackend() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
-    for (auto& call : calls_) call->context.TryCancel();
+    for (auto& call : calls_) call->context->TryCancel();
   }
   stop_cv_.notify_all();
   probe_thread_.join();
@@ -237,7 +237,7 @@ void ClusterBackend::WatchLoop() {
           it = calls_.erase(it);
           continue;
         }
-        if (call.handoff.sink->cancelled()) call.context.TryCancel();
+        if (call.handoff.sink->cancelled()) call.context->TryCancel();
         ++it;
       }
     }
@@ -249,6 +249,21 @@ void ClusterBackend::MarkUnhealthy(const std::shared_ptr<Worker>& worker, const 
   std::lock_guard<std::mutex> lock(mu_);
   if (worker->healthy) LOG(WARNING) << "frontend: worker " << worker->address << " marked unhealthy: " << why;
   worker->healthy = false;
+}
+
+std::shared_ptr<ClusterBackend::Worker> ClusterBackend::ChooseDecodeLocked(
+    const std::vector<std::shared_ptr<Worker>>& exclude) const {
+  std::shared_ptr<Worker> best;
+  int64_t best_free = 0;
+  for (const auto& w : workers_) {
+    if (!w->decode || !w->healthy || std::find(exclude.begin(), exclude.end(), w) != exclude.end()) continue;
+    const int64_t free = w->info.kv_budget_bytes() - w->info.kv_bytes_in_use() - w->planned_in_flight;
+    if (best == nullptr || free > best_free || (free == best_free && w->in_flight < best->in_flight)) {
+      best = w;
+      best_free = free;
+    }
+  }
+  return best;
 }
 
 void ClusterBackend::Submit(decode::SequenceHandoff handoff) {
@@ -271,16 +286,7 @@ void ClusterBackend::Submit(decode::SequenceHandoff handoff) {
     }
     if (call->decode == nullptr) {
       handoff.use_resident = false;
-      int64_t best_free = 0;
-      for (const auto& w : workers_) {
-        if (!w->decode || !w->healthy) continue;
-        const int64_t free = w->info.kv_budget_bytes() - w->info.kv_bytes_in_use() - w->planned_in_flight;
-        if (call->decode == nullptr || free > best_free ||
-            (free == best_free && w->in_flight < call->decode->in_flight)) {
-          call->decode = w;
-          best_free = free;
-        }
-      }
+      call->decode = ChooseDecodeLocked({});
     }
     if (call->decode == nullptr) {
       handoff.sink->OnError(absl::UnavailableError("no decode worker is healthy"));
@@ -307,46 +313,75 @@ void ClusterBackend::Submit(decode::SequenceHandoff handoff) {
   request.set_use_resident(handoff.use_resident);
   request.set_model_fingerprint(config_.fingerprint);
   request.set_span_tokens(options_.span_tokens);
-  call->context.set_deadline(SystemDeadline(handoff.deadline));
   call->handoff = std::move(handoff);
+  call->context = std::make_unique<grpc::ClientContext>();
+  call->context->set_deadline(SystemDeadline(call->handoff.deadline));
   Call* raw = call.get();
   std::lock_guard<std::mutex> lock(mu_);
   calls_.push_back(std::move(call));
-  raw->thread = std::thread([this, raw, request = std::move(request)] {
+  raw->thread = std::thread([this, raw, request = std::move(request)]() mutable { RunCall(raw, std::move(request)); });
+}
+
+void ClusterBackend::RunCall(Call* call, v1::DecodeRequest request) {
+  auto sink = std::static_pointer_cast<GrpcTokenSink>(call->handoff.sink);
+  std::vector<std::shared_ptr<Worker>> tried;
+  bool finished = false;
+  absl::Status end;
+  while (true) {
+    grpc::ClientContext* context;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      context = call->context.get();
+    }
     std::unique_ptr<grpc::ClientReaderInterface<v1::GenerateResponse>> reader =
-        raw->decode->decode_stub->Generate(&raw->context, request);
-    auto sink = std::static_pointer_cast<GrpcTokenSink>(raw->handoff.sink);
-    bool finished = false;
+        call->decode->decode_stub->Generate(context, request);
+    bool any_message = false;
     v1::GenerateResponse message;
     while (!finished && reader->Read(&message)) {
+      any_message = true;
       finished = message.has_finished();
       sink->OnRemoteMessage(message);
     }
     const grpc::Status status = reader->Finish();
-    if (!finished) {
-      absl::Status end = proto::FromGrpcStatus(status);
-      if (end.ok()) end = absl::UnavailableError("the decode worker ended the stream before the sequence finished");
-      if (end.code() == absl::StatusCode::kUnavailable) {
-        MarkUnhealthy(raw->decode, end.ToString());
-        end = absl::UnavailableError(absl::StrCat("decode worker ", raw->decode->address, " failed: ", end.message()));
+    if (finished) break;
+    end = proto::FromGrpcStatus(status);
+    if (end.ok()) end = absl::UnavailableError("the decode worker ended the stream before the sequence finished");
+    if (end.code() != absl::StatusCode::kUnavailable) break;
+    MarkUnhealthy(call->decode, end.ToString());
+    end = absl::UnavailableError(absl::StrCat("decode worker ", call->decode->address, " failed: ", end.message()));
+    // Nothing reached the client yet (the worker died or was unreachable before it
+    // admitted the sequence): another decode worker can run it from the start.
+    if (any_message || sink->cancelled() || decode::Clock::now() >= call->handoff.deadline) break;
+    std::lock_guard<std::mutex> lock(mu_);
+    tried.push_back(call->decode);
+    std::shared_ptr<Worker> next = ChooseDecodeLocked(tried);
+    if (next == nullptr || stop_) break;
+    LOG(WARNING) << "frontend: request " << call->handoff.request_id << ": " << end.message() << "; retrying on "
+                 << next->address;
+    --call->decode->in_flight;
+    call->decode->planned_in_flight = std::max<int64_t>(0, call->decode->planned_in_flight - call->planned);
+    call->decode = next;
+    ++call->decode->in_flight;
+    call->decode->planned_in_flight += call->planned;
+    request.set_use_resident(false);
+    call->context = std::make_unique<grpc::ClientContext>();
+    call->context->set_deadline(SystemDeadline(call->handoff.deadline));
+  }
+  if (!finished) sink->OnError(end);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --call->decode->in_flight;
+    call->decode->planned_in_flight = std::max<int64_t>(0, call->decode->planned_in_flight - call->planned);
+    if (call->first_prefill != nullptr) --call->first_prefill->in_flight;
+    if (!call->handoff.session_id.empty()) {
+      if (finished) {
+        affinity_[call->handoff.session_id] = call->decode->address;
+      } else {
+        affinity_.erase(call->handoff.session_id);
       }
-      sink->OnError(end);
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      --raw->decode->in_flight;
-      raw->decode->planned_in_flight = std::max<int64_t>(0, raw->decode->planned_in_flight - raw->planned);
-      if (raw->first_prefill != nullptr) --raw->first_prefill->in_flight;
-      if (!raw->handoff.session_id.empty()) {
-        if (finished) {
-          affinity_[raw->handoff.session_id] = raw->decode->address;
-        } else {
-          affinity_.erase(raw->handoff.session_id);
-        }
-      }
-    }
-    raw->done.store(true);
-  });
+  }
+  call->done.store(true);
 }
 
 bool ClusterBackend::HasResident(const std::string& session_id, const std::string&) {

@@ -16,7 +16,9 @@
 // Calls: each sequence is one Decode.Generate stream read by a thread of its own, which
 // turns its messages into the sink's events (GrpcTokenSink::OnRemoteMessage). A watcher
 // cancels the calls whose client went away; the deadline travels with the call. A decode
-// worker that dies ends its streams with Unavailable as soon as the connection breaks.
+// worker that dies ends its streams with Unavailable as soon as the connection breaks; a
+// call it had not yet answered (nothing reached the client) is retried on another one.
+// REQUIRES: every handoff's sink is a GrpcTokenSink (ServingService makes them).
 // Thread-safe.
 #ifndef KVSPAN_FRONTEND_CLUSTER_BACKEND_H_
 #define KVSPAN_FRONTEND_CLUSTER_BACKEND_H_
@@ -103,7 +105,9 @@ class ClusterBackend final : public ServingBackend {
     std::shared_ptr<Worker> decode;
     std::shared_ptr<Worker> first_prefill;  // null when none was healthy
     int64_t planned = 0;
-    grpc::ClientContext context;
+    // The current attempt's context (replaced, under mu_, when the call is retried on
+    // another decode worker).
+    std::unique_ptr<grpc::ClientContext> context;
     std::thread thread;
     std::atomic<bool> done{false};
   };
@@ -115,7 +119,12 @@ class ClusterBackend final : public ServingBackend {
   bool Probe(Worker& worker, v1::WorkerInfo* info) const;
   void ProbeLoop();
   void WatchLoop();
-  void RunCall(Call* call);
+  // The call's thread: streams from its decode worker into the sink; a worker that fails
+  // before it sent anything is replaced by another healthy one.
+  void RunCall(Call* call, v1::DecodeRequest request);
+  // The healthy decode worker with the most free KV budget, not in `exclude`; null if none.
+  std::shared_ptr<Worker> ChooseDecodeLocked(const std::vector<std::shared_ptr<Worker>>& exclude) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkUnhealthy(const std::shared_ptr<Worker>& worker, const std::string& why);
 
   const ClusterOptions options_;

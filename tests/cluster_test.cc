@@ -80,6 +80,7 @@ bool WaitFor(F done, double seconds = 20) {
 struct ClusterSpec {
   std::vector<std::vector<std::string>> prefill = {{}, {}};  // extra flags of each prefill worker
   int decode = 2;
+  std::string probe_interval_ms = "100";
 };
 
 class Cluster {
@@ -101,7 +102,7 @@ class Cluster {
     }
     frontend = ServeProcess::Role(kBinary, "frontend",
                                   {"--model", kModel, "--store", store_->address(), "--prefill", prefill_list,
-                                   "--decode", decode_list, "--probe-interval-ms", "100"});
+                                   "--decode", decode_list, "--probe-interval-ms", spec.probe_interval_ms});
     stub = frontend->NewStub();
   }
   void StartStore() {
@@ -293,6 +294,28 @@ TEST_F(ClusterTest, DecodeWorkerKilledMidStreamFailsOnlyItsStreams) {
   const GenerateOutcome after = RunGenerate(*cluster.stub, next);
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.ids, Reference(next));
+}
+
+// A decode worker that died before the frontend noticed (its probes are 10 s apart here):
+// calls routed to it fail before anything reached the client, so they run on the other.
+TEST_F(ClusterTest, RequestsSentToAJustKilledDecodeWorkerRunElsewhere) {
+  ClusterSpec spec;
+  spec.probe_interval_ms = "10000";
+  Cluster cluster(dir_.path(), spec);
+  ASSERT_TRUE(cluster.up());
+  cluster.decode[0]->Stop(SIGKILL);
+  std::vector<std::thread> threads;
+  std::vector<GenerateOutcome> outs(4);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      outs[i] = RunGenerate(*cluster.stub, GreedyRequest(PromptIds(100 + i, 90), 4, "int4(g=32)", ""), 60000);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(outs[i].status.ok()) << i << ": " << outs[i].status.error_message();
+    EXPECT_EQ(outs[i].ids, Reference(GreedyRequest(PromptIds(100 + i, 90), 4, "int4(g=32)", "")));
+  }
 }
 
 TEST_F(ClusterTest, PrefillWorkerKilledMidTransferRetriesThenFallsBackToTheDecodeWorker) {
