@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "frontend/grpc_token_sink.h"
+#include "proto/deadline.h"
 #include "proto/status_conversion.h"
 #include "transport/prefill_client.h"
 #include "transport/store_counters.h"
@@ -18,12 +19,6 @@ namespace kvspan::frontend {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::chrono::system_clock::time_point SystemDeadline(Clock::time_point deadline) {
-  if (deadline == Clock::time_point::max()) return std::chrono::system_clock::time_point::max();
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline - Clock::now());
-}
 
 // Splits host:port ([v6]:port too).
 bool SplitHostPort(const std::string& address, std::string* host, std::string* port) {
@@ -315,7 +310,7 @@ void ClusterBackend::Submit(decode::SequenceHandoff handoff) {
   request.set_span_tokens(options_.span_tokens);
   call->handoff = std::move(handoff);
   call->context = std::make_unique<grpc::ClientContext>();
-  call->context->set_deadline(SystemDeadline(call->handoff.deadline));
+  call->context->set_deadline(proto::SystemDeadline(call->handoff.deadline));
   Call* raw = call.get();
   std::lock_guard<std::mutex> lock(mu_);
   calls_.push_back(std::move(call));
@@ -365,7 +360,7 @@ void ClusterBackend::RunCall(Call* call, v1::DecodeRequest request) {
     call->decode->planned_in_flight += call->planned;
     request.set_use_resident(false);
     call->context = std::make_unique<grpc::ClientContext>();
-    call->context->set_deadline(SystemDeadline(call->handoff.deadline));
+    call->context->set_deadline(proto::SystemDeadline(call->handoff.deadline));
   }
   if (!finished) sink->OnError(end);
   {

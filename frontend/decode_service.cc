@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "frontend/grpc_token_sink.h"
 #include "frontend/serving_service.h"
+#include "proto/deadline.h"
 #include "proto/status_conversion.h"
 #include "transport/prefill_client.h"
 #include "transport/sequence_checks.h"
@@ -15,15 +16,6 @@
 
 namespace kvspan::frontend {
 namespace {
-
-decode::Clock::time_point SteadyDeadline(const grpc::ServerContext& context) {
-  const auto deadline = context.deadline();
-  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
-    return decode::Clock::time_point::max();
-  }
-  return decode::Clock::now() +
-         std::chrono::duration_cast<decode::Clock::duration>(deadline - std::chrono::system_clock::now());
-}
 
 // Unreserves on every path out of the transfer.
 class Reservation {
@@ -111,7 +103,7 @@ absl::Status DecodeService::Run(grpc::ServerContext* context, const v1::DecodeRe
   const v1::GenerateRequest& g = request.request();
   decode::SequenceHandoff h;
   h.arrival = decode::Clock::now();
-  h.deadline = SteadyDeadline(*context);
+  h.deadline = proto::SteadyDeadline(*context);
   h.request_id = g.request_id();
   h.session_id = g.session_id();
   h.tenant = g.tenant();

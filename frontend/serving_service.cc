@@ -8,21 +8,13 @@
 #include "common/status_macros.h"
 #include "frontend/grpc_token_sink.h"
 #include "transport/store_counters.h"
+#include "proto/deadline.h"
 #include "proto/status_conversion.h"
 
 namespace kvspan::frontend {
 namespace {
 
 using proto::ToGrpcStatus;
-
-decode::Clock::time_point SteadyDeadline(const grpc::ServerContext& context) {
-  const auto deadline = context.deadline();
-  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
-    return decode::Clock::time_point::max();
-  }
-  return decode::Clock::now() +
-         std::chrono::duration_cast<decode::Clock::duration>(deadline - std::chrono::system_clock::now());
-}
 
 }  // namespace
 
@@ -136,7 +128,7 @@ grpc::Status ServingService::Generate(grpc::ServerContext* context, const v1::Ge
                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
   if (grpc::Status auth = CheckGrpcCall(api_keys_, *context); !auth.ok()) return auth;
   GenerateHooks hooks;
-  hooks.deadline = SteadyDeadline(*context);
+  hooks.deadline = proto::SteadyDeadline(*context);
   hooks.cancelled = [context] { return context->IsCancelled(); };
   hooks.write = [writer](const v1::GenerateResponse& message) { return writer->Write(message); };
   return ToGrpcStatus(Run(*request, hooks));

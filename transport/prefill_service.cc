@@ -11,6 +11,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "kvcache/span_format.h"
+#include "proto/deadline.h"
 #include "proto/status_conversion.h"
 #include "transport/sequence_checks.h"
 #include "transport/store_counters.h"
@@ -79,15 +80,6 @@ class ShipSink final : public decode::TokenSink {
   std::deque<Event> events_;
 };
 
-decode::Clock::time_point SteadyDeadline(const grpc::ServerContext& context) {
-  const auto deadline = context.deadline();
-  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
-    return decode::Clock::time_point::max();
-  }
-  return decode::Clock::now() +
-         std::chrono::duration_cast<decode::Clock::duration>(deadline - std::chrono::system_clock::now());
-}
-
 }  // namespace
 
 PrefillService::PrefillService(const model::ModelConfig& config, prefill::PrefillWorker* prefill,
@@ -127,7 +119,7 @@ absl::Status PrefillService::Run(grpc::ServerContext* context, const v1::Prefill
   h.prefill_only = true;
   h.generation.sampling.temperature = 0;
   h.generation.max_tokens = 1;
-  h.deadline = SteadyDeadline(*context);
+  h.deadline = proto::SteadyDeadline(*context);
   h.sink = sink;
   prefill_->Submit(std::move(h));
 
