@@ -407,6 +407,33 @@ TEST_F(ClusterTest, ClientThatGivesUpFreesTheDecodeWorkersMemory) {
   }));
 }
 
+// A client that cancels while its sequence is still on the wire: the cancellation crosses
+// both hops (frontend -> decode worker -> prefill worker). The prefill worker here holds
+// its stream open after one span until its call is cancelled, so its call ends only if the
+// cancellation reached it.
+TEST_F(ClusterTest, CancellationReachesThePrefillWorker) {
+  ClusterSpec spec;
+  spec.prefill = {{"--test-stall-after-spans", "1"}};
+  Cluster cluster(dir_.path(), spec);
+  ASSERT_TRUE(cluster.up());
+  grpc::ClientContext context;
+  GenerateOutcome out;
+  std::thread client([&] {
+    auto reader = cluster.stub->Generate(&context, GreedyRequest(PromptIds(97, 3 * 64), 4, "int4(g=32)", ""));
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+    }
+    out.status = reader->Finish();
+  });
+  ASSERT_TRUE(WaitFor([&] { return PrefillInfo(*cluster.prefill[0]).transport().spans_sent() >= 1; }));
+  EXPECT_EQ(PrefillInfo(*cluster.prefill[0]).running_sequences(), 1);
+  context.TryCancel();
+  client.join();
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitFor([&] { return PrefillInfo(*cluster.prefill[0]).running_sequences() == 0; }));
+  EXPECT_TRUE(WaitFor([&] { return DecodeInfo(*cluster.decode[0]).running_sequences() == 0; }));
+}
+
 TEST_F(ClusterTest, WorkerServicesRefuseBadCallsAndKeepServing) {
   Cluster cluster(dir_.path(), {});
   ASSERT_TRUE(cluster.up());
