@@ -53,8 +53,20 @@ absl::Status DecodeWorker::Submit(SequenceHandoff handoff) {
   }
   ASSIGN_OR_RETURN(model::GenerationState state,
                    model::GenerationState::Create(handoff.generation, tokenizer_, config, num_prompt));
-  const int capacity = static_cast<int>(
-      std::min<int64_t>(config.max_position_embeddings, int64_t{num_prompt} + handoff.generation.max_tokens));
+  if (handoff.shipped.has_value()) {
+    const ShippedPrefill& shipped = *handoff.shipped;
+    const int64_t covered =
+        static_cast<int64_t>(handoff.prefix.size()) * handoff.policy->span_tokens() + shipped.rows.num_tokens;
+    if (covered != num_prompt || static_cast<int>(shipped.logits.size()) != config.vocab_size ||
+        (handoff.policy->dense() && !handoff.prefix.empty())) {
+      return absl::InvalidArgumentError(absl::StrCat("the shipped sequence covers ", covered, " of ", num_prompt,
+                                                     " prompt tokens with ", shipped.logits.size(), " logits"));
+    }
+  }
+  const int capacity = handoff.prefill_only
+                           ? num_prompt
+                           : static_cast<int>(std::min<int64_t>(config.max_position_embeddings,
+                                                                int64_t{num_prompt} + handoff.generation.max_tokens));
   const int64_t planned = handoff.policy->PlannedBytes(capacity);
   if (planned > options_.kv_budget_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -82,6 +94,57 @@ absl::Status DecodeWorker::Submit(SequenceHandoff handoff) {
   }
   cv_.notify_all();
   return absl::OkStatus();
+}
+
+absl::Status DecodeWorker::Reserve(int64_t bytes, Clock::time_point deadline, const std::function<bool()>& cancelled) {
+  if (bytes > options_.kv_budget_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("the request needs ", bytes,
+                                                     " bytes of KV cache, more than the whole KV budget of ",
+                                                     options_.kv_budget_bytes, " bytes"));
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  const int waiting = static_cast<int>(queue_.size()) + reloading_ + reserve_waiters_;
+  if (waiting >= options_.max_queue) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the request queue is full (", waiting, " waiting, --max-queue ", options_.max_queue, ")"));
+  }
+  ++reserve_waiters_;
+  absl::Status status;
+  while (true) {
+    if (stop_) {
+      status = absl::UnavailableError("the decode worker is stopping");
+      break;
+    }
+    // Alone, a sequence always fits (Submit refused it if it never could); otherwise it
+    // fits beside what is held, planned and reserved, behind nobody queued.
+    const bool idle = stats_.running == 0 && queue_.empty() && transfer_reserved_ == 0;
+    const bool fits = queue_.empty() && reloading_ == 0 &&
+                      running_reserved_ + resident_bytes_ + transfer_reserved_ + bytes <= options_.kv_budget_bytes;
+    if (idle || fits) {
+      transfer_reserved_ += bytes;
+      break;
+    }
+    if (Clock::now() >= deadline) {
+      status = absl::DeadlineExceededError("the request's deadline passed while it waited for KV budget");
+      break;
+    }
+    if (cancelled != nullptr && cancelled()) {
+      status = absl::CancelledError("the client cancelled the request");
+      break;
+    }
+    idle_cv_.wait_for(lock, std::chrono::milliseconds(20));
+  }
+  --reserve_waiters_;
+  return status;
+}
+
+void DecodeWorker::Unreserve(int64_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    transfer_reserved_ -= bytes;
+  }
+  cv_.notify_all();
+  idle_cv_.notify_all();
 }
 
 int DecodeWorker::ResidentTokens(const std::string& session_id, const std::string& policy) const {
@@ -156,7 +219,7 @@ int64_t DecodeWorker::ReservedBytes() const {
     bytes += std::max(held, seq->handoff.policy->PlannedBytes(static_cast<int>(seq->tokens.size())));
   }
   std::lock_guard<std::mutex> lock(mu_);
-  return bytes + resident_bytes_;
+  return bytes + resident_bytes_ + transfer_reserved_;
 }
 
 int64_t DecodeWorker::HeldBytes() const {
@@ -221,8 +284,24 @@ void DecodeWorker::Admit() {
       s.computed_prompt_tokens = seq->num_prompt - seq->store_prompt_tokens - seq->resident_prompt_tokens;
       seq->handoff.sink->OnStarted(s);
     }
+    if (seq->continue_from_logits) {  // shipped: the prompt is computed, its logits are here
+      seq->continue_from_logits = false;
+      AfterFeed(*seq, now);
+      if (seq->done) continue;
+    } else if (seq->handoff.prefill_only) {
+      ReportSpans(*seq);  // the spans loaded from the store go out first
+    }
     running_.push_back(std::move(seq));
   }
+}
+
+void DecodeWorker::ReportSpans(Sequence& seq) {
+  if (!seq.handoff.prefill_only || seq.compressed == nullptr) return;
+  const std::vector<kvcache::Span>& spans = seq.compressed->spans();
+  for (int s = seq.num_spans_reported; s < static_cast<int>(spans.size()); ++s) {
+    seq.handoff.sink->OnSpan(s, spans[s]);
+  }
+  seq.num_spans_reported = static_cast<int>(spans.size());
 }
 
 absl::StatusOr<bool> DecodeWorker::Attach(Sequence& seq) {
@@ -258,6 +337,18 @@ absl::StatusOr<bool> DecodeWorker::Attach(Sequence& seq) {
     seq.handoff.prefix.clear();
     seq.num_fed = num_prefix * policy.span_tokens();
     if (!seq.started) seq.store_prompt_tokens = seq.num_fed;
+    if (seq.handoff.shipped.has_value()) {
+      // Checked by the transport: an error here is a broken sender, never decoded from.
+      if (absl::Status s = seq.cache->ImportDenseRows(seq.handoff.shipped->rows); !s.ok()) {
+        return absl::DataLossError(absl::StrCat("the shipped dense rows do not fit the cache: ", s.message()));
+      }
+      seq.num_fed = seq.cache->num_tokens();
+      seq.logits = std::move(seq.handoff.shipped->logits);
+      if (!seq.started) seq.store_prompt_tokens = seq.handoff.shipped->store_prompt_tokens;
+      seq.shipped_prefill_ms = seq.handoff.shipped->prefill_ms;
+      seq.handoff.shipped.reset();
+      seq.continue_from_logits = true;
+    }
   }
   seq.compressed = policy.dense() ? nullptr : static_cast<kvcache::CompressedKvCache*>(seq.cache.get());
   seq.num_spans_stored = seq.compressed == nullptr ? 0 : static_cast<int>(seq.compressed->spans().size());
@@ -308,31 +399,7 @@ void DecodeWorker::Step() {
       continue;
     }
     seq.num_fed += static_cast<int>(items[i].tokens.size());
-    if (seq.store != nullptr && seq.compressed != nullptr) {
-      const std::vector<kvcache::Span>& spans = seq.compressed->spans();
-      for (int s = seq.num_spans_stored; s < static_cast<int>(spans.size()); ++s) {
-        seq.store->PutAsync(seq.KeyOf(s), spans[s]);
-      }
-      seq.num_spans_stored = static_cast<int>(spans.size());
-    }
-    if (seq.num_fed < static_cast<int>(seq.tokens.size())) continue;  // more prompt to go
-    if (seq.prefill_done == Clock::time_point{}) seq.prefill_done = now;
-    if (seq.state->finished()) {  // max_tokens = 0: the prefill was all
-      Finish(seq);
-      continue;
-    }
-    absl::StatusOr<model::StepResult> r = seq.state->Step(seq.logits);
-    if (!r.ok()) {
-      Fail(seq, r.status());
-      continue;
-    }
-    if (seq.first_token == Clock::time_point{}) seq.first_token = now;
-    if (r->in_output) seq.tokens.push_back(r->token_id);
-    if (r->in_output || !r->text.empty()) {
-      seq.handoff.sink->OnTokens(r->in_output ? absl::MakeConstSpan(&r->token_id, 1) : absl::Span<const int32_t>(),
-                                 r->text);
-    }
-    if (r->finished) Finish(seq);
+    AfterFeed(seq, now);
   }
   running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
                  running_.end());
@@ -349,6 +416,57 @@ void DecodeWorker::Step() {
     running_.erase(youngest);
     Preempt(std::move(seq));
   }
+}
+
+void DecodeWorker::AfterFeed(Sequence& seq, Clock::time_point now) {
+  if (seq.store != nullptr && seq.compressed != nullptr) {
+    const std::vector<kvcache::Span>& spans = seq.compressed->spans();
+    for (int s = seq.num_spans_stored; s < static_cast<int>(spans.size()); ++s) {
+      seq.store->PutAsync(seq.KeyOf(s), spans[s]);
+    }
+    seq.num_spans_stored = static_cast<int>(spans.size());
+  }
+  ReportSpans(seq);
+  if (seq.num_fed < static_cast<int>(seq.tokens.size())) return;  // more prompt to go
+  if (seq.prefill_done == Clock::time_point{}) seq.prefill_done = now;
+  if (seq.handoff.prefill_only) {
+    FinishPrefill(seq);
+    return;
+  }
+  if (seq.state->finished()) {  // max_tokens = 0: the prefill was all
+    Finish(seq);
+    return;
+  }
+  absl::StatusOr<model::StepResult> r = seq.state->Step(seq.logits);
+  if (!r.ok()) {
+    Fail(seq, r.status());
+    return;
+  }
+  if (seq.first_token == Clock::time_point{}) seq.first_token = now;
+  if (r->in_output) seq.tokens.push_back(r->token_id);
+  if (r->in_output || !r->text.empty()) {
+    seq.handoff.sink->OnTokens(r->in_output ? absl::MakeConstSpan(&r->token_id, 1) : absl::Span<const int32_t>(),
+                               r->text);
+  }
+  if (r->finished) Finish(seq);
+}
+
+void DecodeWorker::FinishPrefill(Sequence& seq) {
+  absl::StatusOr<model::DenseRows> rows = seq.cache->ExportDenseRows();
+  if (!rows.ok()) {
+    Fail(seq, rows.status());
+    return;
+  }
+  SequencePrefilled p;
+  p.rows = *std::move(rows);
+  p.logits = std::move(seq.logits);
+  p.num_spans = seq.num_spans_reported;
+  p.store_prompt_tokens = seq.store_prompt_tokens;
+  p.prefill_ms = seq.store_load_ms + MsBetween(seq.admitted, seq.prefill_done);
+  seq.done = true;
+  seq.cache.reset();
+  PublishStats();
+  seq.handoff.sink->OnPrefilled(std::move(p));
 }
 
 void DecodeWorker::Preempt(std::unique_ptr<Sequence> seq) {
@@ -420,7 +538,7 @@ void DecodeWorker::Finish(Sequence& seq) {
   f.kv_bytes_per_token = seq.cache->num_tokens() > 0 ? static_cast<double>(f.kv_bytes) / seq.cache->num_tokens() : 0;
   f.queue_ms = std::max(0.0, MsBetween(seq.handoff.arrival, seq.admitted) - seq.handoff.store_load_ms);
   f.ttft_ms = seq.first_token == Clock::time_point{} ? 0 : MsBetween(seq.handoff.arrival, seq.first_token);
-  f.prefill_ms = seq.store_load_ms + MsBetween(seq.admitted, seq.prefill_done);
+  f.prefill_ms = seq.store_load_ms + seq.shipped_prefill_ms + MsBetween(seq.admitted, seq.prefill_done);
   f.decode_ms = seq.first_token == Clock::time_point{} ? 0 : MsBetween(seq.first_token, now);
   f.store_load_ms = seq.store_load_ms;
   f.preemptions = seq.preemptions;
@@ -479,8 +597,15 @@ void DecodeWorker::DropGone() {
 
 void DecodeWorker::PublishStats() {
   const int64_t running_bytes = RunningBytes();
+  int64_t running_reserved = 0;
+  for (const auto& seq : running_) {
+    if (seq->done) continue;
+    const int64_t held = seq->cache == nullptr ? 0 : seq->cache->memory_bytes();
+    running_reserved += std::max(held, seq->handoff.policy->PlannedBytes(static_cast<int>(seq->tokens.size())));
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
+    running_reserved_ = running_reserved;
     stats_.running = static_cast<int>(
         std::count_if(running_.begin(), running_.end(), [](const auto& seq) { return !seq->done; }));
     stats_.waiting = static_cast<int>(queue_.size()) + reloading_;

@@ -29,6 +29,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -93,6 +94,15 @@ class DecodeWorker {
   // called.
   absl::Status Submit(SequenceHandoff handoff);
 
+  // Flow control before a transfer (transport/): blocks until `bytes` of the KV budget are
+  // free beside what is held, planned and already reserved (and nothing is queued), then
+  // reserves them for a sequence about to be shipped here. The caller Unreserves them when
+  // it Submits that sequence (or gives up). ResourceExhausted at once when `bytes` exceed
+  // the whole budget or max_queue requests already wait; DeadlineExceeded, Cancelled (when
+  // `cancelled`, polled, returns true; may be null) or Unavailable (stopping) while waiting.
+  absl::Status Reserve(int64_t bytes, Clock::time_point deadline, const std::function<bool()>& cancelled);
+  void Unreserve(int64_t bytes);
+
   // Tokens of `session_id`'s resident cache under `policy` (canonical), 0 if none.
   int ResidentTokens(const std::string& session_id, const std::string& policy) const;
   // Frees `session_id`'s resident cache, if any.
@@ -125,6 +135,13 @@ class DecodeWorker {
   // puts it back at the front of the admission queue.
   void Reload(std::unique_ptr<Sequence> seq);
   void LoaderLoop();
+  // After the sequence's tokens were fed (or it arrived shipped): stores and reports new
+  // spans, then continues the prompt, ends a prefill-only sequence, or samples the next token.
+  void AfterFeed(Sequence& seq, Clock::time_point now);
+  // Prefill-only: gives the sink the spans it has not seen yet.
+  void ReportSpans(Sequence& seq);
+  // Prefill-only: the prompt is computed; exports the dense rows and ends with OnPrefilled.
+  void FinishPrefill(Sequence& seq);
   void Finish(Sequence& seq);
   void Fail(Sequence& seq, const absl::Status& status);
   // Ends sequences whose client went away or whose deadline passed.
@@ -163,6 +180,10 @@ class DecodeWorker {
   DecodeWorkerStats stats_ ABSL_GUARDED_BY(mu_);  // kv_bytes_in_use: see Stats()
   int64_t running_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // published by the scheduler after each step
   int64_t resident_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // kept with resident_
+  // Published with running_bytes_: the running sequences as ReservedBytes counts them.
+  int64_t running_reserved_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t transfer_reserved_ ABSL_GUARDED_BY(mu_) = 0;  // Reserve()d, not yet Submitted
+  int reserve_waiters_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
 
   std::thread loader_;  // store reloads of preempted / resident-miss sequences

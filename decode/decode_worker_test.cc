@@ -44,9 +44,28 @@ class RecordingSink final : public TokenSink {
     end_ = status;
     cv_.notify_all();
   }
+  void OnSpan(int index, const kvcache::Span& span) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    EXPECT_EQ(index, static_cast<int>(spans_.size()));
+    spans_.push_back(span);
+  }
+  void OnPrefilled(SequencePrefilled p) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    prefilled_ = std::move(p);
+    end_ = absl::OkStatus();
+    cv_.notify_all();
+  }
   bool cancelled() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return cancelled_;
+  }
+  std::vector<kvcache::Span> spans() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return spans_;
+  }
+  std::optional<SequencePrefilled> prefilled() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return prefilled_;
   }
   void CancelAfter(int tokens) { cancel_after_ = tokens; }
   absl::Status Wait() {
@@ -69,6 +88,8 @@ class RecordingSink final : public TokenSink {
   SequenceStarted started_;
   SequenceFinished finished_;
   std::vector<int32_t> ids_;
+  std::vector<kvcache::Span> spans_;
+  std::optional<SequencePrefilled> prefilled_;
   std::optional<absl::Status> end_;
   bool cancelled_ = false;
   int cancel_after_ = 0;
@@ -177,6 +198,67 @@ TEST_F(DecodeWorkerTest, MaxTokensZeroPrefillsAndStoresTheSpans) {
   auto policy = kvcache::CachePolicy::Resolve("int8(g=32)", model_->config(), 64).value();
   prefill::LoadedPrefix loaded = router_->For(*policy, "")->LoadPrefix(Prompt(2, 3 * 64 + 1), 3);
   EXPECT_EQ(loaded.spans.size(), 3u);
+}
+
+// The disaggregated path in one process: worker A prefills only (spans reported in order,
+// then the dense rows and logits), worker B continues the shipped sequence without
+// computing its prompt: the same greedy tokens as one worker doing both, for a compressed
+// and the dense policy.
+TEST_F(DecodeWorkerTest, PrefillOnlyThenShippedGivesTheSameTokens) {
+  auto prefiller = NewWorker();
+  auto decoder = NewWorker();
+  for (const char* policy : {"int4(g=32)", "dense"}) {
+    SCOPED_TRACE(policy);
+    const std::vector<int32_t> prompt = Prompt(5, 3 * 64 + 17);
+    auto whole = std::make_shared<RecordingSink>();
+    ASSERT_OK(decoder->Submit(Handoff(policy, prompt, 8, whole)));
+    ASSERT_OK(whole->Wait());
+
+    auto p = std::make_shared<RecordingSink>();
+    SequenceHandoff h = Handoff(policy, prompt, 8, p);
+    h.prefill_only = true;
+    ASSERT_OK(prefiller->Submit(std::move(h)));
+    ASSERT_OK(p->Wait());
+    ASSERT_TRUE(p->prefilled().has_value());
+    const bool dense = std::string(policy) == "dense";
+    EXPECT_EQ(p->spans().size(), dense ? 0u : 3u);
+    EXPECT_EQ(p->prefilled()->rows.num_tokens, dense ? 3 * 64 + 17 : 17);
+    EXPECT_TRUE(p->ids().empty());
+
+    auto d = std::make_shared<RecordingSink>();
+    SequenceHandoff shipped = Handoff(policy, prompt, 8, d);
+    shipped.prefix = p->spans();
+    shipped.shipped.emplace();
+    shipped.shipped->rows = p->prefilled()->rows;
+    shipped.shipped->logits = p->prefilled()->logits;
+    ASSERT_OK(decoder->Submit(std::move(shipped)));
+    ASSERT_OK(d->Wait());
+    EXPECT_EQ(d->ids(), whole->ids());
+
+    // A shipped sequence that does not cover its prompt is refused before admission.
+    SequenceHandoff short_rows = Handoff(policy, prompt, 8, d);
+    short_rows.shipped.emplace();
+    short_rows.shipped->logits = p->prefilled()->logits;
+    EXPECT_THAT(decoder->Submit(std::move(short_rows)), StatusIs(absl::StatusCode::kInvalidArgument));
+  }
+  prefiller->WaitIdle();
+  EXPECT_EQ(prefiller->Stats().kv_bytes_in_use, 0);
+}
+
+TEST_F(DecodeWorkerTest, ReserveWaitsForBudgetAndRefusesWhatNeverFits) {
+  DecodeWorkerOptions o;
+  o.kv_budget_bytes = 4 << 20;
+  auto worker = NewWorker(o);
+  const auto far = Clock::now() + std::chrono::seconds(30);
+  EXPECT_THAT(worker->Reserve(o.kv_budget_bytes + 1, far, nullptr), StatusIs(absl::StatusCode::kResourceExhausted));
+  ASSERT_OK(worker->Reserve(3 << 20, far, nullptr));
+  // 3 MiB reserved: another 3 MiB waits until its deadline.
+  EXPECT_THAT(worker->Reserve(3 << 20, Clock::now() + std::chrono::milliseconds(100), nullptr),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_THAT(worker->Reserve(3 << 20, far, [] { return true; }), StatusIs(absl::StatusCode::kCancelled));
+  worker->Unreserve(3 << 20);
+  ASSERT_OK(worker->Reserve(3 << 20, far, nullptr));
+  worker->Unreserve(3 << 20);
 }
 
 TEST_F(DecodeWorkerTest, AdmissionErrorsAreReturnedAndTheSinkIsNotCalled) {

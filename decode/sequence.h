@@ -36,6 +36,10 @@ struct Sequence {
   // Keys of the full spans of `tokens` computed so far (key i names span i).
   std::vector<cachestore::SpanKey> keys;
   int num_spans_stored = 0;  // spans of the cache already in the store (loaded or put)
+  int num_spans_reported = 0;  // prefill-only: spans already given to the sink's OnSpan
+  // Shipped: attached with the prompt computed elsewhere; `logits` hold its last token's.
+  bool continue_from_logits = false;
+  double shipped_prefill_ms = 0;  // the prefill worker's time on a shipped sequence
   std::vector<float> logits;
   int64_t admission = 0;     // admission order: higher is younger
   bool started = false;      // OnStarted sent

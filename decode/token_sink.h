@@ -8,11 +8,14 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "kvcache/span.h"
 #include "model/generator.h"
+#include "model/kv_cache.h"
 
 namespace kvspan::decode {
 
@@ -43,6 +46,15 @@ struct SequenceFinished {
   int preemptions = 0;
 };
 
+// The end of a prefill-only sequence (SequenceHandoff::prefill_only).
+struct SequencePrefilled {
+  model::DenseRows rows;      // the cache's dense rows after its spans
+  std::vector<float> logits;  // the last prompt token's logits
+  int num_spans = 0;          // spans reported through OnSpan
+  int store_prompt_tokens = 0;
+  double prefill_ms = 0;      // admission to the end of the prompt
+};
+
 class TokenSink {
  public:
   virtual ~TokenSink() = default;
@@ -53,6 +65,11 @@ class TokenSink {
   // The end: exactly one of these, once; nothing is called after it.
   virtual void OnFinished(const SequenceFinished& finished) = 0;
   virtual void OnError(const absl::Status& status) = 0;
+  // Prefill-only sequences: span `index` of the cache exists (called in index order on the
+  // worker's thread; must not block). `span` is borrowed for the call.
+  virtual void OnSpan(int index, const kvcache::Span& span) {}
+  // Prefill-only sequences: their end when the prompt is computed (instead of OnFinished).
+  virtual void OnPrefilled(SequencePrefilled prefilled) {}
   // True once the client has gone (cancelled, disconnected): the worker drops the sequence
   // at its next step and calls OnError(Cancelled).
   virtual bool cancelled() const = 0;

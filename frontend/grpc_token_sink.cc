@@ -78,4 +78,82 @@ std::optional<GrpcTokenSink::Event> GrpcTokenSink::Next(std::chrono::millisecond
   return e;
 }
 
+model::FinishReason FromProto(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_STOP_TOKEN: return model::FinishReason::kStopToken;
+    case v1::FINISH_REASON_STOP_STRING: return model::FinishReason::kStopString;
+    case v1::FINISH_REASON_CONTEXT_FULL: return model::FinishReason::kContextFull;
+    default: return model::FinishReason::kMaxTokens;
+  }
+}
+
+void GrpcTokenSink::OnRemoteMessage(const v1::GenerateResponse& message) {
+  Event e;
+  e.message = message;
+  if (message.has_started()) {
+    const v1::Started& m = message.started();
+    decode::SequenceStarted& s = e.started.emplace();
+    s.request_id = m.request_id();
+    s.session_id = m.session_id();
+    s.policy = m.policy();
+    s.prompt_tokens = m.prompt_tokens();
+    s.store_prompt_tokens = m.store_prompt_tokens();
+    s.resident_prompt_tokens = m.resident_prompt_tokens();
+    s.computed_prompt_tokens = m.computed_prompt_tokens();
+  } else if (message.has_tokens()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    remote_ids_.insert(remote_ids_.end(), message.tokens().ids().begin(), message.tokens().ids().end());
+  } else if (message.has_finished()) {
+    const v1::Finished& m = message.finished();
+    decode::SequenceFinished& f = e.finished.emplace();
+    f.finish_reason = FromProto(m.finish_reason());
+    f.prompt_tokens = m.usage().prompt_tokens();
+    f.cached_prompt_tokens = m.usage().cached_prompt_tokens();
+    f.completion_tokens = m.usage().completion_tokens();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      f.output_ids = remote_ids_;
+    }
+    f.text = m.text();
+    f.kv_bytes = m.kv_bytes();
+    f.kv_bytes_per_token = m.kv_bytes_per_token();
+    f.queue_ms = m.timings().queue_ms();
+    f.ttft_ms = m.timings().ttft_ms();
+    f.prefill_ms = m.timings().prefill_ms();
+    f.decode_ms = m.timings().decode_ms();
+    f.store_load_ms = m.timings().store_load_ms();
+    f.preemptions = m.preemptions();
+    e.end = absl::OkStatus();
+  }
+  Push(std::move(e));
+}
+
+absl::Status RelayToClient(GrpcTokenSink& sink, const std::function<bool()>& cancelled,
+                           const std::function<bool(const v1::GenerateResponse&)>& write,
+                           const std::function<void(GrpcTokenSink::Event&)>& on_event) {
+  bool client_gone = false;
+  while (true) {
+    std::optional<GrpcTokenSink::Event> event = sink.Next(std::chrono::milliseconds(50));
+    if (!event.has_value()) {
+      if (cancelled != nullptr && cancelled()) {
+        client_gone = true;
+        sink.Cancel();  // the worker ends it with Cancelled
+      }
+      continue;
+    }
+    if (on_event != nullptr) on_event(*event);
+    if (event->message.has_value() && !client_gone && !write(*event->message)) {
+      client_gone = true;
+      sink.Cancel();  // the client is gone; wait for the worker to let go
+      if (!event->end.has_value()) continue;
+    }
+    if (event->end.has_value()) {
+      if (event->end->ok() && (client_gone || (cancelled != nullptr && cancelled()))) {
+        return absl::CancelledError("the client went away");
+      }
+      return *event->end;
+    }
+  }
+}
+
 }  // namespace kvspan::frontend

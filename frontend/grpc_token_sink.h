@@ -9,9 +9,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <variant>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "decode/token_sink.h"
@@ -41,6 +43,12 @@ class GrpcTokenSink final : public decode::TokenSink {
   // The next event, waiting up to `timeout`; nullopt on timeout.
   std::optional<Event> Next(std::chrono::milliseconds timeout);
 
+  // A message a remote decode worker streamed for this sequence (kvspan frontend): queued
+  // as the event the local worker's On* call would have made, with its structs (Finished's
+  // output ids are the ids of the Tokens messages before it). Call OnError for the end of a
+  // stream that did not finish.
+  void OnRemoteMessage(const v1::GenerateResponse& message);
+
  private:
   void Push(Event event);
 
@@ -48,7 +56,18 @@ class GrpcTokenSink final : public decode::TokenSink {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> remote_ids_ ABSL_GUARDED_BY(mu_);  // OnRemoteMessage's Tokens so far
 };
+
+// Writes `sink`'s events to a client until the sequence ends and returns how it ended:
+// `write` takes each message (false: the client has gone, which cancels the sequence and
+// waits for the worker to let go); `cancelled` (may be null) is polled while nothing
+// arrives; `on_event` (may be null) sees every event first and may rewrite it (e.g. a
+// session that could not be saved replaces Finished by an error). The result is OK after
+// Finished was written, Cancelled when the client went away, else the worker's error.
+absl::Status RelayToClient(GrpcTokenSink& sink, const std::function<bool()>& cancelled,
+                           const std::function<bool(const v1::GenerateResponse&)>& write,
+                           const std::function<void(GrpcTokenSink::Event&)>& on_event);
 
 // The wire form of a finish reason.
 v1::FinishReason ToProto(model::FinishReason reason);

@@ -121,15 +121,15 @@ void ServingMetrics::RecordRequest(const RequestRecord& record) {
 }
 
 void ServingMetrics::Collect() {
-  const decode::DecodeWorkerStats d = sources_.decode->Stats();
+  const BackendStats d = sources_.backend->Stats();
   running_.Set(d.running);
-  waiting_.Set(d.waiting + sources_.prefill->pending());
+  waiting_.Set(d.waiting);
   kv_bytes_.Set(static_cast<double>(d.kv_bytes_in_use));
-  const int64_t budget = sources_.decode->options().kv_budget_bytes;
+  const int64_t budget = d.kv_budget_bytes;
   kv_usage_.Set(budget > 0 ? static_cast<double>(d.kv_bytes_in_use) / budget : 0);
   resident_sessions_.Set(d.resident_sessions);
   preemptions_.MirrorTotal(d.preemptions);
-  const prefill::SpanStoreStats s = sources_.stores->TotalStats();
+  const prefill::SpanStoreStats& s = d.store;
   store_errors_.MirrorTotal(s.num_store_errors);
   recomputed_spans_.With({"store_error"}).MirrorTotal(s.num_get_errors);
   recomputed_spans_.With({"miss"}).MirrorTotal(s.num_misses);

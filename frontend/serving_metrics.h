@@ -1,7 +1,7 @@
 // ServingMetrics: the Prometheus metrics of one serving node (names in vLLM's style with
 // the kvspan: prefix; docs/architecture.md, "Metrics"). Per-request values are recorded
 // once, at the request's end, by ServingService::Run (RecordRequest); gauges and the
-// totals other components already keep (DecodeWorker::Stats, StoreRouter::TotalStats) are
+// totals other components already keep (ServingBackend::Stats) are
 // read at scrape time, in Render.
 //
 // Thread-safe. RecordRequest takes no lock of the node's workers and does not block.
@@ -13,10 +13,8 @@
 
 #include "absl/status/status.h"
 #include "common/metrics.h"
-#include "decode/decode_worker.h"
 #include "decode/token_sink.h"
-#include "prefill/prefill_worker.h"
-#include "prefill/store_router.h"
+#include "frontend/serving_backend.h"
 
 namespace kvspan::frontend {
 
@@ -34,9 +32,7 @@ class ServingMetrics {
   // The components read at scrape time; borrowed, and must outlive every Render call
   // (the node stops its HTTP server before it stops its workers).
   struct Sources {
-    const decode::DecodeWorker* decode = nullptr;
-    const prefill::PrefillWorker* prefill = nullptr;
-    const prefill::StoreRouter* stores = nullptr;
+    const ServingBackend* backend = nullptr;
   };
   explicit ServingMetrics(const Sources& sources);
 

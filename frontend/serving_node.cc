@@ -14,6 +14,7 @@
 #include "common/status_macros.h"
 #include "frontend/chat_template.h"
 #include "frontend/openai_routes.h"
+#include "transport/prefill_client.h"
 
 namespace kvspan::frontend {
 namespace {
@@ -48,33 +49,57 @@ void AddHttpRoutes(HttpServer& http, const ServingMetrics& metrics, const std::a
 
 }  // namespace
 
+const char* NodeRoleName(NodeRole role) {
+  switch (role) {
+    case NodeRole::kAll: return "serve";
+    case NodeRole::kPrefill: return "prefill";
+    case NodeRole::kDecode: return "decode";
+    case NodeRole::kFrontend: return "frontend";
+  }
+  return "?";
+}
+
 absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNodeOptions& options) {
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("listen address '", options.listen_address, "' has no :port"));
   }
+  const NodeRole role = options.role;
+  const bool client_facing = role == NodeRole::kAll || role == NodeRole::kFrontend;
   ChatTemplate chat_template = ChatTemplate::kPlain;
-  if (!options.http_listen_address.empty()) {
+  if (!options.http_listen_address.empty() && client_facing) {
     ASSIGN_OR_RETURN(chat_template, ChatTemplateForModel(options.model_dir, options.chat_template));
   }
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeServerCredentials(options.tls));
   std::unique_ptr<ServingNode> node(new ServingNode());
-  ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads, .weights = options.weights}));
+  if (role == NodeRole::kFrontend) {
+    ASSIGN_OR_RETURN(node->config_, model::Model::LoadConfig(options.model_dir));
+  } else {
+    ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads, .weights = options.weights}));
+    node->config_ = node->model_->config();
+  }
   ASSIGN_OR_RETURN(node->tokenizer_, model::Tokenizer::LoadFromDir(options.model_dir));
   ASSIGN_OR_RETURN(node->client_, OpenStore(options));
-  const model::ModelConfig& config = node->model_->config();
+  const model::ModelConfig& config = node->config_;
   prefill::StoreRouterOptions router;
   router.client = node->client_;
   router.model_fingerprint = config.fingerprint;
   router.geometry = {config.num_layers, config.num_kv_heads, config.head_dim, options.service.span_tokens};
   router.get_threads = options.prefill_threads * 2;
   node->stores_ = std::make_shared<prefill::StoreRouter>(router);
-  ASSIGN_OR_RETURN(node->sessions_, prefill::SessionStore::Create({.client = node->client_}));
-  node->decode_ = std::make_unique<decode::DecodeWorker>(node->model_.get(), node->tokenizer_.get(), node->stores_,
-                                                         options.decode);
-  node->transport_ = std::make_unique<transport::InProcessTransport>(node->decode_.get());
-  node->prefill_ = std::make_unique<prefill::PrefillWorker>(node->stores_, node->transport_.get(),
-                                                            options.prefill_threads);
+  if (role == NodeRole::kFrontend) {
+    ClusterOptions cluster = options.cluster;
+    cluster.span_tokens = options.service.span_tokens;
+    ASSIGN_OR_RETURN(std::unique_ptr<ClusterBackend> backend, ClusterBackend::Create(cluster, config));
+    node->backend_ = std::move(backend);
+  } else {
+    node->decode_ = std::make_unique<decode::DecodeWorker>(node->model_.get(), node->tokenizer_.get(), node->stores_,
+                                                           options.decode);
+    node->transport_ = std::make_unique<transport::InProcessTransport>(node->decode_.get());
+    node->prefill_ = std::make_unique<prefill::PrefillWorker>(node->stores_, node->transport_.get(),
+                                                              options.prefill_threads);
+    node->backend_ = std::make_unique<LocalBackend>(node->decode_.get(), node->prefill_.get(), node->stores_.get());
+  }
   ServingOptions service = options.service;
   if (service.model_name.empty()) {
     const size_t slash = options.model_dir.find_last_of('/', options.model_dir.size() - 2);
@@ -83,20 +108,47 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   }
   service.store_description = options.store_address.empty() ? absl::StrCat("embedded ", options.data_dir)
                                                             : absl::StrCat("remote ", options.store_address);
-  node->metrics_ = std::make_unique<ServingMetrics>(ServingMetrics::Sources{
-      .decode = node->decode_.get(), .prefill = node->prefill_.get(), .stores = node->stores_.get()});
+  node->metrics_ = std::make_unique<ServingMetrics>(ServingMetrics::Sources{.backend = node->backend_.get()});
   if (!options.api_keys.empty()) node->api_keys_ = std::make_unique<ApiKeys>(options.api_keys);
-  ServingParts parts{.model = node->model_.get(), .tokenizer = node->tokenizer_.get(),
-                     .decode = node->decode_.get(), .prefill = node->prefill_.get(),
-                     .sessions = node->sessions_.get(), .stores = node->stores_.get(),
-                     .metrics = node->metrics_.get(), .api_keys = node->api_keys_.get()};
-  ASSIGN_OR_RETURN(node->service_, ServingService::Create(service, parts));
+  std::string service_name;
+  grpc::Service* grpc_service = nullptr;
+  if (client_facing) {
+    ASSIGN_OR_RETURN(node->sessions_, prefill::SessionStore::Create({.client = node->client_}));
+    ServingParts parts{.config = &node->config_, .tokenizer = node->tokenizer_.get(),
+                       .backend = node->backend_.get(), .sessions = node->sessions_.get(),
+                       .metrics = node->metrics_.get(), .api_keys = node->api_keys_.get()};
+    ASSIGN_OR_RETURN(node->service_, ServingService::Create(service, parts));
+    grpc_service = node->service_.get();
+    service_name = v1::Serving::service_full_name();
+  } else if (role == NodeRole::kPrefill) {
+    node->prefill_service_ = std::make_unique<transport::PrefillService>(
+        config, node->prefill_.get(), node->decode_.get(), node->stores_.get(),
+        transport::PrefillServiceOptions{.span_tokens = options.service.span_tokens,
+                                         .test_corrupt_span = options.test_corrupt_span,
+                                         .test_stall_after_spans = options.test_stall_after_spans});
+    grpc_service = node->prefill_service_.get();
+    service_name = v1::Prefill::service_full_name();
+  } else {
+    node->decode_service_ = std::make_unique<DecodeService>(
+        config, node->decode_.get(), node->prefill_.get(), node->stores_.get(),
+        DecodeServiceOptions{.span_tokens = options.service.span_tokens,
+                             .default_max_tokens = options.service.default_max_tokens,
+                             .peer_credentials = options.cluster.credentials});
+    grpc_service = node->decode_service_.get();
+    service_name = v1::Decode::service_full_name();
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.listen_address, credentials, &port);
-  builder.RegisterService(node->service_.get());
+  builder.RegisterService(grpc_service);
+  builder.SetMaxReceiveMessageSize(transport::kMaxTransportMessageBytes);
+  builder.SetMaxSendMessageSize(transport::kMaxTransportMessageBytes);
+  // The roles' channels ping every second to notice a dead peer (transport::WorkerChannel).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   node->server_ = builder.BuildAndStart();
   if (node->server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
@@ -107,14 +159,16 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
     ASSIGN_OR_RETURN(node->http_, HttpServer::Create({.listen_address = options.http_listen_address,
                                                          .num_threads = options.http_threads}));
     AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
-    AddOpenAiRoutes(*node->http_, *node->service_,
-                    {.model_name = node->service_->options().model_name, .chat_template = chat_template,
-                     .drain = &node->http_calls_, .api_keys = node->api_keys_.get()});
+    if (node->service_ != nullptr) {
+      AddOpenAiRoutes(*node->http_, *node->service_,
+                      {.model_name = node->service_->options().model_name, .chat_template = chat_template,
+                       .drain = &node->http_calls_, .api_keys = node->api_keys_.get()});
+    }
     node->http_address_ = node->http_->address();
   }
   if (grpc::HealthCheckServiceInterface* health = node->server_->GetHealthCheckService()) {
     health->SetServingStatus(true);
-    health->SetServingStatus(v1::Serving::service_full_name(), true);
+    health->SetServingStatus(service_name, true);
   }
   std::string host = options.listen_address.substr(0, colon);
   if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
@@ -142,6 +196,7 @@ void ServingNode::Shutdown(int64_t grace_ms) {
     // reads the workers: the listener goes before them.
     http_calls_.DrainUntil(deadline);
     if (http_ != nullptr) http_->Stop();
+    backend_.reset();  // a cluster backend's calls end here
     prefill_.reset();
     decode_.reset();
     if (stores_ != nullptr) stores_->FlushAll();

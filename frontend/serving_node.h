@@ -1,9 +1,12 @@
-// ServingNode: one process serving every role (`kvspan serve`): the model and tokenizer,
-// the cache store (embedded RocksDB in a directory, or a remote `kvspan cachestore`), the
-// prefill worker, the decode worker, the in-process span transport, and the
-// kvspan.v1.Serving gRPC service with grpc.health.v1 and server reflection on one port,
-// and, when asked, an HTTP port with GET /metrics (Prometheus), GET /health and the
-// OpenAI-compatible API (frontend/openai_routes.h).
+// ServingNode: one kvspan process in one of its roles (NodeRole). `kvspan serve` runs
+// every role: the model and tokenizer, the cache store (embedded RocksDB in a directory, or
+// a remote `kvspan cachestore`), the prefill worker, the decode worker, the in-process
+// span transport, and the kvspan.v1.Serving gRPC service. The disaggregated roles run a
+// part: `kvspan prefill` (kvspan.v1.Prefill), `kvspan decode` (kvspan.v1.Decode) and
+// `kvspan frontend` (kvspan.v1.Serving over a ClusterBackend). Every role serves
+// grpc.health.v1 and server reflection on its gRPC port and, when asked, an HTTP port with
+// GET /metrics (Prometheus) and GET /health; the frontend roles add the OpenAI-compatible
+// API (frontend/openai_routes.h).
 // Thread-safe after Start.
 #ifndef KVSPAN_FRONTEND_SERVING_NODE_H_
 #define KVSPAN_FRONTEND_SERVING_NODE_H_
@@ -21,8 +24,11 @@
 #include "cachestore/client.h"
 #include "decode/decode_worker.h"
 #include "frontend/api_keys.h"
+#include "frontend/cluster_backend.h"
+#include "frontend/decode_service.h"
 #include "frontend/http_server.h"
 #include "frontend/openai_routes.h"
+#include "frontend/serving_backend.h"
 #include "frontend/serving_metrics.h"
 #include "frontend/serving_service.h"
 #include "frontend/tls.h"
@@ -31,11 +37,27 @@
 #include "prefill/prefill_worker.h"
 #include "prefill/session_store.h"
 #include "prefill/store_router.h"
+#include "transport/prefill_service.h"
 #include "transport/span_transport.h"
 
 namespace kvspan::frontend {
 
+// Which roles the process runs (docs/architecture.md, "Disaggregation").
+enum class NodeRole {
+  kAll,       // kvspan serve: frontend, prefill and decode workers, in process
+  kPrefill,   // kvspan prefill: the kvspan.v1.Prefill service
+  kDecode,    // kvspan decode: the kvspan.v1.Decode service
+  kFrontend,  // kvspan frontend: kvspan.v1.Serving over remote workers (no weights loaded)
+};
+const char* NodeRoleName(NodeRole role);
+
 struct ServingNodeOptions {
+  NodeRole role = NodeRole::kAll;
+  // kFrontend: the workers (host:port each; a name may resolve to several).
+  ClusterOptions cluster;
+  // Test hooks of kPrefill (transport::PrefillServiceOptions).
+  int test_corrupt_span = 0;
+  int test_stall_after_spans = 0;
   std::string model_dir = "models/kvspan-brown";
   std::string listen_address = "127.0.0.1:0";  // port 0 picks a free one
   // The cache store: `store_address` (host:port of a `kvspan cachestore`) when set, else
@@ -84,12 +106,14 @@ class ServingNode {
   // stops the workers and flushes queued store writes.
   void Shutdown(int64_t grace_ms);
 
-  const model::Model& model() const { return *model_; }
+  // The model's config (every role has it; kFrontend loads no weights).
+  const model::ModelConfig& config() const { return config_; }
 
  private:
   ServingNode() = default;
 
-  std::unique_ptr<model::Model> model_;
+  model::ModelConfig config_;
+  std::unique_ptr<model::Model> model_;  // null for kFrontend
   std::unique_ptr<model::Tokenizer> tokenizer_;
   std::shared_ptr<cachestore::CacheClient> client_;
   std::shared_ptr<prefill::StoreRouter> stores_;
@@ -97,9 +121,12 @@ class ServingNode {
   std::unique_ptr<decode::DecodeWorker> decode_;
   std::unique_ptr<transport::InProcessTransport> transport_;
   std::unique_ptr<prefill::PrefillWorker> prefill_;
+  std::unique_ptr<ServingBackend> backend_;
   std::unique_ptr<ServingMetrics> metrics_;
   std::unique_ptr<ApiKeys> api_keys_;  // null without options.api_keys
-  std::unique_ptr<ServingService> service_;
+  std::unique_ptr<ServingService> service_;            // kAll, kFrontend
+  std::unique_ptr<transport::PrefillService> prefill_service_;  // kPrefill
+  std::unique_ptr<DecodeService> decode_service_;       // kDecode
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   std::unique_ptr<HttpServer> http_;  // null without --http-listen

@@ -7,6 +7,8 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "frontend/grpc_token_sink.h"
+#include "transport/store_counters.h"
+#include "proto/deadline.h"
 #include "proto/status_conversion.h"
 
 namespace kvspan::frontend {
@@ -14,17 +16,7 @@ namespace {
 
 using proto::ToGrpcStatus;
 
-// How often a Generate handler looks at its call (cancelled, deadline) while it waits.
-constexpr std::chrono::milliseconds kPollInterval(50);
-
-decode::Clock::time_point SteadyDeadline(const grpc::ServerContext& context) {
-  const auto deadline = context.deadline();
-  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
-    return decode::Clock::time_point::max();
-  }
-  return decode::Clock::now() +
-         std::chrono::duration_cast<decode::Clock::duration>(deadline - std::chrono::system_clock::now());
-}
+}  // namespace
 
 absl::StatusOr<model::GenerationOptions> GenerationOptionsOf(const v1::GenerateRequest& r, int default_max_tokens) {
   model::GenerationOptions o;
@@ -45,8 +37,6 @@ absl::StatusOr<model::GenerationOptions> GenerationOptionsOf(const v1::GenerateR
   return o;
 }
 
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<ServingService>> ServingService::Create(const ServingOptions& options,
                                                                       const ServingParts& parts) {
   std::unique_ptr<ServingService> service(new ServingService(options, parts));
@@ -60,16 +50,7 @@ absl::StatusOr<std::unique_ptr<ServingService>> ServingService::Create(const Ser
 
 absl::StatusOr<std::shared_ptr<const kvcache::CachePolicy>> ServingService::PolicyFor(const std::string& text) {
   if (text.empty() && default_policy_ != nullptr) return default_policy_;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = policies_.find(text);
-    if (it != policies_.end()) return it->second;
-  }
-  ASSIGN_OR_RETURN(std::shared_ptr<const kvcache::CachePolicy> policy,
-                   kvcache::CachePolicy::Resolve(text, model_->config(), options_.span_tokens));
-  std::lock_guard<std::mutex> lock(mu_);
-  policies_.emplace(text, policy);
-  return policy;
+  return policies_.Get(text);
 }
 
 absl::Status ServingService::BeginTurn(const std::string& session_id) {
@@ -117,7 +98,7 @@ absl::StatusOr<decode::SequenceHandoff> ServingService::Prepare(const v1::Genera
                      (request.prompt_case() == v1::GenerateRequest::kText && request.text().empty());
   if (empty) return absl::InvalidArgumentError("the prompt is empty: set text or token_ids");
   if (request.has_token_ids()) {
-    const int vocab = model_->config().vocab_size;
+    const int vocab = config_.vocab_size;
     for (int i = 0; i < request.token_ids().ids_size(); ++i) {
       const int32_t id = request.token_ids().ids(i);
       if (id < 0 || id >= vocab) {
@@ -132,7 +113,7 @@ absl::StatusOr<decode::SequenceHandoff> ServingService::Prepare(const v1::Genera
         history == 0 ? tokenizer_->EncodeForGeneration(request.text()) : tokenizer_->Encode(request.text());
     h.tokens.insert(h.tokens.end(), ids.begin(), ids.end());
   }
-  const int context_tokens = model_->config().max_position_embeddings;
+  const int context_tokens = config_.max_position_embeddings;
   if (static_cast<int64_t>(h.tokens.size()) > context_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("the prompt has ", h.tokens.size(), " tokens",
                                                    history > 0 ? absl::StrCat(" (", history, " of session history)") : "",
@@ -147,7 +128,7 @@ grpc::Status ServingService::Generate(grpc::ServerContext* context, const v1::Ge
                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
   if (grpc::Status auth = CheckGrpcCall(api_keys_, *context); !auth.ok()) return auth;
   GenerateHooks hooks;
-  hooks.deadline = SteadyDeadline(*context);
+  hooks.deadline = proto::SteadyDeadline(*context);
   hooks.cancelled = [context] { return context->IsCancelled(); };
   hooks.write = [writer](const v1::GenerateResponse& message) { return writer->Write(message); };
   return ToGrpcStatus(Run(*request, hooks));
@@ -176,55 +157,33 @@ absl::Status ServingService::Serve(const v1::GenerateRequest& request, const Gen
   const std::shared_ptr<const kvcache::CachePolicy> policy = handoff->policy;
   record->policy = policy->canonical();
   if (session.has_value()) {
-    handoff->use_resident = decode_->ResidentTokens(session_id, handoff->policy->canonical()) > 0;
+    handoff->use_resident = backend_->HasResident(session_id, handoff->policy->canonical());
   }
   auto sink = std::make_shared<GrpcTokenSink>();
   handoff->sink = sink;
-  prefill_->Submit(*std::move(handoff));
+  backend_->Submit(*std::move(handoff));
 
-  absl::Status end;
-  bool client_gone = false;
-  while (true) {
-    std::optional<GrpcTokenSink::Event> event = sink->Next(kPollInterval);
-    if (!event.has_value()) {
-      if (hooks.cancelled != nullptr && hooks.cancelled()) {
-        client_gone = true;
-        sink->Cancel();  // the worker ends it with Cancelled
-      }
-      continue;
-    }
-    if (event->started.has_value()) record->started = std::move(event->started);
-    if (event->finished.has_value()) record->finished = event->finished;
-    if (event->finished.has_value() && session.has_value()) {
+  const absl::Status end = RelayToClient(*sink, hooks.cancelled, hooks.write, [&](GrpcTokenSink::Event& event) {
+    if (event.started.has_value()) record->started = event.started;
+    if (event.finished.has_value()) record->finished = event.finished;
+    if (event.finished.has_value() && session.has_value()) {
       // The session advances before the client hears the turn is over, so its next turn
       // sees this one: acknowledged means the store has it.
       session->tokens = std::move(prompt);
-      session->tokens.insert(session->tokens.end(), event->finished->output_ids.begin(),
-                             event->finished->output_ids.end());
+      session->tokens.insert(session->tokens.end(), event.finished->output_ids.begin(),
+                             event.finished->output_ids.end());
       // The turn's spans reach the store first: a restarted server finds them.
-      if (auto store = stores_->For(*policy, session->tenant); store != nullptr) store->Flush();
+      backend_->FlushStore(*policy, session->tenant);
       absl::Status s = sessions_->Update(*session).status();
       if (!s.ok()) {
         LOG(WARNING) << "frontend: session " << session_id << " not advanced: " << s;
-        event->message.reset();
-        event->end = absl::UnavailableError(absl::StrCat("the turn ran but session ", session_id,
-                                                         " could not be saved: ", s.message()));
+        event.message.reset();
+        event.end = absl::UnavailableError(absl::StrCat("the turn ran but session ", session_id,
+                                                        " could not be saved: ", s.message()));
       }
     }
-    if (event->message.has_value() && !client_gone && !hooks.write(*event->message)) {
-      client_gone = true;
-      sink->Cancel();  // the client is gone; wait for the worker to let go
-      if (!event->end.has_value()) continue;
-    }
-    if (event->end.has_value()) {
-      end = *event->end;
-      break;
-    }
-  }
+  });
   if (session.has_value()) EndTurn(session_id);
-  if (end.ok() && (client_gone || (hooks.cancelled != nullptr && hooks.cancelled()))) {
-    return absl::CancelledError("the client went away");
-  }
   return end;
 }
 
@@ -251,41 +210,29 @@ grpc::Status ServingService::CloseSession(grpc::ServerContext* context, const v1
                                           v1::CloseSessionResponse* response) {
   if (grpc::Status auth = CheckGrpcCall(api_keys_, *context); !auth.ok()) return auth;
   absl::Status s = sessions_->Close(request->session_id());
-  decode_->DropResident(request->session_id());
+  backend_->DropResident(request->session_id());
   return ToGrpcStatus(s);
 }
 
 grpc::Status ServingService::ServerInfo(grpc::ServerContext* context, const v1::ServerInfoRequest* request,
                                         v1::ServerInfoResponse* response) {
   if (grpc::Status auth = CheckGrpcCall(api_keys_, *context); !auth.ok()) return auth;
-  const model::ModelConfig& c = model_->config();
-  const decode::DecodeWorkerStats stats = decode_->Stats();
+  const model::ModelConfig& c = config_;
+  const BackendStats stats = backend_->Stats();
   response->set_model_name(options_.model_name);
   response->set_model_fingerprint(c.fingerprint);
   response->set_context_tokens(c.max_position_embeddings);
   response->set_vocab_size(c.vocab_size);
   response->set_span_tokens(options_.span_tokens);
   response->set_default_policy(default_policy_->canonical());
-  response->set_kv_budget_bytes(decode_->options().kv_budget_bytes);
+  response->set_kv_budget_bytes(stats.kv_budget_bytes);
   response->set_kv_bytes_in_use(stats.kv_bytes_in_use);
   response->set_running_sequences(stats.running);
-  response->set_waiting_requests(stats.waiting + prefill_->pending());
-  response->set_max_queue(decode_->options().max_queue);
+  response->set_waiting_requests(stats.waiting);
+  response->set_max_queue(stats.max_queue);
   response->set_resident_sessions(stats.resident_sessions);
   response->set_store(options_.store_description);
-  const prefill::SpanStoreStats store = stores_->TotalStats();
-  v1::StoreCounters* counters = response->mutable_store_counters();
-  counters->set_spans_loaded(store.num_spans_loaded);
-  counters->set_bytes_loaded(store.bytes_loaded);
-  counters->set_store_errors(store.num_store_errors);
-  counters->set_misses(store.num_misses);
-  counters->set_bad_spans(store.num_bad_spans);
-  counters->set_bad_spans_deleted(store.num_bad_spans_deleted);
-  counters->set_puts_ok(store.num_puts_ok);
-  counters->set_puts_failed(store.num_puts_failed);
-  counters->set_puts_refused(store.num_puts_refused);
-  counters->set_puts_dropped(store.num_puts_dropped);
-  counters->set_bytes_put(store.bytes_put);
+  transport::ToProto(stats.store, response->mutable_store_counters());
   return grpc::Status::OK;
 }
 

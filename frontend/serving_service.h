@@ -22,12 +22,13 @@
 #include "absl/status/statusor.h"
 #include "decode/decode_worker.h"
 #include "frontend/api_keys.h"
+#include "frontend/serving_backend.h"
 #include "frontend/serving_metrics.h"
 #include "kvcache/cache_policy.h"
 #include "kvspan/v1/serving.grpc.pb.h"
-#include "model/model.h"
+#include "model/config.h"
+#include "model/generation_state.h"
 #include "model/tokenizer.h"
-#include "prefill/prefill_worker.h"
 #include "prefill/session_store.h"
 
 namespace kvspan::frontend {
@@ -44,12 +45,10 @@ struct ServingOptions {
 // The node's parts the service drives; every pointer is borrowed, non-null unless its
 // comment says otherwise, and must outlive the service.
 struct ServingParts {
-  const model::Model* model = nullptr;
+  const model::ModelConfig* config = nullptr;  // the model's (the workers run the same one)
   const model::Tokenizer* tokenizer = nullptr;
-  decode::DecodeWorker* decode = nullptr;
-  prefill::PrefillWorker* prefill = nullptr;
+  ServingBackend* backend = nullptr;
   prefill::SessionStore* sessions = nullptr;
-  prefill::StoreRouter* stores = nullptr;
   ServingMetrics* metrics = nullptr;  // null: nothing recorded
   const ApiKeys* api_keys = nullptr;  // null: calls need no key (no --api-key-file)
 };
@@ -65,6 +64,12 @@ struct GenerateHooks {
   // client has gone, which cancels the sequence. REQUIRES: non-null.
   std::function<bool(const v1::GenerateResponse&)> write;
 };
+
+// The generation options of a Generate request (defaults filled in, max_tokens =
+// `default_max_tokens` when unset). InvalidArgument for sampling values out of range, a
+// negative max_tokens or an empty stop string. Shared by every role that takes requests.
+absl::StatusOr<model::GenerationOptions> GenerationOptionsOf(const v1::GenerateRequest& request,
+                                                             int default_max_tokens);
 
 class ServingService final : public v1::Serving::Service {
  public:
@@ -97,9 +102,9 @@ class ServingService final : public v1::Serving::Service {
 
  private:
   ServingService(const ServingOptions& options, const ServingParts& parts)
-      : options_(options), model_(parts.model), tokenizer_(parts.tokenizer), decode_(parts.decode),
-        prefill_(parts.prefill), sessions_(parts.sessions), stores_(parts.stores), metrics_(parts.metrics),
-        api_keys_(parts.api_keys) {}
+      : options_(options), config_(*parts.config), tokenizer_(parts.tokenizer), backend_(parts.backend),
+        sessions_(parts.sessions), metrics_(parts.metrics), api_keys_(parts.api_keys),
+        policies_(*parts.config, options.span_tokens) {}
   // Validates the request and builds its handoff (the session record, when there is one,
   // goes to *session).
   absl::StatusOr<decode::SequenceHandoff> Prepare(const v1::GenerateRequest& request,
@@ -112,18 +117,16 @@ class ServingService final : public v1::Serving::Service {
   void EndTurn(const std::string& session_id);
 
   const ServingOptions options_;
-  const model::Model* const model_;
+  const model::ModelConfig config_;
   const model::Tokenizer* const tokenizer_;
-  decode::DecodeWorker* const decode_;
-  prefill::PrefillWorker* const prefill_;
+  ServingBackend* const backend_;
   prefill::SessionStore* const sessions_;
-  prefill::StoreRouter* const stores_;
   ServingMetrics* const metrics_;
   const ApiKeys* const api_keys_;
+  kvcache::PolicyCache policies_;
   std::shared_ptr<const kvcache::CachePolicy> default_policy_;
 
   std::mutex mu_;
-  absl::flat_hash_map<std::string, std::shared_ptr<const kvcache::CachePolicy>> policies_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> turns_in_flight_ ABSL_GUARDED_BY(mu_);
   int64_t next_request_ ABSL_GUARDED_BY(mu_) = 0;
 };

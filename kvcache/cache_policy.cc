@@ -93,4 +93,16 @@ absl::StatusOr<std::unique_ptr<model::KvCache>> CachePolicy::NewCache(const mode
   return std::unique_ptr<model::KvCache>(std::move(cache));
 }
 
+absl::StatusOr<std::shared_ptr<const CachePolicy>> PolicyCache::Get(const std::string& text) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = policies_.find(text);
+    if (it != policies_.end()) return it->second;
+  }
+  absl::StatusOr<std::shared_ptr<const CachePolicy>> policy = CachePolicy::Resolve(text, config_, span_tokens_);
+  if (!policy.ok()) return policy.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  return policies_.emplace(text, *std::move(policy)).first->second;
+}
+
 }  // namespace kvspan::kvcache

@@ -10,10 +10,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "kvcache/compressed_kv_cache.h"
@@ -46,6 +49,9 @@ class CachePolicy {
   // dense and for query-aware policies.
   bool storable() const { return storable_; }
   int span_tokens() const { return span_tokens_; }
+  // Whether this policy's caches keep the tail's queries (a compressor that reads them):
+  // then model::DenseRows of its caches carry q.
+  bool keeps_queries() const { return compressor_ != nullptr && compressor_->query_needs().any(); }
   // Measured heap bytes of one span of this policy (SpanMemoryBytes of a span compressed from
   // random K/V at Resolve time): the per-span cost admission plans with.
   int64_t span_bytes() const { return span_bytes_; }
@@ -76,6 +82,23 @@ class CachePolicy {
   int64_t dense_token_bytes_ = 0;
   int64_t empty_cache_bytes_ = 0;  // memory_bytes() of an empty CompressedKvCache of this policy
   std::shared_ptr<SpanCompressor> compressor_;  // null when dense
+};
+
+// Resolved policies by policy string, each resolved once (Resolve measures span sizes, so
+// it is not free) and shared: what every service that takes policy strings keeps.
+// Thread-safe.
+class PolicyCache {
+ public:
+  PolicyCache(const model::ModelConfig& config, int span_tokens) : config_(config), span_tokens_(span_tokens) {}
+  // CachePolicy::Resolve(text, ...), cached by `text`; its errors are not cached.
+  absl::StatusOr<std::shared_ptr<const CachePolicy>> Get(const std::string& text);
+  int span_tokens() const { return span_tokens_; }
+
+ private:
+  const model::ModelConfig config_;
+  const int span_tokens_;
+  std::mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const CachePolicy>> policies_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvspan::kvcache

@@ -277,6 +277,62 @@ absl::Status CompressedKvCache::Commit(int n) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<model::DenseRows> CompressedKvCache::ExportDenseRows() const {
+  if (pending_.any()) return absl::FailedPreconditionError("CompressedKvCache: tokens are pending");
+  const Options& o = options_;
+  model::DenseRows rows;
+  rows.first_position = num_compressed_tokens();
+  rows.num_tokens = num_tail_tokens();
+  rows.num_layers = o.num_layers;
+  rows.num_kv_heads = o.num_kv_heads;
+  rows.num_heads = o.num_heads;
+  rows.head_dim = o.head_dim;
+  const int64_t row = int64_t{o.num_kv_heads} * o.head_dim;
+  const int64_t q_row = int64_t{o.num_heads} * o.head_dim;
+  const int n = rows.num_tokens;
+  rows.k.resize(int64_t{o.num_layers} * n * row);
+  rows.v.resize(rows.k.size());
+  if (needs_.any()) rows.q.resize(int64_t{o.num_layers} * n * q_row);
+  for (int l = 0; l < o.num_layers && n > 0; ++l) {
+    std::copy_n(&tail_k_[TailOffset(l, 0)], n * row, &rows.k[int64_t{l} * n * row]);
+    std::copy_n(&tail_v_[TailOffset(l, 0)], n * row, &rows.v[int64_t{l} * n * row]);
+    if (needs_.any()) {
+      std::copy_n(&tail_q_[(int64_t{l} * tail_capacity_) * q_row], n * q_row, &rows.q[int64_t{l} * n * q_row]);
+    }
+  }
+  return rows;
+}
+
+absl::Status CompressedKvCache::ImportDenseRows(const model::DenseRows& rows) {
+  const Options& o = options_;
+  if (pending_.any()) return absl::FailedPreconditionError("CompressedKvCache: tokens are pending");
+  RETURN_IF_ERROR(model::CheckDenseRows(rows, o.num_layers, o.num_kv_heads, o.num_heads, o.head_dim, needs_.any()));
+  if (num_tail_tokens() != 0 || rows.first_position != num_tokens_) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: rows at position ", rows.first_position,
+                                                   " into a cache of ", num_tokens_, " tokens with ",
+                                                   num_tail_tokens(), " in its tail; want an empty tail"));
+  }
+  if (rows.num_tokens >= o.span_tokens + needs_.observation_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache: ", rows.num_tokens,
+                                                   " rows would complete a span of ", o.span_tokens));
+  }
+  if (rows.num_tokens > o.capacity_tokens - num_tokens_) {
+    return absl::ResourceExhaustedError(absl::StrCat("CompressedKvCache: ", num_tokens_, " + ", rows.num_tokens,
+                                                     " tokens exceed the capacity of ", o.capacity_tokens));
+  }
+  const int n = rows.num_tokens;
+  ReserveTail(n + 1);
+  const int64_t row = int64_t{o.num_kv_heads} * o.head_dim;
+  const int64_t q_row = int64_t{o.num_heads} * o.head_dim;
+  for (int l = 0; l < o.num_layers && n > 0; ++l) {
+    std::copy_n(&rows.k[int64_t{l} * n * row], n * row, TailKey(l, 0));
+    std::copy_n(&rows.v[int64_t{l} * n * row], n * row, TailValue(l, 0));
+    if (needs_.any()) std::copy_n(&rows.q[int64_t{l} * n * q_row], n * q_row, TailQuery(l, 0));
+  }
+  num_tokens_ += n;
+  return absl::OkStatus();
+}
+
 void CompressedKvCache::ClearStaged() {
   staged_spans_.clear();
   staged_views_.clear();

@@ -92,6 +92,13 @@ class CompressedKvCache final : public model::KvCache {
   // (SpanMemoryBytes) and its kernel views, staged spans, the containers' slack and the
   // RoPE frequencies.
   int64_t memory_bytes() const override;
+  // The dense tail: first_position num_compressed_tokens(), queries when the compressor
+  // reads them.
+  absl::StatusOr<model::DenseRows> ExportDenseRows() const override;
+  // Only into an empty tail (num_tokens() == num_compressed_tokens()), fewer rows than would
+  // complete a span (S + the compressor's observation window), queries exactly when the
+  // compressor reads them: what ExportDenseRows of a cache of the same options gives.
+  absl::Status ImportDenseRows(const model::DenseRows& rows) override;
 
   const Options& options() const { return options_; }
   const std::vector<Span>& spans() const { return spans_; }

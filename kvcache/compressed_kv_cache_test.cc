@@ -341,6 +341,61 @@ TEST_F(TinyModelTest, ExpectedAttentionCompressesAtTheUsualCommit) {
   }
 }
 
+// A cache rebuilt from another's spans plus its exported dense tail continues the sequence
+// with exactly the same logits and spans (what a decode worker does with a shipped
+// sequence), for a codec-only, a query-reading and a query-aware policy; bad rows are
+// refused without changing the cache.
+TEST_F(TinyModelTest, ExportedTailContinuesExactly) {
+  for (const char* text : {"int4(g=4)", "expected-attn(keep=0.25,future=32)/int8(g=4)", "snapkv(keep=0.5,obs=5)/bf16"}) {
+    SCOPED_TRACE(text);
+    ASSERT_OK_AND_ASSIGN(Policy policy, ParsePolicy(text));
+    auto compressor = std::make_shared<PolicySpanCompressor>(PolicySpanCompressor::Options{policy, "test"});
+    ASSERT_OK_AND_ASSIGN(auto a, CompressedKvCache::Create(Opts(8), compressor));
+    const std::vector<int32_t> tokens = RandomTokens(40, model_->config().vocab_size, 41);
+    Step(*model_, a.get(), absl::MakeConstSpan(tokens).subspan(0, 21));
+    ASSERT_GT(a->num_tail_tokens(), 0);
+    ASSERT_OK_AND_ASSIGN(model::DenseRows rows, a->ExportDenseRows());
+    EXPECT_EQ(rows.first_position, a->num_compressed_tokens());
+    EXPECT_EQ(rows.q.empty(), !compressor->query_needs().any());
+    ASSERT_OK_AND_ASSIGN(auto b, CompressedKvCache::FromSpans(Opts(8), compressor, a->spans()));
+    model::DenseRows bad = rows;
+    bad.k.pop_back();
+    EXPECT_THAT(b->ImportDenseRows(bad), StatusIs(absl::StatusCode::kInvalidArgument));
+    bad = rows;
+    bad.first_position += 1;
+    EXPECT_THAT(b->ImportDenseRows(bad), StatusIs(absl::StatusCode::kInvalidArgument));
+    EXPECT_EQ(b->num_tokens(), a->num_compressed_tokens());
+    ASSERT_OK(b->ImportDenseRows(rows));
+    EXPECT_EQ(b->num_tokens(), 21);
+    EXPECT_THAT(b->ImportDenseRows(rows), StatusIs(absl::StatusCode::kInvalidArgument));  // tail not empty
+    for (int pos = 21; pos < 40; ++pos) {
+      const auto t = absl::MakeConstSpan(tokens).subspan(pos, 1);
+      ASSERT_EQ(Step(*model_, a.get(), t), Step(*model_, b.get(), t)) << "at " << pos;
+    }
+    ASSERT_EQ(a->spans().size(), b->spans().size());
+    for (size_t i = 0; i < a->spans().size(); ++i) {
+      EXPECT_EQ(SerializeSpan(a->spans()[i]), SerializeSpan(b->spans()[i])) << "span " << i;
+    }
+  }
+}
+
+TEST_F(TinyModelTest, DenseCacheExportsAndImportsEveryToken) {
+  const CompressedKvCache::Options o = Opts(8);
+  std::unique_ptr<model::DenseKvCache> a = DenseFor(o);
+  std::unique_ptr<model::DenseKvCache> b = DenseFor(o);
+  const std::vector<int32_t> tokens = RandomTokens(30, model_->config().vocab_size, 43);
+  Step(*model_, a.get(), absl::MakeConstSpan(tokens).subspan(0, 13));
+  ASSERT_OK_AND_ASSIGN(model::DenseRows rows, a->ExportDenseRows());
+  EXPECT_EQ(rows.first_position, 0);
+  EXPECT_EQ(rows.num_tokens, 13);
+  ASSERT_OK(b->ImportDenseRows(rows));
+  for (int pos = 13; pos < 30; ++pos) {
+    const auto t = absl::MakeConstSpan(tokens).subspan(pos, 1);
+    ASSERT_EQ(Step(*model_, a.get(), t), Step(*model_, b.get(), t)) << "at " << pos;
+  }
+  EXPECT_THAT(b->ImportDenseRows(rows), StatusIs(absl::StatusCode::kInvalidArgument));  // position 30, not 0
+}
+
 TEST_F(TinyModelTest, CreateRejectsBadOptions) {
   auto bad = [&](auto edit) {
     auto o = Opts(8);

@@ -210,6 +210,24 @@ absl::Status CheckSpan(const Span& span, absl::StatusCode code) {
 
 }  // namespace internal
 
+absl::Status CheckSpanIdentity(const Span& span, absl::string_view model_fingerprint, absl::string_view policy,
+                               const SpanGeometry& geometry, int64_t index) {
+  const SpanHeader& h = span.header;
+  if (h.model_fingerprint != model_fingerprint) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model fingerprint \"", h.model_fingerprint, "\", want \"", model_fingerprint, "\""));
+  }
+  if (h.policy != policy) {
+    return absl::InvalidArgumentError(absl::StrCat("policy \"", h.policy, "\", want \"", policy, "\""));
+  }
+  if (h.geometry != geometry) return absl::InvalidArgumentError("geometry differs from the reader's");
+  if (h.span_index != index || h.first_position != index * geometry.span_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("span_index ", h.span_index, " first_position ",
+                                                   h.first_position, ", want span ", index));
+  }
+  return ValidateSpan(span);
+}
+
 absl::Status ValidateSpan(const Span& span) {
   return internal::CheckSpan(span, absl::StatusCode::kInvalidArgument);
 }

@@ -33,6 +33,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "kvcache/entry_block.h"
 #include "kvcache/span_geometry.h"
@@ -104,6 +105,14 @@ struct Span {
 // OK when `span` satisfies every invariant above and every block passes ValidateBlock
 // with the geometry's head_dim; InvalidArgument naming the first violation.
 absl::Status ValidateSpan(const Span& span);
+
+// What a reader expects of span number `index` of a sequence: OK when its header names
+// `model_fingerprint` and `policy`, has `geometry`, span_index == index and first_position
+// == index * geometry.span_tokens, and ValidateSpan passes; InvalidArgument naming the
+// first mismatch. The cache store's reader and the span transport's receiver both check
+// every span with it before use.
+absl::Status CheckSpanIdentity(const Span& span, absl::string_view model_fingerprint, absl::string_view policy,
+                               const SpanGeometry& geometry, int64_t index);
 
 // Heap bytes the span holds, measured from its buffers' capacities: the heads array, each
 // head's blocks array, every block (BlockMemoryBytes) and the header strings' heap. The

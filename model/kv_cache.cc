@@ -10,6 +10,35 @@
 
 namespace kvspan::model {
 
+absl::StatusOr<DenseRows> KvCache::ExportDenseRows() const {
+  return absl::UnimplementedError("this KV cache cannot export its rows");
+}
+
+absl::Status KvCache::ImportDenseRows(const DenseRows&) {
+  return absl::UnimplementedError("this KV cache cannot import rows");
+}
+
+absl::Status CheckDenseRows(const DenseRows& rows, int num_layers, int num_kv_heads, int num_heads, int head_dim,
+                            bool with_queries) {
+  if (rows.num_layers != num_layers || rows.num_kv_heads != num_kv_heads || rows.num_heads != num_heads ||
+      rows.head_dim != head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dense rows of geometry layers=", rows.num_layers, " kv_heads=", rows.num_kv_heads, " heads=", rows.num_heads,
+        " head_dim=", rows.head_dim, ", want ", num_layers, "/", num_kv_heads, "/", num_heads, "/", head_dim));
+  }
+  if (rows.num_tokens < 0 || rows.first_position < 0) {
+    return absl::InvalidArgumentError("dense rows with a negative count or position");
+  }
+  const int64_t kv = int64_t{num_layers} * rows.num_tokens * num_kv_heads * head_dim;
+  const int64_t q = with_queries ? int64_t{num_layers} * rows.num_tokens * num_heads * head_dim : 0;
+  if (static_cast<int64_t>(rows.k.size()) != kv || static_cast<int64_t>(rows.v.size()) != kv ||
+      static_cast<int64_t>(rows.q.size()) != q) {
+    return absl::InvalidArgumentError(absl::StrCat("dense rows: arrays of ", rows.k.size(), "/", rows.v.size(), "/",
+                                                   rows.q.size(), " floats, want ", kv, "/", kv, "/", q));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<DenseKvCache>> DenseKvCache::Create(const Options& o) {
   if (o.num_layers < 1 || o.num_kv_heads < 1 || o.head_dim < 1 || o.num_heads < o.num_kv_heads ||
       o.num_heads % o.num_kv_heads != 0) {
@@ -105,6 +134,57 @@ absl::Status DenseKvCache::Commit(int n) {
 void DenseKvCache::Truncate(int num_tokens) {
   if (num_tokens < num_tokens_) num_tokens_ = std::max(0, num_tokens);
   pending_.Clear();
+}
+
+absl::StatusOr<DenseRows> DenseKvCache::ExportDenseRows() const {
+  if (pending_.any()) return absl::FailedPreconditionError("DenseKvCache: tokens are pending");
+  const Options& o = options_;
+  DenseRows rows;
+  rows.first_position = 0;
+  rows.num_tokens = num_tokens_;
+  rows.num_layers = o.num_layers;
+  rows.num_kv_heads = o.num_kv_heads;
+  rows.num_heads = o.num_heads;
+  rows.head_dim = o.head_dim;
+  const int64_t row = int64_t{o.num_kv_heads} * o.head_dim;
+  rows.k.resize(int64_t{o.num_layers} * num_tokens_ * row);
+  rows.v.resize(rows.k.size());
+  for (int l = 0; l < o.num_layers; ++l) {
+    for (int t = 0; t < num_tokens_; ++t) {
+      for (int h = 0; h < o.num_kv_heads; ++h) {
+        const int64_t at = (int64_t{l} * num_tokens_ + t) * row + int64_t{h} * o.head_dim;
+        std::memcpy(&rows.k[at], key(l, h, t), sizeof(float) * o.head_dim);
+        std::memcpy(&rows.v[at], value(l, h, t), sizeof(float) * o.head_dim);
+      }
+    }
+  }
+  return rows;
+}
+
+absl::Status DenseKvCache::ImportDenseRows(const DenseRows& rows) {
+  const Options& o = options_;
+  if (pending_.any()) return absl::FailedPreconditionError("DenseKvCache: tokens are pending");
+  RETURN_IF_ERROR(CheckDenseRows(rows, o.num_layers, o.num_kv_heads, o.num_heads, o.head_dim, false));
+  if (rows.first_position != num_tokens_) {
+    return absl::InvalidArgumentError(absl::StrCat("DenseKvCache: rows start at position ", rows.first_position,
+                                                   ", the cache holds ", num_tokens_, " tokens"));
+  }
+  if (rows.num_tokens > o.capacity_tokens - num_tokens_) {
+    return absl::ResourceExhaustedError(absl::StrCat("DenseKvCache: ", num_tokens_, " + ", rows.num_tokens,
+                                                     " tokens exceed the capacity of ", o.capacity_tokens));
+  }
+  const int64_t row = int64_t{o.num_kv_heads} * o.head_dim;
+  for (int l = 0; l < o.num_layers; ++l) {
+    for (int t = 0; t < rows.num_tokens; ++t) {
+      for (int h = 0; h < o.num_kv_heads; ++h) {
+        const int64_t at = (int64_t{l} * rows.num_tokens + t) * row + int64_t{h} * o.head_dim;
+        std::memcpy(mutable_key(l, h, num_tokens_ + t), &rows.k[at], sizeof(float) * o.head_dim);
+        std::memcpy(mutable_value(l, h, num_tokens_ + t), &rows.v[at], sizeof(float) * o.head_dim);
+      }
+    }
+  }
+  num_tokens_ += rows.num_tokens;
+  return absl::OkStatus();
 }
 
 const float* DenseKvCache::key(int layer, int kv_head, int token) const {

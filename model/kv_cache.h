@@ -37,6 +37,24 @@ struct LayerQkv {
   const float* v = nullptr;    // [n, num_kv_heads, head_dim], row stride row_stride
 };
 
+// The committed fp32 rows of a cache's dense part (DenseKvCache: every token;
+// CompressedKvCache: the dense tail after its spans), as the span transport ships them from
+// a prefill worker to a decode worker so that the receiver continues the sequence exactly
+// where the sender stopped (docs/architecture.md, "Disaggregation").
+struct DenseRows {
+  int first_position = 0;  // position of row 0
+  int num_tokens = 0;
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int num_heads = 0;
+  int head_dim = 0;
+  std::vector<float> k;  // [num_layers][num_tokens][num_kv_heads][head_dim], after RoPE
+  std::vector<float> v;  // same layout
+  // [num_layers][num_tokens][num_heads][head_dim], after RoPE: kept only by caches whose
+  // compressor reads queries (query-aware policies); empty otherwise.
+  std::vector<float> q;
+};
+
 class KvCache {
  public:
   virtual ~KvCache() = default;
@@ -77,7 +95,23 @@ class KvCache {
   // budget sums over sequences. The O(num_layers) pending-token counters and the object
   // itself are not counted.
   virtual int64_t memory_bytes() const = 0;
+
+  // The committed dense rows (DenseRows). Unimplemented by default (caches that cannot be
+  // shipped). FailedPrecondition while tokens are pending.
+  virtual absl::StatusOr<DenseRows> ExportDenseRows() const;
+  // Appends `rows` as committed tokens, as if they had been committed here.
+  // InvalidArgument unless rows.first_position == num_tokens(), the rows' geometry is this
+  // cache's, the arrays have their sizes (q present exactly when this cache keeps queries)
+  // and the implementation can take them without compressing (CompressedKvCache: only into
+  // an empty tail, fewer tokens than would complete a span); ResourceExhausted past the
+  // capacity; FailedPrecondition while tokens are pending. On error nothing changes.
+  virtual absl::Status ImportDenseRows(const DenseRows& rows);
 };
+
+// OK when `rows` has `geometry`'s layers, heads and head_dim and arrays of their sizes
+// (with_queries: q too, else q empty); InvalidArgument naming the first mismatch.
+absl::Status CheckDenseRows(const DenseRows& rows, int num_layers, int num_kv_heads, int num_heads, int head_dim,
+                            bool with_queries);
 
 // fp32 K and V laid out [layer][kv_head][capacity][head_dim]. Not thread-safe.
 class DenseKvCache final : public KvCache {
@@ -104,6 +138,9 @@ class DenseKvCache final : public KvCache {
   // The two K/V allocations, 2 * num_layers * num_kv_heads * capacity_tokens * head_dim
   // floats, whatever num_tokens() is (allocated at Create).
   int64_t memory_bytes() const override { return 2 * buffer_floats_ * static_cast<int64_t>(sizeof(float)); }
+  // Every committed token (first_position 0); no queries.
+  absl::StatusOr<DenseRows> ExportDenseRows() const override;
+  absl::Status ImportDenseRows(const DenseRows& rows) override;
 
   int capacity_tokens() const { return options_.capacity_tokens; }
   const Options& options() const { return options_; }

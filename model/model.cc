@@ -79,10 +79,7 @@ void AddWeightsFlag(FlagSet& flags, WeightsMode* target) {
       "docs/performance.md)");
 }
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const ModelOptions& options) {
-  if (options.num_threads < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("ModelOptions.num_threads = ", options.num_threads, " < 0"));
-  }
+absl::StatusOr<ModelConfig> Model::LoadConfig(const std::string& dir) {
   ASSIGN_OR_RETURN(std::string config_json, ReadFile(dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(config_json));
   const std::string generation_path = dir + "/generation_config.json";
@@ -92,6 +89,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
   }
   ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));
   config.fingerprint = FingerprintHex(absl::StrCat(config_json, "\n", checkpoint->FingerprintBytes()));
+  return config;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const ModelOptions& options) {
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("ModelOptions.num_threads = ", options.num_threads, " < 0"));
+  }
+  ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir));
+  ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));
   const int num_threads = options.num_threads == 0 ? DefaultNumThreads() : options.num_threads;
   ThreadPool load_pool(num_threads);
   const kernels::WeightFormat format = ResolveWeightFormat(options.weights, *checkpoint);

@@ -88,6 +88,10 @@ class Model {
   // InvalidArgument for a config problem (see ModelConfig::FromJson), a tensor of the
   // wrong shape or dtype, or options out of range.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir, const ModelOptions& options);
+  // The config Load would give `dir`'s model (fingerprint included: the checkpoint's
+  // headers are read, its tensors are not), for processes that validate requests for a
+  // model without running it (`kvspan frontend`). Load's errors for those files.
+  static absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir);
 
   const ModelConfig& config() const { return config_; }
 

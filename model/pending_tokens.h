@@ -49,6 +49,14 @@ class PendingTokens {
   // Nothing pending and nothing prepared (after a Commit, and in Truncate).
   void Clear();
 
+  // Whether any layer took tokens since the last Clear.
+  bool any() const {
+    for (int c : counts_) {
+      if (c != 0) return true;
+    }
+    return false;
+  }
+
   int num_layers() const { return static_cast<int>(counts_.size()); }
   // Tokens `layer` took since the last Clear. REQUIRES: layer in range.
   int count(int layer) const { return counts_[layer]; }

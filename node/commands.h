@@ -10,6 +10,9 @@ int RunGenerate(int argc, const char* const* argv);        // generate_command.c
 int RunCachestore(int argc, const char* const* argv);      // cachestore_command.cc
 int RunCalibrateRazor(int argc, const char* const* argv);  // calibrate_razor_command.cc
 int RunServe(int argc, const char* const* argv);           // serve_command.cc
+int RunPrefill(int argc, const char* const* argv);         // serve_command.cc
+int RunDecode(int argc, const char* const* argv);          // serve_command.cc
+int RunFrontend(int argc, const char* const* argv);        // serve_command.cc
 int RunClient(int argc, const char* const* argv);          // client_command.cc
 int RunChat(int argc, const char* const* argv);            // chat_command.cc
 

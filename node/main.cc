@@ -18,6 +18,10 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"serve", "serve the Generate/session gRPC API: every role in one process", kvspan::node::RunServe, true},
+    {"prefill", "a prefill worker of a disaggregated cluster (kvspan.v1.Prefill)", kvspan::node::RunPrefill, true},
+    {"decode", "a decode worker of a disaggregated cluster (kvspan.v1.Decode)", kvspan::node::RunDecode, true},
+    {"frontend", "the Generate/session API of a disaggregated cluster, routing to its workers",
+     kvspan::node::RunFrontend},
     {"generate", "generate text with a model on this machine's CPU", kvspan::node::RunGenerate, true},
     {"cachestore", "serve the compressed-span cache store over gRPC", kvspan::node::RunCachestore},
     {"calibrate-razor", "find a model's RazorAttention retrieval heads (writes a heads file)",

@@ -99,23 +99,7 @@ absl::StatusOr<std::vector<SpanKey>> SpanStore::KeyChain(absl::Span<const int32_
 }
 
 absl::Status SpanStore::CheckHeader(const kvcache::Span& span, int64_t index) const {
-  const kvcache::SpanHeader& h = span.header;
-  if (h.model_fingerprint != options_.model_fingerprint) {
-    return absl::InvalidArgumentError(absl::StrCat("model fingerprint \"", h.model_fingerprint,
-                                                   "\", want \"", options_.model_fingerprint, "\""));
-  }
-  if (h.policy != options_.policy) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("policy \"", h.policy, "\", want \"", options_.policy, "\""));
-  }
-  if (h.geometry != options_.geometry) {
-    return absl::InvalidArgumentError("geometry differs from the store's");
-  }
-  if (h.span_index != index || h.first_position != index * options_.geometry.span_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("span_index ", h.span_index, " first_position ",
-                                                   h.first_position, ", want span ", index));
-  }
-  return kvcache::ValidateSpan(span);
+  return kvcache::CheckSpanIdentity(span, options_.model_fingerprint, options_.policy, options_.geometry, index);
 }
 
 SpanStore::Fetched SpanStore::Fetch(const SpanKey& key, int64_t i) {

@@ -155,7 +155,7 @@ class SpanStore {
   void Put(const PutTask& task);
   // Get, ParseSpan and the header checks of span i under `key`.
   Fetched Fetch(const cachestore::SpanKey& key, int64_t i);
-  // OK when `span` is this store's span number `index` (index < 0: any index).
+  // OK when `span` is this store's span number `index` (kvcache::CheckSpanIdentity).
   absl::Status CheckHeader(const kvcache::Span& span, int64_t index) const;
   void AddToStats(const LoadedPrefix& loaded, int64_t bad_spans_deleted);
 

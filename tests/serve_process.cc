@@ -43,10 +43,19 @@ ServeProcess::ServeProcess(const std::string& binary, std::vector<std::string> a
                    }(),
                    "kvspan serve: listening on ", "kvspan serve: ready") {}
 
-std::unique_ptr<ServeProcess> ServeProcess::Cachestore(const std::string& binary, const std::string& data_dir) {
+std::unique_ptr<ServeProcess> ServeProcess::Cachestore(const std::string& binary, const std::string& data_dir,
+                                                       const std::string& listen) {
   // Its one line, "kvspan cachestore: serving DIR on HOST:PORT", is both.
   return std::unique_ptr<ServeProcess>(new ServeProcess(
-      binary, {"cachestore", "--listen", "127.0.0.1:0", "--data", data_dir}, "", "kvspan cachestore: serving "));
+      binary, {"cachestore", "--listen", listen, "--data", data_dir}, "", "kvspan cachestore: serving "));
+}
+
+std::unique_ptr<ServeProcess> ServeProcess::Role(const std::string& binary, const std::string& role,
+                                                 std::vector<std::string> args) {
+  std::vector<std::string> all = {role, "--listen", "127.0.0.1:0"};
+  all.insert(all.end(), args.begin(), args.end());
+  return std::unique_ptr<ServeProcess>(
+      new ServeProcess(binary, all, "kvspan " + role + ": listening on ", "kvspan " + role + ": ready"));
 }
 
 ServeProcess::ServeProcess(const std::string& binary, const std::vector<std::string>& argv,

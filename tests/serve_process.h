@@ -25,7 +25,12 @@ class ServeProcess {
   ServeProcess(const std::string& binary, std::vector<std::string> args);
   // Starts `binary cachestore --listen 127.0.0.1:0 --data <data_dir>` and waits for its
   // serving line.
-  static std::unique_ptr<ServeProcess> Cachestore(const std::string& binary, const std::string& data_dir);
+  static std::unique_ptr<ServeProcess> Cachestore(const std::string& binary, const std::string& data_dir,
+                                                  const std::string& listen = "127.0.0.1:0");
+  // Starts `binary <role> --listen 127.0.0.1:0 <args>` (role: prefill, decode, frontend)
+  // and waits for its `kvspan <role>: ready` line.
+  static std::unique_ptr<ServeProcess> Role(const std::string& binary, const std::string& role,
+                                            std::vector<std::string> args);
   ~ServeProcess();
   ServeProcess(const ServeProcess&) = delete;
   ServeProcess& operator=(const ServeProcess&) = delete;
