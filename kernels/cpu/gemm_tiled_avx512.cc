@@ -27,177 +27,153 @@ namespace {
 
 int64_t RoundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
-// bf16 weights by vdpbf16ps (kAvx512Bf16Dot); x is bf16 ([m, ldx], ldx a multiple of 32,
-// zero past k). W's last partial 32-element chunk is loaded under a mask (zeros), so the
-// padding adds nothing.
-template <int NW, int MX>
-KVSPAN_AVX512 void Bf16DotTile(const TiledOperands& b, int j0, int i0, float* dots) {
-  const int k = b.p->w.cols;
-  const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
-  const uint16_t* x = static_cast<const uint16_t*>(b.x) + i0 * b.ldx;
-  __m512 acc[MX][NW];
-  #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i)
-    #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_setzero_ps();
-  for (int c = 0; c < k; c += 32) {
-    const __mmask32 mask = k - c >= 32 ? ~__mmask32{0} : (__mmask32{1} << (k - c)) - 1;
-    __m512i wv[NW];
-    #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) {
-      wv[r] = _mm512_maskz_loadu_epi16(mask, w + int64_t{r} * k + c);
-      PrefetchNextTile(w + int64_t{r} * k + c, 2 * int64_t{k});
-    }
-    #pragma GCC unroll 4
-    for (int i = 0; i < MX; ++i) {
-      const __m512i xv = _mm512_loadu_si512(x + i * b.ldx + c);
-      #pragma GCC unroll 4
-      for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], (__m512bh)xv, (__m512bh)wv[r]);
-    }
-  }
-  #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i)
-    #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = _mm512_reduce_add_ps(acc[i][r]);
-}
+#define KVSPAN_AVX512_INLINE \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni"), always_inline)) static inline
 
-// bf16 weights, exact: 32 bf16 weights are one 512-bit load; a 16-bit left shift of each
-// 32-bit lane gives the fp32 values of the even elements, a mask of the high halves those
-// of the odd ones (2 integer operations per 32 weights). x is packed to match: per chunk of
-// 32, its 16 even elements then its 16 odd ones, fp32 ([m, ldx], ldx a multiple of 32,
-// zero past k).
-template <int NW, int MX>
-KVSPAN_AVX512 void Bf16Tile(const TiledOperands& b, int j0, int i0, float* dots) {
-  const int k = b.p->w.cols;
-  const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
-  const float* x = static_cast<const float*>(b.x) + i0 * b.ldx;
-  const __m512i high_halves = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
-  __m512 acc[MX][NW];
-  #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i)
-    #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_setzero_ps();
-  for (int c = 0; c < k; c += 32) {
-    const __mmask32 mask = k - c >= 32 ? ~__mmask32{0} : (__mmask32{1} << (k - c)) - 1;
-    __m512 even[NW], odd[NW];
-    #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) {
-      const __m512i bits = _mm512_maskz_loadu_epi16(mask, w + int64_t{r} * k + c);
-      PrefetchNextTile(w + int64_t{r} * k + c, 2 * int64_t{k});
-      even[r] = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
-      odd[r] = _mm512_castsi512_ps(_mm512_and_si512(bits, high_halves));
-    }
-    #pragma GCC unroll 4
-    for (int i = 0; i < MX; ++i) {
-      const __m512 xe = _mm512_loadu_ps(x + i * b.ldx + c);
-      const __m512 xo = _mm512_loadu_ps(x + i * b.ldx + c + 16);
-      #pragma GCC unroll 4
-      for (int r = 0; r < NW; ++r) {
-        acc[i][r] = _mm512_fmadd_ps(xe, even[r], acc[i][r]);
-        acc[i][r] = _mm512_fmadd_ps(xo, odd[r], acc[i][r]);
-      }
-    }
-  }
-  #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i)
-    #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = _mm512_reduce_add_ps(acc[i][r]);
-}
+// A tile's instruction family. Element: W's element type. kStep: elements of a row per
+// loaded chunk. LoadW(w, remaining) loads one chunk of a W row, zero past `remaining`
+// elements; LoadX(b, i, c, remaining) the matching chunk of packed x row i; Madd(acc, x, w)
+// accumulates their products; Finish(acc, b, j) reduces acc to the dot product of W row j.
 
-// fp16 weights; x is p.x itself (fp32, ldx = k): exact products, fp32 accumulation.
-template <int NW, int MX>
-KVSPAN_AVX512 void F16Tile(const TiledOperands& b, int j0, int i0, float* dots) {
-  const int k = b.p->w.cols;
-  const uint16_t* w = static_cast<const uint16_t*>(b.p->w.data) + int64_t{j0} * k;
-  const float* x = b.p->x + int64_t{i0} * k;
-  __m512 acc[MX][NW];
-  #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i)
-    #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_setzero_ps();
-  for (int c = 0; c < k; c += 16) {
-    const __mmask16 mask = k - c >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << (k - c)) - 1);
-    __m512 wv[NW];
-    #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) {
-      wv[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, w + int64_t{r} * k + c));
-      PrefetchNextTile(w + int64_t{r} * k + c, 2 * int64_t{k});
-    }
-    #pragma GCC unroll 4
-    for (int i = 0; i < MX; ++i) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + int64_t{i} * k + c);
-      #pragma GCC unroll 4
-      for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
-    }
+// bf16 exact: 32 bf16 weights are one 512-bit load; a 16-bit left shift of each 32-bit lane
+// gives the fp32 values of the even elements, a mask of the high halves those of the odd
+// ones (2 integer operations per 32 weights). x is packed to match: per chunk of 32, its 16
+// even elements then its 16 odd ones, fp32 ([m, ldx], ldx a multiple of 32, zero past k).
+struct Bf16Op {
+  using Element = uint16_t;
+  using Acc = __m512;
+  struct W {
+    __m512 even, odd;
+  };
+  using X = W;
+  static constexpr int kStep = 32;
+  KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
+  KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining) {
+    const __mmask32 mask = remaining >= 32 ? ~__mmask32{0} : (__mmask32{1} << remaining) - 1;
+    const __m512i bits = _mm512_maskz_loadu_epi16(mask, w);
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(bits, 16)),
+            _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u))))};
   }
-  #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i)
-    #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = _mm512_reduce_add_ps(acc[i][r]);
-}
+  KVSPAN_AVX512_INLINE X LoadX(const TiledOperands& b, int i, int c, int) {
+    const float* x = static_cast<const float*>(b.x) + i * b.ldx + c;
+    return {_mm512_loadu_ps(x), _mm512_loadu_ps(x + 16)};
+  }
+  KVSPAN_AVX512_INLINE Acc Madd(Acc acc, const X& x, const W& w) {
+    return _mm512_fmadd_ps(x.odd, w.odd, _mm512_fmadd_ps(x.even, w.even, acc));
+  }
+  KVSPAN_AVX512_INLINE float Finish(Acc acc, const TiledOperands&, int) { return _mm512_reduce_add_ps(acc); }
+};
 
-// int8 weights; x is q + 128 as uint8 ([m, ldx], ldx a multiple of 64, zero past k).
+// bf16 by vdpbf16ps (kAvx512Bf16Dot): x is bf16 ([m, ldx], ldx a multiple of 32, zero past k).
+struct Bf16DotOp {
+  using Element = uint16_t;
+  using Acc = __m512;
+  using W = __m512i;
+  using X = __m512i;
+  static constexpr int kStep = 32;
+  KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
+  KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining) {
+    const __mmask32 mask = remaining >= 32 ? ~__mmask32{0} : (__mmask32{1} << remaining) - 1;
+    return _mm512_maskz_loadu_epi16(mask, w);
+  }
+  KVSPAN_AVX512_INLINE X LoadX(const TiledOperands& b, int i, int c, int) {
+    return _mm512_loadu_si512(static_cast<const uint16_t*>(b.x) + i * b.ldx + c);
+  }
+  KVSPAN_AVX512_INLINE Acc Madd(Acc acc, X x, W w) { return _mm512_dpbf16_ps(acc, (__m512bh)x, (__m512bh)w); }
+  KVSPAN_AVX512_INLINE float Finish(Acc acc, const TiledOperands&, int) { return _mm512_reduce_add_ps(acc); }
+};
+
+// fp16 by vcvtph2ps; x is p.x itself (fp32, [m, k]): exact products, fp32 accumulation.
+struct F16Op {
+  using Element = uint16_t;
+  using Acc = __m512;
+  using W = __m512;
+  using X = __m512;
+  static constexpr int kStep = 16;
+  static __mmask16 Mask(int remaining) {
+    return remaining >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << remaining) - 1);
+  }
+  KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
+  KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(Mask(remaining), w));
+  }
+  KVSPAN_AVX512_INLINE X LoadX(const TiledOperands& b, int i, int c, int remaining) {
+    return _mm512_maskz_loadu_ps(Mask(remaining), b.p->x + int64_t{i} * b.p->w.cols + c);
+  }
+  KVSPAN_AVX512_INLINE Acc Madd(Acc acc, X x, W w) { return _mm512_fmadd_ps(x, w, acc); }
+  KVSPAN_AVX512_INLINE float Finish(Acc acc, const TiledOperands&, int) { return _mm512_reduce_add_ps(acc); }
+};
+
+// int8 by vpdpbusd; x is q + 128 as uint8 ([m, ldx], ldx a multiple of 64, zero past k).
 // vpdpbusd multiplies unsigned by signed bytes: Σ (q + 128) · w = Σ q · w + 128 · row_sum.
 // No overflow: |Σ| <= 255 · 127 · k < 2^31 for k < 66,000.
-template <int NW, int MX>
-KVSPAN_AVX512 void Int8Tile(const TiledOperands& b, int j0, int i0, float* dots) {
+struct Int8Op {
+  using Element = int8_t;
+  using Acc = __m512i;
+  using W = __m512i;
+  using X = __m512i;
+  static constexpr int kStep = 64;
+  KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_si512(); }
+  KVSPAN_AVX512_INLINE W LoadW(const int8_t* w, int remaining) {
+    const __mmask64 mask = remaining >= 64 ? ~__mmask64{0} : (__mmask64{1} << remaining) - 1;
+    return _mm512_maskz_loadu_epi8(mask, w);
+  }
+  KVSPAN_AVX512_INLINE X LoadX(const TiledOperands& b, int i, int c, int) {
+    return _mm512_loadu_si512(static_cast<const uint8_t*>(b.x) + i * b.ldx + c);
+  }
+  KVSPAN_AVX512_INLINE Acc Madd(Acc acc, X x, W w) { return _mm512_dpbusd_epi32(acc, x, w); }
+  KVSPAN_AVX512_INLINE float Finish(Acc acc, const TiledOperands& b, int j) {
+    return static_cast<float>(_mm512_reduce_add_epi32(acc) - 128 * b.p->w.row_sums[j]);
+  }
+};
+
+// The tile of every family: rows [j0, j0 + NW) of W against packed x rows [i0, i0 + MX).
+// W's last partial chunk is loaded under a mask (zeros), so x's zero padding adds nothing.
+template <class Op, int NW, int MX>
+KVSPAN_AVX512 void Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
-  const int8_t* w = static_cast<const int8_t*>(b.p->w.data) + int64_t{j0} * k;
-  const uint8_t* x = static_cast<const uint8_t*>(b.x) + i0 * b.ldx;
-  __m512i acc[MX][NW];
+  const typename Op::Element* w = static_cast<const typename Op::Element*>(b.p->w.data) + int64_t{j0} * k;
+  const int64_t row_bytes = int64_t{k} * sizeof(typename Op::Element);
+  typename Op::Acc acc[MX][NW];
   #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i)
     #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_setzero_si512();
-  for (int c = 0; c < k; c += 64) {
-    const __mmask64 mask = k - c >= 64 ? ~__mmask64{0} : (__mmask64{1} << (k - c)) - 1;
-    __m512i wv[NW];
+    for (int r = 0; r < NW; ++r) acc[i][r] = Op::Zero();
+  for (int c = 0; c < k; c += Op::kStep) {
+    typename Op::W wv[NW];
     #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) {
-      wv[r] = _mm512_maskz_loadu_epi8(mask, w + int64_t{r} * k + c);
-      PrefetchNextTile(w + int64_t{r} * k + c, k);
+      wv[r] = Op::LoadW(w + int64_t{r} * k + c, k - c);
+      PrefetchNextTile(w + int64_t{r} * k + c, row_bytes);
     }
     #pragma GCC unroll 4
     for (int i = 0; i < MX; ++i) {
-      const __m512i xv = _mm512_loadu_si512(x + i * b.ldx + c);
+      const typename Op::X xv = Op::LoadX(b, i0 + i, c, k - c);
       #pragma GCC unroll 4
-      for (int r = 0; r < NW; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], xv, wv[r]);
+      for (int r = 0; r < NW; ++r) acc[i][r] = Op::Madd(acc[i][r], xv, wv[r]);
     }
   }
   #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i) {
+  for (int i = 0; i < MX; ++i)
     #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) {
-      const int32_t sum = _mm512_reduce_add_epi32(acc[i][r]) - 128 * b.p->w.row_sums[j0 + r];
-      dots[i * kMaxTileRowsW + r] = static_cast<float>(sum);
-    }
-  }
+    for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = Op::Finish(acc[i][r], b, j0 + r);
 }
 
-template <int NW, int MX>
-struct Bf16T {
-  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Bf16Tile<NW, MX>(b, j0, i0, d); }
-};
-template <int NW, int MX>
-struct Bf16DotT {
-  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Bf16DotTile<NW, MX>(b, j0, i0, d); }
-};
-template <int NW, int MX>
-struct F16T {
-  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { F16Tile<NW, MX>(b, j0, i0, d); }
-};
-template <int NW, int MX>
-struct Int8T {
-  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int8Tile<NW, MX>(b, j0, i0, d); }
+template <class Op>
+struct TilesOf {
+  template <int NW, int MX>
+  struct T {
+    KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Tile<Op, NW, MX>(b, j0, i0, d); }
+  };
 };
 
 // 32 zmm registers: 4 W rows × 4 x rows of accumulators (16) + 4 W + x; the exact bf16
 // tile holds 8 W vectors (even and odd), 2 of x and its mask constant: 27.
 constexpr int kMaxMX = 4;
-constexpr TileTable<Bf16T, kMaxMX> kBf16Tiles;
-constexpr TileTable<Bf16DotT, kMaxMX> kBf16DotTiles;
-constexpr TileTable<F16T, kMaxMX> kF16Tiles;
-constexpr TileTable<Int8T, kMaxMX> kInt8Tiles;
+constexpr TileTable<TilesOf<Bf16Op>::T, kMaxMX> kBf16Tiles;
+constexpr TileTable<TilesOf<Bf16DotOp>::T, kMaxMX> kBf16DotTiles;
+constexpr TileTable<TilesOf<F16Op>::T, kMaxMX> kF16Tiles;
+constexpr TileTable<TilesOf<Int8Op>::T, kMaxMX> kInt8Tiles;
 
 }  // namespace
 
