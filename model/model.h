@@ -82,7 +82,9 @@ class Model {
   // Loads `dir`: config.json, generation_config.json (optional), model.safetensors or the
   // shards of model.safetensors.index.json (f32, f16 or bf16), copied (or converted, as
   // options.weights asks) into memory owned by the Model (the files are unmapped before
-  // Load returns): with kAuto, weight memory equals the checkpoint's size.
+  // Load returns; each part's pages are released as soon as it is copied, so the load's
+  // peak resident set stays near the copy's size): with kAuto, weight memory equals the
+  // checkpoint's size.
   // Errors: NotFound for a missing config.json or weights file or a missing tensor
   // (naming it); DataLoss for a truncated or malformed safetensors file;
   // InvalidArgument for a config problem (see ModelConfig::FromJson), a tensor of the

@@ -1,5 +1,8 @@
 #include "model/internal/weights.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <mutex>
@@ -76,6 +79,17 @@ absl::Status ConvertRows(const TensorInfo& src, int64_t num_rows, int64_t cols, 
   return absl::OkStatus();
 }
 
+// Drops the whole pages of [data, data + size_bytes) from this process's resident set once
+// a chunk has been copied out of the (read-only, pre-faulted) checkpoint mapping, so that
+// the load never holds the file and its copy at once. Advisory: a page read again later
+// faults back in from the file with the same bytes. Chunks never share a whole page.
+void ReleaseSource(const uint8_t* data, int64_t size_bytes) {
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + static_cast<uintptr_t>(size_bytes)) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 class JobList {
  public:
   explicit JobList(const SafetensorsCheckpoint& ckpt) : ckpt_(ckpt) {}
@@ -137,6 +151,7 @@ class JobList {
         std::lock_guard<std::mutex> lock(mu);
         if (first_error.ok()) first_error = s;
       }
+      ReleaseSource(c.view.data, c.view.size_bytes);
     };
     if (pool != nullptr) {
       pool->ParallelFor(static_cast<int64_t>(chunks.size()), run);
