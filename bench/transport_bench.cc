@@ -55,8 +55,7 @@ std::unique_ptr<grpc::Server> Serve(grpc::Service* service, std::string* address
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service);
-  builder.SetMaxSendMessageSize(transport::kMaxTransportMessageBytes);
-  builder.SetMaxReceiveMessageSize(transport::kMaxTransportMessageBytes);
+  transport::ConfigureWorkerServer(builder);
   auto server = builder.BuildAndStart();
   *address = absl::StrCat("127.0.0.1:", port);
   return server;
