@@ -245,8 +245,13 @@ int Main(int argc, char** argv) {
         recovery_requests, recovery_tokens, recovery_concurrency, held, recovery_requests / 3, recovery_requests,
         failed.load(), 100.0 * failed.load() / recovery_requests, held, last_ms);
   }
+  std::string model_name = model;
+  while (!model_name.empty() && model_name.back() == '/') model_name.pop_back();
+  model_name = model_name.substr(model_name.find_last_of('/') + 1);
   const std::string section_body = absl::StrFormat(
-      "Measured %s on %s, model %s, load average %s at the start, %s at the end. Command: `%s`\n\n%s",
+      "## Disaggregated cluster vs kvspan serve (issue 10): %s\n\nMeasured %s on %s, model %s, load average %s at "
+      "the start, %s at the end. Command: `%s`\n\n%s",
+      model_name,
       absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone()), CpuModel(), model, load_before, LoadAverage(),
       CommandLine(argc, argv), body);
   std::printf("%s", section_body.c_str());

@@ -299,8 +299,13 @@ int Main(int argc, char** argv) {
       loopback_spans, payload / static_cast<double>(loopback_spans) / (1 << 20), payload / double(1 << 20), reps,
       best_checked, payload / best_checked / 1e9, best_raw, payload / best_raw / 1e9, best_parse,
       payload / best_parse / 1e9);
+  std::string model_name = model_dir;
+  while (!model_name.empty() && model_name.back() == '/') model_name.pop_back();
+  model_name = model_name.substr(model_name.find_last_of('/') + 1);
   const std::string body = absl::StrFormat(
-      "Measured %s on %s, load average %s at the start, %s at the end. Command: `%s`\n\n%s%s",
+      "## Span transport (issue 10): %s\n\nMeasured %s on %s, load average %s at the start, %s at the end. "
+      "Command: `%s`\n\n%s%s",
+      model_name,
       absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone()),
       CpuModel(), load_before, LoadAverage(), CommandLine(argc, argv), wire, loopback);
   std::printf("%s", body.c_str());
