@@ -78,6 +78,8 @@ bool DecodeService::PullFromPrefillWorkers(grpc::ServerContext* context, const v
       counters_.spans_received.fetch_add(static_cast<int64_t>(pulled->spans.size()));
       counters_.span_bytes_received.fetch_add(pulled->span_bytes);
       counters_.tail_bytes_received.fetch_add(pulled->tail_bytes);
+      counters_.pull_us.fetch_add(static_cast<int64_t>(pulled->transfer_ms * 1e3));
+      counters_.remote_prefill_us.fetch_add(static_cast<int64_t>(pulled->prefill_ms * 1e3));
       h->prefix = std::move(pulled->spans);
       decode::ShippedPrefill& shipped = h->shipped.emplace();
       shipped.rows = std::move(pulled->rows);
@@ -180,6 +182,8 @@ grpc::Status DecodeService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
   t->set_prefill_retries(counters_.prefill_retries.load());
   t->set_local_prefills(counters_.local_prefills.load());
   t->set_resident_turns(counters_.resident_turns.load());
+  t->set_pull_us_total(counters_.pull_us.load());
+  t->set_remote_prefill_us_total(counters_.remote_prefill_us.load());
   return grpc::Status::OK;
 }
 

@@ -87,6 +87,8 @@ class DecodeService final : public v1::Decode::Service {
     std::atomic<int64_t> prefill_retries{0};
     std::atomic<int64_t> local_prefills{0};
     std::atomic<int64_t> resident_turns{0};
+    std::atomic<int64_t> pull_us{0};
+    std::atomic<int64_t> remote_prefill_us{0};
   } counters_;
 };
 

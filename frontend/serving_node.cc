@@ -143,12 +143,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   int port = 0;
   builder.AddListeningPort(options.listen_address, credentials, &port);
   builder.RegisterService(grpc_service);
-  builder.SetMaxReceiveMessageSize(transport::kMaxTransportMessageBytes);
-  builder.SetMaxSendMessageSize(transport::kMaxTransportMessageBytes);
-  // The roles' channels ping every second to notice a dead peer (transport::WorkerChannel).
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  transport::ConfigureWorkerServer(builder);
   node->server_ = builder.BuildAndStart();
   if (node->server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));

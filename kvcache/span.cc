@@ -225,7 +225,7 @@ absl::Status CheckSpanIdentity(const Span& span, absl::string_view model_fingerp
     return absl::InvalidArgumentError(absl::StrCat("span_index ", h.span_index, " first_position ",
                                                    h.first_position, ", want span ", index));
   }
-  return ValidateSpan(span);
+  return absl::OkStatus();
 }
 
 absl::Status ValidateSpan(const Span& span) {

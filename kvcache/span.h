@@ -108,9 +108,10 @@ absl::Status ValidateSpan(const Span& span);
 
 // What a reader expects of span number `index` of a sequence: OK when its header names
 // `model_fingerprint` and `policy`, has `geometry`, span_index == index and first_position
-// == index * geometry.span_tokens, and ValidateSpan passes; InvalidArgument naming the
-// first mismatch. The cache store's reader and the span transport's receiver both check
-// every span with it before use.
+// == index * geometry.span_tokens; InvalidArgument naming the first mismatch. The cache
+// store's reader and the span transport's receiver check every span ParseSpan gave them
+// with it before use (ParseSpan has validated the span itself; a span from elsewhere
+// needs ValidateSpan too).
 absl::Status CheckSpanIdentity(const Span& span, absl::string_view model_fingerprint, absl::string_view policy,
                                const SpanGeometry& geometry, int64_t index);
 

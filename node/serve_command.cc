@@ -167,10 +167,13 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
     std::printf("%s: ready (model %s, %zu prefill and %zu decode addresses, S=%d)\n", name.c_str(),
                 o.model_dir.c_str(), o.cluster.prefill_addresses.size(), o.cluster.decode_addresses.size(),
                 o.service.span_tokens);
-  } else {
+  } else if (role == NodeRole::kAll) {
     std::printf("%s: ready (model %s, policy %s, S=%d, KV budget %lld bytes)\n", name.c_str(), o.model_dir.c_str(),
                 o.service.default_policy.c_str(), o.service.span_tokens,
                 static_cast<long long>(o.decode.kv_budget_bytes));
+  } else {
+    std::printf("%s: ready (model %s, S=%d, KV budget %lld bytes)\n", name.c_str(), o.model_dir.c_str(),
+                o.service.span_tokens, static_cast<long long>(o.decode.kv_budget_bytes));
   }
   std::fflush(stdout);
 

@@ -226,6 +226,7 @@ void SpanStore::AddToStats(const LoadedPrefix& loaded, int64_t bad_spans_deleted
 void SpanStore::PutAsync(const SpanKey& key, kvcache::Span span) {
   absl::Status storable = kvcache::CheckStorable(span.header.policy);
   if (storable.ok()) storable = CheckHeader(span, span.header.span_index);
+  if (storable.ok()) storable = kvcache::ValidateSpan(span);  // not from ParseSpan: check it all
   if (!storable.ok()) {
     LOG(WARNING) << "span store: Put of span " << span.header.span_index << " (" << key.ToHex()
                  << ") refused: " << storable;

@@ -1,7 +1,8 @@
 // The deployment files, checked offline (no cluster, no Docker engine here): the manifests under
 // deploy/k8s against the Kubernetes API schemas and every container's command line against the
-// real binary (deploy/check/check.mjs, npm packages installed by tools/setup.sh), the
-// `--check-flags` mode that check relies on, and deploy/Dockerfile's COPY sources and RUN scripts.
+// real binary and how the roles reach each other (deploy/check/check.mjs and wiring.mjs, npm
+// packages installed by tools/setup.sh), the `--check-flags` mode of every role that check
+// relies on, and deploy/Dockerfile's COPY sources and RUN scripts.
 #include <unistd.h>
 
 #include <string>
@@ -35,7 +36,28 @@ TEST(DeployCheckTest, ManifestsValidateAndEveryCommandLineParses) {
   EXPECT_THAT(output, HasSubstr("ok: self-test: kvspan serve rejects an unknown flag (exit 2)")) << output;
   EXPECT_THAT(output, HasSubstr("ok: all-in-one/statefulset.yaml: StatefulSet kvspan/kvspan: kvspan serve accepts"))
       << output;
-  EXPECT_THAT(output, HasSubstr("3 command lines accepted by kvspan; all checks passed")) << output;
+  EXPECT_THAT(output, HasSubstr("ok: self-test: a non-headless, a misspelled and a wrong-port --decode and unequal "
+                                "--span-tokens rejected"))
+      << output;
+  // The disaggregated layout: every role's command line, the frontend's discovery of the CPU
+  // workers and of the GPU variants (gpu/, a subfolder on top of its parent), one S.
+  const std::vector<std::string> disaggregated = {
+      "disaggregated/cachestore.yaml: StatefulSet kvspan-cachestore/cachestore: kvspan cachestore accepts",
+      "disaggregated/prefill.yaml: Deployment kvspan-prefill/prefill: kvspan prefill accepts",
+      "disaggregated/decode.yaml: Deployment kvspan-decode/decode: kvspan decode accepts",
+      "disaggregated/frontend.yaml: Deployment kvspan-frontend/frontend: kvspan frontend accepts",
+      "disaggregated/gpu/decode-gpu.yaml: Deployment kvspan-decode-gpu/decode: kvspan decode accepts",
+      "--decode kvspan-decode:7420 reaches disaggregated/decode.yaml: Deployment kvspan-decode/decode through a "
+      "headless Service",
+      "disaggregated/gpu/prefill-gpu.yaml: Deployment kvspan-prefill-gpu/prefill: found by "
+      "disaggregated/frontend.yaml: Deployment kvspan-frontend/frontend (--prefill)",
+      "disaggregated/gpu/decode-gpu.yaml: Deployment kvspan-decode-gpu/decode: found by "
+      "disaggregated/frontend.yaml: Deployment kvspan-frontend/frontend (--decode)",
+      "disaggregated: --span-tokens 64 on all 5 of its roles' command lines",
+  };
+  for (const std::string& line : disaggregated) EXPECT_THAT(output, HasSubstr(line)) << output;
+  EXPECT_THAT(output, HasSubstr("9 command lines accepted by kvspan, 8 addresses resolved; all checks passed"))
+      << output;
   std::printf("%s", output.c_str());
 }
 
@@ -47,6 +69,16 @@ TEST(DeployCheckTest, CheckFlagsExitsZeroWithoutStartingAndTwoOnABadFlag) {
   auto [bad_code, bad_output] = RunCommand(kBinary + " serve --check-flags --listen 127.0.0.1:1 --no-such-flag 1");
   EXPECT_EQ(bad_code, 2) << bad_output;
   EXPECT_THAT(bad_output, HasSubstr("unknown flag --no-such-flag"));
+  for (const char* role : {"prefill", "decode", "frontend"}) {
+    auto [role_code, role_output] =
+        RunCommand(absl::StrCat(kBinary, " ", role, " --listen 127.0.0.1:1 --model /nonexistent --check-flags"));
+    EXPECT_EQ(role_code, 0) << role << ": " << role_output;
+    EXPECT_THAT(role_output, HasSubstr(absl::StrCat("kvspan ", role, ": flags ok")));
+    auto [bad_role_code, bad_role_output] =
+        RunCommand(absl::StrCat(kBinary, " ", role, " --check-flags --no-such-flag 1"));
+    EXPECT_EQ(bad_role_code, 2) << role << ": " << bad_role_output;
+    EXPECT_THAT(bad_role_output, HasSubstr("unknown flag --no-such-flag"));
+  }
   auto [value_code, value_output] = RunCommand(kBinary + " cachestore --check-flags --data /d --memory-budget-mib x");
   EXPECT_EQ(value_code, 2) << value_output;
   EXPECT_THAT(value_output, HasSubstr("flag --memory-budget-mib: 'x' is not an integer"));

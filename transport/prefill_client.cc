@@ -58,6 +58,14 @@ std::shared_ptr<grpc::Channel> WorkerChannel(const std::string& address,
                                    args);
 }
 
+void ConfigureWorkerServer(grpc::ServerBuilder& builder) {
+  builder.SetMaxReceiveMessageSize(kMaxTransportMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxTransportMessageBytes);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+}
+
 absl::StatusOr<PulledPrefill> PullPrefill(v1::Prefill::StubInterface& stub, grpc::ClientContext* context,
                                           const v1::PrefillRequest& request, const model::ModelConfig& config,
                                           const kvcache::CachePolicy& policy) {

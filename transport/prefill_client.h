@@ -16,6 +16,7 @@
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/server_builder.h>
 
 #include "absl/status/statusor.h"
 #include "kvcache/cache_policy.h"
@@ -33,6 +34,11 @@ inline constexpr int kMaxTransportMessageBytes = 64 << 20;
 // (null: insecure).
 std::shared_ptr<grpc::Channel> WorkerChannel(const std::string& address,
                                              std::shared_ptr<grpc::ChannelCredentials> credentials);
+
+// The server side of WorkerChannel's settings, for every server the roles call: message
+// sizes up to kMaxTransportMessageBytes, and the channels' keepalive pings accepted (a
+// server that refuses them sends GOAWAY "too_many_pings" during a long prefill).
+void ConfigureWorkerServer(grpc::ServerBuilder& builder);
 
 struct PulledPrefill {
   std::vector<kvcache::Span> spans;  // spans 0 .. n-1 of the prompt, verified

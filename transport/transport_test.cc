@@ -125,7 +125,8 @@ class TransportTest : public ::testing::Test {
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(service);
-    builder.SetMaxSendMessageSize(256 << 20);
+    ConfigureWorkerServer(builder);
+    builder.SetMaxSendMessageSize(256 << 20);  // the fake sender may exceed the receiver's limit
     auto server = builder.BuildAndStart();
     *address = "127.0.0.1:" + std::to_string(port);
     return server;

@@ -7,6 +7,12 @@
 //    so a renamed or mistyped flag fails.
 // 3. The gRPC probes point at the --listen port, and terminationGracePeriodSeconds covers
 //    --grace-ms plus a 5 s margin.
+// 4. The roles reach each other (wiring.mjs): every --store, --prefill and --decode address
+//    names a Service of the layout that selects pods of that role on their --listen port
+//    (headless for --prefill and --decode), every prefill and decode workload is found by a
+//    frontend of its layout, a frontend has --decode, and --span-tokens is equal on every role.
+// A directory sees its own objects and its parent directories' (a subfolder such as
+// disaggregated/gpu/ is applied on top of its parent); a layout is a directory of deploy/k8s.
 // Self-tests first show that each kind of check can fail. Prints one `ok:` line per check
 // and `deploy check: ... all checks passed` last; exits 1 on any failure.
 import { execFileSync } from "node:child_process";
@@ -14,6 +20,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
+import { FlagValue, ResolveAddress, ResolveAddresses, SpanTokenProblems } from "./wiring.mjs";
 
 const kRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "k8s");
 const kGraceMarginMs = 5000;
@@ -61,15 +68,6 @@ function CheckFlags(argv) {
   }
 }
 
-// The value of `--name` in argv (either `--name value` or `--name=value`), or undefined.
-function FlagValue(argv, name) {
-  for (let i = 0; i < argv.length; ++i) {
-    if (argv[i] === `--${name}` && i + 1 < argv.length) return argv[i + 1];
-    if (argv[i].startsWith(`--${name}=`)) return argv[i].slice(name.length + 3);
-  }
-  return undefined;
-}
-
 // Kubernetes' $(VAR) expansion of command and args ($$ escapes); unresolved names are errors.
 function Expand(text, env, missing) {
   return text.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (match, name) => {
@@ -102,7 +100,8 @@ function ContainerEnv(container, configMaps, where) {
 }
 
 // Checks one container of a workload: its command line against the binary, probes, grace.
-function CheckContainer(container, podSpec, configMaps, where) {
+// Returns its command (wiring.mjs), or null when it does not run kvspan.
+function CheckContainer(container, workload, podSpec, configMaps, where) {
   const env = ContainerEnv(container, configMaps, where);
   const missing = [];
   let argv = (container.args ?? []).map((a) => Expand(String(a), env, missing));
@@ -110,7 +109,7 @@ function CheckContainer(container, podSpec, configMaps, where) {
     const command = container.command.map((c) => Expand(String(c), env, missing));
     if (!/(^|\/)kvspan$/.test(command[0])) {
       fail(`${where}: command ${command[0]} is not kvspan (the image's entrypoint)`);
-      return 0;
+      return null;
     }
     argv = [...command.slice(1), ...argv];
   }
@@ -135,7 +134,15 @@ function CheckContainer(container, podSpec, configMaps, where) {
     }
   }
   if (!container.resources?.requests || !container.resources?.limits) fail(`${where}: no resource requests and limits`);
-  return 1;
+  const labels = workload.kind === "Pod" ? workload.metadata?.labels : workload.spec?.template?.metadata?.labels;
+  return { where, role: argv[0], argv, listenPort: port, labels: labels ?? {}, ports: container.ports ?? [], workload };
+}
+
+// `dir` and its parent directories up to deploy/k8s.
+function ScopeDirs(dir) {
+  const dirs = [dir];
+  while (relative(kRoot, dirs.at(-1)) !== "") dirs.push(dirname(dirs.at(-1)));
+  return dirs;
 }
 
 function YamlFiles(dir) {
@@ -169,6 +176,38 @@ if ((await SchemaError({ apiVersion: "apps/v1", kind: "StatefulSett", metadata: 
   else console.log("ok: self-test: kvspan serve rejects an unknown flag (exit 2)");
 }
 
+{
+  // A frontend against a decode workload whose Service is not headless, a misspelled
+  // Service, a wrong port, and two roles with different --span-tokens.
+  const labels = { "app.kubernetes.io/name": "d" };
+  const workload = { kind: "Deployment", metadata: { name: "d" } };
+  const decode = { where: "d", role: "decode", argv: ["decode", "--span-tokens", "64"], listenPort: 7420, labels,
+                   ports: [], workload };
+  const frontend = { where: "f", role: "frontend", argv: ["frontend", "--span-tokens", "32"], labels: {}, ports: [],
+                     workload: {} };
+  const service = { kind: "Service", metadata: { name: "d" }, spec: { selector: labels, ports: [{ port: 7420 }] } };
+  const scope = { objects: [workload, service], commands: [decode, frontend] };
+  const expected = [
+    ["d:7420", "is not headless"],
+    ["e:7420", "no Service e"],
+    ["d:7421", "has no port 7421"],
+  ];
+  let rejected = 0;
+  for (const [address, problem] of expected) {
+    const { problems } = ResolveAddress("decode", address, scope);
+    if (problems.some((p) => p.includes(problem))) ++rejected;
+    else fail(`self-test: --decode ${address}: expected "${problem}", got ${JSON.stringify(problems)}`);
+  }
+  const [spanProblems] = SpanTokenProblems(scope.commands);
+  if (spanProblems.some((p) => p.includes("--span-tokens differs"))) ++rejected;
+  else fail(`self-test: --span-tokens 64 and 32 accepted (${JSON.stringify(spanProblems)})`);
+  if (rejected === expected.length + 1) {
+    console.log(
+      "ok: self-test: a non-headless, a misspelled and a wrong-port --decode and unequal --span-tokens rejected",
+    );
+  }
+}
+
 // --- the manifests, one layout (directory) at a time ---
 const files = YamlFiles(kRoot);
 const byDir = new Map();
@@ -192,16 +231,69 @@ for (const file of files) {
     byDir.get(dirname(file)).push({ object, where });
   }
 }
-for (const objects of byDir.values()) {
+const commandsByDir = new Map();
+const ScopeObjects = (dir) => ScopeDirs(dir).flatMap((d) => (byDir.get(d) ?? []).map(({ object }) => object));
+const ScopeOf = (dir) => ({
+  objects: ScopeObjects(dir),
+  commands: ScopeDirs(dir).flatMap((d) => commandsByDir.get(d) ?? []),
+});
+for (const [dir, objects] of byDir) {
+  // Parents first, so that a later directory's ConfigMap of the same name wins.
   const configMaps = new Map(
-    objects.filter(({ object }) => object.kind === "ConfigMap").map(({ object }) => [object.metadata.name, object.data ?? {}]),
+    ScopeObjects(dir)
+      .reverse()
+      .filter((object) => object.kind === "ConfigMap")
+      .map((object) => [object.metadata.name, object.data ?? {}]),
   );
+  const commands = [];
   for (const { object, where } of objects) {
     if (!kWorkloadKinds.has(object.kind)) continue;
     const podSpec = object.kind === "Pod" ? object.spec : object.spec?.template?.spec;
     for (const container of [...(podSpec?.initContainers ?? []), ...(podSpec?.containers ?? [])]) {
-      numCommands += CheckContainer(container, podSpec, configMaps, `${where}/${container.name}`);
+      const command = CheckContainer(container, object, podSpec, configMaps, `${where}/${container.name}`);
+      if (command !== null) commands.push(command);
     }
+  }
+  commandsByDir.set(dir, commands);
+  numCommands += commands.length;
+}
+
+// --- wiring: addresses, discovery, --span-tokens (wiring.mjs) ---
+let numAddresses = 0;
+for (const [dir, commands] of commandsByDir) {
+  for (const command of commands) {
+    for (const { flag, address, problems, reached } of ResolveAddresses(command, ScopeOf(dir))) {
+      for (const problem of problems) fail(`${command.where}: ${problem}`);
+      if (problems.length > 0) continue;
+      const headless = flag === "store" ? "" : " through a headless Service";
+      const targets = reached.map((c) => c.where).join(", ");
+      console.log(`ok: ${command.where}: --${flag} ${address} reaches ${targets}${headless}`);
+      ++numAddresses;
+    }
+    if (command.role === "frontend" && FlagValue(command.argv, "decode") === undefined) {
+      fail(`${command.where}: kvspan frontend without --decode (it needs at least one decode worker)`);
+    }
+    // Discovery: a frontend of this directory or a parent finds this worker.
+    if (command.role !== "prefill" && command.role !== "decode") continue;
+    const scope = ScopeOf(dir);
+    const finders = scope.commands
+      .filter((c) => c.role === "frontend")
+      .filter((f) => ResolveAddresses(f, scope).some((a) => a.flag === command.role && a.reached.includes(command)));
+    if (finders.length === 0) fail(`${command.where}: no frontend of its layout finds it (--${command.role})`);
+    else console.log(`ok: ${command.where}: found by ${finders.map((f) => f.where).join(", ")} (--${command.role})`);
+  }
+}
+const layouts = new Map();
+for (const [dir, commands] of commandsByDir) {
+  const layout = relative(kRoot, dir).split("/")[0];
+  layouts.set(layout, [...(layouts.get(layout) ?? []), ...commands]);
+}
+for (const [layout, commands] of layouts) {
+  const [problems, value] = SpanTokenProblems(commands);
+  for (const problem of problems) fail(`${layout}: ${problem}`);
+  const count = commands.filter((c) => c.role !== "cachestore").length;
+  if (problems.length === 0 && count > 0) {
+    console.log(`ok: ${layout}: --span-tokens ${value} on all ${count} of its roles' command lines`);
   }
 }
 
@@ -211,5 +303,6 @@ if (failures.length > 0) {
   process.exit(1);
 }
 console.log(
-  `deploy check: ${numObjects} objects in ${files.length} files valid, ${numCommands} command lines accepted by kvspan; all checks passed`,
+  `deploy check: ${numObjects} objects in ${files.length} files valid, ` +
+    `${numCommands} command lines accepted by kvspan, ${numAddresses} addresses resolved; all checks passed`,
 );

@@ -15,14 +15,19 @@ absl::Status Bad(absl::StatusCode code, absl::string_view what) {
   return absl::Status(code, absl::StrCat("entry block: ", what));
 }
 
+// A 16-bit float is infinite or NaN exactly when its exponent bits are all ones (bf16:
+// 8 bits at 0x7F80, fp16: 5 bits at 0x7C00). One branch-free pass the compiler vectorizes:
+// every stored span and every shipped span goes through it.
 bool AllFinite16(Codec codec, const std::vector<uint8_t>& data) {
-  for (size_t i = 0; i + 1 < data.size(); i += 2) {
+  const uint16_t exponent = codec == Codec::kBF16 ? 0x7F80u : 0x7C00u;
+  const size_t n = data.size() / 2;
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
     uint16_t h;
-    std::memcpy(&h, data.data() + i, 2);
-    const float f = codec == Codec::kBF16 ? Bf16ToFloat(h) : HalfToFloat(h);
-    if (!std::isfinite(f)) return false;
+    std::memcpy(&h, data.data() + 2 * i, 2);
+    bad |= static_cast<uint32_t>((h & exponent) == exponent);
   }
-  return true;
+  return bad == 0;
 }
 
 // Scales finite and >= 0 (a negative scale has no meaning), zeros finite.
