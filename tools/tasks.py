@@ -60,8 +60,23 @@ class TaskGen:
     """Builds task instances from one corpus split. Every method takes an explicit
     numpy Generator, so instances are a pure function of (split, tokenizer, rng state)."""
 
-    def __init__(self, tok, corpus_text):
+    def __init__(self, tok, corpus_text, kv_format="digits"):
+        """kv_format: "digits" (random 4-digit keys, `key 4821: 7734`, question `query 4821:`),
+        "words" (keys are the vocabulary's single-token lowercase words of 4-9 letters,
+        `key river: 7734`: one key token to match instead of four digit tokens) or "words-bare"
+        (`key river 7734`, question `query river`: the value follows the key token directly,
+        so the lookup is one induction step, as in the needle)."""
         self.tok = tok
+        self.kv_format = kv_format
+        self.kv_sep = "" if kv_format == "words-bare" else ":"
+        self.key_words = None
+        if kv_format in ("words", "words-bare"):
+            import re
+            words = [tok.decode([i]) for i in range(259, tok.vocab_size)]
+            self.key_words = sorted(w[1:] for w in words if re.fullmatch(r" [a-z]{4,9}", w)
+                                    and tok.encode(w + ":") == tok.encode(w) + tok.encode(":"))
+        elif kv_format != "digits":
+            raise ValueError(f"kv_format: {kv_format}")
         self.lines = [ln for ln in corpus_text.split("\n") if ln.strip()]
         self._line_ids = {}
         self._piece = {}
@@ -91,13 +106,11 @@ class TaskGen:
         return ids
 
     # ---- kv ------------------------------------------------------------------------------
-    @staticmethod
-    def kv_line(k, v):
-        return f"key {k}: {v}\n"
+    def kv_line(self, k, v):
+        return f"key {k}{self.kv_sep} {v}\n"
 
-    @staticmethod
-    def kv_question(k):
-        return f"query {k}:"
+    def kv_question(self, k):
+        return f"query {k}{self.kv_sep}"
 
     def num(self, n):
         ids = self._num.get(n)
@@ -106,20 +119,23 @@ class TaskGen:
         return ids
 
     def kv_ids(self, k, v):
-        return self._key + self.num(k) + self._colon + self.num(v) + self._nl
+        return self._key + self.num(k) + (self._colon if self.kv_sep else []) + self.num(v) + self._nl
 
     def kv_context(self, rng, budget):
         """Unique random 4-digit keys with random 4-digit values, lines added while they fit
         `budget` tokens (a line is 9 to 11 tokens: some digit groups are BPE merges).
         Returns (pairs, ids)."""
-        keys = rng.permutation(np.arange(1000, 10000))
+        if self.key_words is not None:
+            keys = [self.key_words[i] for i in rng.permutation(len(self.key_words))]
+        else:
+            keys = [int(k) for k in rng.permutation(np.arange(1000, 10000))]
         vals = rng.integers(1000, 10000, size=len(keys))
         pairs, ids = [], []
         for k, v in zip(keys, vals):
-            li = self.kv_ids(int(k), int(v))
+            li = self.kv_ids(k, int(v))
             if len(ids) + len(li) > budget and len(pairs) >= 2:
                 break
-            pairs.append((int(k), int(v)))
+            pairs.append((k, int(v)))
             ids += li
         return pairs, ids
 
@@ -204,14 +220,15 @@ class TaskGen:
         return ctx, ids, qa
 
     # ---- training sequences ---------------------------------------------------------------
-    def training_sequence(self, rng, length, answer_only=False):
+    def training_sequence(self, rng, length, answer_only=False, probs=(0.45, 0.35, 0.2), kv_max_queries=8):
         """One task document as exactly `length` token ids (bos + context + questions/answers
         + eos, right-padded with pad) and a loss mask over the `length - 1` next-token targets:
         padding is always masked out; with answer_only, everything except answer tokens (and
-        the eos) is masked out too."""
-        kind = rng.choice(["kv", "needle", "multi_needle"], p=[0.45, 0.35, 0.2])
+        the eos) is masked out too. `probs`: shares of kv, needle and multi_needle documents;
+        a kv document asks 1..kv_max_queries questions (at most one per 48 tokens)."""
+        kind = rng.choice(["kv", "needle", "multi_needle"], p=list(probs))
         if kind == "kv":
-            nq = min(int(rng.integers(1, 9)), max(1, length // 64))
+            nq = min(int(rng.integers(1, kv_max_queries + 1)), max(1, length // (64 if kv_max_queries <= 8 else 48)))
             _, ctx_ids, qa = self.kv_instances(rng, length, nq, text=False)
         elif kind == "needle":
             _, ctx_ids, qa = self.needle_instance(rng, length, float(rng.random()), text=False)
@@ -237,12 +254,12 @@ class TaskGen:
         return ids, tgt_ok
 
 
-def sample_sequence(gen, text_ids, seq_len, task_mix, rng, answer_only=False):
+def sample_sequence(gen, text_ids, seq_len, task_mix, rng, answer_only=False, **task_kw):
     """One training item (ids [seq_len+1] int64, target mask [seq_len] bool): with probability
-    task_mix a synthetic task document (gen.training_sequence), else a random window of the
-    tokenized text corpus `text_ids` (all targets on)."""
+    task_mix a synthetic task document (gen.training_sequence(..., **task_kw)), else a random
+    window of the tokenized text corpus `text_ids` (all targets on)."""
     if rng.random() < task_mix:
-        return gen.training_sequence(rng, seq_len + 1, answer_only)
+        return gen.training_sequence(rng, seq_len + 1, answer_only, **task_kw)
     s = int(rng.integers(0, len(text_ids) - seq_len - 1))
     return text_ids[s:s + seq_len + 1].astype(np.int64), np.ones(seq_len, dtype=bool)
 
@@ -255,9 +272,10 @@ def mixed_sequences(gen, text_ids, seq_len, task_mix, rng, answer_only=False):
         yield sample_sequence(gen, text_ids, seq_len, task_mix, rng, answer_only)
 
 
-def heldout_rows(gen, seed, n, context_tokens, questions=4):
+def heldout_rows(gen, seed, n, context_tokens, questions=4, multiquery=True):
     """Deterministic held-out rows (see module doc). One rng per row, seeded from (seed, task,
-    index), so rows do not depend on each other or on --n."""
+    index), so rows do not depend on each other or on --n. multiquery=False leaves out the
+    multiquery rows (they need a context of about 256 tokens or more)."""
     rows = []
     for i in range(n):
         rng = np.random.default_rng([seed, 0, i])
@@ -272,7 +290,7 @@ def heldout_rows(gen, seed, n, context_tokens, questions=4):
         q, a, _ = qa[0]
         rows.append({"task": "needle", "depth": d, "context": ctx, "question": q, "answer": a,
                      "seed": [seed, 1, i]})
-    groups = (n + questions - 1) // questions
+    groups = (n + questions - 1) // questions if multiquery else 0
     for g in range(groups):
         rng = np.random.default_rng([seed, 2, g])
         if g % 2 == 0:
@@ -349,6 +367,8 @@ def main():
                          "BPE, trained deterministically on the same split)")
     ap.add_argument("--corpus", default=os.path.join(TOOLS, "corpus", "brown_valid.txt.xz"),
                     help="filler source (default: the validation split)")
+    ap.add_argument("--kv-format", default="digits", choices=["digits", "words", "words-bare"],
+                    help="kv line format (see TaskGen): `key 4821: 7734`, `key river: 7734` or `key river 7734`")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     tok = Tokenizer.load(a.tokenizer)
@@ -357,7 +377,7 @@ def main():
         return
     if not a.heldout or not a.out:
         ap.error("give --heldout --out FILE (or --selftest)")
-    rows = heldout_rows(TaskGen(tok, read_text(a.corpus)), a.seed, a.n, a.context_tokens, a.questions)
+    rows = heldout_rows(TaskGen(tok, read_text(a.corpus), a.kv_format), a.seed, a.n, a.context_tokens, a.questions)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w", encoding="utf-8") as f:
         for r in rows:
