@@ -54,6 +54,7 @@ ADJS = ["red", "blue", "green", "black", "white", "old", "new", "small", "large"
 NOUNS = ["door", "box", "house", "river", "road", "garden", "tower", "bridge", "church", "office",
          "school", "ship", "train", "car", "room", "letter", "book", "table", "window", "gate"]
 NEEDLE_Q = "What is the secret code? The secret code is"
+COPY_MAX_TOKENS = 48  # longest random sequence of a copy block (TaskGen.copy_sequence)
 
 
 class TaskGen:
@@ -220,14 +221,58 @@ class TaskGen:
         return ctx, ids, qa
 
     # ---- training sequences ---------------------------------------------------------------
+    def copy_pool(self):
+        """Token ids a copy document draws from: the single-token key words (as ` word`) and
+        the digit tokens `0`-`9` and ` 0`-` 9`."""
+        if getattr(self, "_copy_pool", None) is None:
+            words = self.key_words or []
+            pool = [self.piece(f" {w}")[0] for w in words]
+            pool += [self.piece(str(d))[0] for d in range(10)] * 8 + [self.piece(f" {d}")[0] for d in range(10)] * 8
+            self._copy_pool = np.array(pool, dtype=np.int64)
+        return self._copy_pool
+
+    def copy_sequence(self, rng, length):
+        """A training-only document that teaches induction (copying what followed the earlier
+        occurrence of the current token), densely: blocks of `copy:` + n random tokens (key
+        words and digits) + `\nagain:` + the same tokens from a random start s, until the
+        document is full. Loss on the repetition except its first token (each of those is
+        predictable only by finding the current token earlier and copying its successor). n
+        and s are random per block, so the distance to the earlier copy varies: with one fixed
+        n per length the model learned a fixed-offset (positional) head instead, which copied
+        99% of those documents and did nothing for kv. The retrieval tasks alone give ~5-40
+        answer tokens a document, too few to form induction heads in the pilots. Blocks are at
+        most COPY_MAX_TOKENS long: with blocks up to a third of a 1024-token document the copy
+        accuracy stayed at 0 for 12 minutes (measured); many short blocks give many more
+        look-ups a document at distances the heads find first."""
+        head, mid = self.piece("copy:"), self.piece("\nagain:")
+        pool = self.copy_pool()
+        ids, is_ans = [self.tok.bos_id], [False]
+        room = length - 2 - len(ids)
+        while True:
+            n_max = min((room - len(head) - len(mid) - len(self._nl)) // 2, COPY_MAX_TOKENS)
+            if n_max < 4:
+                break
+            n = int(rng.integers(4, n_max + 1))
+            st = int(rng.integers(0, n // 2 + 1))
+            seq = [int(t) for t in pool[rng.integers(0, len(pool), size=n)]]
+            rep = seq[st:]
+            ids += head + seq + mid + rep + self._nl
+            is_ans += [False] * (len(head) + n + len(mid) + 1) + [True] * (len(rep) - 1) + [False]
+            room -= len(head) + n + len(mid) + len(rep) + len(self._nl)
+        return ids, is_ans
+
     def training_sequence(self, rng, length, answer_only=False, probs=(0.45, 0.35, 0.2), kv_max_queries=8):
         """One task document as exactly `length` token ids (bos + context + questions/answers
         + eos, right-padded with pad) and a loss mask over the `length - 1` next-token targets:
         padding is always masked out; with answer_only, everything except answer tokens (and
-        the eos) is masked out too. `probs`: shares of kv, needle and multi_needle documents;
-        a kv document asks 1..kv_max_queries questions (at most one per 48 tokens)."""
-        kind = rng.choice(["kv", "needle", "multi_needle"], p=list(probs))
-        if kind == "kv":
+        the eos) is masked out too. `probs`: shares of kv, needle and multi_needle documents,
+        and optionally a 4th share of copy documents (copy_sequence); a kv document asks
+        1..kv_max_queries questions (at most one per 48 tokens)."""
+        kinds = ["kv", "needle", "multi_needle", "copy"][:len(probs)]
+        kind = rng.choice(kinds, p=list(probs))
+        if kind == "copy":
+            ids, is_ans = self.copy_sequence(rng, length)
+        elif kind == "kv":
             nq = min(int(rng.integers(1, kv_max_queries + 1)), max(1, length // (64 if kv_max_queries <= 8 else 48)))
             _, ctx_ids, qa = self.kv_instances(rng, length, nq, text=False)
         elif kind == "needle":
@@ -235,15 +280,16 @@ class TaskGen:
         else:
             nn_ = min(int(rng.integers(2, 7)), max(1, length // 128))  # needles+questions ~45 tokens each
             _, ctx_ids, qa = self.multi_needle_instance(rng, length, nn_, text=False)
-        ids = [self.tok.bos_id] + ctx_ids
-        is_ans = [False] * len(ids)
-        for j, (q, a, _) in enumerate(qa):
-            if j > 0:
-                ids += self.piece("\n")
-                is_ans += [False]
-            qi, ai = self.piece(q), self.piece(a)
-            ids += qi + ai
-            is_ans += [False] * len(qi) + [True] * len(ai)
+        if kind != "copy":
+            ids = [self.tok.bos_id] + ctx_ids
+            is_ans = [False] * len(ids)
+            for j, (q, a, _) in enumerate(qa):
+                if j > 0:
+                    ids += self.piece("\n")
+                    is_ans += [False]
+                qi, ai = self.piece(q), self.piece(a)
+                ids += qi + ai
+                is_ans += [False] * len(qi) + [True] * len(ai)
         ids.append(self.tok.eos_id)
         is_ans.append(True)
         assert len(ids) <= length, (kind, len(ids), length)

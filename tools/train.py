@@ -112,7 +112,7 @@ PRESETS = {
         device="cpu", threads=1, minutes=85.0, hidden=128, layers=2, heads=4, kv_heads=2,
         intermediate=384, max_pos=1024, batch_tokens=2048, lr=3e-3, warmup_steps=40,
         curriculum="64:0.08,128:0.08,256:0.12,512:0.17,1024:0.55", task_mix=0.8,
-        task_probs="0.5,0.3,0.2", kv_format="words-bare", task_loss="answer", loss_weighting="doc",
+        task_probs="0.25,0.15,0.1,0.5", kv_format="words-bare", task_loss="answer", loss_weighting="doc",
         kv_max_queries=16, attn_block=128,
         task_eval_n=21, eval_every=240.0, ckpt_every=180.0, heldout_n=70),
     "retrieval-h100": dict(
@@ -156,7 +156,8 @@ def parse_args(argv=None):
     ap.add_argument("--heldout-seed", type=int, default=7, help="seed of the held-out set written at the end")
     ap.add_argument("--heldout-n", type=int, default=100, help="instances per task in the held-out set")
     ap.add_argument("--task-probs", default="0.45,0.35,0.2",
-                    help="shares of kv, needle and multi-needle among the task documents")
+                    help="shares of kv, needle, multi-needle (and optionally copy: tools/tasks.py copy_sequence) "
+                         "among the task documents")
     ap.add_argument("--kv-format", default="digits", choices=["digits", "words", "words-bare"],
                     help="kv line format (tools/tasks.py TaskGen): `key 4821: 7734`, `key river: 7734` "
                          "or `key river 7734`")
