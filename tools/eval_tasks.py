@@ -142,6 +142,9 @@ def main():
     ap.add_argument("--valid-corpus", default=os.path.join(TOOLS, "corpus", "brown_valid.txt.xz"))
     ap.add_argument("--limit", type=int, default=None, help="score only the first N rows (smoke tests)")
     ap.add_argument("--out-json", default=None, help="default: MODEL/eval.json")
+    ap.add_argument("--baseline-model", default=None,
+                    help="another model dir (e.g. models/kvspan-brown) scored on the same rows and text; "
+                         "its numbers go under eval.json's \"baseline\" key")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -174,6 +177,17 @@ def main():
     res["method"] = ("teacher-forced exact match of all answer tokens (== greedy decoding of the answer), "
                      f"{'bf16 autocast' if amp else 'fp32'} on {a.device}, from the bf16 weights")
     res["seconds"] = {"tasks": round(t_tasks, 1), "text": round(time.time() - t0, 1)}
+    if a.baseline_model:
+        bmodel, bcfg = load_hf(a.baseline_model, torch.float32)
+        bmodel = bmodel.to(device).eval()
+        btok = Tokenizer.load(a.baseline_model)
+        bok = exact_match(bmodel, btok, rows, device, amp, a.batch, bcfg.max_position_embeddings)
+        bres = summarize(rows, bok)
+        bvl, _ = text_val_loss(bmodel, btok, a.valid_corpus, bcfg.max_position_embeddings, device, amp)
+        res["baseline"] = {"model": os.path.basename(os.path.normpath(a.baseline_model)), "text_val_loss": bvl,
+                           **{k: bres[k] for k in ("kv_recall_exact", "needle_exact", "needle_exact_mean",
+                                                   "needle_exact_by_depth", "multiquery_exact")}}
+        res["baseline_text_val_loss"] = bvl
     out = a.out_json or os.path.join(a.model, "eval.json")
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
@@ -187,6 +201,10 @@ def main():
         print(f"  needle depth {d}: {fmt(v)} (n={res['counts']['needle_per_depth'][d]})")
     print(f"multiquery_exact {fmt(res['multiquery_exact'])} {res['multiquery_exact_by_variant']}")
     print(f"text_val_loss {vl:.4f} (ppl {math.exp(vl):.2f}, {vn} tokens in windows of {cfg.max_position_embeddings})")
+    if "baseline" in res:
+        b = res["baseline"]
+        print(f"baseline {b['model']}: kv {fmt(b['kv_recall_exact'])} needle(min) {fmt(b['needle_exact'])} "
+              f"multiquery {fmt(b['multiquery_exact'])} text_val_loss {b['text_val_loss']:.4f}")
     print(f"wrote {out} ({res['seconds']})")
 
 

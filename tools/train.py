@@ -14,6 +14,19 @@ first (1 - long_frac) of training, then max_position_embeddings (1024) for the r
 tokens per step. Checkpoints go to --ckpt-dir (default tools/.ckpt/, not for committing);
 resume with --resume tools/.ckpt/last.pt (continues the same schedule and data stream).
 
+Retrieval model on one CPU thread (issue 12; models/kvspan-retrieval, ~85 minutes + ~5 of
+evaluation and export; resumable: after an interruption add --resume tools/.ckpt-retrieval/last.pt;
+copy models/kvspan-brown/tokenizer*.json into --out first so that the tokenizer is reused):
+  nice -n 10 /usr/bin/python3 tools/train.py --preset retrieval-cpu --out models/kvspan-retrieval \
+      --ckpt-dir tools/.ckpt-retrieval
+The same code on a CUDA GPU: add --device cuda (bf16 autocast; --attn-block is then unused).
+--curriculum sets a length curriculum (64 -> 1024 tokens for retrieval-cpu: no length
+generalisation was seen, so the last 55% is at the full context); --task-probs, --kv-format
+(`key river 7734`), --kv-max-queries and --loss-weighting doc (each document weighs the same,
+so a task document's few answer tokens are not drowned by a text window's 1024) are the task
+knobs; --stop-after-minutes makes a pilot of the same schedule that --resume continues; --post-only
+CKPT runs the export/reference/eval/curves on a checkpoint (a run stopped early).
+
 Retrieval model (issue 5; all of this is OFF by default, so the command above is unchanged):
   /usr/bin/python3 tools/train.py --device cuda --preset retrieval-h100 --out models/kvspan-retrieval
 --task-mix F makes a share F of the training sequences synthetic long-range tasks (tools/tasks.py:
@@ -34,13 +47,30 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+
+def _threads_from_argv(argv):
+    """--threads as given, else the preset's (retrieval-cpu: 1), else the default 2."""
+    for i, x in enumerate(argv):
+        if x == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if x.startswith("--threads="):
+            return x.split("=", 1)[1]
+    return "1" if "retrieval-cpu" in argv or "--preset=retrieval-cpu" in argv else "2"
+
+
+# Debian's OpenBLAS starts its worker threads when the library loads and torch.set_num_threads
+# does not reach them (measured: a --threads 1 run used ~1.5 cores), so cap them before the import.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_from_argv(sys.argv[1:]))
+os.environ.setdefault("OMP_NUM_THREADS", os.environ["OPENBLAS_NUM_THREADS"])
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TOOLS)
 from bpe import Tokenizer, train_bpe, read_text  # noqa: E402
+import model as model_py  # noqa: E402
 from model import LlamaConfig, LlamaForCausalLM, num_params  # noqa: E402
 
 REPO = os.path.dirname(TOOLS)
@@ -77,6 +107,14 @@ def autocast(enabled):
 # - schedule: 25% of the time at 512 tokens (cheap steps; task documents shrink with the
 #   sequence: a length curriculum), then 75% at 2048; task_mix 0.5 with loss on every token.
 PRESETS = {
+    # retrieval-cpu: issue 12, one CPU thread (python3-torch 1.13), see the module docstring.
+    "retrieval-cpu": dict(
+        device="cpu", threads=1, minutes=85.0, hidden=128, layers=2, heads=4, kv_heads=2,
+        intermediate=384, max_pos=1024, batch_tokens=2048, lr=3e-3, warmup_steps=40,
+        curriculum="64:0.08,128:0.08,256:0.12,512:0.17,1024:0.55", task_mix=0.8,
+        task_probs="0.25,0.15,0.1,0.5", kv_format="words-bare", task_loss="answer", loss_weighting="doc",
+        kv_max_queries=16, attn_block=128,
+        task_eval_n=21, eval_every=240.0, ckpt_every=180.0, heldout_n=70),
     "retrieval-h100": dict(
         device="cuda", minutes=25.0, hidden=384, layers=8, heads=6, kv_heads=2, intermediate=768,
         max_pos=2048, batch_tokens=131072, short_seq=512, long_frac=0.75, lr=2e-3,
@@ -117,10 +155,23 @@ def parse_args(argv=None):
                     help="held-out kv and needle instances per periodic task evaluation (when --task-mix > 0)")
     ap.add_argument("--heldout-seed", type=int, default=7, help="seed of the held-out set written at the end")
     ap.add_argument("--heldout-n", type=int, default=100, help="instances per task in the held-out set")
+    ap.add_argument("--task-probs", default="0.45,0.35,0.2",
+                    help="shares of kv, needle, multi-needle (and optionally copy: tools/tasks.py copy_sequence) "
+                         "among the task documents")
+    ap.add_argument("--kv-format", default="digits", choices=["digits", "words", "words-bare"],
+                    help="kv line format (tools/tasks.py TaskGen): `key 4821: 7734`, `key river: 7734` "
+                         "or `key river 7734`")
+    ap.add_argument("--kv-max-queries", type=int, default=8, help="questions per kv training document: 1..N")
+    ap.add_argument("--loss-weighting", default="token", choices=["token", "doc"],
+                    help="token: mean over every kept target of the batch; doc: mean per document, then "
+                         "over documents (a task document's few answer tokens weigh as much as a text window)")
     # optimisation
     ap.add_argument("--batch-tokens", type=int, default=4096, help="tokens per optimizer step")
     ap.add_argument("--short-seq", type=int, default=256)
     ap.add_argument("--long-frac", type=float, default=0.5, help="share of training at full context")
+    ap.add_argument("--curriculum", default=None,
+                    help="length curriculum 'LEN:FRAC,...' (FRACs of the budget, in order; the last LEN "
+                         "must equal --context); replaces --short-seq/--long-frac")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--warmup-steps", type=int, default=40)
@@ -131,14 +182,42 @@ def parse_args(argv=None):
     ap.add_argument("--ckpt-every", type=float, default=120.0, help="seconds between checkpoints")
     ap.add_argument("--stop-at-step", type=int, default=None,
                     help="checkpoint and exit at this step without finishing (for testing --resume)")
+    ap.add_argument("--stop-after-minutes", type=float, default=None,
+                    help="checkpoint and exit once this many minutes are trained (a pilot of a longer "
+                         "schedule; continue it with --resume)")
+    ap.add_argument("--attn-block", type=int, default=None,
+                    help="blockwise causal attention with query blocks of N (tools/model.py CAUSAL_BLOCK; "
+                         "torch 1.13 only, where there is no scaled_dot_product_attention): same result up "
+                         "to fp32 rounding, ~2x the training tokens/s at 1024 tokens on one CPU thread")
     ap.add_argument("--no-post", action="store_true", help="skip export/reference/README at the end")
+    ap.add_argument("--post-only", default=None, metavar="CKPT",
+                    help="only run the post-processing (export, reference, held-out set, eval.json, curves) "
+                         "on this checkpoint, e.g. the last.pt of a run stopped early")
     a = ap.parse_args(argv)
     if a.preset:
         ap.set_defaults(**PRESETS[a.preset])
         a = ap.parse_args(argv)
     if a.minutes is None and a.steps is None:
         ap.error("give --minutes and/or --steps")
+    a.stages = None
+    if a.curriculum:
+        a.stages = [(int(x.split(":")[0]), float(x.split(":")[1])) for x in a.curriculum.split(",")]
+        if a.stages[-1][0] != a.max_pos:
+            ap.error("the last --curriculum length must equal --context")
+    a.task_probs_t = tuple(float(x) for x in a.task_probs.split(","))
     return a
+
+
+def seq_len_at(a, p):
+    """Training sequence length at progress p in [0, 1]."""
+    if a.stages is None:
+        return a.short_seq if p < 1.0 - a.long_frac else a.max_pos
+    cum = 0.0
+    for T, frac in a.stages:
+        cum += frac
+        if p < cum:
+            return T
+    return a.stages[-1][0]
 
 
 class Logger:
@@ -211,11 +290,12 @@ def evaluate(model, chunks, device, amp):
     return tot / n
 
 
-def task_eval_rows(a, tok, L):
-    """A small fixed held-out kv + needle set for the periodic evaluation (validation filler)."""
+def task_eval_rows(a, tok, L, gen=None):
+    """A small fixed held-out set (kv, needle, multiquery; validation filler) of L-token
+    instances for the periodic evaluation."""
     from tasks import TaskGen, heldout_rows
-    rows = heldout_rows(TaskGen(tok, read_text(a.valid_corpus)), a.heldout_seed + 1000, a.task_eval_n, L)
-    return [r for r in rows if r["task"] in ("kv", "needle")]
+    gen = gen or TaskGen(tok, read_text(a.valid_corpus), a.kv_format)
+    return heldout_rows(gen, a.heldout_seed + 1000, a.task_eval_n, L, multiquery=L >= 256)
 
 
 def save_ckpt(path, model, opt, state, cfg, a):
@@ -227,7 +307,11 @@ def save_ckpt(path, model, opt, state, cfg, a):
 
 def main():
     a = parse_args()
+    if a.post_only:
+        post(a, a.post_only)
+        return
     torch.set_num_threads(a.threads)
+    model_py.CAUSAL_BLOCK = a.attn_block
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
     device = torch.device(a.device)
@@ -265,14 +349,23 @@ def main():
     if a.task_mix > 0:
         from tasks import TaskGen
         t0 = time.time()
-        task_gen = TaskGen(tok, read_text(a.train_corpus))
+        task_gen = TaskGen(tok, read_text(a.train_corpus), a.kv_format)
         task_gen.warm()  # encode every filler line once, up front (~3-4 s on CPU)
         log(f"tasks: encoded {len(task_gen.lines)} filler lines in {time.time() - t0:.1f}s")
         # a separate stream, so that --task-mix 0 leaves the text recipe's random stream untouched
         task_rng = np.random.default_rng([a.seed, 5])
-        task_rows = task_eval_rows(a, tok, L)
-        log(f"tasks: task_mix {a.task_mix}, loss on task sequences: {a.task_loss}; "
-            f"periodic task eval on {len(task_rows)} held-out instances")
+        from tasks import TaskGen as _TG
+        valid_gen = _TG(tok, read_text(a.valid_corpus), a.kv_format)
+        task_rows_by_len = {}
+
+        def task_rows_at(T):
+            if T not in task_rows_by_len:
+                task_rows_by_len[T] = task_eval_rows(a, tok, T, valid_gen)
+            return task_rows_by_len[T]
+        task_rows = True
+        log(f"tasks: task_mix {a.task_mix}, probs kv/needle/multi_needle {a.task_probs}, loss on task "
+            f"sequences: {a.task_loss}, loss weighting {a.loss_weighting}; periodic task eval on "
+            f"{len(task_rows_at(L))} held-out instances at the current training length")
     if a.resume:
         ck = torch.load(a.resume, map_location="cpu")
         model.load_state_dict(ck["model"])
@@ -297,7 +390,7 @@ def main():
     def done():
         return (budget is not None and state["elapsed"] >= budget) or (a.steps is not None and state["step"] >= a.steps)
 
-    def record_eval():
+    def record_eval(T=None):
         vl = evaluate(model, val_small, device, amp)
         state["history"].append({"step": state["step"], "tokens": state["tokens"],
                                  "elapsed": round(state["elapsed"], 1), "train": state.get("train_ema"),
@@ -305,10 +398,14 @@ def main():
         extra = ""
         if task_rows:
             from eval_tasks import exact_match
-            ok = exact_match(model, tok, task_rows, device, amp)
+            T = T or L
+            rows = task_rows_at(T)
+            ok = exact_match(model, tok, rows, device, amp)
             model.train()
-            for t in ("kv", "needle"):
-                v = [o for o, r in zip(ok, task_rows) if r["task"] == t]
+            state["history"][-1]["task_len"] = T
+            extra += f" at_len {T}"
+            for t in ("kv", "needle", "multiquery"):
+                v = [o for o, r in zip(ok, rows) if r["task"] == t]
                 state["history"][-1][t] = sum(v) / max(1, len(v))
                 extra += f" {t}_exact {state['history'][-1][t]:.3f}"
         log(f"eval step {state['step']} tokens {state['tokens']} time {state['elapsed']:.0f}s "
@@ -329,7 +426,7 @@ def main():
     while not done():
         t0 = time.time()
         p = progress()
-        T = a.short_seq if p < 1.0 - a.long_frac else L
+        T = seq_len_at(a, p)
         B = max(1, a.batch_tokens // T)
         lr = lr_at(a, state["step"], p)
         for g in opt.param_groups:
@@ -340,14 +437,21 @@ def main():
             y = x[:, 1:]
         else:
             from tasks import sample_sequence
-            items = [sample_sequence(task_gen, train_ids, T, a.task_mix, task_rng, a.task_loss == "answer")
+            items = [sample_sequence(task_gen, train_ids, T, a.task_mix, task_rng, a.task_loss == "answer",
+                                     probs=a.task_probs_t, kv_max_queries=a.kv_max_queries)
                      for _ in range(B)]
             x = torch.from_numpy(np.stack([it[0] for it in items])).to(device)
             keep = torch.from_numpy(np.stack([it[1] for it in items])).to(device)
             y = x[:, 1:].masked_fill(~keep, -100)  # padding (and non-answer tokens) ignored
         with autocast(amp):
             logits = model(x[:, :-1])
-        loss = F.cross_entropy(logits.float().reshape(-1, cfg.vocab_size), y.reshape(-1))
+        if a.loss_weighting == "doc" and task_gen is not None:
+            tl = F.cross_entropy(logits.float().reshape(-1, cfg.vocab_size), y.reshape(-1),
+                                 reduction="none").view(B, T)
+            kept = (y != -100).float()
+            loss = ((tl * kept).sum(1) / kept.sum(1).clamp(min=1)).mean()
+        else:
+            loss = F.cross_entropy(logits.float().reshape(-1, cfg.vocab_size), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
@@ -366,16 +470,18 @@ def main():
             log(f"step {state['step']} seq {T} lr {lr:.2e} loss {li:.4f} ema {state['train_ema']:.4f} "
                 f"gnorm {gn:.2f} tok/s {B * T / dt:.0f} time {state['elapsed']:.0f}s")
         if state["elapsed"] - last_eval >= a.eval_every and not done():
-            record_eval()
+            record_eval(T)
             last_eval = state["elapsed"]
         if time.time() - last_ckpt >= a.ckpt_every:
             save_rng()
             save_ckpt(ckpt_path, model, opt, state, cfg, a)
             last_ckpt = time.time()
-        if a.stop_at_step is not None and state["step"] >= a.stop_at_step:
+        if (a.stop_at_step is not None and state["step"] >= a.stop_at_step) or (
+                a.stop_after_minutes is not None and state["elapsed"] >= a.stop_after_minutes * 60):
+            record_eval(T)
             save_rng()
             save_ckpt(ckpt_path, model, opt, state, cfg, a)
-            log(f"stopped at step {state['step']} (--stop-at-step); resume with --resume {ckpt_path}")
+            log(f"stopped at step {state['step']} ({state['elapsed']:.0f}s trained); resume with --resume {ckpt_path}")
             return
 
     record_eval()
@@ -396,18 +502,29 @@ def main():
     log.f.close()
     if a.no_post:
         return
+    post(a, final_path)
+
+
+def post(a, final_path):
+    """Export, reference outputs, and (task models) held-out set, eval.json and curves."""
     py = sys.executable
-    for script, extra in (("export_hf.py", ["--ckpt", final_path, "--out", a.out]),
-                          ("make_reference.py", ["--model", a.out, "--threads", str(a.threads)]),
-                          ("model_readme.py", ["--ckpt", final_path, "--out", a.out])):
+    L = a.max_pos
+    # model_readme.py writes the kvspan-brown README; a task model's README is written by hand
+    # around the numbers of eval.json and the curves (models/kvspan-retrieval/README.md).
+    readme = [] if a.task_mix > 0 else [("model_readme.py", ["--ckpt", final_path, "--out", a.out])]
+    for script, extra in [("export_hf.py", ["--ckpt", final_path, "--out", a.out]),
+                          ("make_reference.py", ["--model", a.out, "--threads", str(a.threads)])] + readme:
         print(f"running {script}", flush=True)
         subprocess.run([py, os.path.join(TOOLS, script)] + extra, check=True)
     if a.task_mix > 0:
-        heldout = os.path.join(a.ckpt_dir, f"heldout_seed{a.heldout_seed}_{L}.jsonl")
+        heldout = os.path.join(a.out, "reference", "tasks_heldout.jsonl")
+        brown = os.path.join(REPO, "models", "kvspan-brown")
         for script, extra in (("tasks.py", ["--heldout", "--seed", str(a.heldout_seed), "--n", str(a.heldout_n),
-                                            "--context-tokens", str(L), "--tokenizer", a.out, "--out", heldout]),
+                                            "--context-tokens", str(L), "--tokenizer", a.out, "--kv-format", a.kv_format,
+                                            "--out", heldout]),
                               ("eval_tasks.py", ["--model", a.out, "--heldout", heldout, "--device", a.device,
-                                                 "--threads", str(a.threads)])):
+                                                 "--threads", str(a.threads), "--baseline-model", brown]),
+                              ("plot_history.py", ["--ckpt", final_path, "--out", a.out])):
             print(f"running {script}", flush=True)
             subprocess.run([py, os.path.join(TOOLS, script)] + extra, check=True)
 
