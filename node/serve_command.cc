@@ -155,6 +155,10 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // httplib (and OpenSSL under it) writes with plain send()/write(): an HTTP(S) client that
+  // hangs up mid-response would otherwise kill the process with SIGPIPE. gRPC happens to
+  // ignore it too; this does not rely on that.
+  signal(SIGPIPE, SIG_IGN);
 
   absl::StatusOr<std::unique_ptr<frontend::ServingNode>> node = frontend::ServingNode::Start(o);
   if (!node.ok()) {
