@@ -3,6 +3,13 @@
 // between Create and Start, so that more endpoints (the OpenAI-compatible /v1/... of
 // issue 11) are added by whoever owns them without touching this class; a handler gets
 // httplib's Request and Response, which also carry chunked (server-sent event) replies.
+// With TLS files (the node's --tls-cert / --tls-key / --tls-client-ca, the same as its
+// gRPC port) it serves HTTPS only, over httplib::SSLServer; the routes are the same.
+//
+// NOTE: Debian's libcpp-httplib is compiled with CPPHTTPLIB_OPENSSL_SUPPORT (and zlib,
+// Brotli); its pkg-config Cflags define them, so every translation unit that includes
+// httplib.h must link PkgConfig::HTTPLIB (or kvspan::frontend), or its httplib classes'
+// layouts differ from the library's (an ODR violation).
 //
 // Thread-safe after Start: handlers run concurrently on the server's own threads
 // (options.num_threads), never on the caller's; Stop may be called from any thread.
@@ -18,6 +25,7 @@
 #include <httplib.h>
 
 #include "absl/status/statusor.h"
+#include "frontend/tls.h"
 
 namespace kvspan::frontend {
 
@@ -26,6 +34,10 @@ struct HttpServerOptions {
   std::string listen_address = "127.0.0.1:0";
   // Threads that run handlers (one connection each at a time).
   int num_threads = 4;
+  // PEM files; all empty = plain HTTP. cert_file + key_file = HTTPS only (a plaintext
+  // client's connection is closed); client_ca_file too = mutual TLS (a client without a
+  // certificate signed by that CA fails its handshake, before any handler runs).
+  ServerTlsFiles tls;
 };
 
 class HttpServer {
@@ -33,8 +45,10 @@ class HttpServer {
   // Called for one request on a server thread; fills `response` (status, body, type).
   using Handler = std::function<void(const httplib::Request& request, httplib::Response& response)>;
 
-  // Binds the address (not yet serving). InvalidArgument for an address without :port or
-  // num_threads < 1; Unavailable when it cannot be bound.
+  // Binds the address (not yet serving). InvalidArgument for an address without :port,
+  // num_threads < 1, only one of tls.cert_file / tls.key_file (or client_ca_file alone), or
+  // TLS files OpenSSL cannot load (unreadable, not PEM, key not the certificate's);
+  // Unavailable when it cannot be bound.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Create(const HttpServerOptions& options);
   // Stop()s.
   ~HttpServer();
@@ -58,7 +72,8 @@ class HttpServer {
  private:
   HttpServer() = default;
 
-  httplib::Server server_;
+  // An httplib::SSLServer when options.tls is set. Never null after Create.
+  std::unique_ptr<httplib::Server> server_;
   std::string address_;
   std::atomic<bool> listen_returned_{false};
   std::thread thread_;

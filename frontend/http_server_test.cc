@@ -53,5 +53,18 @@ TEST(HttpServerTest, BadAddressesAreRejected) {
               StatusIs(absl::StatusCode::kUnavailable));
 }
 
+TEST(HttpServerTest, InconsistentOrUnloadableTlsFilesAreRejected) {
+  EXPECT_THAT(HttpServer::Create({.tls = {.cert_file = "server.pem"}}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(HttpServer::Create({.tls = {.key_file = "server.key"}}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(HttpServer::Create({.tls = {.client_ca_file = "ca.pem"}}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  // A file OpenSSL cannot load (here: none there) stops Create, with the file named.
+  EXPECT_THAT(HttpServer::Create({.tls = {.cert_file = "/nonexistent/server.pem", .key_file = "/nonexistent/k"}})
+                  .status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("/nonexistent/server.pem")));
+}
+
 }  // namespace
 }  // namespace kvspan::frontend

@@ -152,7 +152,8 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   // no-op then), so nothing may fail between Create and Start.
   if (!options.http_listen_address.empty()) {
     ASSIGN_OR_RETURN(node->http_, HttpServer::Create({.listen_address = options.http_listen_address,
-                                                         .num_threads = options.http_threads}));
+                                                         .num_threads = options.http_threads,
+                                                         .tls = options.tls}));
     AddHttpRoutes(*node->http_, *node->metrics_, node->serving_);
     if (node->service_ != nullptr) {
       AddOpenAiRoutes(*node->http_, *node->service_,

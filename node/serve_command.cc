@@ -96,10 +96,11 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
               "file of API keys, one per line ('#' comments): every kvspan.v1.Serving call and HTTP /v1 call "
               "then needs 'authorization: Bearer <key>'; /health, /metrics and grpc.health.v1 stay open");
   }
-  flags.Add("tls-cert", &o.tls.cert_file, "PEM certificate chain of the gRPC port (with --tls-key: TLS)");
+  flags.Add("tls-cert", &o.tls.cert_file,
+            "PEM certificate chain of the gRPC and HTTP ports (with --tls-key: TLS; the HTTP port is then HTTPS only)");
   flags.Add("tls-key", &o.tls.key_file, "PEM private key of --tls-cert");
   flags.Add("tls-client-ca", &o.tls.client_ca_file,
-            "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS)");
+            "PEM CA bundle: gRPC and HTTP clients must present a certificate it signed (mutual TLS)");
   flags.Add("data", &o.data_dir, "directory of the embedded cache store (RocksDB)");
   flags.Add("store", &o.store_address, "host:port of a `kvspan cachestore` to use instead of --data");
   flags.Add("store-memory-mib", &store_memory_mib, "memory tier of the embedded store, MiB");
@@ -155,6 +156,10 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // httplib (and OpenSSL under it) writes with plain send()/write(): an HTTP(S) client that
+  // hangs up mid-response would otherwise kill the process with SIGPIPE. gRPC happens to
+  // ignore it too; this does not rely on that.
+  signal(SIGPIPE, SIG_IGN);
 
   absl::StatusOr<std::unique_ptr<frontend::ServingNode>> node = frontend::ServingNode::Start(o);
   if (!node.ok()) {
