@@ -13,6 +13,15 @@
 namespace kvspan::tests {
 namespace {
 
+// Every test that talks to a server process over a socket: a write to a connection the
+// server already closed (a refused TLS client, a stopped server) must fail with EPIPE,
+// not kill the test with SIGPIPE (which leaves its server children holding ctest's pipe
+// until the test's timeout).
+const bool kSigpipeIgnored = [] {
+  signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
+
 constexpr char kHttpPrefix[] = "kvspan serve: http on ";
 
 // One line from `fd`, waiting at most `timeout_ms` in all; false at EOF or timeout.
