@@ -413,6 +413,9 @@ BackendStats ClusterBackend::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& w : workers_) {
     s.store += transport::FromProto(w->info.store_counters());
+    const v1::TransportCounters& t = w->info.transport();
+    s.transfer_bytes_sent += t.span_bytes_sent() + t.tail_bytes_sent();
+    s.transfer_bytes_received += t.span_bytes_received() + t.tail_bytes_received();
     if (!w->decode) {
       s.waiting += w->info.waiting_requests();
       continue;

@@ -58,6 +58,10 @@ class DecodeService final : public v1::Decode::Service {
                            v1::DropSessionResponse* response) override;
   grpc::Status Info(grpc::ServerContext* context, const v1::WorkerInfoRequest* request,
                     v1::WorkerInfo* response) override;
+  // Serialized span and tail bytes received so far.
+  int64_t bytes_received() const {
+    return counters_.span_bytes_received.load() + counters_.tail_bytes_received.load();
+  }
 
  private:
   absl::Status Run(grpc::ServerContext* context, const v1::DecodeRequest& request,

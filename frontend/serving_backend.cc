@@ -1,5 +1,7 @@
 #include "frontend/serving_backend.h"
 
+#include <tuple>
+
 namespace kvspan::frontend {
 
 BackendStats LocalBackend::Stats() const {
@@ -13,6 +15,7 @@ BackendStats LocalBackend::Stats() const {
   s.resident_sessions = d.resident_sessions;
   s.preemptions = d.preemptions;
   s.store = stores_->TotalStats();
+  if (transfer_ != nullptr) std::tie(s.transfer_bytes_sent, s.transfer_bytes_received) = transfer_();
   return s;
 }
 

@@ -8,6 +8,8 @@
 #define KVSPAN_FRONTEND_SERVING_BACKEND_H_
 
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <string>
 
 #include "decode/decode_worker.h"
@@ -28,6 +30,10 @@ struct BackendStats {
   int resident_sessions = 0;
   int64_t preemptions = 0;
   prefill::SpanStoreStats store;  // the span stores of every worker
+  // Span transport bytes (serialized spans + tail blobs) this node's workers sent and
+  // received between roles; 0 in `kvspan serve` (the in-process transport moves nothing).
+  int64_t transfer_bytes_sent = 0;
+  int64_t transfer_bytes_received = 0;
 };
 
 class ServingBackend {
@@ -60,8 +66,12 @@ class LocalBackend final : public ServingBackend {
     if (auto store = stores_->For(policy, tenant); store != nullptr) store->Flush();
   }
   BackendStats Stats() const override;
+  // The transfer byte counts of this node's transport service (a prefill or decode role),
+  // as {sent, received}. Call before Stats is first called.
+  void SetTransferSource(std::function<std::pair<int64_t, int64_t>()> source) { transfer_ = std::move(source); }
 
  private:
+  std::function<std::pair<int64_t, int64_t>()> transfer_;
   decode::DecodeWorker* const decode_;
   prefill::PrefillWorker* const prefill_;
   prefill::StoreRouter* const stores_;

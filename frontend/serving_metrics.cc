@@ -88,7 +88,13 @@ ServingMetrics::ServingMetrics(const Sources& sources)
                            .Get()),
       store_bad_spans_deleted_(
           registry_.AddCounter("kvspan:store_bad_spans_deleted_total", "Bad spans deleted from the cache store.")
-              .Get()) {
+              .Get()),
+      span_transfer_bytes_(registry_.AddCounter(
+          "kvspan:span_transfer_bytes_total",
+          "Bytes of compressed spans and tail blobs shipped between roles (prefill sends, decode receives; a "
+          "frontend sums its workers), by direction.",
+          {"direction"})) {
+  for (const char* direction : {"sent", "received"}) span_transfer_bytes_.With({direction});
   // Every labelled child shows from the first scrape (rate() needs the zero).
   for (const char* source : {"store", "resident"}) prompt_tokens_cached_.With({source});
   for (const char* result : {"ok", "failed", "refused", "dropped"}) store_puts_.With({result});
@@ -144,6 +150,8 @@ void ServingMetrics::Collect() {
   store_puts_.With({"refused"}).MirrorTotal(s.num_puts_refused);
   store_puts_.With({"dropped"}).MirrorTotal(s.num_puts_dropped);
   store_bytes_put_.MirrorTotal(s.bytes_put);
+  span_transfer_bytes_.With({"sent"}).MirrorTotal(d.transfer_bytes_sent);
+  span_transfer_bytes_.With({"received"}).MirrorTotal(d.transfer_bytes_received);
   store_bad_spans_deleted_.MirrorTotal(s.num_bad_spans_deleted);
 }
 

@@ -74,6 +74,7 @@ class ServingMetrics {
   Family<Counter>& store_puts_;
   Counter& store_bytes_put_;
   Counter& store_bad_spans_deleted_;
+  Family<Counter>& span_transfer_bytes_;
 };
 
 }  // namespace kvspan::frontend

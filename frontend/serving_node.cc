@@ -87,6 +87,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   router.geometry = {config.num_layers, config.num_kv_heads, config.head_dim, options.service.span_tokens};
   router.get_threads = options.prefill_threads * 2;
   node->stores_ = std::make_shared<prefill::StoreRouter>(router);
+  LocalBackend* local_backend = nullptr;  // every role but the frontend
   if (role == NodeRole::kFrontend) {
     ClusterOptions cluster = options.cluster;
     cluster.span_tokens = options.service.span_tokens;
@@ -98,7 +99,9 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
     node->transport_ = std::make_unique<transport::InProcessTransport>(node->decode_.get());
     node->prefill_ = std::make_unique<prefill::PrefillWorker>(node->stores_, node->transport_.get(),
                                                               options.prefill_threads);
-    node->backend_ = std::make_unique<LocalBackend>(node->decode_.get(), node->prefill_.get(), node->stores_.get());
+    auto local = std::make_unique<LocalBackend>(node->decode_.get(), node->prefill_.get(), node->stores_.get());
+    local_backend = local.get();
+    node->backend_ = std::move(local);
   }
   ServingOptions service = options.service;
   if (service.model_name.empty()) {
@@ -128,6 +131,10 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
                                          .test_stall_after_spans = options.test_stall_after_spans});
     grpc_service = node->prefill_service_.get();
     service_name = v1::Prefill::service_full_name();
+    transport::PrefillService* prefill_service = node->prefill_service_.get();
+    local_backend->SetTransferSource([prefill_service] {
+      return std::pair<int64_t, int64_t>(prefill_service->bytes_sent(), 0);
+    });
   } else {
     node->decode_service_ = std::make_unique<DecodeService>(
         config, node->decode_.get(), node->prefill_.get(), node->stores_.get(),
@@ -136,6 +143,10 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
                              .peer_credentials = options.cluster.credentials});
     grpc_service = node->decode_service_.get();
     service_name = v1::Decode::service_full_name();
+    DecodeService* decode_service = node->decode_service_.get();
+    local_backend->SetTransferSource([decode_service] {
+      return std::pair<int64_t, int64_t>(0, decode_service->bytes_received());
+    });
   }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -25,6 +25,8 @@
 #include "kvspan/v1/transport.grpc.pb.h"
 #include "tests/serve_process.h"
 
+#include <httplib.h>
+
 namespace kvspan::tests {
 namespace {
 
@@ -82,6 +84,7 @@ struct ClusterSpec {
   int decode = 2;
   std::string probe_interval_ms = "100";
   bool host_names = false;  // give the frontend localhost:PORT instead of 127.0.0.1:PORT
+  bool http = false;        // --http-listen on every role
 };
 
 class Cluster {
@@ -92,18 +95,21 @@ class Cluster {
     std::string prefill_list, decode_list;
     for (const auto& extra : spec.prefill) {
       std::vector<std::string> args = {"--model", kModel, "--store", store_->address(), "--threads", "1"};
+      if (spec.http) args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
       args.insert(args.end(), extra.begin(), extra.end());
       prefill.push_back(ServeProcess::Role(kBinary, "prefill", args));
       prefill_list += (prefill_list.empty() ? "" : ",") + Named(prefill.back()->address(), spec.host_names);
     }
     for (int i = 0; i < spec.decode; ++i) {
-      decode.push_back(ServeProcess::Role(kBinary, "decode",
-                                          {"--model", kModel, "--store", store_->address(), "--threads", "1"}));
+      std::vector<std::string> args = {"--model", kModel, "--store", store_->address(), "--threads", "1"};
+      if (spec.http) args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
+      decode.push_back(ServeProcess::Role(kBinary, "decode", args));
       decode_list += (decode_list.empty() ? "" : ",") + Named(decode.back()->address(), spec.host_names);
     }
-    frontend = ServeProcess::Role(kBinary, "frontend",
-                                  {"--model", kModel, "--store", store_->address(), "--prefill", prefill_list,
-                                   "--decode", decode_list, "--probe-interval-ms", spec.probe_interval_ms});
+    std::vector<std::string> args = {"--model", kModel, "--store", store_->address(), "--prefill", prefill_list,
+                                     "--decode", decode_list, "--probe-interval-ms", spec.probe_interval_ms};
+    if (spec.http) args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
+    frontend = ServeProcess::Role(kBinary, "frontend", args);
     stub = frontend->NewStub();
   }
   static std::string Named(const std::string& address, bool host_names) {
@@ -467,6 +473,50 @@ TEST_F(ClusterTest, CancellationReachesThePrefillWorker) {
   EXPECT_EQ(out.status.error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(WaitFor([&] { return PrefillInfo(*cluster.prefill[0]).running_sequences() == 0; }));
   EXPECT_TRUE(WaitFor([&] { return DecodeInfo(*cluster.decode[0]).running_sequences() == 0; }));
+}
+
+// The HTTP side of every role: the frontend's OpenAI-compatible API over the cluster, and
+// /metrics on each role counting the bytes the span transport moved.
+TEST_F(ClusterTest, OpenAiHttpOnTheFrontendAndMetricsOnEveryRole) {
+  ClusterSpec spec;
+  spec.prefill = {{}};
+  spec.decode = 1;
+  spec.http = true;
+  Cluster cluster(dir_.path(), spec);
+  ASSERT_TRUE(cluster.up());
+  auto client = [](const ServeProcess& p) {
+    const std::string& a = p.http_address();
+    auto c = std::make_unique<httplib::Client>(a.substr(0, a.rfind(':')), std::stoi(a.substr(a.rfind(':') + 1)));
+    c->set_connection_timeout(10);
+    c->set_read_timeout(60);
+    return c;
+  };
+  ASSERT_FALSE(cluster.frontend->http_address().empty());
+  auto frontend = client(*cluster.frontend);
+  std::string prompt;
+  for (int i = 0; i < 30; ++i) prompt += "The jury said it did find that the city was well run. ";
+  const std::string body = "{\"prompt\": \"" + prompt + "\", \"max_tokens\": 4, \"temperature\": 0}";
+  auto response = frontend->Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(response) << httplib::to_string(response.error());
+  EXPECT_EQ(response->status, 200) << response->body;
+  EXPECT_THAT(response->body, ::testing::HasSubstr("\"prompt_tokens\""));
+  EXPECT_THAT(response->body, ::testing::HasSubstr("\"text\""));
+  auto metric = [&](const ServeProcess& p, const std::string& direction) -> double {
+    auto r = client(p)->Get("/metrics");
+    if (!r || r->status != 200) return -1;
+    const std::string key = "kvspan:span_transfer_bytes_total{direction=\"" + direction + "\"} ";
+    const size_t at = r->body.find(key);
+    return at == std::string::npos ? -1 : std::stod(r->body.substr(at + key.size()));
+  };
+  EXPECT_GT(metric(*cluster.prefill[0], "sent"), 0);
+  EXPECT_EQ(metric(*cluster.prefill[0], "received"), 0);
+  EXPECT_GT(metric(*cluster.decode[0], "received"), 0);
+  EXPECT_EQ(metric(*cluster.decode[0], "received"), metric(*cluster.prefill[0], "sent"));
+  // The frontend sums its workers' reports (refreshed at every probe).
+  EXPECT_TRUE(WaitFor([&] { return metric(*cluster.frontend, "received") == metric(*cluster.decode[0], "received"); }));
+  auto health = client(*cluster.decode[0])->Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
 }
 
 TEST_F(ClusterTest, WorkerServicesRefuseBadCallsAndKeepServing) {

@@ -22,7 +22,6 @@ const bool kSigpipeIgnored = [] {
   return true;
 }();
 
-constexpr char kHttpPrefix[] = "kvspan serve: http on ";
 
 // One line from `fd`, waiting at most `timeout_ms` in all; false at EOF or timeout.
 bool ReadLine(int fd, int timeout_ms, std::string* line) {
@@ -50,13 +49,13 @@ ServeProcess::ServeProcess(const std::string& binary, std::vector<std::string> a
                      all.insert(all.end(), args.begin(), args.end());
                      return all;
                    }(),
-                   "kvspan serve: listening on ", "kvspan serve: ready") {}
+                   "kvspan serve: listening on ", "kvspan serve: ready", "kvspan serve: http on ") {}
 
 std::unique_ptr<ServeProcess> ServeProcess::Cachestore(const std::string& binary, const std::string& data_dir,
                                                        const std::string& listen) {
   // Its one line, "kvspan cachestore: serving DIR on HOST:PORT", is both.
   return std::unique_ptr<ServeProcess>(new ServeProcess(
-      binary, {"cachestore", "--listen", listen, "--data", data_dir}, "", "kvspan cachestore: serving "));
+      binary, {"cachestore", "--listen", listen, "--data", data_dir}, "", "kvspan cachestore: serving ", ""));
 }
 
 std::unique_ptr<ServeProcess> ServeProcess::Role(const std::string& binary, const std::string& role,
@@ -64,11 +63,13 @@ std::unique_ptr<ServeProcess> ServeProcess::Role(const std::string& binary, cons
   std::vector<std::string> all = {role, "--listen", "127.0.0.1:0"};
   all.insert(all.end(), args.begin(), args.end());
   return std::unique_ptr<ServeProcess>(
-      new ServeProcess(binary, all, "kvspan " + role + ": listening on ", "kvspan " + role + ": ready"));
+      new ServeProcess(binary, all, "kvspan " + role + ": listening on ", "kvspan " + role + ": ready",
+                       "kvspan " + role + ": http on "));
 }
 
 ServeProcess::ServeProcess(const std::string& binary, const std::vector<std::string>& argv,
-                           const std::string& address_prefix, const std::string& ready_prefix) {
+                           const std::string& address_prefix, const std::string& ready_prefix,
+                           const std::string& http_prefix) {
   int fds[2];
   if (pipe(fds) != 0) return;
   pid_ = fork();
@@ -89,7 +90,7 @@ ServeProcess::ServeProcess(const std::string& binary, const std::vector<std::str
   std::string line, address;
   while (ReadLine(out_fd_, 60000, &line)) {
     if (!address_prefix.empty() && line.rfind(address_prefix, 0) == 0) address = line.substr(address_prefix.size());
-    if (line.rfind(kHttpPrefix, 0) == 0) http_address_ = line.substr(std::string(kHttpPrefix).size());
+    if (!http_prefix.empty() && line.rfind(http_prefix, 0) == 0) http_address_ = line.substr(http_prefix.size());
     if (line.rfind(ready_prefix, 0) == 0) {
       if (address_prefix.empty()) address = line.substr(line.rfind(" on ") + 4);
       address_ = address;

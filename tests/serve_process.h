@@ -45,7 +45,7 @@ class ServeProcess {
 
  private:
   ServeProcess(const std::string& binary, const std::vector<std::string>& argv, const std::string& address_prefix,
-               const std::string& ready_prefix);
+               const std::string& ready_prefix, const std::string& http_prefix);
   pid_t pid_ = -1;
   int out_fd_ = -1;
   std::string address_;

@@ -47,6 +47,8 @@ class PrefillService final : public v1::Prefill::Service {
                        grpc::ServerWriter<v1::PrefillChunk>* writer) override;
   grpc::Status Info(grpc::ServerContext* context, const v1::WorkerInfoRequest* request,
                     v1::WorkerInfo* response) override;
+  // Serialized span and tail bytes sent so far.
+  int64_t bytes_sent() const { return span_bytes_sent_.load() + tail_bytes_sent_.load(); }
 
  private:
   absl::Status Run(grpc::ServerContext* context, const v1::PrefillRequest& request,
