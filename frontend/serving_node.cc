@@ -71,6 +71,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
     ASSIGN_OR_RETURN(chat_template, ChatTemplateForModel(options.model_dir, options.chat_template));
   }
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeServerCredentials(options.tls));
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> peer_credentials, MakePeerCredentials(options.peer_tls));
   std::unique_ptr<ServingNode> node(new ServingNode());
   if (role == NodeRole::kFrontend) {
     ASSIGN_OR_RETURN(node->config_, model::Model::LoadConfig(options.model_dir));
@@ -91,6 +92,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   if (role == NodeRole::kFrontend) {
     ClusterOptions cluster = options.cluster;
     cluster.span_tokens = options.service.span_tokens;
+    cluster.credentials = peer_credentials;
     ASSIGN_OR_RETURN(std::unique_ptr<ClusterBackend> backend, ClusterBackend::Create(cluster, config));
     node->backend_ = std::move(backend);
   } else {
@@ -140,7 +142,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
         config, node->decode_.get(), node->prefill_.get(), node->stores_.get(),
         DecodeServiceOptions{.span_tokens = options.service.span_tokens,
                              .default_max_tokens = options.service.default_max_tokens,
-                             .peer_credentials = options.cluster.credentials});
+                             .peer_credentials = peer_credentials});
     grpc_service = node->decode_service_.get();
     service_name = v1::Decode::service_full_name();
     DecodeService* decode_service = node->decode_service_.get();

@@ -37,4 +37,21 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
   return grpc::SslServerCredentials(options);
 }
 
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakePeerCredentials(const PeerTlsFiles& files) {
+  if (files.cert_file.empty() != files.key_file.empty()) {
+    return absl::InvalidArgumentError("--peer-tls-cert and --peer-tls-key go together");
+  }
+  if (files.ca_file.empty()) {
+    if (!files.cert_file.empty()) return absl::InvalidArgumentError("--peer-tls-cert needs --peer-tls-ca");
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions options;
+  ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem("--peer-tls-ca", files.ca_file));
+  if (!files.cert_file.empty()) {
+    ASSIGN_OR_RETURN(options.pem_cert_chain, ReadPem("--peer-tls-cert", files.cert_file));
+    ASSIGN_OR_RETURN(options.pem_private_key, ReadPem("--peer-tls-key", files.key_file));
+  }
+  return grpc::SslCredentials(options);
+}
+
 }  // namespace kvspan::frontend

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include "absl/status/statusor.h"
@@ -26,6 +27,19 @@ struct ServerTlsFiles {
 // files' contents. InvalidArgument when only one of cert_file / key_file is set, or
 // client_ca_file without them; ReadFile's error (NotFound, ...) for a file it cannot read.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const ServerTlsFiles& files);
+
+// The client side between the roles (`--peer-tls-ca`, `--peer-tls-cert`, `--peer-tls-key`
+// on `kvspan frontend` and `kvspan decode`): PEM file paths; all empty = plaintext.
+struct PeerTlsFiles {
+  std::string ca_file;    // CA bundle the workers' certificates must chain to
+  std::string cert_file;  // this role's client certificate, for workers with --tls-client-ca
+  std::string key_file;
+};
+
+// InsecureChannelCredentials when every path is empty; else SslCredentials over the files'
+// contents. InvalidArgument for cert_file / key_file without each other or without ca_file;
+// ReadFile's error for a file it cannot read.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakePeerCredentials(const PeerTlsFiles& files);
 
 }  // namespace kvspan::frontend
 

@@ -101,6 +101,13 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
   flags.Add("tls-key", &o.tls.key_file, "PEM private key of --tls-cert");
   flags.Add("tls-client-ca", &o.tls.client_ca_file,
             "PEM CA bundle: gRPC and HTTP clients must present a certificate it signed (mutual TLS)");
+  if (role == NodeRole::kFrontend || role == NodeRole::kDecode) {
+    flags.Add("peer-tls-ca", &o.peer_tls.ca_file,
+              "PEM CA bundle the workers' certificates must chain to: calls to the workers over TLS");
+    flags.Add("peer-tls-cert", &o.peer_tls.cert_file,
+              "PEM client certificate for the calls to the workers (workers with --tls-client-ca)");
+    flags.Add("peer-tls-key", &o.peer_tls.key_file, "PEM private key of --peer-tls-cert");
+  }
   flags.Add("data", &o.data_dir, "directory of the embedded cache store (RocksDB)");
   flags.Add("store", &o.store_address, "host:port of a `kvspan cachestore` to use instead of --data");
   flags.Add("store-memory-mib", &store_memory_mib, "memory tier of the embedded store, MiB");

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/file_util.h"
 #include "common/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -85,6 +86,9 @@ struct ClusterSpec {
   std::string probe_interval_ms = "100";
   bool host_names = false;  // give the frontend localhost:PORT instead of 127.0.0.1:PORT
   bool http = false;        // --http-listen on every role
+  std::vector<std::string> worker_flags;    // on every prefill and decode worker
+  std::vector<std::string> decode_flags;    // on every decode worker
+  std::vector<std::string> frontend_flags;  // on the frontend
 };
 
 class Cluster {
@@ -96,6 +100,7 @@ class Cluster {
     for (const auto& extra : spec.prefill) {
       std::vector<std::string> args = {"--model", kModel, "--store", store_->address(), "--threads", "1"};
       if (spec.http) args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
+      args.insert(args.end(), spec.worker_flags.begin(), spec.worker_flags.end());
       args.insert(args.end(), extra.begin(), extra.end());
       prefill.push_back(ServeProcess::Role(kBinary, "prefill", args));
       prefill_list += (prefill_list.empty() ? "" : ",") + Named(prefill.back()->address(), spec.host_names);
@@ -103,12 +108,15 @@ class Cluster {
     for (int i = 0; i < spec.decode; ++i) {
       std::vector<std::string> args = {"--model", kModel, "--store", store_->address(), "--threads", "1"};
       if (spec.http) args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
+      args.insert(args.end(), spec.worker_flags.begin(), spec.worker_flags.end());
+      args.insert(args.end(), spec.decode_flags.begin(), spec.decode_flags.end());
       decode.push_back(ServeProcess::Role(kBinary, "decode", args));
       decode_list += (decode_list.empty() ? "" : ",") + Named(decode.back()->address(), spec.host_names);
     }
     std::vector<std::string> args = {"--model", kModel, "--store", store_->address(), "--prefill", prefill_list,
                                      "--decode", decode_list, "--probe-interval-ms", spec.probe_interval_ms};
     if (spec.http) args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
+    args.insert(args.end(), spec.frontend_flags.begin(), spec.frontend_flags.end());
     frontend = ServeProcess::Role(kBinary, "frontend", args);
     stub = frontend->NewStub();
   }
@@ -517,6 +525,53 @@ TEST_F(ClusterTest, OpenAiHttpOnTheFrontendAndMetricsOnEveryRole) {
   auto health = client(*cluster.decode[0])->Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+}
+
+// Mutual TLS between the roles: workers serve TLS and require a client certificate; the
+// frontend and the decode workers call with --peer-tls-*. A frontend without them, or with
+// a certificate from another CA, reaches no worker.
+TEST_F(ClusterTest, MutualTlsBetweenTheRoles) {
+  MakeTestCertificates(dir_.path());
+  const std::string d = dir_.path() + "/";
+  const std::vector<std::string> peer = {"--peer-tls-ca", d + "ca.pem", "--peer-tls-cert", d + "client.pem",
+                                         "--peer-tls-key", d + "client.key"};
+  ClusterSpec spec;
+  spec.prefill = {{}};
+  spec.decode = 1;
+  spec.worker_flags = {"--tls-cert", d + "server.pem", "--tls-key", d + "server.key", "--tls-client-ca", d + "ca.pem"};
+  spec.decode_flags = peer;
+  spec.frontend_flags = peer;
+  Cluster cluster(dir_.path(), spec);
+  ASSERT_TRUE(cluster.up());
+  const v1::GenerateRequest request = GreedyRequest(PromptIds(120, 3 * 64 + 5), 6, "int4(g=32)", "");
+  const GenerateOutcome out = RunGenerate(*cluster.stub, request, 60000);
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.ids, Reference(request));
+  // It was shipped from the prefill worker over TLS, not prefilled by the decode worker.
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadFile(d + "ca.pem").value();
+  ssl.pem_cert_chain = ReadFile(d + "client.pem").value();
+  ssl.pem_private_key = ReadFile(d + "client.key").value();
+  auto decode = v1::Decode::NewStub(grpc::CreateChannel(cluster.decode[0]->address(), grpc::SslCredentials(ssl)));
+  v1::WorkerInfo info;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  ASSERT_TRUE(decode->Info(&context, v1::WorkerInfoRequest(), &info).ok());
+  EXPECT_EQ(info.transport().sequences_received(), 1);
+  EXPECT_EQ(info.transport().local_prefills(), 0);
+  // Frontends that cannot authenticate find no healthy worker.
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{},
+        std::vector<std::string>{"--peer-tls-ca", d + "ca.pem", "--peer-tls-cert", d + "stranger.pem",
+                                 "--peer-tls-key", d + "stranger.key"}}) {
+    std::vector<std::string> args = {"--model", kModel, "--store", cluster.store_->address(), "--prefill",
+                                     cluster.prefill[0]->address(), "--decode", cluster.decode[0]->address()};
+    args.insert(args.end(), bad.begin(), bad.end());
+    auto other = ServeProcess::Role(kBinary, "frontend", args);
+    ASSERT_FALSE(other->address().empty());
+    const GenerateOutcome refused = RunGenerate(*other->NewStub(), request, 30000);
+    EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
+  }
 }
 
 TEST_F(ClusterTest, WorkerServicesRefuseBadCallsAndKeepServing) {

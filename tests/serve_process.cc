@@ -10,6 +10,10 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/logging.h"
+
 namespace kvspan::tests {
 namespace {
 
@@ -186,6 +190,31 @@ ShellOutput RunShell(const std::string& command) {
   const int status = pclose(pipe);
   output.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return output;
+}
+
+void MakeTestCertificates(const std::string& dir) {
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  CHECK(WriteFile(dir + "/server.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n").ok());
+  CHECK(WriteFile(dir + "/client.ext", "extendedKeyUsage=clientAuth\n").ok());
+  std::vector<std::string> commands;
+  for (const char* ca : {"ca", "other_ca"}) {
+    commands.push_back(absl::StrCat("openssl req -x509 ", ec, " -days 2 -subj /CN=kvspan-test-", ca, " -keyout ",
+                                    dir, "/", ca, ".key -out ", dir, "/", ca, ".pem"));
+  }
+  auto leaf = [&](const char* name, const char* ca, const char* ext) {
+    commands.push_back(absl::StrCat("openssl req ", ec, " -subj /CN=", name, " -keyout ", dir, "/", name,
+                                    ".key -out ", dir, "/", name, ".csr"));
+    commands.push_back(absl::StrCat("openssl x509 -req -days 2 -in ", dir, "/", name, ".csr -CA ", dir, "/", ca,
+                                    ".pem -CAkey ", dir, "/", ca, ".key -CAcreateserial -extfile ", dir, "/", ext,
+                                    " -out ", dir, "/", name, ".pem"));
+  };
+  leaf("server", "ca", "server.ext");
+  leaf("client", "ca", "client.ext");
+  leaf("stranger", "other_ca", "client.ext");
+  for (const std::string& command : commands) {
+    const ShellOutput made = RunShell(command);
+    CHECK_EQ(made.exit_code, 0) << command << "\n" << made.text;
+  }
 }
 
 }  // namespace kvspan::tests

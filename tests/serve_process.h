@@ -91,6 +91,11 @@ struct ShellOutput {
 // Runs `command` through /bin/sh under `timeout 60`, stdout and stderr together.
 ShellOutput RunShell(const std::string& command);
 
+// Makes, in `dir`, with the openssl command: ca.pem, other_ca.pem, server.{pem,key} (from
+// ca, SAN 127.0.0.1 and localhost), client.{pem,key} (from ca, clientAuth),
+// stranger.{pem,key} (from other_ca). CHECK-fails when openssl does.
+void MakeTestCertificates(const std::string& dir);
+
 }  // namespace kvspan::tests
 
 #endif  // KVSPAN_TESTS_SERVE_PROCESS_H_

@@ -42,33 +42,6 @@ using ::testing::HasSubstr;
 const std::string kBinary = KVSPAN_COMMAND;
 const std::string kModel = std::string(KVSPAN_SOURCE_DIR) + "/models/kvspan-brown";
 
-// Makes, in `dir`: ca.pem, other_ca.pem, server.{pem,key} (from ca, SAN 127.0.0.1 and
-// localhost), client.{pem,key} (from ca), stranger.{pem,key} (from other_ca).
-void MakeCertificates(const std::string& dir) {
-  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-  CHECK(WriteFile(dir + "/server.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n").ok());
-  CHECK(WriteFile(dir + "/client.ext", "extendedKeyUsage=clientAuth\n").ok());
-  std::vector<std::string> commands;
-  for (const char* ca : {"ca", "other_ca"}) {
-    commands.push_back(absl::StrCat("openssl req -x509 ", ec, " -days 2 -subj /CN=kvspan-test-", ca, " -keyout ",
-                                    dir, "/", ca, ".key -out ", dir, "/", ca, ".pem"));
-  }
-  auto leaf = [&](const char* name, const char* ca, const char* ext) {
-    commands.push_back(absl::StrCat("openssl req ", ec, " -subj /CN=", name, " -keyout ", dir, "/", name,
-                                    ".key -out ", dir, "/", name, ".csr"));
-    commands.push_back(absl::StrCat("openssl x509 -req -days 2 -in ", dir, "/", name, ".csr -CA ", dir, "/", ca,
-                                    ".pem -CAkey ", dir, "/", ca, ".key -CAcreateserial -extfile ", dir, "/", ext,
-                                    " -out ", dir, "/", name, ".pem"));
-  };
-  leaf("server", "ca", "server.ext");
-  leaf("client", "ca", "client.ext");
-  leaf("stranger", "other_ca", "client.ext");
-  for (const std::string& command : commands) {
-    const ShellOutput made = RunShell(command);
-    CHECK_EQ(made.exit_code, 0) << command << "\n" << made.text;
-  }
-}
-
 std::string Pem(const std::string& path) {
   absl::StatusOr<std::string> pem = ReadFile(path);
   CHECK(pem.ok()) << pem.status();
@@ -84,7 +57,7 @@ class ServeTlsTest : public ::testing::Test {
     // ctest waiting for its full TIMEOUT (the "hang"). Ignored, the write fails instead.
     signal(SIGPIPE, SIG_IGN);
     dir_ = new TempDir();
-    MakeCertificates(dir_->path());
+    MakeTestCertificates(dir_->path());
     const std::vector<std::string> common = {"--model", kModel, "--threads", "2", "--tls-cert", Dir("server.pem"),
                                              "--tls-key", Dir("server.key"), "--http-listen", "127.0.0.1:0"};
     std::vector<std::string> args = common;
