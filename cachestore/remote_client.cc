@@ -30,7 +30,9 @@ RemoteCacheClient::RemoteCacheClient(const RemoteClientOptions& options) : optio
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_receive_message_bytes));
   args.SetMaxSendMessageSize(-1);  // the server enforces its own limit
-  channel_ = grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(
+      options_.target, options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
+      args);
   stub_ = kvspan::v1::CacheStore::NewStub(channel_);
 }
 

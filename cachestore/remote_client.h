@@ -11,6 +11,8 @@
 
 #include <grpcpp/channel.h>
 
+#include <grpcpp/security/credentials.h>
+
 #include "cachestore/client.h"
 #include "kvspan/v1/cachestore.grpc.pb.h"
 
@@ -25,6 +27,8 @@ struct RemoteClientOptions {
   int64_t chunk_bytes = int64_t{1} << 20;
   // Largest message accepted from the server (bounds a Get chunk).
   int64_t max_receive_message_bytes = kDefaultMaxMessageBytes;
+  // The channel's credentials (TLS, a client certificate); null = plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 class RemoteCacheClient : public CacheClient {

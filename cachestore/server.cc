@@ -30,7 +30,8 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(std::shared_ptr<
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(options.listen_address,
+                           options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
                            &server->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_receive_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_receive_message_bytes));

@@ -11,6 +11,8 @@
 
 #include <grpcpp/server.h>
 
+#include <grpcpp/security/server_credentials.h>
+
 #include "absl/status/statusor.h"
 #include "cachestore/service.h"
 #include "cachestore/store.h"
@@ -25,6 +27,8 @@ struct ServerOptions {
   // gRPC with ResourceExhausted.
   int64_t max_receive_message_bytes = kDefaultMaxMessageBytes;
   ServiceOptions service;
+  // The port's credentials (TLS, mutual TLS); null = plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
 };
 
 class CacheServer {

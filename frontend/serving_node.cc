@@ -23,6 +23,7 @@ absl::StatusOr<std::shared_ptr<cachestore::CacheClient>> OpenStore(const Serving
   if (!o.store_address.empty()) {
     cachestore::RemoteClientOptions remote;
     remote.target = o.store_address;
+    ASSIGN_OR_RETURN(remote.credentials, MakePeerCredentials(o.store_tls, "--store-tls"));
     ASSIGN_OR_RETURN(auto client, cachestore::RemoteCacheClient::Create(remote));
     return std::shared_ptr<cachestore::CacheClient>(std::move(client));
   }

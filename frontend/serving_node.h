@@ -80,6 +80,8 @@ struct ServingNodeOptions {
   ServerTlsFiles tls;
   // kFrontend and kDecode: TLS of their calls to the workers; all empty = plaintext.
   PeerTlsFiles peer_tls;
+  // TLS of the link to a remote `kvspan cachestore` (--store); all empty = plaintext.
+  PeerTlsFiles store_tls;
   int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
   int num_threads = 0;       // model threads; 0 = all cores
   model::WeightsMode weights = model::WeightsMode::kAuto;  // weight matrices in memory

@@ -37,19 +37,21 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
   return grpc::SslServerCredentials(options);
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakePeerCredentials(const PeerTlsFiles& files) {
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakePeerCredentials(const PeerTlsFiles& files,
+                                                                              const std::string& flag) {
+  const std::string ca = flag + "-ca", cert = flag + "-cert", key = flag + "-key";
   if (files.cert_file.empty() != files.key_file.empty()) {
-    return absl::InvalidArgumentError("--peer-tls-cert and --peer-tls-key go together");
+    return absl::InvalidArgumentError(absl::StrCat(cert, " and ", key, " go together"));
   }
   if (files.ca_file.empty()) {
-    if (!files.cert_file.empty()) return absl::InvalidArgumentError("--peer-tls-cert needs --peer-tls-ca");
+    if (!files.cert_file.empty()) return absl::InvalidArgumentError(absl::StrCat(cert, " needs ", ca));
     return grpc::InsecureChannelCredentials();
   }
   grpc::SslCredentialsOptions options;
-  ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem("--peer-tls-ca", files.ca_file));
+  ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem(ca.c_str(), files.ca_file));
   if (!files.cert_file.empty()) {
-    ASSIGN_OR_RETURN(options.pem_cert_chain, ReadPem("--peer-tls-cert", files.cert_file));
-    ASSIGN_OR_RETURN(options.pem_private_key, ReadPem("--peer-tls-key", files.key_file));
+    ASSIGN_OR_RETURN(options.pem_cert_chain, ReadPem(cert.c_str(), files.cert_file));
+    ASSIGN_OR_RETURN(options.pem_private_key, ReadPem(key.c_str(), files.key_file));
   }
   return grpc::SslCredentials(options);
 }

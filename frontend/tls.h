@@ -39,7 +39,9 @@ struct PeerTlsFiles {
 // InsecureChannelCredentials when every path is empty; else SslCredentials over the files'
 // contents. InvalidArgument for cert_file / key_file without each other or without ca_file;
 // ReadFile's error for a file it cannot read.
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakePeerCredentials(const PeerTlsFiles& files);
+// `flag` ("--peer-tls", "--store-tls") names the flags in the messages.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakePeerCredentials(const PeerTlsFiles& files,
+                                                                              const std::string& flag = "--peer-tls");
 
 }  // namespace kvspan::frontend
 

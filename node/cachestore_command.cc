@@ -14,6 +14,7 @@
 #include "cachestore/store.h"
 #include "common/flags.h"
 #include "common/logging.h"
+#include "frontend/tls.h"
 #include "node/commands.h"
 
 namespace kvspan::node {
@@ -34,6 +35,11 @@ int RunCachestore(int argc, const char* const* argv) {
   flags.Add("max-value-mib", &max_value_mib, "largest value accepted, MiB");
   flags.Add("get-chunk-kib", &get_chunk_kib, "payload bytes per Get response chunk, KiB");
   flags.Add("sync", &sync, "fsync the WAL before acknowledging writes (power-loss durability)");
+  frontend::ServerTlsFiles tls;
+  flags.Add("tls-cert", &tls.cert_file, "PEM certificate chain of the port (with --tls-key: TLS)");
+  flags.Add("tls-key", &tls.key_file, "PEM private key of --tls-cert");
+  flags.Add("tls-client-ca", &tls.client_ca_file,
+            "PEM CA bundle: clients (the roles, with --store-tls-cert) must present a certificate it signed");
   absl::Status parsed = flags.Parse(argc, argv);
   if (flags.help_requested()) {
     std::printf("%s", flags.Usage().c_str());
@@ -68,6 +74,12 @@ int RunCachestore(int argc, const char* const* argv) {
   }
   cachestore::ServerOptions server_options;
   server_options.listen_address = listen;
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = frontend::MakeServerCredentials(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "kvspan cachestore: %s\n", credentials.status().ToString().c_str());
+    return credentials.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  server_options.credentials = *std::move(credentials);
   server_options.service.get_chunk_bytes = get_chunk_kib << 10;
   // A Put chunk of the client's default size (1 MiB) and the Get chunk both fit.
   server_options.max_receive_message_bytes =

@@ -108,6 +108,11 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
               "PEM client certificate for the calls to the workers (workers with --tls-client-ca)");
     flags.Add("peer-tls-key", &o.peer_tls.key_file, "PEM private key of --peer-tls-cert");
   }
+  flags.Add("store-tls-ca", &o.store_tls.ca_file,
+            "PEM CA bundle the --store server's certificate must chain to: the store link over TLS");
+  flags.Add("store-tls-cert", &o.store_tls.cert_file,
+            "PEM client certificate for the --store link (a cachestore with --tls-client-ca)");
+  flags.Add("store-tls-key", &o.store_tls.key_file, "PEM private key of --store-tls-cert");
   flags.Add("data", &o.data_dir, "directory of the embedded cache store (RocksDB)");
   flags.Add("store", &o.store_address, "host:port of a `kvspan cachestore` to use instead of --data");
   flags.Add("store-memory-mib", &store_memory_mib, "memory tier of the embedded store, MiB");

@@ -89,11 +89,13 @@ struct ClusterSpec {
   std::vector<std::string> worker_flags;    // on every prefill and decode worker
   std::vector<std::string> decode_flags;    // on every decode worker
   std::vector<std::string> frontend_flags;  // on the frontend
+  std::vector<std::string> store_flags;     // on the cachestore
+  std::vector<std::string> store_client_flags;  // on every role that calls the store
 };
 
 class Cluster {
  public:
-  Cluster(const std::string& dir, const ClusterSpec& spec) : dir_(dir) {
+  Cluster(const std::string& dir, const ClusterSpec& spec) : dir_(dir), store_flags_(spec.store_flags) {
     store_port_ = FreePort();
     StartStore();
     std::string prefill_list, decode_list;
@@ -101,6 +103,7 @@ class Cluster {
       std::vector<std::string> args = {"--model", kModel, "--store", store_->address(), "--threads", "1"};
       if (spec.http) args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
       args.insert(args.end(), spec.worker_flags.begin(), spec.worker_flags.end());
+      args.insert(args.end(), spec.store_client_flags.begin(), spec.store_client_flags.end());
       args.insert(args.end(), extra.begin(), extra.end());
       prefill.push_back(ServeProcess::Role(kBinary, "prefill", args));
       prefill_list += (prefill_list.empty() ? "" : ",") + Named(prefill.back()->address(), spec.host_names);
@@ -110,6 +113,7 @@ class Cluster {
       if (spec.http) args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
       args.insert(args.end(), spec.worker_flags.begin(), spec.worker_flags.end());
       args.insert(args.end(), spec.decode_flags.begin(), spec.decode_flags.end());
+      args.insert(args.end(), spec.store_client_flags.begin(), spec.store_client_flags.end());
       decode.push_back(ServeProcess::Role(kBinary, "decode", args));
       decode_list += (decode_list.empty() ? "" : ",") + Named(decode.back()->address(), spec.host_names);
     }
@@ -117,6 +121,7 @@ class Cluster {
                                      "--decode", decode_list, "--probe-interval-ms", spec.probe_interval_ms};
     if (spec.http) args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
     args.insert(args.end(), spec.frontend_flags.begin(), spec.frontend_flags.end());
+    args.insert(args.end(), spec.store_client_flags.begin(), spec.store_client_flags.end());
     frontend = ServeProcess::Role(kBinary, "frontend", args);
     stub = frontend->NewStub();
   }
@@ -124,7 +129,8 @@ class Cluster {
     return host_names ? "localhost" + address.substr(address.rfind(':')) : address;
   }
   void StartStore() {
-    store_ = ServeProcess::Cachestore(kBinary, dir_ + "/store", "127.0.0.1:" + std::to_string(store_port_));
+    store_ = ServeProcess::Cachestore(kBinary, dir_ + "/store", "127.0.0.1:" + std::to_string(store_port_),
+                                      store_flags_);
   }
   bool up() const {
     bool ok = store_->address() != "" && frontend->address() != "";
@@ -149,6 +155,7 @@ class Cluster {
   }
 
   std::string dir_;
+  std::vector<std::string> store_flags_;
   int store_port_ = 0;
   std::unique_ptr<ServeProcess> store_;
   std::vector<std::unique_ptr<ServeProcess>> prefill;
@@ -527,9 +534,10 @@ TEST_F(ClusterTest, OpenAiHttpOnTheFrontendAndMetricsOnEveryRole) {
   EXPECT_EQ(health->status, 200);
 }
 
-// Mutual TLS between the roles: workers serve TLS and require a client certificate; the
-// frontend and the decode workers call with --peer-tls-*. A frontend without them, or with
-// a certificate from another CA, reaches no worker.
+// Mutual TLS between the roles: workers and the cachestore serve TLS and require a client
+// certificate; the frontend and the decode workers call the workers with --peer-tls-*,
+// every role calls the store with --store-tls-*. A frontend without them, or with a
+// certificate from another CA, reaches no worker.
 TEST_F(ClusterTest, MutualTlsBetweenTheRoles) {
   MakeTestCertificates(dir_.path());
   const std::string d = dir_.path() + "/";
@@ -541,6 +549,9 @@ TEST_F(ClusterTest, MutualTlsBetweenTheRoles) {
   spec.worker_flags = {"--tls-cert", d + "server.pem", "--tls-key", d + "server.key", "--tls-client-ca", d + "ca.pem"};
   spec.decode_flags = peer;
   spec.frontend_flags = peer;
+  spec.store_flags = spec.worker_flags;
+  spec.store_client_flags = {"--store-tls-ca", d + "ca.pem", "--store-tls-cert", d + "client.pem",
+                             "--store-tls-key", d + "client.key"};
   Cluster cluster(dir_.path(), spec);
   ASSERT_TRUE(cluster.up());
   const v1::GenerateRequest request = GreedyRequest(PromptIds(120, 3 * 64 + 5), 6, "int4(g=32)", "");
@@ -559,6 +570,12 @@ TEST_F(ClusterTest, MutualTlsBetweenTheRoles) {
   ASSERT_TRUE(decode->Info(&context, v1::WorkerInfoRequest(), &info).ok());
   EXPECT_EQ(info.transport().sequences_received(), 1);
   EXPECT_EQ(info.transport().local_prefills(), 0);
+  // The store over TLS: the spans were put, and the prompt again is loaded from it.
+  WaitForStorePuts(*cluster.stub, 3);
+  const GenerateOutcome warm = RunGenerate(*cluster.stub, request, 60000);
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  EXPECT_EQ(warm.started.store_prompt_tokens(), 3 * 64);
+  EXPECT_EQ(warm.ids, out.ids);
   // Frontends that cannot authenticate find no healthy worker.
   for (const std::vector<std::string>& bad :
        {std::vector<std::string>{},
@@ -566,6 +583,7 @@ TEST_F(ClusterTest, MutualTlsBetweenTheRoles) {
                                  "--peer-tls-key", d + "stranger.key"}}) {
     std::vector<std::string> args = {"--model", kModel, "--store", cluster.store_->address(), "--prefill",
                                      cluster.prefill[0]->address(), "--decode", cluster.decode[0]->address()};
+    args.insert(args.end(), spec.store_client_flags.begin(), spec.store_client_flags.end());
     args.insert(args.end(), bad.begin(), bad.end());
     auto other = ServeProcess::Role(kBinary, "frontend", args);
     ASSERT_FALSE(other->address().empty());

@@ -56,10 +56,12 @@ ServeProcess::ServeProcess(const std::string& binary, std::vector<std::string> a
                    "kvspan serve: listening on ", "kvspan serve: ready", "kvspan serve: http on ") {}
 
 std::unique_ptr<ServeProcess> ServeProcess::Cachestore(const std::string& binary, const std::string& data_dir,
-                                                       const std::string& listen) {
+                                                       const std::string& listen,
+                                                       const std::vector<std::string>& extra) {
+  std::vector<std::string> argv = {"cachestore", "--listen", listen, "--data", data_dir};
+  argv.insert(argv.end(), extra.begin(), extra.end());
   // Its one line, "kvspan cachestore: serving DIR on HOST:PORT", is both.
-  return std::unique_ptr<ServeProcess>(new ServeProcess(
-      binary, {"cachestore", "--listen", listen, "--data", data_dir}, "", "kvspan cachestore: serving ", ""));
+  return std::unique_ptr<ServeProcess>(new ServeProcess(binary, argv, "", "kvspan cachestore: serving ", ""));
 }
 
 std::unique_ptr<ServeProcess> ServeProcess::Role(const std::string& binary, const std::string& role,

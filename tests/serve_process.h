@@ -26,7 +26,8 @@ class ServeProcess {
   // Starts `binary cachestore --listen 127.0.0.1:0 --data <data_dir>` and waits for its
   // serving line.
   static std::unique_ptr<ServeProcess> Cachestore(const std::string& binary, const std::string& data_dir,
-                                                  const std::string& listen = "127.0.0.1:0");
+                                                  const std::string& listen = "127.0.0.1:0",
+                                                  const std::vector<std::string>& extra = {});
   // Starts `binary <role> --listen 127.0.0.1:0 <args>` (role: prefill, decode, frontend)
   // and waits for its `kvspan <role>: ready` line.
   static std::unique_ptr<ServeProcess> Role(const std::string& binary, const std::string& role,
