@@ -214,12 +214,14 @@ int64_t DecodeWorker::RunningBytes() const {
 
 int64_t DecodeWorker::ReservedBytes() const {
   int64_t bytes = 0;
-  for (const auto& seq : running_) {
-    const int64_t held = seq->cache == nullptr ? 0 : seq->cache->memory_bytes();
-    bytes += std::max(held, seq->handoff.policy->PlannedBytes(static_cast<int>(seq->tokens.size())));
-  }
+  for (const auto& seq : running_) bytes += ReservedBytesOf(*seq);
   std::lock_guard<std::mutex> lock(mu_);
   return bytes + resident_bytes_ + transfer_reserved_;
+}
+
+int64_t DecodeWorker::ReservedBytesOf(const Sequence& seq) {
+  const int64_t held = seq.cache == nullptr ? 0 : seq.cache->memory_bytes();
+  return std::max(held, seq.handoff.policy->PlannedBytes(static_cast<int>(seq.tokens.size())));
 }
 
 int64_t DecodeWorker::HeldBytes() const {
@@ -599,9 +601,7 @@ void DecodeWorker::PublishStats() {
   const int64_t running_bytes = RunningBytes();
   int64_t running_reserved = 0;
   for (const auto& seq : running_) {
-    if (seq->done) continue;
-    const int64_t held = seq->cache == nullptr ? 0 : seq->cache->memory_bytes();
-    running_reserved += std::max(held, seq->handoff.policy->PlannedBytes(static_cast<int>(seq->tokens.size())));
+    if (!seq->done) running_reserved += ReservedBytesOf(*seq);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -151,6 +151,9 @@ class DecodeWorker {
   // Scheduler thread: as HeldBytes, but each running sequence counts at least its planned
   // size at its current tokens (one admitted and not yet prefilled holds almost nothing).
   int64_t ReservedBytes() const;
+  // What one running sequence counts for in ReservedBytes: its measured memory, at least
+  // its planned size at its current tokens.
+  static int64_t ReservedBytesOf(const Sequence& seq);
   // Inserts or erases a resident cache, keeping resident_bytes_ and the stats.
   void AddResidentLocked(const std::string& session_id, Resident resident) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<Resident> TakeResidentLocked(const std::string& session_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

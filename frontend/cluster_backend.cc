@@ -317,6 +317,11 @@ void ClusterBackend::Submit(decode::SequenceHandoff handoff) {
   raw->thread = std::thread([this, raw, request = std::move(request)]() mutable { RunCall(raw, std::move(request)); });
 }
 
+void ClusterBackend::ReleaseDecodeLocked(Call& call) {
+  --call.decode->in_flight;
+  call.decode->planned_in_flight = std::max<int64_t>(0, call.decode->planned_in_flight - call.planned);
+}
+
 void ClusterBackend::RunCall(Call* call, v1::DecodeRequest request) {
   auto sink = std::static_pointer_cast<GrpcTokenSink>(call->handoff.sink);
   std::vector<std::shared_ptr<Worker>> tried;
@@ -353,8 +358,7 @@ void ClusterBackend::RunCall(Call* call, v1::DecodeRequest request) {
     if (next == nullptr || stop_) break;
     LOG(WARNING) << "frontend: request " << call->handoff.request_id << ": " << end.message() << "; retrying on "
                  << next->address;
-    --call->decode->in_flight;
-    call->decode->planned_in_flight = std::max<int64_t>(0, call->decode->planned_in_flight - call->planned);
+    ReleaseDecodeLocked(*call);
     call->decode = next;
     ++call->decode->in_flight;
     call->decode->planned_in_flight += call->planned;
@@ -365,8 +369,7 @@ void ClusterBackend::RunCall(Call* call, v1::DecodeRequest request) {
   if (!finished) sink->OnError(end);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    --call->decode->in_flight;
-    call->decode->planned_in_flight = std::max<int64_t>(0, call->decode->planned_in_flight - call->planned);
+    ReleaseDecodeLocked(*call);
     if (call->first_prefill != nullptr) --call->first_prefill->in_flight;
     if (!call->handoff.session_id.empty()) {
       if (finished) {

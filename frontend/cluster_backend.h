@@ -122,6 +122,8 @@ class ClusterBackend final : public ServingBackend {
   // The call's thread: streams from its decode worker into the sink; a worker that fails
   // before it sent anything is replaced by another healthy one.
   void RunCall(Call* call, v1::DecodeRequest request);
+  // Takes `call` off its decode worker's in-flight counts.
+  void ReleaseDecodeLocked(Call& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The healthy decode worker with the most free KV budget, not in `exclude`; null if none.
   std::shared_ptr<Worker> ChooseDecodeLocked(const std::vector<std::shared_ptr<Worker>>& exclude) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

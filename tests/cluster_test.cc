@@ -53,21 +53,17 @@ std::unique_ptr<typename Service::Stub> StubOf(const ServeProcess& p) {
   return Service::NewStub(grpc::CreateChannel(p.address(), grpc::InsecureChannelCredentials()));
 }
 
-v1::WorkerInfo DecodeInfo(const ServeProcess& p) {
+// The worker's Info (an empty one when the call fails: the test's expectation then fails).
+template <typename Service>
+v1::WorkerInfo InfoOf(const ServeProcess& p) {
   v1::WorkerInfo info;
   grpc::ClientContext c;
   c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  (void)StubOf<v1::Decode>(p)->Info(&c, v1::WorkerInfoRequest(), &info);
+  (void)StubOf<Service>(p)->Info(&c, v1::WorkerInfoRequest(), &info);
   return info;
 }
-
-v1::WorkerInfo PrefillInfo(const ServeProcess& p) {
-  v1::WorkerInfo info;
-  grpc::ClientContext c;
-  c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  (void)StubOf<v1::Prefill>(p)->Info(&c, v1::WorkerInfoRequest(), &info);
-  return info;
-}
+v1::WorkerInfo DecodeInfo(const ServeProcess& p) { return InfoOf<v1::Decode>(p); }
+v1::WorkerInfo PrefillInfo(const ServeProcess& p) { return InfoOf<v1::Prefill>(p); }
 
 // Polls `done` every 20 ms for up to `seconds`; whether it became true.
 template <typename F>
