@@ -26,37 +26,6 @@ namespace {
 
 using kernels::WeightFormat;
 
-struct Matrix {
-  WeightFormat format;
-  std::vector<float> f32, scales;
-  std::vector<uint16_t> u16;
-  std::vector<int8_t> codes;
-  std::vector<int32_t> sums;
-  kernels::WeightMatrix view;
-};
-
-Matrix MakeMatrix(WeightFormat format, const std::vector<float>& w, int rows, int cols) {
-  Matrix m;
-  m.format = format;
-  m.view = {format, nullptr, nullptr, nullptr, rows, cols};
-  if (format == WeightFormat::kF32) {
-    m.f32 = w;
-    m.view.data = m.f32.data();
-  } else if (format == WeightFormat::kBF16) {
-    for (float v : w) m.u16.push_back(FloatToBf16(v));
-    m.view.data = m.u16.data();
-  } else {
-    m.codes.resize(w.size());
-    m.scales.resize(rows);
-    m.sums.resize(rows);
-    kernels::QuantizeRowsInt8(w.data(), 0, rows, cols, m.codes.data(), m.scales.data(), m.sums.data());
-    m.view.data = m.codes.data();
-    m.view.scales = m.scales.data();
-    m.view.row_sums = m.sums.data();
-  }
-  return m;
-}
-
 int Main(int argc, char** argv) {
   int threads = 2;
   std::string ms_flag = "1,8,16,512";
@@ -80,8 +49,8 @@ int Main(int argc, char** argv) {
   for (auto [rows, cols] : {std::pair{16384, 2048}, std::pair{2048, 8192}}) {
     std::vector<float> w(int64_t{rows} * cols);
     for (float& v : w) v = dist(rng) * 0.05f;
-    for (WeightFormat format : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kInt8}) {
-      const Matrix mat = MakeMatrix(format, w, rows, cols);
+    for (WeightFormat format : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kInt8, WeightFormat::kInt4}) {
+      const kernels::OwnedWeightMatrix mat(format, w.data(), rows, cols);
       for (kernels::CpuIsa isa : {kernels::CpuIsa::kAvx2, kernels::CpuIsa::kAvx512, kernels::CpuIsa::kAvx512Bf16Dot}) {
         if (!kernels::CpuSupportsIsa(DetectCpuFeatures(), isa)) continue;
         if (format == WeightFormat::kF32 && isa != kernels::CpuIsa::kAvx2) continue;  // OpenBLAS either way
@@ -89,7 +58,7 @@ int Main(int argc, char** argv) {
         for (int m : ms) {
           std::vector<float> x(int64_t{m} * cols), y(int64_t{m} * rows);
           for (float& v : x) v = dist(rng);
-          kernels::LinearParams p{.x = x.data(), .w = mat.view, .y = y.data(), .m = m, .pool = &pool};
+          kernels::LinearParams p{.x = x.data(), .w = mat.view(), .y = y.data(), .m = m, .pool = &pool};
           kernels::Linear(p, isa);  // warm-up
           int calls = 0;
           const auto t0 = std::chrono::steady_clock::now();
@@ -103,7 +72,7 @@ int Main(int argc, char** argv) {
           std::printf("| %dx%d | %s | %s | %d | %.3f | %.1f | %.1f |\n", rows, cols,
                       std::string(kernels::WeightFormatName(format)).c_str(),
                       format == WeightFormat::kF32 ? "openblas" : std::string(kernels::CpuIsaName(isa)).c_str(), m,
-                      per_call * 1e3, mat.view.size_bytes() / per_call / 1e9,
+                      per_call * 1e3, mat.view().size_bytes() / per_call / 1e9,
                       2.0 * m * rows * cols / per_call / 1e9);
           std::fflush(stdout);
         }

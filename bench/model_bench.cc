@@ -98,7 +98,7 @@ struct Row {
   double decode_gbs = 0;     // weights + KV read per second
 };
 
-absl::Status BenchModel(const std::string& dir, int threads, model::WeightsMode weights, int prefill_tokens, int decode_tokens,
+absl::Status BenchModel(const std::string& dir, int threads, const model::WeightsChoice& weights, int prefill_tokens, int decode_tokens,
                         const std::vector<int>& batches, std::vector<Row>* rows) {
   model::ModelOptions options;
   options.num_threads = threads;
@@ -154,7 +154,7 @@ absl::Status BenchModel(const std::string& dir, int threads, model::WeightsMode 
     const double mean_context = kContext + decode_tokens / 2.0;
     Row row;
     row.model = absl::StrCat(c.architecture_name, " ", dir);
-    row.weights = std::string(kernels::WeightFormatName(m->weight_format()));
+    row.weights = m->weight_format_label();
     row.weight_bytes = m->weight_bytes();
     row.rss_bytes = rss_after_load;
     row.prefill_tokens = prompt;
@@ -182,7 +182,7 @@ int Main(int argc, char** argv, const std::string& blas_line) {
   FlagSet flags("model_bench", "Prefill/decode throughput of the CPU runtime vs memory bandwidth.");
   flags.Add("model", &models, "model directory (repeatable)");
   flags.Add("threads", &threads, "threads; 0 = all cores");
-  model::WeightsMode weights = model::WeightsMode::kAuto;
+  model::WeightsChoice weights;
   model::AddWeightsFlag(flags, &weights);
   flags.Add("prefill-tokens", &prefill_tokens, "prompt length for the prefill measurement");
   flags.Add("decode-tokens", &decode_tokens, "decode steps per measurement");

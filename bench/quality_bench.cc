@@ -115,7 +115,7 @@ struct Options {
   int greedy_prefix_tokens = 256;
   int greedy_new_tokens = 32;
   int threads = 2;
-  model::WeightsMode weights = model::WeightsMode::kAuto;
+  model::WeightsChoice weights;
   std::vector<std::string> policies;
   std::string tasks = "reference/tasks_heldout.jsonl";  // relative to the model directory
   double retrieval_check = 0.5;

@@ -90,11 +90,14 @@ absl::Status Run(const Options& o, const std::string& command) {
   std::string reference_name;
   std::vector<Row> rows;
   int vocab = 0;
-  for (model::WeightsMode mode : {model::WeightsMode::kAuto, model::WeightsMode::kF32, model::WeightsMode::kBF16,
-                                  model::WeightsMode::kInt8}) {
-    ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Load(o.model, {.num_threads = o.threads, .weights = mode}));
+  const model::WeightsChoice choices[] = {{model::WeightsMode::kAuto}, {model::WeightsMode::kF32},
+                                          {model::WeightsMode::kBF16}, {model::WeightsMode::kInt8},
+                                          {model::WeightsMode::kInt4, 32},  {model::WeightsMode::kInt4, 128}};
+  for (const model::WeightsChoice& choice : choices) {
+    const model::WeightsMode mode = choice.mode;
+    ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Load(o.model, {.num_threads = o.threads, .weights = choice}));
     vocab = m->config().vocab_size;
-    const std::string name(kernels::WeightFormatName(m->weight_format()));
+    const std::string name = m->weight_format_label();
     if (mode != model::WeightsMode::kAuto && name == reference_name) continue;  // the reference again
     ASSIGN_OR_RETURN(std::vector<std::vector<float>> logits, WindowLogits(*m, windows));
     if (mode == model::WeightsMode::kAuto) {
@@ -142,7 +145,9 @@ absl::Status Run(const Options& o, const std::string& command) {
   }
   absl::StrAppend(&md,
                   "\nint8 is per output channel (a symmetric fp32 scale per matrix row) with activations quantized "
-                  "per token row at run time (docs/performance.md, \"Weight formats\"); f32 and bf16 of a bf16 "
+                  "per token row at run time (docs/performance.md, \"Weight formats\"); int4-gG is group-wise "
+                  "(an fp16 scale per G weights of a row, codes in [-7, 7]; --weights int4 --weights-group G) "
+                  "with the same activations; f32 and bf16 of a bf16 "
                   "checkpoint hold the same values, so they differ from the reference only by fp32 summation "
                   "order.\n");
   std::fputs(md.c_str(), stdout);

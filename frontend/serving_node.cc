@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> peer_credentials, MakePeerCredentials(options.peer_tls));
   std::unique_ptr<ServingNode> node(new ServingNode());
   if (role == NodeRole::kFrontend) {
-    ASSIGN_OR_RETURN(node->config_, model::Model::LoadConfig(options.model_dir));
+    ASSIGN_OR_RETURN(node->config_, model::Model::LoadConfig(options.model_dir, options.weights));
   } else {
     ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads, .weights = options.weights}));
     node->config_ = node->model_->config();

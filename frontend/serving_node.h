@@ -84,7 +84,7 @@ struct ServingNodeOptions {
   PeerTlsFiles store_tls;
   int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
   int num_threads = 0;       // model threads; 0 = all cores
-  model::WeightsMode weights = model::WeightsMode::kAuto;  // weight matrices in memory
+  model::WeightsChoice weights;  // weight matrices in memory
   int prefill_threads = 2;   // concurrent cache-store loads
   ServingOptions service;    // default policy, S, sessions
   decode::DecodeWorkerOptions decode;

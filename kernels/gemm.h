@@ -21,6 +21,12 @@
 //               integer sum exact: tiled kernels for every m, avx512 by vpdpbusd (unsigned ×
 //               signed: it takes q + 128 and subtracts 128 · row_sums[j]), avx2 by
 //               vpmaddubsw on |q| and sign-adjusted codes. So every m gives the same values.
+//   kInt4       x quantized per row as for kInt8, y[i, j] = s_x[i] · Σ_g s_g[j] · Σ_{c in g}
+//               q[i, c] · code[j, c] (+ bias): each chunk of 64 codes unpacked from its
+//               nibbles (as code + 8, unsigned), multiplied with q by vpdpbusd (avx512) or
+//               vpmaddubsw + vpmaddwd (avx2), the integer sum started from -8 · Σ q (so it
+//               is Σ q · code exactly), converted to fp32 and accumulated with its group's
+//               scale by FMA: fp32 rounding once per chunk. Every m the same values.
 // Thread-safe (OpenBLAS 0.3.21 serializes its own thread pool between callers).
 #ifndef KVSPAN_KERNELS_GEMM_H_
 #define KVSPAN_KERNELS_GEMM_H_
@@ -59,7 +65,7 @@ void Linear(const LinearParams& p, CpuIsa isa);
 
 // The specification (kernels/cpu/gemm_ref.cc), plain loops in double: y = x · Ŵᵀ + bias +
 // beta · y with Ŵ the exact fp32 values of W (DequantizeRow); for kInt8, the formula above
-// with x quantized by QuantizeRowInt8.
+// with x quantized by QuantizeRowInt8; for kInt4 the group sums above, in double.
 void LinearRef(const LinearParams& p);
 
 // Sets the number of threads OpenBLAS uses in all later calls (process-wide).

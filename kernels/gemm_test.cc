@@ -1,4 +1,4 @@
-// kernels::Linear over bf16 / fp16 / int8 weights, both ISAs, against LinearRef (the
+// kernels::Linear over bf16 / fp16 / int8 / int4 weights, both ISAs, against LinearRef (the
 // double-precision specification) on fresh random inputs of many shapes; the int8
 // quantizer; the ISA choice.
 //
@@ -11,6 +11,10 @@
 //     of vdpbf16ps far more sharply.
 //   int8: the integer dot product is exact; an int32 -> float conversion and three float
 //     operations follow: c = 8 · 2^-24.
+//   int4: each chunk of 64 codes has an exact integer sum per lane, then one fp32 FMA per
+//     chunk into the lane's accumulator and a 16-lane reduction: c = (ceil(k / 64) + 8) ·
+//     2^-24, here (k / 32 + 8) · 2^-24, of Σ |s_x q · ŵ| (the quantized x, as for int8).
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -39,40 +43,10 @@ std::vector<float> RandomVector(size_t n, std::mt19937& rng, float lo = -1.0f, f
 
 // A random [n, k] weight matrix in `format`, owning its storage.
 struct TestWeights {
-  TestWeights(WeightFormat format, int n, int k, std::mt19937& rng) {
-    const std::vector<float> w = RandomVector(int64_t{n} * k, rng);
-    matrix.format = format;
-    matrix.rows = n;
-    matrix.cols = k;
-    switch (format) {
-      case WeightFormat::kF32:
-        f32 = w;
-        matrix.data = f32.data();
-        break;
-      case WeightFormat::kBF16:
-        for (float v : w) u16.push_back(FloatToBf16(v));
-        matrix.data = u16.data();
-        break;
-      case WeightFormat::kF16:
-        for (float v : w) u16.push_back(FloatToHalf(v));
-        matrix.data = u16.data();
-        break;
-      case WeightFormat::kInt8:
-        codes.resize(w.size());
-        scales.resize(n);
-        row_sums.resize(n);
-        QuantizeRowsInt8(w.data(), 0, n, k, codes.data(), scales.data(), row_sums.data());
-        matrix.data = codes.data();
-        matrix.scales = scales.data();
-        matrix.row_sums = row_sums.data();
-        break;
-    }
-  }
-  WeightMatrix matrix;
-  std::vector<float> f32, scales;
-  std::vector<uint16_t> u16;
-  std::vector<int8_t> codes;
-  std::vector<int32_t> row_sums;
+  TestWeights(WeightFormat format, int n, int k, std::mt19937& rng, int group_size = 32)
+      : owned(format, RandomVector(int64_t{n} * k, rng).data(), n, k, group_size), matrix(owned.view()) {}
+  OwnedWeightMatrix owned;
+  const WeightMatrix& matrix;
 };
 
 // Σ_l |x_l · ŵ_l| per output element (for int8: of the quantized x and codes, scaled),
@@ -84,7 +58,7 @@ std::vector<double> AbsScale(const LinearParams& p, const std::vector<float>& y0
   std::vector<int8_t> q(k);
   for (int i = 0; i < p.m; ++i) {
     const float* x = p.x + int64_t{i} * k;
-    if (p.w.format == WeightFormat::kInt8) {
+    if (p.w.format == WeightFormat::kInt8 || p.w.format == WeightFormat::kInt4) {
       const float s = QuantizeRowInt8(x, k, q.data());
       for (int l = 0; l < k; ++l) xq[l] = s * q[l];
       x = xq.data();
@@ -121,8 +95,10 @@ TEST_P(LinearFormatTest, MatchesReferenceOverShapes) {
   const std::vector<std::pair<int, int>> shapes = {{1, 1},   {3, 31},   {5, 32},   {4, 64},
                                                    {17, 33}, {67, 257}, {130, 1000}, {129, 95}};
   const std::vector<int> ms = {1, 2, 3, 4, 5, 7, 8, 13, 16, 17, 33, 70};
-  for (const auto& [n, k] : shapes) {
-    const TestWeights w(format, n, k, rng);
+  for (size_t shape = 0; shape < shapes.size(); ++shape) {
+    const auto [n, k] = shapes[shape];
+    const int group_size = 32 * (1 + static_cast<int>(shape % 4));  // int4: 32, 64, 96, 128
+    const TestWeights w(format, n, k, rng, group_size);
     for (int m : ms) {
       for (int variant = 0; variant < 2; ++variant) {  // plain; bias + beta = 1 + pool
         const std::vector<float> x = RandomVector(int64_t{m} * k, rng);
@@ -147,6 +123,8 @@ TEST_P(LinearFormatTest, MatchesReferenceOverShapes) {
                                  std::to_string(k) + " variant " + std::to_string(variant);
         if (format == WeightFormat::kInt8) {
           ExpectWithin(y, ref, scale, 8 * kU, what);
+        } else if (format == WeightFormat::kInt4) {
+          ExpectWithin(y, ref, scale, (k / 32.0 + 8) * kU, what + " group " + std::to_string(group_size));
         } else if (format == WeightFormat::kBF16 && isa == CpuIsa::kAvx512Bf16Dot) {
           ExpectWithin(y, ref, scale, 1.0 / 256 + (k + 4) * kU, what + " (exact x)");
           std::vector<float> x_bf16(x.size());
@@ -168,7 +146,7 @@ INSTANTIATE_TEST_SUITE_P(
     IsasAndFormats, LinearFormatTest,
     ::testing::Combine(::testing::Values(CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16Dot),
                        ::testing::Values(WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kF16,
-                                         WeightFormat::kInt8)),
+                                         WeightFormat::kInt8, WeightFormat::kInt4)),
     [](const ::testing::TestParamInfo<Case>& info) {
       std::string isa(CpuIsaName(std::get<0>(info.param)));
       for (char& ch : isa) {
@@ -183,7 +161,8 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(LinearInt8Test, WithinActivationQuantizationBoundOfFloatProduct) {
   std::mt19937 rng(99);
   const int n = 37, k = 300, m = 3;
-  const TestWeights w(WeightFormat::kInt8, n, k, rng);
+  for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+  const TestWeights w(format, n, k, rng);
   for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512}) {
     if (!CpuSupportsIsa(DetectCpuFeatures(), isa)) continue;
     const std::vector<float> x = RandomVector(m * k, rng, -3.0f, 3.0f);
@@ -202,9 +181,10 @@ TEST(LinearInt8Test, WithinActivationQuantizationBoundOfFloatProduct) {
           abs_xw += std::abs(static_cast<double>(x[i * k + l]) * wrow[l]);
         }
         EXPECT_LE(std::abs(y[i * n + j] - exact), s_x / 2 * abs_w + (k + 8) * kU * abs_xw)
-            << CpuIsaName(isa) << " i=" << i << " j=" << j;
+            << WeightFormatName(format) << " " << CpuIsaName(isa) << " i=" << i << " j=" << j;
       }
     }
+  }
   }
 }
 
@@ -247,6 +227,47 @@ TEST(QuantizeRowsInt8Test, RowSumsAndDequantizedValues) {
     EXPECT_EQ(sums[r], sum);
     DequantizeRow(m, r, row.data());
     for (int c = 0; c < cols; ++c) EXPECT_LE(std::abs(row[c] - w[r * cols + c]), scales[r] * 0.5f * (1 + 1e-5f));
+  }
+}
+
+TEST(QuantizeRowsInt4Test, LayoutScalesAndDequantizedValues) {
+  std::mt19937 rng(7);
+  for (const auto& [cols, group] : std::vector<std::pair<int, int>>{{64, 32}, {100, 32}, {130, 64}, {200, 96}, {7, 32}}) {
+    const int rows = 3;
+    std::vector<float> w = RandomVector(rows * cols, rng, -0.5f, 0.5f);
+    w[0] = 0.7f;  // row 0, group 0: the largest magnitude, code 7
+    for (int c = 0; c < std::min(cols, group); ++c) w[cols + c] = 0.0f;  // row 1, group 0: all zero
+    const int64_t row_bytes = WeightRowBytes(WeightFormat::kInt4, cols);
+    EXPECT_EQ(row_bytes, (cols + 63) / 64 * 32);
+    const int groups = (cols + group - 1) / group;
+    std::vector<uint8_t> packed(rows * row_bytes);
+    std::vector<uint16_t> scales(rows * groups);
+    QuantizeRowsInt4(w.data(), 0, rows, cols, group, packed.data(), scales.data());
+    WeightMatrix m{WeightFormat::kInt4, packed.data(), nullptr, nullptr, rows, cols, scales.data(), group};
+    EXPECT_EQ(m.num_groups(), groups);
+    EXPECT_EQ(m.size_bytes(), rows * row_bytes + rows * groups * 2);
+    EXPECT_EQ(HalfToFloat(scales[0]), HalfToFloat(FloatToHalf(0.7f / 7)));
+    EXPECT_EQ(Int4Code(packed.data(), 0), 7);
+    EXPECT_EQ(scales[groups], 0);  // the all-zero group
+    std::vector<float> row(cols);
+    for (int r = 0; r < rows; ++r) {
+      const uint8_t* bytes = packed.data() + r * row_bytes;
+      // Element c sits in byte (c / 64) * 32 + c % 32, low nibble for c % 64 < 32; padding is code 0.
+      for (int c = cols; c < row_bytes * 2; ++c) EXPECT_EQ(Int4Code(bytes, c), 0) << "padding c=" << c;
+      DequantizeRow(m, r, row.data());
+      for (int c = 0; c < cols; ++c) {
+        const float s = HalfToFloat(scales[r * groups + c / group]);
+        const int code = Int4Code(bytes, c);
+        ASSERT_GE(code, -7);
+        ASSERT_LE(code, 7);
+        EXPECT_EQ(row[c], s * code);
+        const int expected = s == 0.0f ? 0 : static_cast<int>(std::clamp(std::nearbyint(w[r * cols + c] / s), -7.0f, 7.0f));
+        EXPECT_EQ(code, expected)
+            << "r=" << r << " c=" << c;
+        // Half a step, plus the step lost when the fp16 scale rounded down (max|w| clamps to 7 s).
+        EXPECT_LE(std::abs(row[c] - w[r * cols + c]), s * 0.5f + 7 * s * 1e-3f) << "r=" << r << " c=" << c;
+      }
+    }
   }
 }
 

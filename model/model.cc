@@ -24,6 +24,8 @@ void RollBack(absl::Span<ForwardItem> batch) {
 // The matrices' format for `mode` and the checkpoint.
 kernels::WeightFormat ResolveWeightFormat(WeightsMode mode, const SafetensorsCheckpoint& checkpoint) {
   switch (mode) {
+    case WeightsMode::kInt4:
+      return kernels::WeightFormat::kInt4;
     case WeightsMode::kF32:
       return kernels::WeightFormat::kF32;
     case WeightsMode::kBF16:
@@ -47,7 +49,29 @@ kernels::WeightFormat ResolveWeightFormat(WeightsMode mode, const SafetensorsChe
 }
 
 constexpr std::pair<WeightsMode, absl::string_view> kWeightsModeNames[] = {
-    {WeightsMode::kAuto, "auto"}, {WeightsMode::kF32, "f32"}, {WeightsMode::kBF16, "bf16"}, {WeightsMode::kInt8, "int8"}};
+    {WeightsMode::kAuto, "auto"}, {WeightsMode::kF32, "f32"},   {WeightsMode::kBF16, "bf16"},
+    {WeightsMode::kInt8, "int8"}, {WeightsMode::kInt4, "int4"}};
+
+// Whether holding `checkpoint`'s matrices in `format` changes their values (see LoadConfig).
+bool ChangesValues(kernels::WeightFormat format, const SafetensorsCheckpoint& checkpoint) {
+  switch (format) {
+    case kernels::WeightFormat::kF32:
+      return false;  // every float dtype converts to fp32 exactly
+    case kernels::WeightFormat::kBF16:
+    case kernels::WeightFormat::kF16:
+      return format != ResolveWeightFormat(WeightsMode::kAuto, checkpoint);
+    case kernels::WeightFormat::kInt8:
+    case kernels::WeightFormat::kInt4:
+      return true;
+  }
+  return true;
+}
+
+std::string FormatLabel(kernels::WeightFormat format, int group_size) {
+  std::string label(kernels::WeightFormatName(format));
+  if (format == kernels::WeightFormat::kInt4) absl::StrAppend(&label, "-g", group_size);
+  return label;
+}
 
 }  // namespace
 
@@ -62,24 +86,38 @@ absl::StatusOr<WeightsMode> ParseWeightsMode(absl::string_view name) {
   for (const auto& [m, n] : kWeightsModeNames) {
     if (n == name) return m;
   }
-  return absl::InvalidArgumentError(absl::StrCat("weights '", name, "' is not one of auto, f32, bf16, int8"));
+  return absl::InvalidArgumentError(absl::StrCat("weights '", name, "' is not one of auto, f32, bf16, int8, int4"));
 }
 
-void AddWeightsFlag(FlagSet& flags, WeightsMode* target) {
+void AddWeightsFlag(FlagSet& flags, WeightsChoice* target) {
   flags.Add(
       "weights",
       [target](const std::string& value) -> absl::Status {
         absl::StatusOr<WeightsMode> mode = ParseWeightsMode(value);
         if (!mode.ok()) return absl::InvalidArgumentError(absl::StrCat("--", mode.status().message()));
-        *target = *mode;
+        target->mode = *mode;
         return absl::OkStatus();
       },
-      std::string(WeightsModeName(*target)),
-      "weight matrices in memory: auto (the checkpoint's dtype), f32, bf16, int8 (per-channel, "
-      "docs/performance.md)");
+      std::string(WeightsModeName(target->mode)),
+      "weight matrices in memory: auto (the checkpoint's dtype), f32, bf16, int8 (per channel), "
+      "int4 (group-wise; docs/performance.md)");
+  flags.Add("weights-group", &target->group_size, "weights per fp16 scale with --weights int4 (a multiple of 32)");
 }
 
-absl::StatusOr<ModelConfig> Model::LoadConfig(const std::string& dir) {
+namespace {
+
+absl::Status CheckWeightsChoice(const WeightsChoice& weights) {
+  if (weights.mode == WeightsMode::kInt4 && (weights.group_size < 32 || weights.group_size % 32 != 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--weights-group ", weights.group_size, " is not a positive multiple of 32"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> Model::LoadConfig(const std::string& dir, const WeightsChoice& weights) {
+  RETURN_IF_ERROR(CheckWeightsChoice(weights));
   ASSIGN_OR_RETURN(std::string config_json, ReadFile(dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(config_json));
   const std::string generation_path = dir + "/generation_config.json";
@@ -88,7 +126,10 @@ absl::StatusOr<ModelConfig> Model::LoadConfig(const std::string& dir) {
     RETURN_IF_ERROR(config.MergeGenerationConfig(generation_json));
   }
   ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));
-  config.fingerprint = FingerprintHex(absl::StrCat(config_json, "\n", checkpoint->FingerprintBytes()));
+  std::string identity = absl::StrCat(config_json, "\n", checkpoint->FingerprintBytes());
+  const kernels::WeightFormat format = ResolveWeightFormat(weights.mode, *checkpoint);
+  if (ChangesValues(format, *checkpoint)) absl::StrAppend(&identity, "\nweights ", FormatLabel(format, weights.group_size));
+  config.fingerprint = FingerprintHex(identity);
   return config;
 }
 
@@ -96,13 +137,18 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
   if (options.num_threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat("ModelOptions.num_threads = ", options.num_threads, " < 0"));
   }
-  ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir));
+  ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir, options.weights));
   ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));
   const int num_threads = options.num_threads == 0 ? DefaultNumThreads() : options.num_threads;
   ThreadPool load_pool(num_threads);
-  const kernels::WeightFormat format = ResolveWeightFormat(options.weights, *checkpoint);
-  ASSIGN_OR_RETURN(internal::Weights weights, internal::LoadWeights(*checkpoint, config, format, &load_pool));
+  const kernels::WeightFormat format = ResolveWeightFormat(options.weights.mode, *checkpoint);
+  ASSIGN_OR_RETURN(internal::Weights weights, internal::LoadWeights(*checkpoint, config, format,
+                                                                    options.weights.group_size, &load_pool));
   return std::unique_ptr<Model>(new Model(std::move(config), std::move(weights), options));
+}
+
+std::string Model::weight_format_label() const {
+  return FormatLabel(weights_.embed.format, weights_.embed.group_size);
 }
 
 std::vector<float> RopeInvFreqFor(const ModelConfig& config) {

@@ -39,22 +39,30 @@ enum class WeightsMode {
   kF32,   // fp32 (exact for every float checkpoint; 2x the bytes of a bf16 one)
   kBF16,  // bf16 (exact for bf16 checkpoints; f32 and f16 ones round to nearest even)
   kInt8,  // int8 per output channel with fp32 row scales (kernels/weight_matrix.h)
+  kInt4,  // int4 group-wise with fp16 group scales (kernels/weight_matrix.h)
 };
 
-// "auto", "f32", "bf16", "int8".
+// The in-memory format of the weight matrices, as --weights and --weights-group give it.
+struct WeightsChoice {
+  WeightsMode mode = WeightsMode::kAuto;
+  int group_size = 32;  // kInt4 only: weights per scale, a positive multiple of 32
+};
+
+// "auto", "f32", "bf16", "int8", "int4".
 absl::string_view WeightsModeName(WeightsMode mode);
 // The inverse of WeightsModeName. InvalidArgument naming the choices for anything else.
 absl::StatusOr<WeightsMode> ParseWeightsMode(absl::string_view name);
-// Registers --weights (auto|f32|bf16|int8) writing into *target (borrowed: must outlive
-// Parse): the one definition every command that loads a model uses.
-void AddWeightsFlag(FlagSet& flags, WeightsMode* target);
+// Registers --weights (auto|f32|bf16|int8|int4) and --weights-group (int4's group size)
+// writing into *target (borrowed: must outlive Parse): the one definition every command
+// that loads a model (or checks its workers' fingerprint) uses.
+void AddWeightsFlag(FlagSet& flags, WeightsChoice* target);
 
 struct ModelOptions {
-  // Threads for matrix products (OpenBLAS, process-wide; kvspan's own bf16/int8 kernels)
-  // and attention (the model's own pool). 0 = hardware concurrency.
+  // Threads for matrix products (OpenBLAS, process-wide; kvspan's own bf16/int8/int4
+  // kernels) and attention (the model's own pool). 0 = hardware concurrency.
   int num_threads = 0;
   // Format of the weight matrices in memory.
-  WeightsMode weights = WeightsMode::kAuto;
+  WeightsChoice weights = {};
 };
 
 enum class LogitsMode {
@@ -90,10 +98,15 @@ class Model {
   // InvalidArgument for a config problem (see ModelConfig::FromJson), a tensor of the
   // wrong shape or dtype, or options out of range.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir, const ModelOptions& options);
-  // The config Load would give `dir`'s model (fingerprint included: the checkpoint's
-  // headers are read, its tensors are not), for processes that validate requests for a
-  // model without running it (`kvspan frontend`). Load's errors for those files.
-  static absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir);
+  // The config Load would give `dir`'s model with `weights` (fingerprint included: the
+  // checkpoint's headers are read, its tensors are not), for processes that validate
+  // requests for a model without running it (`kvspan frontend`). Load's errors for those
+  // files, and InvalidArgument for a bad group size.
+  // The fingerprint names the checkpoint (config.json and the tensors' headers) and, when
+  // the weights are held in a format that changes their values (int8, int4, or bf16 from
+  // an f32 / f16 checkpoint), that format too: KV computed with quantized weights is not
+  // the checkpoint's KV, so the cache store and the disaggregated roles keep them apart.
+  static absl::StatusOr<ModelConfig> LoadConfig(const std::string& dir, const WeightsChoice& weights = {});
 
   const ModelConfig& config() const { return config_; }
 
@@ -123,6 +136,8 @@ class Model {
   int64_t weight_memory_bytes() const;
   // The format the weight matrices are held in.
   kernels::WeightFormat weight_format() const { return weights_.embed.format; }
+  // "bf16", "int8", "int4-g32": the format with int4's group size.
+  std::string weight_format_label() const;
 
  private:
   // REQUIRES: weights match config (LoadWeights checked them); options.num_threads >= 0.

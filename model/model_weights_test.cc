@@ -51,12 +51,13 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
 
 class ModelWeightsTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Model> Load(DType dtype, WeightsMode mode) {
+  std::unique_ptr<Model> Load(DType dtype, WeightsMode mode, int group_size = 32, bool int4_grid = false) {
     RandomCheckpointOptions o;
     o.dtype = dtype;
+    o.int4_grid = int4_grid;
     o.num_layers = 2;
     EXPECT_OK(WriteRandomCheckpoint(dir_.path(), o));
-    auto model = Model::Load(dir_.path(), {.num_threads = 2, .weights = mode});
+    auto model = Model::Load(dir_.path(), {.num_threads = 2, .weights = {mode, group_size}});
     EXPECT_OK(model.status());
     return model.ok() ? *std::move(model) : nullptr;
   }
@@ -94,6 +95,16 @@ TEST_F(ModelWeightsTest, ExplicitFormatsConvert) {
   std::unique_ptr<Model> bf16 = Load(DType::kF32, WeightsMode::kBF16);
   ASSERT_NE(bf16, nullptr);
   EXPECT_EQ(bf16->weight_format(), WeightFormat::kBF16);
+  // int4: 32 bytes per 64 columns (rounded up) plus an fp16 scale per group, per row.
+  for (int group : {32, 64}) {
+    std::unique_ptr<Model> int4 = Load(DType::kBF16, WeightsMode::kInt4, group);
+    ASSERT_NE(int4, nullptr);
+    EXPECT_EQ(int4->weight_format(), WeightFormat::kInt4);
+    EXPECT_EQ(int4->weight_format_label(), "int4-g" + std::to_string(group));
+    auto bytes = [group](int64_t rows, int64_t cols) { return rows * ((cols + 63) / 64 * 32 + (cols + group - 1) / group * 2); };
+    const int64_t layer = bytes(64 + 2 * 32, 64) + bytes(64, 64) + bytes(2 * 160, 64) + bytes(64, 160);
+    EXPECT_EQ(int4->weight_bytes(), 2 * layer + bytes(97, 64) + 4 * kNormFloats) << group;
+  }
 }
 
 // bf16 and fp16 checkpoints: the kept format holds the fp32 expansion's values exactly, so
@@ -127,18 +138,86 @@ TEST_F(ModelWeightsTest, Int8StaysNearTheFp32Logits) {
   EXPECT_GT(diff, 0.0);  // it did quantize
 }
 
+// int4 on a checkpoint whose matrices lie on the int4 grid (RandomCheckpointOptions::
+// int4_grid): the quantized weights are the checkpoint's exactly, so the logits differ from
+// the fp32 expansion's only by the per-row int8 activation quantization, as for int8 (the
+// same 10% bound). That checks the loader (the fused qkv / gate_up rows and their group
+// scales) and the kernels end to end; a wrong scale, nibble or offset moves the logits by
+// about their own size. On ordinary random weights int4 moves them far more (~0.8 of 3.1
+// here: 7 levels per side), so that run only checks that they stay finite and move.
+TEST_F(ModelWeightsTest, Int4OnItsGridMatchesTheFp32Logits) {
+  for (int group : {32, 64, 128}) {
+    std::unique_ptr<Model> int4 = Load(DType::kBF16, WeightsMode::kInt4, group, /*int4_grid=*/true);
+    std::unique_ptr<Model> f32 = Load(DType::kBF16, WeightsMode::kF32, 32, /*int4_grid=*/true);
+    std::unique_ptr<Model> int8 = Load(DType::kBF16, WeightsMode::kInt8, 32, /*int4_grid=*/true);
+    ASSERT_NE(int4, nullptr);
+    ASSERT_NE(f32, nullptr);
+    ASSERT_NE(int8, nullptr);
+    const std::vector<float> a = PrefillThenDecode(*int4), b = PrefillThenDecode(*f32);
+    double max_logit = 0;
+    for (float v : b) max_logit = std::max(max_logit, std::abs(static_cast<double>(v)));
+    const double diff = MaxAbsDiff(a, b);
+    std::printf("int4 g=%d on its grid vs f32: max |logit delta| = %.3g (int8: %.3g), max |logit| = %.3g\n", group,
+                diff, MaxAbsDiff(PrefillThenDecode(*int8), b), max_logit);
+    EXPECT_LE(diff, 0.1 * max_logit) << group;
+  }
+  std::unique_ptr<Model> int4 = Load(DType::kBF16, WeightsMode::kInt4);
+  std::unique_ptr<Model> f32 = Load(DType::kBF16, WeightsMode::kF32);
+  ASSERT_NE(int4, nullptr);
+  ASSERT_NE(f32, nullptr);
+  const double diff = MaxAbsDiff(PrefillThenDecode(*int4), PrefillThenDecode(*f32));
+  std::printf("int4 g=32 on random weights vs f32: max |logit delta| = %.3g\n", diff);
+  EXPECT_GT(diff, 0.0);
+  EXPECT_TRUE(std::isfinite(diff));
+}
+
+// The fingerprint (the cache store's key and the roles' peer check) tells quantized
+// weights apart from the checkpoint's, and Load agrees with LoadConfig.
+TEST_F(ModelWeightsTest, FingerprintNamesValueChangingFormats) {
+  std::unique_ptr<Model> kept = Load(DType::kBF16, WeightsMode::kAuto);
+  ASSERT_NE(kept, nullptr);
+  const std::string dir = dir_.path();
+  auto fingerprint = [&](WeightsChoice w) {
+    absl::StatusOr<ModelConfig> c = Model::LoadConfig(dir, w);
+    EXPECT_OK(c.status());
+    return c.ok() ? c->fingerprint : std::string();
+  };
+  const std::string base = fingerprint({});
+  EXPECT_EQ(kept->config().fingerprint, base);
+  EXPECT_EQ(fingerprint({WeightsMode::kF32}), base);   // exact
+  EXPECT_EQ(fingerprint({WeightsMode::kBF16}), base);  // the checkpoint's own dtype
+  const std::string int8 = fingerprint({WeightsMode::kInt8});
+  const std::string int4 = fingerprint({WeightsMode::kInt4, 32});
+  EXPECT_NE(int8, base);
+  EXPECT_NE(int4, base);
+  EXPECT_NE(int4, int8);
+  EXPECT_NE(fingerprint({WeightsMode::kInt4, 64}), int4);
+  std::unique_ptr<Model> quantized = Load(DType::kBF16, WeightsMode::kInt4, 32);
+  ASSERT_NE(quantized, nullptr);
+  EXPECT_EQ(quantized->config().fingerprint, int4);
+  EXPECT_THAT(Model::LoadConfig(dir, {WeightsMode::kInt4, 48}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--weights-group 48")));
+  EXPECT_THAT(Model::Load(dir, {.weights = {WeightsMode::kInt4, 0}}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("multiple of 32")));
+}
+
 TEST(WeightsModeTest, ParsesNamesAndRejectsOthers) {
-  for (WeightsMode mode : {WeightsMode::kAuto, WeightsMode::kF32, WeightsMode::kBF16, WeightsMode::kInt8}) {
+  for (WeightsMode mode : {WeightsMode::kAuto, WeightsMode::kF32, WeightsMode::kBF16, WeightsMode::kInt8,
+                           WeightsMode::kInt4}) {
     ASSERT_OK_AND_ASSIGN(WeightsMode parsed, ParseWeightsMode(WeightsModeName(mode)));
     EXPECT_EQ(parsed, mode);
   }
-  EXPECT_THAT(ParseWeightsMode("int4"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("auto, f32, bf16, int8")));
-  WeightsMode mode = WeightsMode::kAuto;
+  EXPECT_THAT(ParseWeightsMode("int2"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("auto, f32, bf16, int8, int4")));
+  WeightsChoice choice;
   FlagSet flags("test", "test");
-  AddWeightsFlag(flags, &mode);
+  AddWeightsFlag(flags, &choice);
   const char* good[] = {"test", "--weights=int8"};
   ASSERT_OK(flags.Parse(2, good));
-  EXPECT_EQ(mode, WeightsMode::kInt8);
+  EXPECT_EQ(choice.mode, WeightsMode::kInt8);
+  const char* int4[] = {"test", "--weights=int4", "--weights-group=64"};
+  ASSERT_OK(flags.Parse(3, int4));
+  EXPECT_EQ(choice.mode, WeightsMode::kInt4);
+  EXPECT_EQ(choice.group_size, 64);
   const char* bad[] = {"test", "--weights=fp8"};
   EXPECT_THAT(flags.Parse(2, bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--weights 'fp8'")));
 }

@@ -100,7 +100,7 @@ int RunCalibrateRazor(int argc, const char* const* argv) {
   kvcache::RazorCalibrationOptions options;
   int64_t seed = 0;
   int threads = 0;
-  model::WeightsMode weights = model::WeightsMode::kAuto;
+  model::WeightsChoice weights;
   FlagSet flags(kName,
                 "RazorAttention calibration (arXiv 2407.15891): finds the retrieval heads of "
                 "--model from its attention on repeated random tokens (echo and induction "

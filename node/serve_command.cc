@@ -135,9 +135,11 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
   }
   if (runs_model) {
     flags.Add("threads", &o.num_threads, "model threads; 0 = all cores");
-    model::AddWeightsFlag(flags, &o.weights);
     flags.Add("prefill-threads", &o.prefill_threads, "concurrent cache-store loads");
   }
+  // The frontend takes the workers' --weights too: a quantized format is part of the model's
+  // fingerprint, which it checks each worker against.
+  model::AddWeightsFlag(flags, &o.weights);
   if (role == NodeRole::kPrefill) {
     flags.Add("test-corrupt-span", &o.test_corrupt_span,
               "TEST HOOK: flip a byte of the n-th span this process sends (1-based; 0 = never)");

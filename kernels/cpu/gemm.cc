@@ -120,7 +120,8 @@ void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxT
             for (int r = 0; r < nw; ++r) {
               const int j = j0 + r;
               float v = dots[i * kMaxTileRowsW + r];
-              if (b.x_scales != nullptr) v *= b.x_scales[i0 + i] * p.w.scales[j];
+              // kInt8: s_x · s_w times the integer sum; kInt4's dots carry the group scales.
+              if (b.x_scales != nullptr) v *= p.w.scales != nullptr ? b.x_scales[i0 + i] * p.w.scales[j] : b.x_scales[i0 + i];
               if (p.bias != nullptr) v += p.bias[j];
               y[j] = p.beta != 0.0f ? v + p.beta * y[j] : v;
             }
@@ -145,7 +146,7 @@ void Linear(const LinearParams& p, CpuIsa isa) {
     LinearF32(p);
   } else if (isa != CpuIsa::kAvx2) {
     internal::TiledLinearAvx512(p, /*bf16_dot=*/isa == CpuIsa::kAvx512Bf16Dot);
-  } else if (p.w.format == WeightFormat::kInt8 || p.m <= kAvx2TiledMaxRows) {
+  } else if (p.w.format == WeightFormat::kInt8 || p.w.format == WeightFormat::kInt4 || p.m <= kAvx2TiledMaxRows) {
     internal::TiledLinearAvx2(p);
   } else {
     LinearBlocked(p);

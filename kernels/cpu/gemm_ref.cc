@@ -1,7 +1,9 @@
 // LinearRef: the specification of kernels::Linear (gemm.h), plain loops in double.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "common/float16.h"
 #include "kernels/gemm.h"
 
 namespace kvspan::kernels {
@@ -11,7 +13,8 @@ void LinearRef(const LinearParams& p) {
   std::vector<float> w_row(k);
   std::vector<int8_t> q(int64_t{p.m} * k);
   std::vector<float> x_scales(p.m);
-  if (p.w.format == WeightFormat::kInt8) {
+  const bool quantized_x = p.w.format == WeightFormat::kInt8 || p.w.format == WeightFormat::kInt4;
+  if (quantized_x) {
     for (int i = 0; i < p.m; ++i) {
       x_scales[i] = QuantizeRowInt8(p.x + int64_t{i} * k, k, q.data() + int64_t{i} * k);
     }
@@ -26,6 +29,18 @@ void LinearRef(const LinearParams& p) {
         int64_t dot = 0;
         for (int l = 0; l < k; ++l) dot += int64_t{q[int64_t{i} * k + l]} * codes[l];
         sum = static_cast<double>(x_scales[i]) * p.w.scales[j] * static_cast<double>(dot);
+      } else if (p.w.format == WeightFormat::kInt4) {
+        // s_x · Σ_g s_g · Σ_{l in g} q_l · code_l, each group's integer sum exact.
+        const uint8_t* row = static_cast<const uint8_t*>(p.w.data) + int64_t{j} * WeightRowBytes(p.w.format, k);
+        for (int g = 0; g < p.w.num_groups(); ++g) {
+          int64_t dot = 0;
+          for (int l = g * p.w.group_size; l < std::min(k, (g + 1) * p.w.group_size); ++l) {
+            dot += int64_t{q[int64_t{i} * k + l]} * Int4Code(row, l);
+          }
+          sum += static_cast<double>(HalfToFloat(p.w.group_scales[int64_t{j} * p.w.num_groups() + g])) *
+                 static_cast<double>(dot);
+        }
+        sum *= x_scales[i];
       } else {
         for (int l = 0; l < k; ++l) sum += static_cast<double>(p.x[int64_t{i} * k + l]) * w_row[l];
       }

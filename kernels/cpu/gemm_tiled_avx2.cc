@@ -1,7 +1,8 @@
 // The AVX2 + FMA + F16C tiled kernels of kernels::Linear (the build's floor, so this
 // file needs no target attributes): bf16 and fp16 weights converted to fp32 in registers
 // (exact) and multiplied with fp32 x by FMA; int8 by vpmaddubsw on |q| and sign-adjusted
-// codes (both <= 127 in magnitude, so the 16-bit pair sums cannot saturate).
+// codes (both <= 127 in magnitude, so the 16-bit pair sums cannot saturate); int4 by
+// vpmaddubsw on unpacked unsigned codes and q.
 #include <immintrin.h>
 
 #include <vector>
@@ -122,6 +123,47 @@ void Int8Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   }
 }
 
+// int4 weights (one x row per tile); x is the int8 codes q ([m, ldx], ldx a multiple of 64,
+// zero past k). Per 32 elements (one group's worth: group_size is a multiple of 32) the
+// codes + 8 in [1, 15] are one nibble mask of a packed 32-byte block (low nibbles for the
+// first 32 elements of the block, high for the next 32); vpmaddubsw (unsigned codes × signed
+// q, pairs <= 2 · 15 · 127: no saturation) and vpmaddwd give 8 lane sums, minus 8 · Σ q of
+// the lane's 4 elements that is Σ q · code exactly; converted and accumulated by FMA times
+// the group's scale. dots = Σ_g s_g Σ q · code.
+template <int NW, int MX>
+void Int4Tile(const TiledOperands& b, int j0, int i0, float* dots) {
+  static_assert(MX == 1);
+  const WeightMatrix& m = b.p->w;
+  const int k = m.cols;
+  const int64_t row_bytes = WeightRowBytes(m.format, k);
+  const uint8_t* w = static_cast<const uint8_t*>(m.data) + int64_t{j0} * row_bytes;
+  const uint16_t* scales = m.group_scales + int64_t{j0} * m.num_groups();
+  const int8_t* q = static_cast<const int8_t*>(b.x) + int64_t{i0} * b.ldx;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  const __m256i eights = _mm256_set1_epi8(8);
+  __m256 acc[NW];
+  #pragma GCC unroll 4
+  for (int r = 0; r < NW; ++r) acc[r] = _mm256_setzero_ps();
+  for (int c = 0; c < k; c += 32) {
+    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
+    const __m256i plus_8_sum = _mm256_madd_epi16(_mm256_maddubs_epi16(eights, qv), ones);
+    const int shift = (c & 32) != 0 ? 4 : 0;
+    #pragma GCC unroll 4
+    for (int r = 0; r < NW; ++r) {
+      const uint8_t* block = w + int64_t{r} * row_bytes + (c / 64) * 32;
+      if ((c & 63) == 0) PrefetchNextTile(block, row_bytes);
+      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block));
+      const __m256i codes = _mm256_and_si256(_mm256_srli_epi16(packed, shift), nibble);
+      const __m256i sums = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, qv), ones), plus_8_sum);
+      const __m256 scale = _mm256_set1_ps(_cvtsh_ss(scales[int64_t{r} * m.num_groups() + c / m.group_size]));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[r]);
+    }
+  }
+  #pragma GCC unroll 4
+  for (int r = 0; r < NW; ++r) dots[r] = HorizontalSum(acc[r]);
+}
+
 template <int NW, int MX>
 struct Bf16T {
   static void Run(const TiledOperands& b, int j0, int i0, float* d) { FloatTile<WeightFormat::kBF16, NW, MX>(b, j0, i0, d); }
@@ -134,6 +176,10 @@ template <int NW, int MX>
 struct Int8T {
   static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int8Tile<NW, MX>(b, j0, i0, d); }
 };
+template <int NW, int MX>
+struct Int4T {
+  static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int4Tile<NW, MX>(b, j0, i0, d); }
+};
 
 // 16 ymm registers: 4 W rows × 2 x rows of fp32 accumulators (8) + 4 W + x; the int8 tile
 // needs |q|, ones and a temporary too, so it takes one x row at a time.
@@ -142,6 +188,7 @@ constexpr int kInt8MaxMX = 1;
 constexpr TileTable<Bf16T, kFloatMaxMX> kBf16Tiles;
 constexpr TileTable<F16T, kFloatMaxMX> kF16Tiles;
 constexpr TileTable<Int8T, kInt8MaxMX> kInt8Tiles;
+constexpr TileTable<Int4T, kInt8MaxMX> kInt4Tiles;
 
 }  // namespace
 
@@ -158,6 +205,11 @@ void TiledLinearAvx2(const LinearParams& p) {
       return;
     case WeightFormat::kInt8: {
       RunTiles(PackInt8Activations(p, p.w.cols, /*flip=*/0), kInt8Tiles.fns, kInt8MaxMX);
+      return;
+    }
+    case WeightFormat::kInt4: {
+      const int64_t ldx = (int64_t{p.w.cols} + 63) / 64 * 64;
+      RunTiles(PackInt8Activations(p, ldx, /*flip=*/0), kInt4Tiles.fns, kInt8MaxMX);
       return;
     }
     case WeightFormat::kF32:

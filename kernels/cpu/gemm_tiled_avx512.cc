@@ -1,12 +1,13 @@
 // The AVX-512 tiled kernels of kernels::Linear: bf16 weights converted to fp32
 // exactly (or, for CpuIsa::kAvx512Bf16Dot, by vdpbf16ps with x rounded to bf16), fp16
-// weights by vcvtph2ps, both with FMA; int8 weights by VNNI vpdpbusd. Only
+// weights by vcvtph2ps, both with FMA; int8 and int4 weights by VNNI vpdpbusd. Only
 // the functions marked KVSPAN_AVX512 contain AVX-512 code (function-level target
 // attributes, not a file-wide -mavx512*): inline helpers and templates the rest of the
 // file instantiates stay AVX2, so the binary still runs on an AVX2-only CPU, where
 // SelectedCpuIsa() never picks this file's kernels.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/float16.h"
@@ -48,7 +49,8 @@ struct Bf16Op {
   using X = W;
   static constexpr int kStep = 32;
   KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
-  KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining) {
+  static int64_t Offset(int c) { return c; }
+  KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining, const TiledOperands&, int, int) {
     const __mmask32 mask = remaining >= 32 ? ~__mmask32{0} : (__mmask32{1} << remaining) - 1;
     const __m512i bits = _mm512_maskz_loadu_epi16(mask, w);
     return {_mm512_castsi512_ps(_mm512_slli_epi32(bits, 16)),
@@ -72,7 +74,8 @@ struct Bf16DotOp {
   using X = __m512i;
   static constexpr int kStep = 32;
   KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
-  KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining) {
+  static int64_t Offset(int c) { return c; }
+  KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining, const TiledOperands&, int, int) {
     const __mmask32 mask = remaining >= 32 ? ~__mmask32{0} : (__mmask32{1} << remaining) - 1;
     return _mm512_maskz_loadu_epi16(mask, w);
   }
@@ -94,7 +97,8 @@ struct F16Op {
     return remaining >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << remaining) - 1);
   }
   KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
-  KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining) {
+  static int64_t Offset(int c) { return c; }
+  KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining, const TiledOperands&, int, int) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(Mask(remaining), w));
   }
   KVSPAN_AVX512_INLINE X LoadX(const TiledOperands& b, int i, int c, int remaining) {
@@ -114,7 +118,8 @@ struct Int8Op {
   using X = __m512i;
   static constexpr int kStep = 64;
   KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_si512(); }
-  KVSPAN_AVX512_INLINE W LoadW(const int8_t* w, int remaining) {
+  static int64_t Offset(int c) { return c; }
+  KVSPAN_AVX512_INLINE W LoadW(const int8_t* w, int remaining, const TiledOperands&, int, int) {
     const __mmask64 mask = remaining >= 64 ? ~__mmask64{0} : (__mmask64{1} << remaining) - 1;
     return _mm512_maskz_loadu_epi8(mask, w);
   }
@@ -127,13 +132,58 @@ struct Int8Op {
   }
 };
 
+// int4 by vpdpbusd: W's 64 codes of a chunk (32 packed bytes: low nibbles elements 0-31,
+// high nibbles 32-63) unpacked to the unsigned code + 8 in [1, 15]; x is the signed int8 q
+// ([m, ldx], ldx a multiple of 64, zero past k). Each chunk's 16 lane sums start from
+// -8 · (the lane's Σ q), so vpdpbusd leaves Σ q · code exactly (|.| <= 4 · 127 · 8 per lane),
+// then convert to fp32 and accumulate times the lane's group scale (lanes 0-7 hold elements
+// 0-31 of the chunk, lanes 8-15 elements 32-63: one group each, group_size being a multiple
+// of 32). The tile's dots are Σ_g s_g Σ q · code; RunTiles multiplies by s_x.
+struct Int4Op {
+  using Element = uint8_t;
+  using Acc = __m512;
+  struct W {
+    __m512i codes;
+    __m512 scale;
+  };
+  struct X {
+    __m512i q;
+    __m512i minus_8_sum;  // per lane: -8 · Σ of its 4 q's
+  };
+  static constexpr int kStep = 64;
+  static int64_t Offset(int c) { return c / 2; }
+  KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
+  KVSPAN_AVX512_INLINE W LoadW(const uint8_t* w, int, const TiledOperands& b, int row, int c) {
+    const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));  // rows are padded
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    const __m256i low = _mm256_and_si256(packed, nibble);
+    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+    const WeightMatrix& m = b.p->w;
+    const uint16_t* scales = m.group_scales + int64_t{row} * m.num_groups();
+    const int g_low = c / m.group_size;
+    const int g_high = std::min(m.num_groups() - 1, (c + 32) / m.group_size);
+    return {_mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1),
+            _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(scales[g_low])), _mm256_set1_ps(_cvtsh_ss(scales[g_high])), 1)};
+  }
+  KVSPAN_AVX512_INLINE X LoadX(const TiledOperands& b, int i, int c, int) {
+    const __m512i q = _mm512_loadu_si512(static_cast<const int8_t*>(b.x) + i * b.ldx + c);
+    const __m512i sum8 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), q);
+    return {q, _mm512_sub_epi32(_mm512_setzero_si512(), sum8)};
+  }
+  KVSPAN_AVX512_INLINE Acc Madd(Acc acc, const X& x, const W& w) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(x.minus_8_sum, w.codes, x.q)), w.scale, acc);
+  }
+  KVSPAN_AVX512_INLINE float Finish(Acc acc, const TiledOperands&, int) { return _mm512_reduce_add_ps(acc); }
+};
+
 // The tile of every family: rows [j0, j0 + NW) of W against packed x rows [i0, i0 + MX).
 // W's last partial chunk is loaded under a mask (zeros), so x's zero padding adds nothing.
 template <class Op, int NW, int MX>
 KVSPAN_AVX512 void Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
-  const typename Op::Element* w = static_cast<const typename Op::Element*>(b.p->w.data) + int64_t{j0} * k;
-  const int64_t row_bytes = int64_t{k} * sizeof(typename Op::Element);
+  const int64_t row_bytes = WeightRowBytes(b.p->w.format, k);
+  const int64_t stride = row_bytes / int64_t{sizeof(typename Op::Element)};  // elements per stored row
+  const typename Op::Element* w = static_cast<const typename Op::Element*>(b.p->w.data) + int64_t{j0} * stride;
   typename Op::Acc acc[MX][NW];
   #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i)
@@ -143,8 +193,9 @@ KVSPAN_AVX512 void Tile(const TiledOperands& b, int j0, int i0, float* dots) {
     typename Op::W wv[NW];
     #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) {
-      wv[r] = Op::LoadW(w + int64_t{r} * k + c, k - c);
-      PrefetchNextTile(w + int64_t{r} * k + c, row_bytes);
+      const typename Op::Element* at = w + int64_t{r} * stride + Op::Offset(c);
+      wv[r] = Op::LoadW(at, k - c, b, j0 + r, c);
+      PrefetchNextTile(at, row_bytes);
     }
     #pragma GCC unroll 4
     for (int i = 0; i < MX; ++i) {
@@ -174,6 +225,7 @@ constexpr TileTable<TilesOf<Bf16Op>::T, kMaxMX> kBf16Tiles;
 constexpr TileTable<TilesOf<Bf16DotOp>::T, kMaxMX> kBf16DotTiles;
 constexpr TileTable<TilesOf<F16Op>::T, kMaxMX> kF16Tiles;
 constexpr TileTable<TilesOf<Int8Op>::T, kMaxMX> kInt8Tiles;
+constexpr TileTable<TilesOf<Int4Op>::T, kMaxMX> kInt4Tiles;
 
 }  // namespace
 
@@ -215,6 +267,9 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0x80), kInt8Tiles.fns, kMaxMX);
       return;
     }
+    case WeightFormat::kInt4:
+      RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0), kInt4Tiles.fns, kMaxMX);
+      return;
     case WeightFormat::kF32:
       break;  // LinearF32's
   }

@@ -21,26 +21,31 @@ absl::string_view WeightFormatName(WeightFormat format) {
       return "f16";
     case WeightFormat::kInt8:
       return "int8";
+    case WeightFormat::kInt4:
+      return "int4";
   }
   return "unknown";
 }
 
-int WeightElementBytes(WeightFormat format) {
+int64_t WeightRowBytes(WeightFormat format, int64_t cols) {
   switch (format) {
     case WeightFormat::kF32:
-      return 4;
+      return cols * 4;
     case WeightFormat::kBF16:
     case WeightFormat::kF16:
-      return 2;
+      return cols * 2;
     case WeightFormat::kInt8:
-      return 1;
+      return cols;
+    case WeightFormat::kInt4:
+      return (cols + 63) / 64 * 32;
   }
   return 0;
 }
 
 int64_t WeightMatrix::size_bytes() const {
-  int64_t bytes = int64_t{rows} * cols * WeightElementBytes(format);
+  int64_t bytes = int64_t{rows} * WeightRowBytes(format, cols);
   if (format == WeightFormat::kInt8) bytes += int64_t{rows} * (sizeof(float) + sizeof(int32_t));
+  if (format == WeightFormat::kInt4) bytes += int64_t{rows} * num_groups() * sizeof(uint16_t);
   return bytes;
 }
 
@@ -64,6 +69,14 @@ void DequantizeRow(const WeightMatrix& w, int row, float* out) {
       const int8_t* src = static_cast<const int8_t*>(w.data) + offset;
       const float scale = w.scales[row];
       for (int c = 0; c < w.cols; ++c) out[c] = scale * static_cast<float>(src[c]);
+      return;
+    }
+    case WeightFormat::kInt4: {
+      const uint8_t* src = static_cast<const uint8_t*>(w.data) + int64_t{row} * WeightRowBytes(w.format, w.cols);
+      const uint16_t* scales = w.group_scales + int64_t{row} * w.num_groups();
+      for (int c = 0; c < w.cols; ++c) {
+        out[c] = HalfToFloat(scales[c / w.group_size]) * static_cast<float>(Int4Code(src, c));
+      }
       return;
     }
   }
@@ -101,6 +114,66 @@ void QuantizeRowsInt8(const float* w, int64_t row_begin, int64_t row_end, int co
     for (int c = 0; c < cols; ++c) sum += dst[c];
     row_sums[r] = sum;
   }
+}
+
+void QuantizeRowsInt4(const float* w, int64_t row_begin, int64_t row_end, int cols, int group_size,
+                      uint8_t* codes, uint16_t* scales) {
+  const int64_t row_bytes = WeightRowBytes(WeightFormat::kInt4, cols);
+  const int num_groups = (cols + group_size - 1) / group_size;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* src = w + r * cols;
+    uint8_t* dst = codes + r * row_bytes;
+    std::fill_n(dst, row_bytes, uint8_t{0x88});  // code 0 in both nibbles, past cols too
+    for (int g = 0; g < num_groups; ++g) {
+      const int begin = g * group_size, end = std::min(cols, begin + group_size);
+      float max_abs = 0.0f;
+      for (int c = begin; c < end; ++c) max_abs = std::max(max_abs, std::abs(src[c]));
+      const uint16_t scale_bits = FloatToHalf(max_abs / 7.0f);
+      scales[r * num_groups + g] = scale_bits;
+      const float scale = HalfToFloat(scale_bits);
+      if (scale == 0.0f) continue;
+      // Codes from the stored (fp16-rounded) scale, so that the clamp only guards values at
+      // ±max_abs when the scale rounded down.
+      for (int c = begin; c < end; ++c) {
+        const int q = static_cast<int>(std::clamp(std::nearbyint(src[c] / scale), -7.0f, 7.0f)) + 8;
+        uint8_t& byte = dst[(c / 64) * 32 + c % 32];
+        byte = (c % 64) < 32 ? static_cast<uint8_t>((byte & 0xf0) | q) : static_cast<uint8_t>((byte & 0x0f) | (q << 4));
+      }
+    }
+  }
+}
+
+OwnedWeightMatrix::OwnedWeightMatrix(WeightFormat format, const float* w, int rows, int cols, int group_size) {
+  view_.format = format;
+  view_.rows = rows;
+  view_.cols = cols;
+  const int64_t n = int64_t{rows} * cols;
+  data_.resize(rows * WeightRowBytes(format, cols));
+  switch (format) {
+    case WeightFormat::kF32:
+      std::copy_n(w, n, reinterpret_cast<float*>(data_.data()));
+      break;
+    case WeightFormat::kBF16:
+      for (int64_t e = 0; e < n; ++e) reinterpret_cast<uint16_t*>(data_.data())[e] = FloatToBf16(w[e]);
+      break;
+    case WeightFormat::kF16:
+      for (int64_t e = 0; e < n; ++e) reinterpret_cast<uint16_t*>(data_.data())[e] = FloatToHalf(w[e]);
+      break;
+    case WeightFormat::kInt8:
+      scales_.resize(rows);
+      row_sums_.resize(rows);
+      QuantizeRowsInt8(w, 0, rows, cols, reinterpret_cast<int8_t*>(data_.data()), scales_.data(), row_sums_.data());
+      view_.scales = scales_.data();
+      view_.row_sums = row_sums_.data();
+      break;
+    case WeightFormat::kInt4:
+      view_.group_size = group_size;
+      group_scales_.resize(int64_t{rows} * view_.num_groups());
+      QuantizeRowsInt4(w, 0, rows, cols, group_size, data_.data(), group_scales_.data());
+      view_.group_scales = group_scales_.data();
+      break;
+  }
+  view_.data = data_.data();
 }
 
 }  // namespace kvspan::kernels

@@ -15,20 +15,26 @@
 
 namespace kvspan::model::internal {
 
-void WeightBuffer::Allocate(kernels::WeightFormat f, int64_t num_rows, int64_t num_cols) {
+void WeightBuffer::Allocate(kernels::WeightFormat f, int64_t num_rows, int64_t num_cols, int int4_group_size) {
   format = f;
   rows = static_cast<int>(num_rows);
   cols = static_cast<int>(num_cols);
-  data.resize(num_rows * num_cols * kernels::WeightElementBytes(f));
+  data.resize(num_rows * kernels::WeightRowBytes(f, num_cols));
   if (f == kernels::WeightFormat::kInt8) {
     scales.resize(num_rows);
     row_sums.resize(num_rows);
+  }
+  if (f == kernels::WeightFormat::kInt4) {
+    group_size = int4_group_size;
+    group_scales.resize(num_rows * view().num_groups());
   }
 }
 
 kernels::WeightMatrix WeightBuffer::view() const {
   const bool int8 = format == kernels::WeightFormat::kInt8;
-  return {format, data.data(), int8 ? scales.data() : nullptr, int8 ? row_sums.data() : nullptr, rows, cols};
+  const bool int4 = format == kernels::WeightFormat::kInt4;
+  return {format, data.data(), int8 ? scales.data() : nullptr, int8 ? row_sums.data() : nullptr, rows, cols,
+          int4 ? group_scales.data() : nullptr, int4 ? group_size : 0};
 }
 
 namespace {
@@ -51,7 +57,7 @@ struct Job {
 absl::Status ConvertRows(const TensorInfo& src, int64_t num_rows, int64_t cols, WeightBuffer* dst, int64_t first_row) {
   using kernels::WeightFormat;
   const int64_t n = num_rows * cols;
-  uint8_t* out = dst->data.data() + first_row * cols * kernels::WeightElementBytes(dst->format);
+  uint8_t* out = dst->data.data() + first_row * kernels::WeightRowBytes(dst->format, cols);
   const bool same = (dst->format == WeightFormat::kF32 && src.dtype == DType::kF32) ||
                     (dst->format == WeightFormat::kBF16 && src.dtype == DType::kBF16) ||
                     (dst->format == WeightFormat::kF16 && src.dtype == DType::kF16);
@@ -72,6 +78,10 @@ absl::Status ConvertRows(const TensorInfo& src, int64_t num_rows, int64_t cols, 
     case WeightFormat::kInt8:
       kernels::QuantizeRowsInt8(values.data(), 0, num_rows, static_cast<int>(cols), reinterpret_cast<int8_t*>(out),
                                 dst->scales.data() + first_row, dst->row_sums.data() + first_row);
+      break;
+    case WeightFormat::kInt4:
+      kernels::QuantizeRowsInt4(values.data(), 0, num_rows, static_cast<int>(cols), dst->group_size, out,
+                                dst->group_scales.data() + first_row * dst->view().num_groups());
       break;
     case WeightFormat::kF32:
       break;
@@ -169,24 +179,24 @@ class JobList {
 }  // namespace
 
 absl::StatusOr<Weights> LoadWeights(const SafetensorsCheckpoint& ckpt, const ModelConfig& c,
-                                    kernels::WeightFormat format, ThreadPool* pool) {
+                                    kernels::WeightFormat format, int group_size, ThreadPool* pool) {
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size, hd = c.head_dim;
   const int64_t q_rows = c.num_heads * hd, kv_rows = c.num_kv_heads * hd;
   const int64_t qkv_rows = q_rows + 2 * kv_rows;
   Weights w;
   JobList jobs(ckpt);
-  w.embed.Allocate(format, c.vocab_size, hidden);
+  w.embed.Allocate(format, c.vocab_size, hidden, group_size);
   RETURN_IF_ERROR(jobs.AddMatrix("model.embed_tokens.weight", c.vocab_size, &w.embed, 0));
   w.layers.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     LayerWeights& lw = w.layers[l];
     const std::string p = absl::StrCat("model.layers.", l, ".");
     lw.attn_norm.resize(hidden);
-    lw.qkv.Allocate(format, qkv_rows, hidden);
-    lw.o.Allocate(format, hidden, q_rows);
+    lw.qkv.Allocate(format, qkv_rows, hidden, group_size);
+    lw.o.Allocate(format, hidden, q_rows, group_size);
     lw.mlp_norm.resize(hidden);
-    lw.gate_up.Allocate(format, 2 * inter, hidden);
-    lw.down.Allocate(format, hidden, inter);
+    lw.gate_up.Allocate(format, 2 * inter, hidden, group_size);
+    lw.down.Allocate(format, hidden, inter, group_size);
     RETURN_IF_ERROR(jobs.AddVector(p + "input_layernorm.weight", hidden, lw.attn_norm.data()));
     RETURN_IF_ERROR(jobs.AddMatrix(p + "self_attn.q_proj.weight", q_rows, &lw.qkv, 0));
     RETURN_IF_ERROR(jobs.AddMatrix(p + "self_attn.k_proj.weight", kv_rows, &lw.qkv, q_rows));
@@ -206,7 +216,7 @@ absl::StatusOr<Weights> LoadWeights(const SafetensorsCheckpoint& ckpt, const Mod
   w.final_norm.resize(hidden);
   RETURN_IF_ERROR(jobs.AddVector("model.norm.weight", hidden, w.final_norm.data()));
   if (!c.tie_word_embeddings) {
-    w.lm_head.Allocate(format, c.vocab_size, hidden);
+    w.lm_head.Allocate(format, c.vocab_size, hidden, group_size);
     RETURN_IF_ERROR(jobs.AddMatrix("lm_head.weight", c.vocab_size, &w.lm_head, 0));
   }
   RETURN_IF_ERROR(jobs.Run(pool));

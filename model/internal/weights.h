@@ -72,9 +72,12 @@ struct WeightBuffer {
   std::vector<uint8_t, WeightAllocator<uint8_t>> data;  // [rows, cols] elements of `format`
   std::vector<float> scales;                             // [rows] kInt8 only
   std::vector<int32_t> row_sums;                         // [rows] kInt8 only
+  std::vector<uint16_t> group_scales;                    // [rows, groups] kInt4 only
+  int group_size = 0;                                    // kInt4 only
 
-  // Sizes the storage (contents uninitialized). REQUIRES: rows, cols >= 1.
-  void Allocate(kernels::WeightFormat format, int64_t rows, int64_t cols);
+  // Sizes the storage (contents uninitialized). REQUIRES: rows, cols >= 1; for kInt4
+  // group_size a positive multiple of 32.
+  void Allocate(kernels::WeightFormat format, int64_t rows, int64_t cols, int group_size = 0);
   // The borrowed view the kernels take; valid while this buffer lives unchanged.
   kernels::WeightMatrix view() const;
   int64_t size_bytes() const { return view().size_bytes(); }
@@ -102,11 +105,13 @@ struct Weights {
 
 // Reads every tensor the config calls for from `checkpoint`: matrices into `format`
 // (copied when the tensor's dtype is that format, else converted: to kBF16 or kF16 by
-// rounding to nearest even, to kInt8 by kernels::QuantizeRowsInt8 per row), norms and
-// biases into fp32; using `pool` (may be null) for the conversion. NotFound for a missing
-// tensor; InvalidArgument for a wrong shape or a non-float dtype.
+// rounding to nearest even, to kInt8 by kernels::QuantizeRowsInt8 per row, to kInt4 by
+// kernels::QuantizeRowsInt4 in groups of `group_size`), norms and biases into fp32; using
+// `pool` (may be null) for the conversion. NotFound for a missing tensor; InvalidArgument
+// for a wrong shape or a non-float dtype. REQUIRES: for kInt4, group_size a positive
+// multiple of 32.
 absl::StatusOr<Weights> LoadWeights(const SafetensorsCheckpoint& checkpoint, const ModelConfig& config,
-                                    kernels::WeightFormat format, ThreadPool* pool);
+                                    kernels::WeightFormat format, int group_size, ThreadPool* pool);
 
 }  // namespace kvspan::model::internal
 

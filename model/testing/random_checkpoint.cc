@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -42,8 +43,10 @@ bool EndsWith(const std::string& s, absl::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix.data()) == 0;
 }
 
-// Values: norms around 1, biases visible, matrices with unit-variance outputs.
-void FillTensor(uint64_t seed, const TensorSpec& spec, absl::Span<float> out) {
+// Values: norms around 1, biases visible, matrices with unit-variance outputs; with
+// int4_grid, each matrix value snapped to step · code (code in [-7, 7], step a power of two)
+// with code 7 at every 32nd column.
+void FillTensor(uint64_t seed, bool int4_grid, const TensorSpec& spec, absl::Span<float> out) {
   SplitMix64 rng{seed ^ NameHash(spec.name)};
   float center = 0.0f, scale = 1.0f;
   if (EndsWith(spec.name, "norm.weight")) {
@@ -57,6 +60,14 @@ void FillTensor(uint64_t seed, const TensorSpec& spec, absl::Span<float> out) {
     scale = std::sqrt(3.0f / static_cast<float>(spec.shape[1]));  // std 1/sqrt(in_features)
   }
   for (float& v : out) v = center + scale * rng.Uniform();
+  if (int4_grid && spec.shape.size() == 2) {
+    const float step = std::exp2(std::round(std::log2(scale / 7.0f)));
+    const int64_t cols = spec.shape[1];
+    for (size_t e = 0; e < out.size(); ++e) {
+      out[e] = static_cast<int64_t>(e) % cols % 32 == 0 ? 7.0f * step
+                                                       : step * std::clamp(std::round(out[e] / step), -7.0f, 7.0f);
+    }
+  }
 }
 
 std::vector<TensorSpec> Specs(const RandomCheckpointOptions& o) {
@@ -160,7 +171,7 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const RandomCheckpoin
   RETURN_IF_ERROR(WriteText(dir + "/generation_config.json", gen.dump(2) + "\n"));
 
   const std::vector<TensorSpec> specs = Specs(o);
-  auto fill = [&o](const TensorSpec& s, absl::Span<float> out) { FillTensor(o.seed, s, out); };
+  auto fill = [&o](const TensorSpec& s, absl::Span<float> out) { FillTensor(o.seed, o.int4_grid, s, out); };
   if (o.num_shards == 1) return WriteSafetensors(dir + "/model.safetensors", specs, fill);
 
   // Contiguous runs of tensors, balanced by bytes.

@@ -37,6 +37,10 @@ struct RandomCheckpointOptions {
   DType dtype = DType::kF32;         // F32, F16 or BF16
   int num_shards = 1;                // > 1: model-0000i-of-0000N.safetensors + index
   uint64_t seed = 1;
+  // Matrices (2-D tensors) on the int4 grid: every value step · code, code in [-7, 7], step a
+  // power of two per tensor, code 7 at every 32nd column, so that kernels::QuantizeRowsInt4
+  // (any group size that is a multiple of 32) holds them exactly.
+  bool int4_grid = false;
   int bos_token_id = 1;
   int eos_token_id = 2;               // config.json
   int extra_eos_token_id = 3;         // generation_config.json adds it (-1: none)
