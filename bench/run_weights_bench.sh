@@ -1,5 +1,5 @@
 #!/bin/bash
-# Weight formats side by side (issue 14): bench/model_bench at --weights f32 / bf16 / int8,
+# Weight formats side by side (issue 14): bench/model_bench at --weights f32 / bf16 / int8 / int4 (group 32),
 # optionally beside another build's model_bench (e.g. main's, fp32 only), interleaved
 # round by round in one run so that the shared machine's load hits every row alike.
 # Prints one Markdown table of means over the rounds (prefill tok/s, decode tok/s, RSS
@@ -29,7 +29,7 @@ log=$(mktemp)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$rounds"); do
   for model in "${models[@]}"; do
-    configs=("f32" "bf16" "int8")
+    configs=("f32" "bf16" "int8" "int4")
     [[ -n "$before" ]] && configs=("before" "${configs[@]}")
     for config in "${configs[@]}"; do
       args=(--model "$model" --threads 2 --prefill-tokens "$prefill" --decode-tokens "$decode" --batches "$batches"
