@@ -61,7 +61,7 @@ absl::StatusOr<std::vector<Result>> Run(int reps) {
   std::mt19937_64 rng(7);
   constexpr int kGroup = 4;
   for (int hd : {64, 128}) {
-    for (int n : {1024, 4096, 16384}) {
+    for (int n : {512, 1024, 4096, 16384}) {
       const std::vector<float> keys = Normal(static_cast<size_t>(n) * hd, rng);
       const std::vector<float> values = Normal(keys.size(), rng);
       const std::vector<float> q = Normal(static_cast<size_t>(kGroup) * hd, rng);
@@ -113,15 +113,28 @@ absl::StatusOr<std::vector<Result>> Run(int reps) {
         }
         std::vector<kernels::SpanBlockView> views;
         for (const auto& block : blocks) views.push_back(kvcache::ToSpanBlockView(block));
-        const double us = BestMicros(reps, [&] {
-          kernels::InitPartial(state, kGroup, hd);
-          for (const kernels::SpanBlockView& v : views) {
-            kernels::SpanAttention({v, q.data(), kGroup * hd, 1, kGroup, scale, state}, nullptr);
-          }
-          kernels::FinishPartial(state, 1, kGroup, hd, out.data(), kGroup * hd);
-          sink += out[0];
-        });
-        results.push_back({kvcache::CodecName(codec), n, hd, us, bytes});
+        // Quantized keys: the integer path (what CompressedKvCache runs), and for int8/int4
+        // also the fp32 one beside it; bf16 has only the fp32 path.
+        std::vector<kernels::SpanKeyDot> key_dots = {kernels::SpanKeyDot::kFloat};
+        if (kvcache::IsQuantized(codec)) {
+          key_dots = {kernels::SpanKeyDot::kInt8Query};
+          if (codec != kvcache::Codec::kInt2) key_dots.push_back(kernels::SpanKeyDot::kFloat);
+        }
+        for (kernels::SpanKeyDot key_dot : key_dots) {
+          const double us = BestMicros(reps, [&] {
+            kernels::InitPartial(state, kGroup, hd);
+            for (const kernels::SpanBlockView& v : views) {
+              kernels::SpanAttentionParams p{v, q.data(), kGroup * hd, 1, kGroup, scale, state};
+              p.key_dot = key_dot;
+              kernels::SpanAttention(p, nullptr);
+            }
+            kernels::FinishPartial(state, 1, kGroup, hd, out.data(), kGroup * hd);
+            sink += out[0];
+          });
+          const bool float_keys = key_dot == kernels::SpanKeyDot::kFloat && kvcache::IsQuantized(codec);
+          results.push_back(
+              {absl::StrCat(kvcache::CodecName(codec), float_keys ? " (fp32 keys)" : ""), n, hd, us, bytes});
+        }
       }
       if (sink == 12345.0f) std::printf(" ");  // keeps the work observable
     }

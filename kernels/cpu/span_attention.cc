@@ -20,8 +20,10 @@
 #endif
 
 #include "common/float16.h"
+#include "kernels/cpu/span_attention_isa.h"
 #include "kernels/cpu/vec.h"
 #include "kernels/span_attention.h"
+#include "kernels/weight_matrix.h"
 
 namespace kvspan::kernels {
 namespace {
@@ -150,17 +152,152 @@ void HalvesToFloats(const uint16_t* in, int64_t count, float* out) {
   for (; i < count; ++i) out[i] = HalfToFloat(in[i]);
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// exp(x) for x <= 0 (softmax weights), relative error ~2^-23 (Cephes' expf: 2^k times a
+// degree-7 polynomial on [-ln2/2, ln2/2]); 0 below -87 (e^-87 < 2^-125), also for -inf.
+inline __m256 ExpNonPositive(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_max_ps(x, lo);
+  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);  // x - k ln2, ln2 in two parts
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 poly = _mm256_set1_ps(1.9875691500e-4f);
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.3981999507e-3f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.3334519073e-3f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.1665795894e-2f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
+  poly = _mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i pow2k = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(poly, _mm256_castsi256_ps(pow2k)));
+}
+#endif
+
+// y[i] += x[i] for i < n.
+void AddInPlace(const float* x, float* y, int n) {
+  int i = 0;
+#if defined(__AVX2__)
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+#endif
+  for (; i < n; ++i) y[i] += x[i];
+}
+
+// max(-inf, x[0], ..., x[n - 1]) (x has no NaN).
+float MaxOf(const float* x, int n) {
+  int i = 0;
+  float best = -INFINITY;
+#if defined(__AVX2__)
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
+  for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  for (float lane : lanes) best = std::max(best, lane);
+#endif
+  for (; i < n; ++i) best = std::max(best, x[i]);
+  return best;
+}
+
+// x[i] = exp(x[i] - shift) for i < n (every x[i] <= shift, or -inf); returns their sum.
+float ExpShiftedAndSum(float* x, int n, float shift) {
+  int i = 0;
+  float sum = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 vshift = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 w = ExpNonPositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), vshift));
+    _mm256_storeu_ps(x + i, w);
+    acc = _mm256_add_ps(acc, w);
+  }
+  sum = internal::HorizontalSum(acc);
+#endif
+  for (; i < n; ++i) {
+    x[i] = std::exp(x[i] - shift);
+    sum += x[i];
+  }
+  return sum;
+}
+
+// One key group's channel parameters from their fp16 (scale, zero) pairs ([hd, 2]):
+// kscale[d] = attn_scale * scale_d, kzero[d] = attn_scale * zero_d + center * kscale[d].
+void GroupKeyParams(const uint16_t* pairs, int hd, float attn_scale, float center, float* kscale, float* kzero) {
+  int d = 0;
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+  const __m256 va = _mm256_set1_ps(attn_scale), vc = _mm256_set1_ps(center);
+  for (; d + 8 <= hd; d += 8) {
+    // Pairs d .. d+3 and d+4 .. d+7; even lanes scales, odd lanes zeros. The 64-bit lane
+    // permutation puts the shuffles' (d, d+1, d+4, d+5 | d+2, d+3, d+6, d+7) in order.
+    const __m256 lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 2 * d)));
+    const __m256 hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 2 * d + 8)));
+    const __m256 scales = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+    const __m256 zeros = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));
+    const __m256 ks = _mm256_mul_ps(va, scales);
+    _mm256_storeu_ps(kscale + d, ks);
+    _mm256_storeu_ps(kzero + d, _mm256_fmadd_ps(vc, ks, _mm256_mul_ps(va, zeros)));
+  }
+#endif
+  for (; d < hd; ++d) {
+    kscale[d] = attn_scale * HalfToFloat(pairs[2 * d]);
+    kzero[d] = attn_scale * HalfToFloat(pairs[2 * d + 1]) + center * kscale[d];
+  }
+}
+
 // Per-thread scratch, reused across calls (the kernels run on the pool's threads).
 struct Scratch {
-  std::vector<float> buf, logits, qs, qz, kparams, values;
+  std::vector<float> buf, logits, qs, qz, kparams, values, qscale;
+  std::vector<int8_t> qcodes;
+  std::vector<int32_t> dots;
 };
 Scratch& ThreadScratch() {
   thread_local Scratch scratch;
   return scratch;
 }
 
+int CodeBits(SpanCodec codec) { return codec == SpanCodec::kInt8 ? 8 : codec == SpanCodec::kInt4 ? 4 : 2; }
+
+// SpanKeyDot::kInt8Query's logits of entries [g0, g1) (one key group) for `rows` rows:
+// logits[r * n + e] = qz_r + s_q,r * sum_d qhat_r,d (code_e,d - c), where qs: [rows, hd]
+// are the pre-scaled queries and qz_r = <q_r, kzero + c * kscale>.
+void IntKeyLogits(const SpanAttentionParams& p, CpuIsa isa, int g0, int g1, int rows, const float* qz,
+                  const float* qs, float* logits, Scratch& scratch) {
+  const SpanBlockView& b = p.block;
+  const int hd = b.head_dim;
+  scratch.qcodes.resize(static_cast<size_t>(rows) * hd);
+  scratch.qscale.resize(rows);
+  scratch.dots.resize(static_cast<size_t>(rows) * (g1 - g0));
+  for (int r = 0; r < rows; ++r) {
+    scratch.qscale[r] = QuantizeRowInt8(qs + int64_t{r} * hd, hd, &scratch.qcodes[static_cast<size_t>(r) * hd]);
+  }
+  internal::IntKeyDotsParams kp;
+  kp.row_bytes = RowBytes(b.codec, hd);
+  kp.codes = b.key_data + g0 * kp.row_bytes;
+  kp.count = g1 - g0;
+  kp.bits = CodeBits(b.codec);
+  kp.head_dim = hd;
+  kp.q = scratch.qcodes.data();
+  kp.rows = rows;
+  kp.dots = scratch.dots.data();
+  isa == CpuIsa::kAvx2 ? internal::IntKeyDotsAvx2(kp) : internal::IntKeyDotsAvx512(kp);
+  const int n = b.num_entries;
+  for (int r = 0; r < rows; ++r) {
+    const float s_q = scratch.qscale[r];
+    const int32_t* dots = &scratch.dots[static_cast<size_t>(r) * kp.count];
+    float* lr = logits + int64_t{r} * n + g0;
+    int e = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    for (; e + 8 <= kp.count; e += 8) {
+      const __m256 d = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dots + e)));
+      _mm256_storeu_ps(lr + e, _mm256_fmadd_ps(_mm256_set1_ps(s_q), d, _mm256_set1_ps(qz[r])));
+    }
+#endif
+    for (; e < kp.count; ++e) lr[e] = qz[r] + s_q * static_cast<float>(dots[e]);
+  }
+}
+
 // The block's contribution to the rows of queries [j0, j1).
-void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
+void SpanQueries(const SpanAttentionParams& p, CpuIsa isa, int j0, int j1) {
   const SpanBlockView& b = p.block;
   const int hd = b.head_dim;
   const int n = b.num_entries;
@@ -188,18 +325,26 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
     params.resize(int64_t{hd} * 4);
     float* kscale = params.data() + 2 * hd;  // [hd] channel scales of the group, times scale_attn
     float* kzero = kscale + hd;              // [hd] channel zeros of the group, times scale_attn
+    // kInt8Query: the codes' midpoint c moves into the zeros, zero + code * s = (zero + c s)
+    // + (code - c) s, so the integer sums run over centered codes.
+    const float center = p.key_dot == SpanKeyDot::kInt8Query ? static_cast<float>(1 << (CodeBits(b.codec) - 1)) : 0.0f;
     for (int g0 = 0; g0 < n; g0 += gs) {
-      HalvesToFloats(b.key_params + int64_t{g0 / gs} * hd * 2, int64_t{hd} * 2, params.data());
-      for (int d = 0; d < hd; ++d) {  // de-interleave (scale, zero) once per group
-        kscale[d] = p.scale * params[2 * d];
-        kzero[d] = p.scale * params[2 * d + 1];
+      GroupKeyParams(b.key_params + int64_t{g0 / gs} * hd * 2, hd, p.scale, center, kscale, kzero);
+      const int g1 = std::min(n, g0 + gs);
+      if (p.key_dot == SpanKeyDot::kInt8Query) {
+        for (int r = 0; r < rows; ++r) {
+          const float* q = query(r);
+          internal::Multiply(q, kscale, &qs[r * hd], hd);
+          qz[r] = internal::Dot(q, kzero, hd);
+        }
+        IntKeyLogits(p, isa, g0, g1, rows, qz.data(), qs.data(), logits.data(), scratch);
+        continue;
       }
       for (int r = 0; r < rows; ++r) {
         const float* q = query(r);
         internal::Multiply(q, kscale, &qs[r * hd], hd);
         qz[r] = internal::Dot(q, kzero, hd);
       }
-      const int g1 = std::min(n, g0 + gs);
       for (int e = g0; e < g1; ++e) {
         UnpackRow(b.codec, b.key_data + e * row_bytes, hd, buf.data());
         for (int r = 0; r < rows; ++r) logits[r * n + e] = qz[r] + internal::Dot(&qs[r * hd], buf.data(), hd);
@@ -210,16 +355,17 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
   // Softmax bookkeeping: rescale each row's state to the new max, turn logits into weights.
   for (int r = 0; r < rows; ++r) {
     float* lr = &logits[r * n];
-    float bmax = -INFINITY;
     // Sliding window: entries at positions <= `cutoff` are invisible to this row's query.
     const int64_t cutoff = p.window > 0 ? int64_t{p.first_query_position} + j0 + r / p.group - p.window
                                         : std::numeric_limits<int64_t>::min();
-    for (int e = 0; e < n; ++e) {
-      if (b.key_scales != nullptr) lr[e] *= b.key_scales[e];
-      if (b.log_counts != nullptr) lr[e] += b.log_counts[e];
-      if (p.window > 0 && b.positions[e] <= cutoff) lr[e] = -INFINITY;
-      bmax = std::max(bmax, lr[e]);
+    if (b.key_scales != nullptr) internal::Multiply(lr, b.key_scales, lr, n);
+    if (b.log_counts != nullptr) AddInPlace(b.log_counts, lr, n);
+    if (p.window > 0) {
+      for (int e = 0; e < n; ++e) {
+        if (b.positions[e] <= cutoff) lr[e] = -INFINITY;
+      }
     }
+    const float bmax = MaxOf(lr, n);
     if (bmax == -INFINITY) {  // nothing visible: the row's state is unchanged
       std::fill(lr, lr + n, 0.0f);
       continue;
@@ -229,11 +375,7 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
     float& s = p.state.s[sr];
     const float new_m = std::max(m, bmax);
     const float c = s == 0.0f ? 0.0f : std::exp(m - new_m);
-    float sum = 0.0f;
-    for (int e = 0; e < n; ++e) {
-      lr[e] = std::exp(lr[e] - new_m);
-      sum += lr[e];
-    }
+    const float sum = ExpShiftedAndSum(lr, n, new_m);
     s = s * c + sum;
     m = new_m;
     internal::Scale(c, p.state.o + sr * hd, hd);
@@ -246,7 +388,9 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
   std::vector<float>& values = scratch.values;
   values.resize(static_cast<size_t>(n) * hd + static_cast<size_t>(vgroups) * 2);
   float* vp = values.data() + static_cast<size_t>(n) * hd;  // one entry's (scale, zero) pairs
-  for (int e = 0; e < n; ++e) {
+  const bool avx512 = isa != CpuIsa::kAvx2;
+  if (avx512) internal::DecodeValuesAvx512(b, values.data());
+  for (int e = 0; e < n && !avx512; ++e) {
     float* v = values.data() + static_cast<size_t>(e) * hd;
     UnpackRow(b.codec, b.value_data + e * row_bytes, hd, v);
     if (vgroups > 0) {
@@ -265,6 +409,10 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
       for (int e = 0; e < n; ++e) w[e] *= b.value_scales[e];
     }
     float* o = p.state.o + (int64_t{j0} * p.group + r) * hd;
+    if (avx512) {
+      internal::AccumulateValuesAvx512(w, values.data(), n, hd, o);
+      continue;
+    }
     int c = 0;
 #if defined(__AVX2__) && defined(__FMA__)
     // 32 channels at a time: four independent FMA chains share each broadcast weight.
@@ -367,18 +515,20 @@ void FinishPartial(const PartialState& state, int num_q, int group, int head_dim
   }
 }
 
-void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool) {
+void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool) { SpanAttention(p, pool, SelectedCpuIsa().isa); }
+
+void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool, CpuIsa isa) {
   if (p.block.num_entries == 0) return;
   const int64_t work = int64_t{p.num_q} * p.group * p.block.num_entries * p.block.head_dim;
   if (pool == nullptr || p.num_q < 2 || work < kMinParallelWork) {
-    SpanQueries(p, 0, p.num_q);
+    SpanQueries(p, isa, 0, p.num_q);
     return;
   }
   const int chunks = std::min(p.num_q, 4 * pool->num_threads());
-  pool->ParallelFor(chunks, [&p, chunks](int64_t c) {
+  pool->ParallelFor(chunks, [&p, isa, chunks](int64_t c) {
     const int j0 = static_cast<int>(c * p.num_q / chunks);
     const int j1 = static_cast<int>((c + 1) * p.num_q / chunks);
-    if (j0 < j1) SpanQueries(p, j0, j1);
+    if (j0 < j1) SpanQueries(p, isa, j0, j1);
   });
 }
 
