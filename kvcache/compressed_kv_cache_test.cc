@@ -21,6 +21,7 @@
 #include "model/model.h"
 #include "model/testing/random_checkpoint.h"
 #include "common/temp_dir.h"
+#include "common/thread_pool.h"
 #include "model/tokenizer.h"
 
 namespace kvspan::kvcache {
@@ -427,6 +428,31 @@ TEST_F(TinyModelTest, CreateRejectsBadOptions) {
   EXPECT_THAT(bad([](auto& o) { o.capacity_tokens = 0; }), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(bad([](auto& o) { o.sliding_window = -1; }), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(CompressedKvCache::Create(Opts(8), nullptr).status(), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// A decode step with few (head, chunk) tasks splits the spans into ranges merged afterwards
+// (2 KV heads, 12 spans: 4 tasks per head); the split depends on the shape only, so the
+// output is the same bit for bit with a pool of 2 or 3 threads and with none.
+TEST_F(TinyModelTest, AttentionDoesNotDependOnThreads) {
+  const std::vector<int32_t> tokens = RandomTokens(100, model_->config().vocab_size, 9);
+  ASSERT_OK_AND_ASSIGN(auto run, CompressedKvCache::Create(Opts(8), CodecCompressor(Codec::kInt4, 4)));
+  Step(*model_, run.get(), absl::MakeConstSpan(tokens));
+  ASSERT_EQ(run->spans().size(), 12u);
+  const auto opts = Opts(8);
+  const int hd = opts.head_dim, width = (opts.num_heads + 2 * opts.num_kv_heads) * hd;
+  std::vector<float> qkv(width);
+  for (int i = 0; i < width; ++i) qkv[i] = std::sin(0.1f * i + 0.3f);
+  const model::LayerQkv in{1, width, qkv.data(), qkv.data() + opts.num_heads * hd,
+                           qkv.data() + (opts.num_heads + opts.num_kv_heads) * hd};
+  std::vector<std::vector<float>> outs;
+  ThreadPool two(2), three(3);
+  for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two, &three}) {
+    ASSERT_OK_AND_ASSIGN(auto cache, CompressedKvCache::FromSpans(opts, CodecCompressor(Codec::kInt4, 4), run->spans()));
+    std::vector<float>& out = outs.emplace_back(opts.num_heads * hd);
+    ASSERT_OK(cache->AppendAndAttend(0, in, out.data(), pool));
+  }
+  EXPECT_EQ(outs[0], outs[1]);
+  EXPECT_EQ(outs[0], outs[2]);
 }
 
 TEST_F(TinyModelTest, AppendAndCommitErrors) {
