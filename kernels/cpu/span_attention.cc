@@ -1,14 +1,17 @@
-// Fast fp32 attention over compressed entry blocks and the dense window, as partial
-// softmax states (kernels/span_attention.h). Key dequantization is fused into the dot
-// products: for a key group g (G entries sharing per-channel (scale, zero)),
+// Attention over compressed entry blocks and the dense window, as partial softmax states
+// (kernels/span_attention.h). Key dequantization is fused into the dot products: for a key
+// group g (G entries sharing per-channel (scale, zero)),
 //   scale_attn * <q, zero + code * kscale> = qz + <qs, code>,
-//   qz = scale_attn * sum_d q_d zero_{g,d},  qs_d = scale_attn * q_d kscale_{g,d},
-// so each logit is one dot product of a pre-scaled query with the unpacked code row (one
-// row at a time). Values (grouped per token) are decoded once per block into an L1-sized
-// scratch (zero + code * scale), then every output row accumulates over the entries in
-// registers. Shared blocks' per-entry key scales multiply the finished scaled dot product
-// (logit = key_scale * scale * <q, k_hat> + log_count), value scales the weight of the
-// value row (not the softmax sum).
+//   qz = scale_attn * sum_d q_d zero_{g,d},  qs_d = scale_attn * q_d kscale_{g,d}.
+// SpanKeyDot::kFloat: each logit is one fp32 dot product of qs with the unpacked code row
+// (one row at a time). kInt8Query: qs is quantized to int8 per (group, row) and <qs, code>
+// becomes s_q * sum qhat (code - c) + c * sum qs, the sum exact in int32
+// (span_attention_isa.h: AVX2 here in span_key_dots.cc, AVX-512 VNNI in
+// span_attention_avx512.cc). Values (grouped per token) are decoded once per block into an
+// L1-sized scratch (zero + code * scale), then every output row accumulates over the
+// entries in registers (AVX-512 in span_attention_avx512.cc, AVX2 here). Shared blocks'
+// per-entry key scales multiply the finished scaled dot product (logit = key_scale * scale *
+// <q, k_hat> + log_count), value scales the weight of the value row (not the softmax sum).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -152,74 +155,6 @@ void HalvesToFloats(const uint16_t* in, int64_t count, float* out) {
   for (; i < count; ++i) out[i] = HalfToFloat(in[i]);
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-// exp(x) for x <= 0 (softmax weights), relative error ~2^-23 (Cephes' expf: 2^k times a
-// degree-7 polynomial on [-ln2/2, ln2/2]); 0 below -87 (e^-87 < 2^-125), also for -inf.
-inline __m256 ExpNonPositive(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.0f);
-  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_max_ps(x, lo);
-  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);  // x - k ln2, ln2 in two parts
-  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 poly = _mm256_set1_ps(1.9875691500e-4f);
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.3981999507e-3f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.3334519073e-3f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.1665795894e-2f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
-  poly = _mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i pow2k = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(underflow, _mm256_mul_ps(poly, _mm256_castsi256_ps(pow2k)));
-}
-#endif
-
-// y[i] += x[i] for i < n.
-void AddInPlace(const float* x, float* y, int n) {
-  int i = 0;
-#if defined(__AVX2__)
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
-#endif
-  for (; i < n; ++i) y[i] += x[i];
-}
-
-// max(-inf, x[0], ..., x[n - 1]) (x has no NaN).
-float MaxOf(const float* x, int n) {
-  int i = 0;
-  float best = -INFINITY;
-#if defined(__AVX2__)
-  __m256 vmax = _mm256_set1_ps(-INFINITY);
-  for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, vmax);
-  for (float lane : lanes) best = std::max(best, lane);
-#endif
-  for (; i < n; ++i) best = std::max(best, x[i]);
-  return best;
-}
-
-// x[i] = exp(x[i] - shift) for i < n (every x[i] <= shift, or -inf); returns their sum.
-float ExpShiftedAndSum(float* x, int n, float shift) {
-  int i = 0;
-  float sum = 0.0f;
-#if defined(__AVX2__) && defined(__FMA__)
-  const __m256 vshift = _mm256_set1_ps(shift);
-  __m256 acc = _mm256_setzero_ps();
-  for (; i + 8 <= n; i += 8) {
-    const __m256 w = ExpNonPositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), vshift));
-    _mm256_storeu_ps(x + i, w);
-    acc = _mm256_add_ps(acc, w);
-  }
-  sum = internal::HorizontalSum(acc);
-#endif
-  for (; i < n; ++i) {
-    x[i] = std::exp(x[i] - shift);
-    sum += x[i];
-  }
-  return sum;
-}
-
 // One key group's channel parameters from their fp16 (scale, zero) pairs ([hd, 2]):
 // kscale[d] = attn_scale * scale_d, kzero[d] = attn_scale * zero_d + center * kscale[d].
 void GroupKeyParams(const uint16_t* pairs, int hd, float attn_scale, float center, float* kscale, float* kzero) {
@@ -359,13 +294,13 @@ void SpanQueries(const SpanAttentionParams& p, CpuIsa isa, int j0, int j1) {
     const int64_t cutoff = p.window > 0 ? int64_t{p.first_query_position} + j0 + r / p.group - p.window
                                         : std::numeric_limits<int64_t>::min();
     if (b.key_scales != nullptr) internal::Multiply(lr, b.key_scales, lr, n);
-    if (b.log_counts != nullptr) AddInPlace(b.log_counts, lr, n);
+    if (b.log_counts != nullptr) internal::AddInPlace(b.log_counts, lr, n);
     if (p.window > 0) {
       for (int e = 0; e < n; ++e) {
         if (b.positions[e] <= cutoff) lr[e] = -INFINITY;
       }
     }
-    const float bmax = MaxOf(lr, n);
+    const float bmax = internal::MaxOf(lr, n);
     if (bmax == -INFINITY) {  // nothing visible: the row's state is unchanged
       std::fill(lr, lr + n, 0.0f);
       continue;
@@ -375,7 +310,7 @@ void SpanQueries(const SpanAttentionParams& p, CpuIsa isa, int j0, int j1) {
     float& s = p.state.s[sr];
     const float new_m = std::max(m, bmax);
     const float c = s == 0.0f ? 0.0f : std::exp(m - new_m);
-    const float sum = ExpShiftedAndSum(lr, n, new_m);
+    const float sum = internal::ExpShiftedAndSum(lr, n, new_m);
     s = s * c + sum;
     m = new_m;
     internal::Scale(c, p.state.o + sr * hd, hd);
