@@ -155,6 +155,52 @@ void HalvesToFloats(const uint16_t* in, int64_t count, float* out) {
   for (; i < count; ++i) out[i] = HalfToFloat(in[i]);
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// The AVX2 decode of a quantized block's values in one pass when every group and the row
+// are whole chunks of 8 channels (group_size % 8 == 0, head_dim % 8 == 0): per chunk the
+// codes as floats times the group's scale plus its zero, one FMA (the arithmetic of
+// ScaleAddConst). Returns false (nothing written) otherwise. vp: scratch of 2 * groups floats.
+template <int kBits>
+inline __m256 UnpackEightAny(const uint8_t* row, int d) {
+  if constexpr (kBits == 8) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + d))));
+  } else {
+    return UnpackEightCodes<kBits>(row, d);
+  }
+}
+
+template <int kBits>
+void DecodeQuantizedValuesOf(const SpanBlockView& b, float* vp, float* values) {
+  const int hd = b.head_dim, gs = b.group_size, groups = hd / gs + (hd % gs != 0);
+  const int64_t row_bytes = RowBytes(b.codec, hd);
+  for (int e = 0; e < b.num_entries; ++e) {
+    const uint8_t* row = b.value_data + e * row_bytes;
+    float* v = values + static_cast<size_t>(e) * hd;
+    HalvesToFloats(b.value_params + int64_t{e} * groups * 2, int64_t{groups} * 2, vp);
+    for (int g = 0; g < groups; ++g) {
+      const __m256 scale = _mm256_set1_ps(vp[2 * g]), zero = _mm256_set1_ps(vp[2 * g + 1]);
+      for (int c = g * gs; c < std::min(hd, (g + 1) * gs); c += 8) {
+        _mm256_storeu_ps(v + c, _mm256_fmadd_ps(scale, UnpackEightAny<kBits>(row, c), zero));
+      }
+    }
+  }
+}
+#endif
+
+bool DecodeQuantizedValuesAvx2(const SpanBlockView& b, float* vp, float* values) {
+#if defined(__AVX2__) && defined(__FMA__)
+  if (b.group_size % 8 != 0 || b.head_dim % 8 != 0) return false;
+  switch (b.codec) {
+    case SpanCodec::kInt8: DecodeQuantizedValuesOf<8>(b, vp, values); return true;
+    case SpanCodec::kInt4: DecodeQuantizedValuesOf<4>(b, vp, values); return true;
+    case SpanCodec::kInt2: DecodeQuantizedValuesOf<2>(b, vp, values); return true;
+    default: return false;
+  }
+#else
+  return false;
+#endif
+}
+
 // One key group's channel parameters from their fp16 (scale, zero) pairs ([hd, 2]):
 // kscale[d] = attn_scale * scale_d, kzero[d] = attn_scale * zero_d + center * kscale[d].
 void GroupKeyParams(const uint16_t* pairs, int hd, float attn_scale, float center, float* kscale, float* kzero) {
@@ -324,8 +370,14 @@ void SpanQueries(const SpanAttentionParams& p, CpuIsa isa, int j0, int j1) {
   values.resize(static_cast<size_t>(n) * hd + static_cast<size_t>(vgroups) * 2);
   float* vp = values.data() + static_cast<size_t>(n) * hd;  // one entry's (scale, zero) pairs
   const bool avx512 = isa != CpuIsa::kAvx2;
-  if (avx512) internal::DecodeValuesAvx512(b, values.data());
-  for (int e = 0; e < n && !avx512; ++e) {
+  bool decoded = false;
+  if (avx512) {
+    internal::DecodeValuesAvx512(b, values.data());
+    decoded = true;
+  } else if (vgroups > 0) {
+    decoded = DecodeQuantizedValuesAvx2(b, vp, values.data());
+  }
+  for (int e = 0; e < n && !decoded; ++e) {
     float* v = values.data() + static_cast<size_t>(e) * hd;
     UnpackRow(b.codec, b.value_data + e * row_bytes, hd, v);
     if (vgroups > 0) {
@@ -350,7 +402,20 @@ void SpanQueries(const SpanAttentionParams& p, CpuIsa isa, int j0, int j1) {
     }
     int c = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-    // 32 channels at a time: four independent FMA chains share each broadcast weight.
+    // 64 channels at a time: eight independent FMA chains (enough to cover the FMA latency
+    // at two FMAs per cycle) share each broadcast weight.
+    for (; c + 64 <= hd; c += 64) {
+      __m256 acc[8];
+      for (int k = 0; k < 8; ++k) acc[k] = _mm256_loadu_ps(o + c + 8 * k);
+      const float* v = values.data() + c;
+      for (int e = 0; e < n; ++e, v += hd) {
+        const __m256 we = _mm256_set1_ps(w[e]);
+        #pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(we, _mm256_loadu_ps(v + 8 * k), acc[k]);
+      }
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(o + c + 8 * k, acc[k]);
+    }
+    // Then 32: four chains.
     for (; c + 32 <= hd; c += 32) {
       __m256 acc0 = _mm256_loadu_ps(o + c), acc1 = _mm256_loadu_ps(o + c + 8);
       __m256 acc2 = _mm256_loadu_ps(o + c + 16), acc3 = _mm256_loadu_ps(o + c + 24);
