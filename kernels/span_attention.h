@@ -31,8 +31,8 @@
 // one dot product with the raw codes plus a constant); for int8/int4/int2 keys that dot
 // product is either fp32 (SpanKeyDot::kFloat) or, with SpanKeyDot::kInt8Query, an exact
 // integer sum of the codes with the pre-scaled query quantized to int8 per key group and
-// row (AVX-512 VNNI vpdpbusd, or AVX2 vpmaddwd; see SpanKeyDot for the error bound). Every
-// K/V row of a block is read and unpacked once for all the rows (query heads of the GQA
+// row (AVX-512 VNNI vpdpbusd, or AVX2 vpmaddubsw / vpmaddwd; SpanKeyDot states the bound).
+// Every K/V row of a block is read and unpacked once for all the rows (query heads of the GQA
 // group and queries) of a call. Values: the block's rows are decoded once into a
 // per-thread scratch of num_entries x head_dim floats (32 KiB for a 64-entry span at
 // head_dim 128, L1-sized), so each output row accumulates in registers over all entries

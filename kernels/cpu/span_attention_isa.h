@@ -1,9 +1,9 @@
 // The ISA-specific parts of span attention (span_attention.h), private to kernels/.
 // - Integer key dot products of SpanKeyDot::kInt8Query: the int8 query codes of several rows
-//   against the B-bit key codes of one key group, as exact int32 sums. span_key_dots.cc:
-//   AVX2 vpmaddwd on 16-bit widened codes (the build's floor); span_attention_avx512.cc:
-//   AVX-512 VNNI vpdpbusd. Both unpack each code row, in channel order, once for all rows
-//   and return the same sums.
+//   against the B-bit key codes of one key group, as exact int32 sums. span_key_dots.cc
+//   (AVX2, the build's floor): vpmaddubsw for int4/int2, vpmaddwd on 16-bit widened codes
+//   for int8; span_attention_avx512.cc: AVX-512 VNNI vpdpbusd. Both unpack each code row,
+//   in channel order, once for all rows and return the same sums.
 // - The AVX-512 value pass (span_attention_avx512.cc): a block's values decoded into floats
 //   and the weighted sums of its rows, the same arithmetic per channel as the AVX2 code of
 //   span_attention.cc (one FMA per product, in entry order), so both give the same bits.
