@@ -26,12 +26,16 @@
 //
 // SpanAttentionRef / DenseAttentionPartialRef (cpu/span_attention_ref.cc) are plain loops
 // in double precision: the specification. SpanAttention / DenseAttentionPartial
-// (cpu/span_attention.cc) are the fast fp32 paths. Keys: dequantization fused into the
-// dot products (per key group the query is pre-multiplied by the channel scales, so a
-// logit is one dot product with the raw codes plus a constant), one unpacked code row at
-// a time. Values: the block's rows are decoded once into a per-thread scratch of
-// num_entries x head_dim floats (32 KiB for a 64-entry span at head_dim 128, L1-sized), so
-// each output row accumulates 8 channels at a time in a register over all entries
+// (cpu/span_attention.cc) are the fast paths. Keys: dequantization fused into the dot
+// products (per key group the query is pre-multiplied by the channel scales, so a logit is
+// one dot product with the raw codes plus a constant); for int8/int4/int2 keys that dot
+// product is either fp32 (SpanKeyDot::kFloat) or, with SpanKeyDot::kInt8Query, an exact
+// integer sum of the codes with the pre-scaled query quantized to int8 per key group and
+// row (AVX-512 VNNI vpdpbusd, or AVX2 vpmaddubsw / vpmaddwd; SpanKeyDot states the bound).
+// Every K/V row of a block is read and unpacked once for all the rows (query heads of the GQA
+// group and queries) of a call. Values: the block's rows are decoded once into a
+// per-thread scratch of num_entries x head_dim floats (32 KiB for a 64-entry span at
+// head_dim 128, L1-sized), so each output row accumulates in registers over all entries
 // (docs/performance.md, span_attention_bench). All functions are pure functions of their
 // inputs and thread-safe for disjoint partial states.
 #ifndef KVSPAN_KERNELS_SPAN_ATTENTION_H_
@@ -40,6 +44,7 @@
 #include <cstdint>
 
 #include "common/thread_pool.h"
+#include "kernels/cpu_isa.h"
 
 namespace kvspan::kernels {
 
@@ -87,6 +92,26 @@ struct PartialState {
   float* o = nullptr;  // [num_rows, head_dim] sum of exp(logit - m) * v
 };
 
+// How the key dot products of a quantized (int8/int4/int2) block are computed; bf16/fp16
+// blocks always take the fp32 path.
+enum class SpanKeyDot : uint8_t {
+  // fp32: qs = scale * q * kscale_g (per channel) dotted with the codes as floats; the
+  // fp32 rounding of head_dim products is the only error.
+  kFloat = 0,
+  // Integer domain. Per key group g and row, the pre-scaled query qs_d = q_d * (scale *
+  // kscale_{g,d}) (fp32) is quantized by QuantizeRowInt8 (weight_matrix.h): s_q = max_d
+  // |qs_d| / 127, qhat_d = round-half-even(qs_d / s_q) in [-127, 127]. With c = 2^(B-1)
+  // (the codes' midpoint; B = 8, 4, 2 bits):
+  //   logit_e = key_scale_e * (sum_d scale q_d zero_{g,d} + c sum_d qs_d
+  //                            + s_q sum_d qhat_d (code_{e,d} - c)) + log_count_e,
+  // the last sum exact in int32. It differs from the exact logit only by qs_d - s_q qhat_d
+  // (at most s_q / 2 per channel):
+  //   |logit_e - exact_e| <= key_scale_e * (s_q / 2) * sum_d |code_{e,d} - c|
+  // plus fp32 rounding. Centering the codes at c halves this bound against raw codes
+  // (sum |code - c| is about D * 2^B / 4 for uniform codes).
+  kInt8Query = 1,
+};
+
 struct SpanAttentionParams {
   SpanBlockView block;
   // [num_q, group, head_dim]: element (j, h, d) at q[j * q_row_stride + h * head_dim + d];
@@ -103,6 +128,7 @@ struct SpanAttentionParams {
   // first_query_position + j - window. REQUIRES block.positions when window > 0.
   int window = 0;
   int32_t first_query_position = 0;
+  SpanKeyDot key_dot = SpanKeyDot::kFloat;  // quantized blocks' key dot products
 };
 
 // Causal attention partial over dense fp32 keys/values of one KV head (the recent window).
@@ -141,9 +167,12 @@ void FinishPartial(const PartialState& state, int num_q, int group, int head_dim
 void SpanAttentionRef(const SpanAttentionParams& p);
 void DenseAttentionPartialRef(const DensePartialParams& p);
 
-// Fast fp32 paths. `pool` (borrowed for the call, may be null) splits the queries when
-// the block is large enough to pay for it. REQUIRES: the invariants above.
+// Fast paths. `pool` (borrowed for the call, may be null) splits the queries when the
+// block is large enough to pay for it. SpanAttention runs SelectedCpuIsa()'s kernels
+// (cpu_isa.h: AVX-512 VNNI where present, else AVX2); the overload takes the ISA (tests
+// run both). REQUIRES: the invariants above; the CPU supports `isa`.
 void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool);
+void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool, CpuIsa isa);
 void DenseAttentionPartial(const DensePartialParams& p, ThreadPool* pool);
 
 }  // namespace kvspan::kernels

@@ -5,6 +5,7 @@
 #include "kernels/span_attention.h"
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <random>
 #include <string>
@@ -12,9 +13,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_features.h"
+#include "common/float16.h"
 #include "common/thread_pool.h"
 #include "gtest/gtest.h"
 #include "kernels/attention.h"
+#include "kernels/cpu_isa.h"
 #include "kvcache/entry_block.h"
 
 namespace kvspan::kernels {
@@ -74,6 +78,25 @@ struct States {
 };
 
 constexpr Codec kCodecs[] = {Codec::kBF16, Codec::kFP16, Codec::kInt8, Codec::kInt4, Codec::kInt2};
+
+// The fast path's variants a block runs through: the key dot product (fp32, or int8 queries
+// for the quantized codecs) and, for the integer one, each ISA this CPU supports (the
+// fp32 path's code is the same on both).
+struct Variant {
+  SpanKeyDot key_dot = SpanKeyDot::kFloat;
+  CpuIsa isa = CpuIsa::kAvx2;
+};
+std::vector<Variant> VariantsOf(Codec codec) {
+  std::vector<Variant> out = {{SpanKeyDot::kFloat, SelectedCpuIsa().isa}};
+  if (!kvcache::IsQuantized(codec)) return out;
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (CpuSupportsIsa(DetectCpuFeatures(), isa)) out.push_back({SpanKeyDot::kInt8Query, isa});
+  }
+  return out;
+}
+std::string NameOf(const Variant& v) {
+  return v.key_dot == SpanKeyDot::kFloat ? "float keys" : absl::StrCat("int8 queries, ", CpuIsaName(v.isa));
+}
 
 TEST(SpanAttentionTest, CodecIdsMirrorKvcache) {
   EXPECT_EQ(static_cast<int>(SpanCodec::kBF16), static_cast<int>(Codec::kBF16));
@@ -150,27 +173,33 @@ class SpanAttentionSweep : public ::testing::TestWithParam<Shape> {};
 // counts) into the same states. Tolerance |out - ref| <= 2e-5 + 2e-4 * |ref| on the
 // finished output, and the same on m and on s (relative to s): fp32 accumulation of
 // head_dim <= 128 products and <= 64 exponentials.
+// Each variant (VariantsOf) against the reference computing the same key dot product
+// (SpanKeyDot::kInt8Query: the reference quantizes the same fp32 query, so only fp32
+// rounding separates them: the same tolerance).
 TEST_P(SpanAttentionSweep, FastMatchesReference) {
   const auto [codec, gs, hd, group] = GetParam();
   std::mt19937_64 rng(1000 + static_cast<int>(codec) * 131 + gs * 17 + hd * 3 + group);
   ThreadPool pool(2);
-  for (int num_q : {1, 3, 9}) {
-    for (bool with_lc : {false, true}) {
-      States fast(num_q * group, hd), ref(num_q * group, hd);
-      const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
-      const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-      for (int n : {1, 7, 33, 64}) {
-        RandomBlock rb = MakeBlock(codec, gs, n, hd, with_lc, rng);
-        SpanBlockView view = ViewOf(rb.block);
-        if (!with_lc) view.log_counts = nullptr;
-        SpanAttentionParams p{view, q.data(), int64_t{group} * hd, num_q, group, scale, fast.view()};
-        SpanAttention(p, num_q > 3 ? &pool : nullptr);
-        p.state = ref.view();
-        SpanAttentionRef(p);
+  for (const Variant& variant : VariantsOf(codec)) {
+    for (int num_q : {1, 3, 9}) {
+      for (bool with_lc : {false, true}) {
+        States fast(num_q * group, hd), ref(num_q * group, hd);
+        const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        for (int n : {1, 7, 33, 64}) {
+          RandomBlock rb = MakeBlock(codec, gs, n, hd, with_lc, rng);
+          SpanBlockView view = ViewOf(rb.block);
+          if (!with_lc) view.log_counts = nullptr;
+          SpanAttentionParams p{view, q.data(), int64_t{group} * hd, num_q, group, scale, fast.view()};
+          p.key_dot = variant.key_dot;
+          SpanAttention(p, num_q > 3 ? &pool : nullptr, variant.isa);
+          p.state = ref.view();
+          SpanAttentionRef(p);
+        }
+        SCOPED_TRACE(::testing::Message() << NameOf(variant) << " num_q=" << num_q << " lc=" << with_lc);
+        ExpectStatesMatch(fast, ref, num_q, group, hd);
+        if (HasFatalFailure()) return;
       }
-      SCOPED_TRACE(::testing::Message() << "num_q=" << num_q << " lc=" << with_lc);
-      ExpectStatesMatch(fast, ref, num_q, group, hd);
-      if (HasFatalFailure()) return;
     }
   }
 }
@@ -193,7 +222,9 @@ TEST_P(SpanAttentionScaledSweep, FastMatchesReference) {
   std::mt19937_64 rng(5000 + static_cast<int>(codec) * 131 + gs * 17 + hd * 3 + group);
   std::uniform_real_distribution<float> scale_dist(0.0f, 2.0f);
   ThreadPool pool(2);
+  for (const Variant& variant : VariantsOf(codec))
   for (int num_q : {1, 9}) {
+    SCOPED_TRACE(::testing::Message() << NameOf(variant) << " num_q=" << num_q);
     States fast(num_q * group, hd), ref(num_q * group, hd);
     const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -211,7 +242,8 @@ TEST_P(SpanAttentionScaledSweep, FastMatchesReference) {
       view.key_scales = key_scales.data();
       view.value_scales = value_scales.data();
       SpanAttentionParams p{view, q.data(), int64_t{group} * hd, num_q, group, scale, fast.view()};
-      SpanAttention(p, num_q > 3 ? &pool : nullptr);
+      p.key_dot = variant.key_dot;
+      SpanAttention(p, num_q > 3 ? &pool : nullptr, variant.isa);
       p.state = ref.view();
       SpanAttentionRef(p);
     }
@@ -306,14 +338,125 @@ TEST(SpanAttentionTest, ThreadedMatchesSingleThreaded) {
   const int num_q = 40, group = 4, hd = 64, n = 64;
   RandomBlock rb = MakeBlock(Codec::kInt4, 32, n, hd, true, rng);
   const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
-  States a(num_q * group, hd), b(num_q * group, hd);
-  SpanAttentionParams p{ViewOf(rb.block), q.data(), int64_t{group} * hd, num_q, group, 0.125f, a.view()};
-  SpanAttention(p, &pool);
-  p.state = b.view();
-  SpanAttention(p, nullptr);
-  EXPECT_EQ(a.m, b.m);
-  EXPECT_EQ(a.s, b.s);
-  EXPECT_EQ(a.o, b.o);
+  for (SpanKeyDot key_dot : {SpanKeyDot::kFloat, SpanKeyDot::kInt8Query}) {
+    States a(num_q * group, hd), b(num_q * group, hd);
+    SpanAttentionParams p{ViewOf(rb.block), q.data(), int64_t{group} * hd, num_q, group, 0.125f, a.view()};
+    p.key_dot = key_dot;
+    SpanAttention(p, &pool);
+    p.state = b.view();
+    SpanAttention(p, nullptr);
+    EXPECT_EQ(a.m, b.m);
+    EXPECT_EQ(a.s, b.s);
+    EXPECT_EQ(a.o, b.o);
+  }
+}
+
+// SpanKeyDot::kInt8Query: the integer sums are exact on both ISAs and the rest is the same
+// fp32 code, so AVX2 and AVX-512 give the same states bit for bit.
+TEST(SpanAttentionTest, Int8QueryIsasAgreeBitForBit) {
+  if (!CpuSupportsIsa(DetectCpuFeatures(), CpuIsa::kAvx512)) GTEST_SKIP() << "CPU lacks avx512";
+  std::mt19937_64 rng(31);
+  for (Codec codec : {Codec::kInt8, Codec::kInt4, Codec::kInt2}) {
+    for (int hd : {30, 33, 64, 100, 128, 256}) {
+      const int num_q = 3, group = 4, n = 64;
+      RandomBlock rb = MakeBlock(codec, 32, n, hd, true, rng);
+      const std::vector<float> q = Normal(int64_t{num_q} * group * hd, rng);
+      States a(num_q * group, hd), b(num_q * group, hd);
+      SpanAttentionParams p{ViewOf(rb.block), q.data(), int64_t{group} * hd, num_q, group, 0.1f, a.view()};
+      p.key_dot = SpanKeyDot::kInt8Query;
+      SpanAttention(p, nullptr, CpuIsa::kAvx2);
+      p.state = b.view();
+      SpanAttention(p, nullptr, CpuIsa::kAvx512);
+      EXPECT_EQ(a.m, b.m) << kvcache::CodecName(codec) << " hd=" << hd;
+      EXPECT_EQ(a.s, b.s) << kvcache::CodecName(codec) << " hd=" << hd;
+      EXPECT_EQ(a.o, b.o) << kvcache::CodecName(codec) << " hd=" << hd;
+    }
+  }
+}
+
+// The key code of (entry e, channel d) of a quantized block, from the stored layout.
+int KeyCode(const EntryBlock& b, int e, int d) {
+  const int bits = b.codec == Codec::kInt8 ? 8 : b.codec == Codec::kInt4 ? 4 : 2;
+  const uint8_t byte = b.key_data[e * kvcache::CodeRowBytes(b.codec, b.head_dim) + d * bits / 8];
+  return (byte >> (d * bits % 8)) & ((1 << bits) - 1);
+}
+
+// SpanKeyDot::kInt8Query's stated error bound (span_attention.h), between the two references
+// (both in double: only the query quantization separates them). Every logit of a row moves
+// by at most delta_e = key_scale_e * (s_q / 2) * sum_d |code_e,d - c|; with D = the row's
+// max delta_e over all merged blocks, m moves by at most D, s by a factor within
+// e^(+-2D), and each normalized weight w_e / sum w by a factor within e^(+-2D), so the
+// finished output moves by at most (e^(2D) - 1) * max_e |value_scale_e * v_hat_e,d| per
+// channel. Slack 1e-5 (relative) for the format's fp32 rounding of k_hat = zero + code *
+// scale, which the exact reference includes and the integer decomposition does not.
+TEST(SpanAttentionTest, Int8QueryWithinStatedBoundOfExactKeys) {
+  std::mt19937_64 rng(41);
+  std::uniform_real_distribution<float> scale_dist(0.0f, 2.0f);
+  double worst_ratio = 0;  // largest observed |m error| / D, reported
+  for (Codec codec : {Codec::kInt8, Codec::kInt4, Codec::kInt2}) {
+    for (int gs : {1, 32}) {
+      for (int hd : {32, 33, 128}) {
+        for (bool scaled : {false, true}) {
+          const int num_q = 2, group = 4, rows = num_q * group;
+          const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+          const std::vector<float> q = Normal(int64_t{rows} * hd, rng);
+          States exact(rows, hd), quant(rows, hd);
+          std::vector<double> bound(rows, 0.0), vmax(int64_t{rows} * hd, 0.0);
+          for (int n : {33, 64}) {
+            RandomBlock rb = MakeBlock(codec, gs, n, hd, true, rng);
+            const std::vector<float> v = kvcache::DecodeBlockValues(rb.block);
+            std::vector<float> key_scales(n, 1.0f), value_scales(n, 1.0f);
+            SpanBlockView view = ViewOf(rb.block);
+            if (scaled) {
+              for (int e = 0; e < n; ++e) key_scales[e] = scale_dist(rng), value_scales[e] = scale_dist(rng);
+              view.key_scales = key_scales.data();
+              view.value_scales = value_scales.data();
+            }
+            const int center = (codec == Codec::kInt8 ? 128 : codec == Codec::kInt4 ? 8 : 2);
+            for (int r = 0; r < rows; ++r) {
+              const float* qr = &q[int64_t{r} * hd];
+              for (int e = 0; e < n; ++e) {
+                const uint16_t* params = &rb.block.key_params[int64_t{e / gs} * hd * 2];
+                float max_qs = 0.0f;
+                double spread = 0.0;
+                for (int d = 0; d < hd; ++d) {
+                  max_qs = std::max(max_qs, std::abs(qr[d] * (scale * HalfToFloat(params[2 * d]))));
+                  spread += std::abs(KeyCode(rb.block, e, d) - center);
+                }
+                bound[r] = std::max(bound[r], key_scales[e] * (max_qs / 127.0) / 2 * spread);
+                for (int d = 0; d < hd; ++d) {
+                  vmax[r * hd + d] = std::max<double>(vmax[r * hd + d], std::abs(value_scales[e] * v[e * hd + d]));
+                }
+              }
+            }
+            SpanAttentionParams p{view, q.data(), int64_t{group} * hd, num_q, group, scale, exact.view()};
+            SpanAttentionRef(p);
+            p.key_dot = SpanKeyDot::kInt8Query;
+            p.state = quant.view();
+            SpanAttentionRef(p);
+          }
+          std::vector<float> out_exact(int64_t{rows} * hd), out_quant(out_exact.size());
+          FinishPartial(exact.view(), num_q, group, hd, out_exact.data(), int64_t{group} * hd);
+          FinishPartial(quant.view(), num_q, group, hd, out_quant.data(), int64_t{group} * hd);
+          SCOPED_TRACE(::testing::Message() << kvcache::CodecName(codec) << " g=" << gs << " hd=" << hd
+                                            << " scaled=" << scaled);
+          for (int r = 0; r < rows; ++r) {
+            const double d = bound[r];
+            const double growth = std::expm1(2 * d);
+            ASSERT_LE(std::abs(quant.m[r] - exact.m[r]), d + 1e-5 * (1 + std::abs(exact.m[r]))) << "row " << r;
+            ASSERT_LE(std::abs(quant.s[r] - exact.s[r]), (growth + 1e-5) * exact.s[r]) << "row " << r;
+            for (int c = 0; c < hd; ++c) {
+              ASSERT_LE(std::abs(out_quant[r * hd + c] - out_exact[r * hd + c]), (growth + 1e-5) * vmax[r * hd + c])
+                  << "row " << r << " channel " << c;
+            }
+            if (d > 0) worst_ratio = std::max(worst_ratio, std::abs(quant.m[r] - exact.m[r]) / d);
+          }
+        }
+      }
+    }
+  }
+  RecordProperty("worst_m_error_over_bound", std::to_string(worst_ratio));
+  std::printf("largest |m error| / stated bound: %.3f\n", worst_ratio);
 }
 
 // Dense partial + finish == AttentionRef (causal, GQA), fast and reference paths.
@@ -376,6 +519,40 @@ TEST(SpanAttentionTest, SlidingWindowOverBlocks) {
           EXPECT_EQ(none.s, fast.s);
           EXPECT_EQ(none.o, fast.o);
         }
+      }
+    }
+  }
+}
+
+// The sliding window over a block with int8 queries: fast (both ISAs) vs the reference of
+// the same key dot product, the sweep's tolerance; rows that see nothing stay empty.
+TEST(SpanAttentionTest, SlidingWindowWithInt8Queries) {
+  std::mt19937_64 rng(23);
+  constexpr int kHd = 40, kGroup = 2, kN = 40, kFirstEntry = 100, kNumQ = 5;
+  for (Codec codec : {Codec::kInt8, Codec::kInt4, Codec::kInt2}) {
+    RandomBlock rb = MakeBlock(codec, 8, kN, kHd, true, rng);
+    for (int i = 0; i < kN; ++i) rb.block.positions[i] = kFirstEntry + i;
+    SpanBlockView view = ViewOf(rb.block);
+    view.positions = rb.block.positions.data();
+    const std::vector<float> q = Normal(int64_t{kNumQ} * kGroup * kHd, rng);
+    for (const Variant& variant : VariantsOf(codec)) {
+      if (variant.key_dot != SpanKeyDot::kInt8Query) continue;
+      for (int window : {10, 30, 44}) {
+        States fast(kNumQ * kGroup, kHd), ref(kNumQ * kGroup, kHd);
+        SpanAttentionParams p{view, q.data(), int64_t{kGroup} * kHd, kNumQ, kGroup, 0.15f, fast.view(), window,
+                              kFirstEntry + kN + 3};
+        p.key_dot = SpanKeyDot::kInt8Query;
+        SpanAttention(p, nullptr, variant.isa);
+        p.state = ref.view();
+        SpanAttentionRef(p);
+        SCOPED_TRACE(::testing::Message() << kvcache::CodecName(codec) << " " << NameOf(variant) << " window=" << window);
+        for (int r = 0; r < kNumQ * kGroup; ++r) {
+          if (ref.s[r] == 0.0f) {
+            EXPECT_EQ(fast.s[r], 0.0f) << r;
+            EXPECT_EQ(fast.m[r], -INFINITY) << r;
+          }
+        }
+        ExpectStatesMatch(fast, ref, kNumQ, kGroup, kHd);
       }
     }
   }

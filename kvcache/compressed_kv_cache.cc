@@ -22,6 +22,12 @@ static_assert(std::is_nothrow_move_constructible_v<Span>);
 // Queries per attention task: decode steps (n = 1) get one task per KV head; prefill
 // chunks are split further so both cores stay busy.
 constexpr int kQueryChunk = 16;
+// When (KV heads x query chunks) gives fewer than kMinAttentionTasks tasks, each also
+// takes a range of at least kMinSpansPerPart spans (the first range also the dense tail),
+// merged afterwards: a decode step with 1..4 KV heads still fills 2..8 threads. The split
+// depends on the shape only (never on the pool), so outputs do not depend on threads.
+constexpr int kMinAttentionTasks = 8;
+constexpr int kMinSpansPerPart = 4;
 
 absl::Status CheckSpanFits(const Span& span, const SpanGeometry& geometry, int index, const char* who) {
   if (span.header.geometry != geometry) {
@@ -157,28 +163,55 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
   const int64_t out_row_stride = int64_t{options_.num_heads} * hd;
   const float* tail_k = TailKey(layer, 0);
   const float* tail_v = TailValue(layer, 0);
+  const int num_spans = static_cast<int>(spans_.size());
+  const int head_tasks = kv_heads * chunks;
+  const int parts = std::max(1, std::min((kMinAttentionTasks + head_tasks - 1) / head_tasks,
+                                         num_spans / kMinSpansPerPart));
+  // With parts > 1 (then head_tasks < kMinAttentionTasks), the partial states of every
+  // task, [head_tasks, parts, kQueryChunk * group rows], merged after the tasks; with one
+  // part each task keeps its state and finishes it itself.
+  const int64_t max_rows = int64_t{kQueryChunk} * group;
+  const int64_t shared_rows = parts > 1 ? head_tasks * parts * max_rows : 0;
+  std::vector<float> m(shared_rows), s(shared_rows), o(shared_rows * hd);
+  auto state_of = [&](int64_t head_task, int part) {
+    const int64_t row0 = (head_task * parts + part) * max_rows;
+    return kernels::PartialState{&m[row0], &s[row0], &o[row0 * hd]};
+  };
+  const int window = options_.sliding_window;
   auto task = [&](int64_t t) {
-    const int g = static_cast<int>(t / chunks);
-    const int j0 = static_cast<int>(t % chunks) * kQueryChunk;
+    const int64_t head_task = t / parts;
+    const int part = static_cast<int>(t % parts);
+    const int g = static_cast<int>(head_task / chunks);
+    const int j0 = static_cast<int>(head_task % chunks) * kQueryChunk;
     const int nq = std::min(kQueryChunk, n - j0);
     const int rows = nq * group;
-    std::vector<float> m(rows), s(rows), o(int64_t{rows} * hd);
-    kernels::PartialState state{m.data(), s.data(), o.data()};
+    std::vector<float> own_m, own_s, own_o;
+    kernels::PartialState state;
+    if (parts == 1) {
+      own_m.resize(rows);
+      own_s.resize(rows);
+      own_o.resize(int64_t{rows} * hd);
+      state = {own_m.data(), own_s.data(), own_o.data()};
+    } else {
+      state = state_of(head_task, part);
+    }
     kernels::InitPartial(state, rows, hd);
     const float* q = in.q + j0 * in.row_stride + int64_t{g} * group * hd;
     const int32_t first_query = num_tokens_ + j0;  // position of this task's first query
-    const int window = options_.sliding_window;
-    for (const Span& span : spans_) {
+    for (int i = part * num_spans / parts; i < (part + 1) * num_spans / parts; ++i) {
+      const Span& span = spans_[i];
       // A span wholly outside the window of the task's first query is outside every later
       // query's window too.
       if (window > 0 &&
           int64_t{span.header.first_position} + options_.span_tokens - 1 <= int64_t{first_query} - window) {
         continue;
       }
-      for (const kernels::SpanBlockView& view : views_[&span - spans_.data()].head(layer, g)) {
-        kernels::SpanAttention({view, q, in.row_stride, nq, group, scale, state, window, first_query}, nullptr);
+      for (const kernels::SpanBlockView& view : views_[i].head(layer, g)) {
+        kernels::SpanAttention(
+            {view, q, in.row_stride, nq, group, scale, state, window, first_query, options_.span_key_dot}, nullptr);
       }
     }
+    if (part != 0) return;
     kernels::DensePartialParams dp;
     dp.q = q;
     dp.q_row_stride = in.row_stride;
@@ -195,14 +228,29 @@ absl::Status CompressedKvCache::AppendAndAttend(int layer, const model::LayerQkv
     dp.state = state;
     dp.window = window;
     kernels::DenseAttentionPartial(dp, nullptr);
+    if (parts == 1) {
+      kernels::FinishPartial(state, nq, group, hd, out + j0 * out_row_stride + int64_t{g} * group * hd,
+                             out_row_stride);
+    }
+  };
+  // parts > 1: merges the parts of a (KV head, query chunk) in part order, writes its output.
+  auto finish = [&](int64_t head_task) {
+    const int g = static_cast<int>(head_task / chunks);
+    const int j0 = static_cast<int>(head_task % chunks) * kQueryChunk;
+    const int nq = std::min(kQueryChunk, n - j0);
+    const kernels::PartialState state = state_of(head_task, 0);
+    for (int part = 1; part < parts; ++part) kernels::MergePartial(state_of(head_task, part), state, nq * group, hd);
     kernels::FinishPartial(state, nq, group, hd, out + j0 * out_row_stride + int64_t{g} * group * hd,
                            out_row_stride);
   };
-  const int64_t num_tasks = int64_t{kv_heads} * chunks;
+  const int64_t num_tasks = int64_t{head_tasks} * parts;
   if (pool == nullptr || num_tasks == 1) {
     for (int64_t t = 0; t < num_tasks; ++t) task(t);
   } else {
     pool->ParallelFor(num_tasks, task);
+  }
+  if (parts > 1) {
+    for (int64_t t = 0; t < head_tasks; ++t) finish(t);  // small: fewer than 8 (head, chunk) pairs
   }
   return absl::OkStatus();
 }

@@ -6,7 +6,9 @@
 //     every compressed span's blocks of that layer (kernels::SpanAttention: fused
 //     dequantization, log-count biases, shared blocks read through their source layer's
 //     codes with per-entry scales, no mask: spans lie wholly before the queries)
-//     merged by log-sum-exp with causal attention over the tail;
+//     merged by log-sum-exp with causal attention over the tail. The pool's tasks are
+//     (KV head, chunk of queries, range of spans): a decode step with few KV heads splits
+//     its spans too, by a rule of the shape alone, so results do not depend on threads;
 //   - PrepareCommit(n), after all layers, compresses every span the n pending tokens
 //     complete (the oldest S tail tokens, while the tail would hold >= S committed tokens)
 //     with the sequence's SpanCompressor into staged spans, not yet visible; Commit(n)
@@ -31,6 +33,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/span_attention.h"
 #include "kvcache/span.h"
 #include "kvcache/span_compressor.h"
 #include "kvcache/span_kernel_views.h"
@@ -54,6 +57,10 @@ class CompressedKvCache final : public model::KvCache {
     // The model's RoPE frequencies ([head_dim / 2]; empty = no RoPE), passed to query-reading
     // compressors (expected-attn).
     std::vector<float> rope_inv_freq;
+    // How queries meet the keys of int8/int4/int2 spans: int8 queries per key group with
+    // exact integer sums (kernels::SpanKeyDot::kInt8Query, the default: faster, logit error
+    // bound in kernels/span_attention.h) or fp32 (kFloat: exact up to fp32 rounding).
+    kernels::SpanKeyDot span_key_dot = kernels::SpanKeyDot::kInt8Query;
   };
   // Options for `config`'s geometry, sliding window and RoPE frequencies.
   static Options OptionsFor(const model::ModelConfig& config, int span_tokens, int capacity_tokens);

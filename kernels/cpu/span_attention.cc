@@ -1,14 +1,17 @@
-// Fast fp32 attention over compressed entry blocks and the dense window, as partial
-// softmax states (kernels/span_attention.h). Key dequantization is fused into the dot
-// products: for a key group g (G entries sharing per-channel (scale, zero)),
+// Attention over compressed entry blocks and the dense window, as partial softmax states
+// (kernels/span_attention.h). Key dequantization is fused into the dot products: for a key
+// group g (G entries sharing per-channel (scale, zero)),
 //   scale_attn * <q, zero + code * kscale> = qz + <qs, code>,
-//   qz = scale_attn * sum_d q_d zero_{g,d},  qs_d = scale_attn * q_d kscale_{g,d},
-// so each logit is one dot product of a pre-scaled query with the unpacked code row (one
-// row at a time). Values (grouped per token) are decoded once per block into an L1-sized
-// scratch (zero + code * scale), then every output row accumulates over the entries in
-// registers. Shared blocks' per-entry key scales multiply the finished scaled dot product
-// (logit = key_scale * scale * <q, k_hat> + log_count), value scales the weight of the
-// value row (not the softmax sum).
+//   qz = scale_attn * sum_d q_d zero_{g,d},  qs_d = scale_attn * q_d kscale_{g,d}.
+// SpanKeyDot::kFloat: each logit is one fp32 dot product of qs with the unpacked code row
+// (one row at a time). kInt8Query: qs is quantized to int8 per (group, row) and <qs, code>
+// becomes s_q * sum qhat (code - c) + c * sum qs, the sum exact in int32
+// (span_attention_isa.h: AVX2 here in span_key_dots.cc, AVX-512 VNNI in
+// span_attention_avx512.cc). Values (grouped per token) are decoded once per block into an
+// L1-sized scratch (zero + code * scale), then every output row accumulates over the
+// entries in registers (AVX-512 in span_attention_avx512.cc, AVX2 here). Shared blocks'
+// per-entry key scales multiply the finished scaled dot product (logit = key_scale * scale *
+// <q, k_hat> + log_count), value scales the weight of the value row (not the softmax sum).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -20,8 +23,10 @@
 #endif
 
 #include "common/float16.h"
+#include "kernels/cpu/span_attention_isa.h"
 #include "kernels/cpu/vec.h"
 #include "kernels/span_attention.h"
+#include "kernels/weight_matrix.h"
 
 namespace kvspan::kernels {
 namespace {
@@ -150,17 +155,130 @@ void HalvesToFloats(const uint16_t* in, int64_t count, float* out) {
   for (; i < count; ++i) out[i] = HalfToFloat(in[i]);
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// The AVX2 decode of a quantized block's values in one pass when every group and the row
+// are whole chunks of 8 channels (group_size % 8 == 0, head_dim % 8 == 0): per chunk the
+// codes as floats times the group's scale plus its zero, one FMA (the arithmetic of
+// ScaleAddConst). Returns false (nothing written) otherwise. vp: scratch of 2 * groups floats.
+template <int kBits>
+inline __m256 UnpackEightAny(const uint8_t* row, int d) {
+  if constexpr (kBits == 8) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + d))));
+  } else {
+    return UnpackEightCodes<kBits>(row, d);
+  }
+}
+
+template <int kBits>
+void DecodeQuantizedValuesOf(const SpanBlockView& b, float* vp, float* values) {
+  const int hd = b.head_dim, gs = b.group_size, groups = hd / gs + (hd % gs != 0);
+  const int64_t row_bytes = RowBytes(b.codec, hd);
+  for (int e = 0; e < b.num_entries; ++e) {
+    const uint8_t* row = b.value_data + e * row_bytes;
+    float* v = values + static_cast<size_t>(e) * hd;
+    HalvesToFloats(b.value_params + int64_t{e} * groups * 2, int64_t{groups} * 2, vp);
+    for (int g = 0; g < groups; ++g) {
+      const __m256 scale = _mm256_set1_ps(vp[2 * g]), zero = _mm256_set1_ps(vp[2 * g + 1]);
+      for (int c = g * gs; c < std::min(hd, (g + 1) * gs); c += 8) {
+        _mm256_storeu_ps(v + c, _mm256_fmadd_ps(scale, UnpackEightAny<kBits>(row, c), zero));
+      }
+    }
+  }
+}
+#endif
+
+bool DecodeQuantizedValuesAvx2(const SpanBlockView& b, float* vp, float* values) {
+#if defined(__AVX2__) && defined(__FMA__)
+  if (b.group_size % 8 != 0 || b.head_dim % 8 != 0) return false;
+  switch (b.codec) {
+    case SpanCodec::kInt8: DecodeQuantizedValuesOf<8>(b, vp, values); return true;
+    case SpanCodec::kInt4: DecodeQuantizedValuesOf<4>(b, vp, values); return true;
+    case SpanCodec::kInt2: DecodeQuantizedValuesOf<2>(b, vp, values); return true;
+    default: return false;
+  }
+#else
+  return false;
+#endif
+}
+
+// One key group's channel parameters from their fp16 (scale, zero) pairs ([hd, 2]):
+// kscale[d] = attn_scale * scale_d, kzero[d] = attn_scale * zero_d + center * kscale[d].
+void GroupKeyParams(const uint16_t* pairs, int hd, float attn_scale, float center, float* kscale, float* kzero) {
+  int d = 0;
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+  const __m256 va = _mm256_set1_ps(attn_scale), vc = _mm256_set1_ps(center);
+  for (; d + 8 <= hd; d += 8) {
+    // Pairs d .. d+3 and d+4 .. d+7; even lanes scales, odd lanes zeros. The 64-bit lane
+    // permutation puts the shuffles' (d, d+1, d+4, d+5 | d+2, d+3, d+6, d+7) in order.
+    const __m256 lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 2 * d)));
+    const __m256 hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 2 * d + 8)));
+    const __m256 scales = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+    const __m256 zeros = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));
+    const __m256 ks = _mm256_mul_ps(va, scales);
+    _mm256_storeu_ps(kscale + d, ks);
+    _mm256_storeu_ps(kzero + d, _mm256_fmadd_ps(vc, ks, _mm256_mul_ps(va, zeros)));
+  }
+#endif
+  for (; d < hd; ++d) {
+    kscale[d] = attn_scale * HalfToFloat(pairs[2 * d]);
+    kzero[d] = attn_scale * HalfToFloat(pairs[2 * d + 1]) + center * kscale[d];
+  }
+}
+
 // Per-thread scratch, reused across calls (the kernels run on the pool's threads).
 struct Scratch {
-  std::vector<float> buf, logits, qs, qz, kparams, values;
+  std::vector<float> buf, logits, qs, qz, kparams, values, qscale;
+  std::vector<int8_t> qcodes;
+  std::vector<int32_t> dots;
 };
 Scratch& ThreadScratch() {
   thread_local Scratch scratch;
   return scratch;
 }
 
+int CodeBits(SpanCodec codec) { return codec == SpanCodec::kInt8 ? 8 : codec == SpanCodec::kInt4 ? 4 : 2; }
+
+// SpanKeyDot::kInt8Query's logits of entries [g0, g1) (one key group) for `rows` rows:
+// logits[r * n + e] = qz_r + s_q,r * sum_d qhat_r,d (code_e,d - c), where qs: [rows, hd]
+// are the pre-scaled queries and qz_r = <q_r, kzero + c * kscale>.
+void IntKeyLogits(const SpanAttentionParams& p, CpuIsa isa, int g0, int g1, int rows, const float* qz,
+                  const float* qs, float* logits, Scratch& scratch) {
+  const SpanBlockView& b = p.block;
+  const int hd = b.head_dim;
+  scratch.qcodes.resize(static_cast<size_t>(rows) * hd);
+  scratch.qscale.resize(rows);
+  scratch.dots.resize(static_cast<size_t>(rows) * (g1 - g0));
+  for (int r = 0; r < rows; ++r) {
+    scratch.qscale[r] = QuantizeRowInt8(qs + int64_t{r} * hd, hd, &scratch.qcodes[static_cast<size_t>(r) * hd]);
+  }
+  internal::IntKeyDotsParams kp;
+  kp.row_bytes = RowBytes(b.codec, hd);
+  kp.codes = b.key_data + g0 * kp.row_bytes;
+  kp.count = g1 - g0;
+  kp.bits = CodeBits(b.codec);
+  kp.head_dim = hd;
+  kp.q = scratch.qcodes.data();
+  kp.rows = rows;
+  kp.dots = scratch.dots.data();
+  isa == CpuIsa::kAvx2 ? internal::IntKeyDotsAvx2(kp) : internal::IntKeyDotsAvx512(kp);
+  const int n = b.num_entries;
+  for (int r = 0; r < rows; ++r) {
+    const float s_q = scratch.qscale[r];
+    const int32_t* dots = &scratch.dots[static_cast<size_t>(r) * kp.count];
+    float* lr = logits + int64_t{r} * n + g0;
+    int e = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    for (; e + 8 <= kp.count; e += 8) {
+      const __m256 d = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dots + e)));
+      _mm256_storeu_ps(lr + e, _mm256_fmadd_ps(_mm256_set1_ps(s_q), d, _mm256_set1_ps(qz[r])));
+    }
+#endif
+    for (; e < kp.count; ++e) lr[e] = qz[r] + s_q * static_cast<float>(dots[e]);
+  }
+}
+
 // The block's contribution to the rows of queries [j0, j1).
-void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
+void SpanQueries(const SpanAttentionParams& p, CpuIsa isa, int j0, int j1) {
   const SpanBlockView& b = p.block;
   const int hd = b.head_dim;
   const int n = b.num_entries;
@@ -188,18 +306,26 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
     params.resize(int64_t{hd} * 4);
     float* kscale = params.data() + 2 * hd;  // [hd] channel scales of the group, times scale_attn
     float* kzero = kscale + hd;              // [hd] channel zeros of the group, times scale_attn
+    // kInt8Query: the codes' midpoint c moves into the zeros, zero + code * s = (zero + c s)
+    // + (code - c) s, so the integer sums run over centered codes.
+    const float center = p.key_dot == SpanKeyDot::kInt8Query ? static_cast<float>(1 << (CodeBits(b.codec) - 1)) : 0.0f;
     for (int g0 = 0; g0 < n; g0 += gs) {
-      HalvesToFloats(b.key_params + int64_t{g0 / gs} * hd * 2, int64_t{hd} * 2, params.data());
-      for (int d = 0; d < hd; ++d) {  // de-interleave (scale, zero) once per group
-        kscale[d] = p.scale * params[2 * d];
-        kzero[d] = p.scale * params[2 * d + 1];
+      GroupKeyParams(b.key_params + int64_t{g0 / gs} * hd * 2, hd, p.scale, center, kscale, kzero);
+      const int g1 = std::min(n, g0 + gs);
+      if (p.key_dot == SpanKeyDot::kInt8Query) {
+        for (int r = 0; r < rows; ++r) {
+          const float* q = query(r);
+          internal::Multiply(q, kscale, &qs[r * hd], hd);
+          qz[r] = internal::Dot(q, kzero, hd);
+        }
+        IntKeyLogits(p, isa, g0, g1, rows, qz.data(), qs.data(), logits.data(), scratch);
+        continue;
       }
       for (int r = 0; r < rows; ++r) {
         const float* q = query(r);
         internal::Multiply(q, kscale, &qs[r * hd], hd);
         qz[r] = internal::Dot(q, kzero, hd);
       }
-      const int g1 = std::min(n, g0 + gs);
       for (int e = g0; e < g1; ++e) {
         UnpackRow(b.codec, b.key_data + e * row_bytes, hd, buf.data());
         for (int r = 0; r < rows; ++r) logits[r * n + e] = qz[r] + internal::Dot(&qs[r * hd], buf.data(), hd);
@@ -210,16 +336,17 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
   // Softmax bookkeeping: rescale each row's state to the new max, turn logits into weights.
   for (int r = 0; r < rows; ++r) {
     float* lr = &logits[r * n];
-    float bmax = -INFINITY;
     // Sliding window: entries at positions <= `cutoff` are invisible to this row's query.
     const int64_t cutoff = p.window > 0 ? int64_t{p.first_query_position} + j0 + r / p.group - p.window
                                         : std::numeric_limits<int64_t>::min();
-    for (int e = 0; e < n; ++e) {
-      if (b.key_scales != nullptr) lr[e] *= b.key_scales[e];
-      if (b.log_counts != nullptr) lr[e] += b.log_counts[e];
-      if (p.window > 0 && b.positions[e] <= cutoff) lr[e] = -INFINITY;
-      bmax = std::max(bmax, lr[e]);
+    if (b.key_scales != nullptr) internal::Multiply(lr, b.key_scales, lr, n);
+    if (b.log_counts != nullptr) internal::AddInPlace(b.log_counts, lr, n);
+    if (p.window > 0) {
+      for (int e = 0; e < n; ++e) {
+        if (b.positions[e] <= cutoff) lr[e] = -INFINITY;
+      }
     }
+    const float bmax = internal::MaxOf(lr, n);
     if (bmax == -INFINITY) {  // nothing visible: the row's state is unchanged
       std::fill(lr, lr + n, 0.0f);
       continue;
@@ -229,11 +356,7 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
     float& s = p.state.s[sr];
     const float new_m = std::max(m, bmax);
     const float c = s == 0.0f ? 0.0f : std::exp(m - new_m);
-    float sum = 0.0f;
-    for (int e = 0; e < n; ++e) {
-      lr[e] = std::exp(lr[e] - new_m);
-      sum += lr[e];
-    }
+    const float sum = internal::ExpShiftedAndSum(lr, n, new_m);
     s = s * c + sum;
     m = new_m;
     internal::Scale(c, p.state.o + sr * hd, hd);
@@ -246,7 +369,15 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
   std::vector<float>& values = scratch.values;
   values.resize(static_cast<size_t>(n) * hd + static_cast<size_t>(vgroups) * 2);
   float* vp = values.data() + static_cast<size_t>(n) * hd;  // one entry's (scale, zero) pairs
-  for (int e = 0; e < n; ++e) {
+  const bool avx512 = isa != CpuIsa::kAvx2;
+  bool decoded = false;
+  if (avx512) {
+    internal::DecodeValuesAvx512(b, values.data());
+    decoded = true;
+  } else if (vgroups > 0) {
+    decoded = DecodeQuantizedValuesAvx2(b, vp, values.data());
+  }
+  for (int e = 0; e < n && !decoded; ++e) {
     float* v = values.data() + static_cast<size_t>(e) * hd;
     UnpackRow(b.codec, b.value_data + e * row_bytes, hd, v);
     if (vgroups > 0) {
@@ -265,9 +396,26 @@ void SpanQueries(const SpanAttentionParams& p, int j0, int j1) {
       for (int e = 0; e < n; ++e) w[e] *= b.value_scales[e];
     }
     float* o = p.state.o + (int64_t{j0} * p.group + r) * hd;
+    if (avx512) {
+      internal::AccumulateValuesAvx512(w, values.data(), n, hd, o);
+      continue;
+    }
     int c = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-    // 32 channels at a time: four independent FMA chains share each broadcast weight.
+    // 64 channels at a time: eight independent FMA chains (enough to cover the FMA latency
+    // at two FMAs per cycle) share each broadcast weight.
+    for (; c + 64 <= hd; c += 64) {
+      __m256 acc[8];
+      for (int k = 0; k < 8; ++k) acc[k] = _mm256_loadu_ps(o + c + 8 * k);
+      const float* v = values.data() + c;
+      for (int e = 0; e < n; ++e, v += hd) {
+        const __m256 we = _mm256_set1_ps(w[e]);
+        #pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(we, _mm256_loadu_ps(v + 8 * k), acc[k]);
+      }
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(o + c + 8 * k, acc[k]);
+    }
+    // Then 32: four chains.
     for (; c + 32 <= hd; c += 32) {
       __m256 acc0 = _mm256_loadu_ps(o + c), acc1 = _mm256_loadu_ps(o + c + 8);
       __m256 acc2 = _mm256_loadu_ps(o + c + 16), acc3 = _mm256_loadu_ps(o + c + 24);
@@ -367,18 +515,20 @@ void FinishPartial(const PartialState& state, int num_q, int group, int head_dim
   }
 }
 
-void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool) {
+void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool) { SpanAttention(p, pool, SelectedCpuIsa().isa); }
+
+void SpanAttention(const SpanAttentionParams& p, ThreadPool* pool, CpuIsa isa) {
   if (p.block.num_entries == 0) return;
   const int64_t work = int64_t{p.num_q} * p.group * p.block.num_entries * p.block.head_dim;
   if (pool == nullptr || p.num_q < 2 || work < kMinParallelWork) {
-    SpanQueries(p, 0, p.num_q);
+    SpanQueries(p, isa, 0, p.num_q);
     return;
   }
   const int chunks = std::min(p.num_q, 4 * pool->num_threads());
-  pool->ParallelFor(chunks, [&p, chunks](int64_t c) {
+  pool->ParallelFor(chunks, [&p, isa, chunks](int64_t c) {
     const int j0 = static_cast<int>(c * p.num_q / chunks);
     const int j1 = static_cast<int>((c + 1) * p.num_q / chunks);
-    if (j0 < j1) SpanQueries(p, j0, j1);
+    if (j0 < j1) SpanQueries(p, isa, j0, j1);
   });
 }
 

@@ -10,6 +10,7 @@
 
 #include "common/float16.h"
 #include "kernels/span_attention.h"
+#include "kernels/weight_matrix.h"
 
 namespace kvspan::kernels {
 namespace {
@@ -57,6 +58,32 @@ float Dequantize(const SpanBlockView& b, bool is_key, int e, int d) {
   return zero + product;
 }
 
+// SpanKeyDot::kInt8Query's key dot products of one row: dot[e] = the row's logit of entry e
+// before key_scale and log_count, with the pre-scaled query of each key group quantized as
+// the header specifies (qs in fp32 exactly as stated there; all sums in double).
+void Int8QueryDots(const SpanBlockView& b, const float* q, float scale, std::vector<double>* dots) {
+  const int hd = b.head_dim;
+  const int bits = Bits(b.codec);
+  const double center = 1 << (bits - 1);
+  std::vector<float> qs(hd);
+  std::vector<int8_t> qhat(hd);
+  for (int g0 = 0; g0 < b.num_entries; g0 += b.group_size) {
+    const uint16_t* params = b.key_params + int64_t{g0 / b.group_size} * hd * 2;  // [D, 2] (scale, zero)
+    double zero_dot = 0.0, qs_sum = 0.0;
+    for (int d = 0; d < hd; ++d) {
+      qs[d] = q[d] * (scale * HalfToFloat(params[2 * d]));
+      zero_dot += double{q[d]} * scale * HalfToFloat(params[2 * d + 1]);
+      qs_sum += qs[d];
+    }
+    const double s_q = QuantizeRowInt8(qs.data(), hd, qhat.data());
+    for (int e = g0; e < std::min(b.num_entries, g0 + b.group_size); ++e) {
+      double codes_dot = 0.0;
+      for (int d = 0; d < hd; ++d) codes_dot += qhat[d] * (Code(b.key_data, b.codec, hd, e, d) - center);
+      (*dots)[e] = zero_dot + center * qs_sum + s_q * codes_dot;
+    }
+  }
+}
+
 // Merges one row's double-precision partial (m2, s2, o2) into a float state row.
 void MergeRow(double m2, double s2, const std::vector<double>& o2, float* m, float* s, float* o,
               int head_dim) {
@@ -77,11 +104,13 @@ void SpanAttentionRef(const SpanAttentionParams& p) {
   const int hd = b.head_dim;
   const int n = b.num_entries;
   if (n == 0) return;
-  std::vector<double> logits(n);
+  std::vector<double> logits(n), int8_query_dots(n);
   std::vector<double> o(hd);
+  const bool int8_query = p.key_dot == SpanKeyDot::kInt8Query && Bits(b.codec) < 16;
   for (int j = 0; j < p.num_q; ++j) {
     for (int h = 0; h < p.group; ++h) {
       const float* q = p.q + j * p.q_row_stride + int64_t{h} * hd;
+      if (int8_query) Int8QueryDots(b, q, p.scale, &int8_query_dots);
       // Entries outside the sliding window take no part (logit -inf, weight 0).
       auto visible = [&](int e) {
         return p.window <= 0 || int64_t{b.positions[e]} > int64_t{p.first_query_position} + j - p.window;
@@ -92,10 +121,15 @@ void SpanAttentionRef(const SpanAttentionParams& p) {
           logits[e] = -std::numeric_limits<double>::infinity();
           continue;
         }
-        double dot = 0.0;
-        for (int d = 0; d < hd; ++d) dot += double{q[d]} * Dequantize(b, true, e, d);
+        double dot = 0.0;  // scale * <q, k_hat_e>
+        if (int8_query) {
+          dot = int8_query_dots[e];
+        } else {
+          for (int d = 0; d < hd; ++d) dot += double{q[d]} * Dequantize(b, true, e, d);
+          dot *= p.scale;
+        }
         const double key_scale = b.key_scales == nullptr ? 1.0 : b.key_scales[e];
-        logits[e] = p.scale * key_scale * dot + (b.log_counts == nullptr ? 0.0 : b.log_counts[e]);
+        logits[e] = key_scale * dot + (b.log_counts == nullptr ? 0.0 : b.log_counts[e]);
         mx = std::max(mx, logits[e]);
       }
       double sum = 0.0;

@@ -84,19 +84,30 @@ void DequantizeRow(const WeightMatrix& w, int row, float* out) {
 
 float QuantizeRowInt8(const float* x, int k, int8_t* q) {
   float max_abs = 0.0f;
-  for (int c = 0; c < k; ++c) max_abs = std::max(max_abs, std::abs(x[c]));
-  const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
   int c = 0;
 #if defined(__AVX2__)
-  // The same arithmetic as the scalar loop: an fp32 product, rounded half to even.
+  // The maximum is exact in any order (x finite).
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 vmax = _mm256_setzero_ps();
+  for (; c + 8 <= k; c += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + c), abs_mask));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  for (float lane : lanes) max_abs = std::max(max_abs, lane);
+#endif
+  for (; c < k; ++c) max_abs = std::max(max_abs, std::abs(x[c]));
+  const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
+  c = 0;
+#if defined(__AVX2__)
+  // The same arithmetic as the scalar loop: an fp32 product, rounded half to even; the
+  // clamped codes fit int16 and int8, so the saturating packs keep them unchanged.
   const __m256 vinv = _mm256_set1_ps(inv);
   for (; c + 8 <= k; c += 8) {
     const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + c), vinv),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256 clamped = _mm256_max_ps(_mm256_min_ps(r, _mm256_set1_ps(127.0f)), _mm256_set1_ps(-127.0f));
-    alignas(32) int32_t codes[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(codes), _mm256_cvtps_epi32(clamped));
-    for (int l = 0; l < 8; ++l) q[c + l] = static_cast<int8_t>(codes[l]);
+    const __m256i codes = _mm256_cvtps_epi32(clamped);
+    const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(codes), _mm256_extracti128_si256(codes, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + c), _mm_packs_epi16(words, words));
   }
 #endif
   // nearbyint rounds half to even in the default mode; the clamp only guards the rounding
