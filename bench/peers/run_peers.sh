@@ -62,27 +62,10 @@ done
 readonly pairs=("f32:f32" "bf16:bf16" "int8:q8_0" "int4:q4_0")
 
 # 1. GGUF files (not timed): f32 and bf16 by the converter, q8_0 / q4_0 by llama-quantize
-#    from the f32 one (default llama-quantize recipe: what llama.cpp's users run).
-gguf_of() { echo "$dir/gguf/$(basename "$1")-$2.gguf"; }
-mkdir -p "$dir/gguf"
+#    from the f32 one (default llama-quantize recipe: what llama.cpp's users run). lib.sh.
+source bench/peers/lib.sh
 for m in "${models[@]}"; do
-  for type in f32 bf16; do
-    g=$(gguf_of "$m" "$type")
-    if [[ ! -f "$g" || "$m/model.safetensors" -nt "$g" || bench/peers/kvspan_to_gguf.py -nt "$g" ]]; then
-      nice "$py" bench/peers/kvspan_to_gguf.py --model "$m" --outtype "$type" --out "$g.partial" \
-        --gguf-py "$dir/llama.cpp/gguf-py" || die "converting $m to $type failed"
-      mv "$g.partial" "$g"
-    fi
-  done
-  for type in q8_0 q4_0; do
-    g=$(gguf_of "$m" "$type")
-    src=$(gguf_of "$m" f32)
-    if [[ ! -f "$g" || "$src" -nt "$g" ]]; then
-      nice "$bin/llama-quantize" "$src" "$g.partial" "${type^^}" "$threads" > "$g.log" 2>&1 \
-        || die "llama-quantize $type failed; see $g.log"
-      mv "$g.partial" "$g"
-    fi
-  done
+  for pair in "${pairs[@]}"; do peers_gguf "$m" "${pair##*:}" > /dev/null; done
 done
 
 # 2. The rounds. Raw lines (one per measurement, with the 1-minute load) go to $raw:
@@ -119,7 +102,7 @@ for round in $(seq "$rounds"); do
         [[ "$round" == 1 ]] && echo "skip $name $kv ${reason:-model_bench failed}" | tee -a "$raw" >&2
       fi
       # llama.cpp: prefill into an empty context, then decode after `depth` tokens.
-      g=$(gguf_of "$m" "$ll")
+      g=$(peers_gguf "$m" "$ll")
       rss_file=$(mktemp)
       pp=$(llama_bench_tps "$g" -p "$prefill" -n 0 -d 0)
       tg=$(llama_bench_tps "$g" -p 0 -n "$decode" -d "$depth")
