@@ -42,7 +42,7 @@ struct Options {
   std::string logits_out;
   int n_predict = 0;
   int threads = 2;
-  model::WeightsMode weights = model::WeightsMode::kF32;
+  model::WeightsChoice weights{model::WeightsMode::kF32};
 };
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> TextWindows(const Options& o) {

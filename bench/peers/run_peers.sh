@@ -9,19 +9,23 @@
 # docs/performance.md (section peers).
 #
 #   bench/peers/run_peers.sh [--dir DIR] [--rounds 1] [--reps 6] [--batches 8,32]
-#                            [--threads 2] [--out FILE.md | --out ""] MODEL_DIR...
+#                            [--formats f32,bf16,int8,int4] [--threads 2]
+#                            [--out FILE.md | --out ""] [--section peers] MODEL_DIR...
 #
 #   --dir      where build_llama_cpp.sh built llama.cpp (default $KVSPAN_PEERS_DIR, else
 #              /tmp/kvspan-peers); the GGUF files go to DIR/gguf (converted once, then reused)
 #   --rounds   interleaved rounds (each runs every model and format once on both engines)
 #   --reps     llama-bench repetitions per test (-r; its mean is one round's value)
-#   --batches  kvspan's extra decode batch sizes (model_bench --batches 1,BATCHES)
+#   --batches  kvspan's extra decode batch sizes (model_bench --batches 1,BATCHES; "" = none)
+#   --formats  kvspan formats to run, each beside its llama.cpp peer (f32, bf16, int8 / q8_0,
+#              int4 / q4_0), in table order
+#   --section  the docs/ section the table replaces (a shorter run can keep the full one)
 #
 # REQUIRES: bench/peers/build_llama_cpp.sh has run; build/bench/{model_bench,write_doc_section}
 # are built. One process at a time: the 1B shape needs up to 5 GB (f32) of the 24 GiB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "run_peers.sh: $*" >&2; exit 1; }
 
 dir="${KVSPAN_PEERS_DIR:-/tmp/kvspan-peers}"
@@ -30,6 +34,8 @@ reps=6
 batches=8,32
 threads=2
 out=docs/performance.md
+section_name=peers
+formats=f32,bf16,int8,int4
 readonly prefill=512 decode=64 depth=128
 args_given=("$@")
 while [[ $# -gt 0 ]]; do
@@ -37,9 +43,11 @@ while [[ $# -gt 0 ]]; do
     --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
     --rounds) rounds="${2:?--rounds needs a value}"; shift 2 ;;
     --reps) reps="${2:?--reps needs a value}"; shift 2 ;;
-    --batches) batches="${2:?--batches needs a value}"; shift 2 ;;
+    --batches) batches="${2?--batches needs a value}"; shift 2 ;;
     --threads) threads="${2:?--threads needs a value}"; shift 2 ;;
     --out) out="${2?--out needs a value}"; shift 2 ;;
+    --section) section_name="${2:?--section needs a value}"; shift 2 ;;
+    --formats) formats="${2:?--formats needs a value}"; shift 2 ;;
     -h|--help) usage 0 ;;
     -*) echo "unknown flag: $1" >&2; usage 2 ;;
     *) break ;;
@@ -59,7 +67,12 @@ for m in "${models[@]}"; do
   [[ -f "$m/config.json" && -f "$m/model.safetensors" ]] || die "$m: no config.json / model.safetensors"
 done
 # kvspan --weights and llama.cpp's type for the same format, in table order.
-readonly pairs=("f32:f32" "bf16:bf16" "int8:q8_0" "int4:q4_0")
+declare -A peer_of=([f32]=f32 [bf16]=bf16 [int8]=q8_0 [int4]=q4_0)
+pairs=()
+for f in ${formats//,/ }; do
+  [[ -n "${peer_of[$f]:-}" ]] || die "--formats: '$f' is not one of f32, bf16, int8, int4"
+  pairs+=("$f:${peer_of[$f]}")
+done
 
 # 1. GGUF files (not timed): f32 and bf16 by the converter, q8_0 / q4_0 by llama-quantize
 #    from the f32 one (default llama-quantize recipe: what llama.cpp's users run). lib.sh.
@@ -71,7 +84,6 @@ done
 # 2. The rounds. Raw lines (one per measurement, with the 1-minute load) go to $raw:
 #    kvspan ROUND MODEL FORMAT BATCH WEIGHT_GB RSS_GB PREFILL_TPS DECODE_TPS DECODE_GBS LOAD
 #    llama  ROUND MODEL FORMAT WEIGHT_GB MAXRSS_GB PP_TPS TG_TPS LOAD
-#    skip   MODEL FORMAT REASON...
 raw="$dir/peers-raw.txt"
 : > "$raw"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -90,16 +102,14 @@ for round in $(seq "$rounds"); do
       kv="${pair%%:*}" ll="${pair##*:}"
       # kvspan: stdout is model_bench's Markdown table; its rows carry every number we need.
       if table=$("$model_bench" --model "$m" --threads "$threads" --weights "$kv" --prefill-tokens "$prefill" \
-                   --decode-tokens "$decode" --batches "1,$batches" --stream-mib 64 --out "" 2>"$dir/model_bench.log"); then
+                   --decode-tokens "$decode" --batches "1${batches:+,$batches}" --stream-mib 64 --out "" 2>"$dir/model_bench.log"); then
         # | model | weights | GB/step | RSS | prefill tokens | prefill tok/s | batch | decode tok/s | GB/s | ... |
         awk -F'|' -v r="$round" -v n="$name" -v f="$kv" -v load="$(cut -d' ' -f1 /proc/loadavg)" \
           '$8 ~ /^ *[0-9]+ *$/ { gsub(/ /, ""); print "kvspan", r, n, f, $8, $4, $5, $7, $9, $10, load }' \
           <<< "$table" | tee -a "$raw" >&2
       else
         reason=$(grep -v "^model_bench: CPU" "$dir/model_bench.log" | head -1)
-        [[ "$kv" == int4 ]] || die "model_bench --weights $kv on $m failed: $reason"
-        # int4 is being added to model_bench: until then its rows are skipped, and say why.
-        [[ "$round" == 1 ]] && echo "skip $name $kv ${reason:-model_bench failed}" | tee -a "$raw" >&2
+        die "model_bench --weights $kv on $m failed: $reason"
       fi
       # llama.cpp: prefill into an empty context, then decode after `depth` tokens.
       g=$(peers_gguf "$m" "$ll")
@@ -129,7 +139,6 @@ section=$(
                      else { kb[k, $5] += $9; kbn[k, $5]++ } }
     $1 == "llama"  { k = $3 " " $4; lw[k] = $5; lr[k] = ($6 > lr[k] ? $6 : lr[k]); lp[k] += $7; ld[k] += $8; ln[k]++
                      if (!(k in seen)) { seen[k] = 1; order[++count] = k } }
-    $1 == "skip"   { skip[$2 " " $3] = 1 }
     END {
       nb = split(batches, b, ",");
       map["f32"] = "f32"; map["bf16"] = "bf16"; map["q8_0"] = "int8"; map["q4_0"] = "int4";
@@ -142,8 +151,6 @@ section=$(
           printf "| %s | %s | kvspan | %.3f | %.3f | %.1f | %.2f | %.2f | %.2f | %.2f | %s |\n", m, fmt, kw[kk], kr[kk],
                  kp[kk] / kn[kk], kp[kk] / kn[kk] / lp_mean, kd[kk] / kn[kk], kd[kk] / kn[kk] / ld_mean,
                  kg[kk] / kn[kk], bs;
-        } else if (kk in skip) {
-          printf "| %s | %s | kvspan | skipped (below) | | | | | | | |\n", m, fmt;
         }
         printf "| %s | %s | llama.cpp | %.3f | %.3f | %.1f | | %.2f | | %.2f | - |\n", m, fmt, lw[lk], lr[lk], lp_mean, ld_mean,
                ld_mean * lw[lk];
@@ -151,12 +158,8 @@ section=$(
     }' "$raw"
   echo
   echo "Prefill: one $prefill-token prompt into an empty context (model_bench: the second of two runs; llama-bench: pp$prefill at depth 0). Decode: $decode steps at batch 1 after a $depth-token context (llama-bench: tg$decode -d $depth). \"× llama.cpp\": kvspan's tok/s over llama.cpp's at the same format in the same run. Weights read per step: every matrix (the lm_head, or a tied embedding, included), not an untied embedding; weights GB/s = that × decode tok/s (model_bench adds the fp32 KV cache). RSS: kvspan's resident set right after loading; llama.cpp's maximum RSS of its llama-bench processes (/usr/bin/time; weights memory-mapped, plus KV and compute buffers). llama.cpp's KV cache is llama-bench's default (f16), kvspan's fp32. q8_0 and q4_0 come from \`llama-quantize\` with its default recipe (q4_0 keeps a few tensors, such as the output matrix, at higher precision). Raw per-round lines: \`$raw\`."
-  if grep -q '^skip' "$raw"; then
-    echo
-    grep '^skip' "$raw" | sed 's/^skip \([^ ]*\) \([^ ]*\) \(.*\)/- kvspan `--weights \2` on \1 skipped: model_bench said "\3"./'
-  fi
 )
 echo "$section"
 if [[ -n "$out" ]]; then
-  echo "$section" | build/bench/write_doc_section "$out" peers
+  echo "$section" | build/bench/write_doc_section "$out" "$section_name"
 fi
