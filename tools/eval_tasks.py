@@ -53,8 +53,9 @@ def encode_row(tok, r):
 
 
 @torch.no_grad()
-def exact_match(model, tok, rows, device, amp=False, batch=8, max_len=None):
-    """Teacher-forced exact match of every answer token; returns a list of bools (one per row)."""
+def exact_match(model, tok, rows, device, amp=False, batch=8, max_len=None, first_tokens=None):
+    """Teacher-forced exact match of every answer token (of the first `first_tokens` answer
+    tokens when given: e.g. 1 = is the look-up itself right); returns a list of bools (one per row)."""
     was_training = model.training
     model.eval()
     enc = [encode_row(tok, r) for r in rows]
@@ -75,7 +76,7 @@ def exact_match(model, tok, rows, device, amp=False, batch=8, max_len=None):
         for j, i in enumerate(idx):
             p, a = enc[i]
             got = pred[j, len(p) - 1: len(p) - 1 + len(a)].tolist()
-            out[i] = got == a
+            out[i] = got[:first_tokens] == a[:first_tokens] if first_tokens else got == a
     if was_training:
         model.train()
     return out
