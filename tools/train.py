@@ -14,14 +14,17 @@ first (1 - long_frac) of training, then max_position_embeddings (1024) for the r
 tokens per step. Checkpoints go to --ckpt-dir (default tools/.ckpt/, not for committing);
 resume with --resume tools/.ckpt/last.pt (continues the same schedule and data stream).
 
-Retrieval model on one CPU thread (issue 12; models/kvspan-retrieval, ~85 minutes + ~5 of
-evaluation and export; resumable: after an interruption add --resume tools/.ckpt-retrieval/last.pt;
+Retrieval model on one CPU thread (issue 12; models/kvspan-retrieval, 40 CPU-minutes of training
++ ~5 of evaluation and export; resumable: after an interruption add --resume tools/.ckpt-retrieval/last.pt;
 copy models/kvspan-brown/tokenizer*.json into --out first so that the tokenizer is reused):
   nice -n 10 /usr/bin/python3 tools/train.py --preset retrieval-cpu --out models/kvspan-retrieval \
       --ckpt-dir tools/.ckpt-retrieval
 The same code on a CUDA GPU: add --device cuda (bf16 autocast; --attn-block is then unused).
---curriculum sets a length curriculum (64 -> 1024 tokens for retrieval-cpu: no length
-generalisation was seen, so the last 55% is at the full context); --task-probs, --kv-format
+--gated-curriculum sets stages (length, copy vocabulary, task mix) entered when a periodic eval
+passes --gate (retrieval-cpu: copy accuracy 0.9) or after a cap; --init-prev-token-head starts
+layer 0 with a previous-token head (without it no induction head formed in the pilots);
+--clock cpu counts CPU time, not wall time (a shared machine); --curriculum is the older
+length curriculum by fractions of the budget; --task-probs, --kv-format
 (`key river 7734`), --kv-max-queries and --loss-weighting doc (each document weighs the same,
 so a task document's few answer tokens are not drowned by a text window's 1024) are the task
 knobs; --stop-after-minutes makes a pilot of the same schedule that --resume continues; --post-only
@@ -108,13 +111,15 @@ def autocast(enabled):
 #   sequence: a length curriculum), then 75% at 2048; task_mix 0.5 with loss on every token.
 PRESETS = {
     # retrieval-cpu: issue 12, one CPU thread (python3-torch 1.13), see the module docstring.
+    # 40 CPU-minutes of training (--clock cpu); the stages and why: models/kvspan-retrieval/README.md.
     "retrieval-cpu": dict(
-        device="cpu", threads=1, minutes=85.0, hidden=128, layers=2, heads=4, kv_heads=2,
+        device="cpu", threads=1, minutes=40.0, clock="cpu", hidden=128, layers=2, heads=4, kv_heads=2,
         intermediate=384, max_pos=1024, batch_tokens=2048, lr=3e-3, warmup_steps=40,
-        curriculum="64:0.08,128:0.08,256:0.12,512:0.17,1024:0.55", task_mix=0.8,
+        gated_curriculum="64/v64/m0.9/p0.15+0.05+0+0.8:8,64/m0.85/p0.2+0.1+0.05+0.65:6,128:5,256:5,512:5,1024:0",
+        gate="copy:0.9", init_prev_token_head=True, task_mix=0.8,
         task_probs="0.25,0.15,0.1,0.5", kv_format="words-bare", task_loss="answer", loss_weighting="doc",
         kv_max_queries=16, attn_block=128,
-        task_eval_n=21, eval_every=240.0, ckpt_every=180.0, heldout_n=70),
+        task_eval_n=21, eval_every=60.0, ckpt_every=180.0, heldout_n=70),
     "retrieval-h100": dict(
         device="cuda", minutes=25.0, hidden=384, layers=8, heads=6, kv_heads=2, intermediate=768,
         max_pos=2048, batch_tokens=131072, short_seq=512, long_frac=0.75, lr=2e-3,
