@@ -36,10 +36,11 @@ def main():
     ax1.set_ylabel("nats/token")
     ax1.legend()
     ax1.grid(alpha=0.3)
-    for t, style in (("kv", "o-"), ("needle", "s-"), ("multiquery", "^-")):
+    labels = {"kv1": "kv first answer token", "copy": "copy documents (token accuracy)"}
+    for t, style in (("kv", "o-"), ("needle", "s-"), ("multiquery", "^-"), ("kv1", "o:"), ("copy", "x--")):
         pts = [(m, h[t]) for m, h in zip(mins, hist) if t in h and (t != "multiquery" or h.get("task_len", 0) >= 256)]
         if pts:
-            ax2.plot([m for m, _ in pts], [v for _, v in pts], style, label=f"{t} exact")
+            ax2.plot([m for m, _ in pts], [v for _, v in pts], style, label=labels.get(t, f"{t} exact"))
     last = None
     for m, h in zip(mins, hist):
         if h.get("task_len") != last and h.get("task_len"):
@@ -47,7 +48,7 @@ def main():
             ax2.text(m, 1.02, str(h["task_len"]), fontsize=8, color="grey")
             last = h["task_len"]
     ax2.set_ylim(-0.02, 1.08)
-    ax2.set_xlabel("training minutes (one CPU thread)")
+    ax2.set_xlabel("training minutes (one CPU thread; CPU time with --clock cpu)")
     ax2.set_ylabel("exact match at the current training length (grey)")
     ax2.legend(loc="center left")
     ax2.grid(alpha=0.3)

@@ -221,17 +221,24 @@ class TaskGen:
         return ctx, ids, qa
 
     # ---- training sequences ---------------------------------------------------------------
-    def copy_pool(self):
-        """Token ids a copy document draws from: the single-token key words (as ` word`) and
-        the digit tokens `0`-`9` and ` 0`-` 9`."""
-        if getattr(self, "_copy_pool", None) is None:
+    def copy_pool(self, vocab=None):
+        """Token ids a copy document draws from. vocab None: the single-token key words (as
+        ` word`) and the digit tokens `0`-`9` and ` 0`-` 9` (each digit 8 times). vocab N: a
+        small task vocabulary, the first N key words of a fixed permutation (seed 0) and the 20
+        digit tokens once each (early induction stages: fewer distinct tokens to copy)."""
+        pools = self.__dict__.setdefault("_copy_pools", {})
+        if vocab not in pools:
             words = self.key_words or []
-            pool = [self.piece(f" {w}")[0] for w in words]
-            pool += [self.piece(str(d))[0] for d in range(10)] * 8 + [self.piece(f" {d}")[0] for d in range(10)] * 8
-            self._copy_pool = np.array(pool, dtype=np.int64)
-        return self._copy_pool
+            digits = [self.piece(str(d))[0] for d in range(10)] + [self.piece(f" {d}")[0] for d in range(10)]
+            if vocab is None:
+                pool = [self.piece(f" {w}")[0] for w in words] + digits * 8
+            else:
+                perm = np.random.default_rng(0).permutation(len(words))[:vocab]
+                pool = [self.piece(f" {words[i]}")[0] for i in perm] + digits
+            pools[vocab] = np.array(pool, dtype=np.int64)
+        return pools[vocab]
 
-    def copy_sequence(self, rng, length):
+    def copy_sequence(self, rng, length, vocab=None):
         """A training-only document that teaches induction (copying what followed the earlier
         occurrence of the current token), densely: blocks of `copy:` + n random tokens (key
         words and digits) + `\nagain:` + the same tokens from a random start s, until the
@@ -243,9 +250,9 @@ class TaskGen:
         answer tokens a document, too few to form induction heads in the pilots. Blocks are at
         most COPY_MAX_TOKENS long: with blocks up to a third of a 1024-token document the copy
         accuracy stayed at 0 for 12 minutes (measured); many short blocks give many more
-        look-ups a document at distances the heads find first."""
+        look-ups a document at distances the heads find first. vocab: see copy_pool."""
         head, mid = self.piece("copy:"), self.piece("\nagain:")
-        pool = self.copy_pool()
+        pool = self.copy_pool(vocab)
         ids, is_ans = [self.tok.bos_id], [False]
         room = length - 2 - len(ids)
         while True:
@@ -261,17 +268,18 @@ class TaskGen:
             room -= len(head) + n + len(mid) + len(rep) + len(self._nl)
         return ids, is_ans
 
-    def training_sequence(self, rng, length, answer_only=False, probs=(0.45, 0.35, 0.2), kv_max_queries=8):
+    def training_sequence(self, rng, length, answer_only=False, probs=(0.45, 0.35, 0.2), kv_max_queries=8,
+                          copy_vocab=None):
         """One task document as exactly `length` token ids (bos + context + questions/answers
         + eos, right-padded with pad) and a loss mask over the `length - 1` next-token targets:
         padding is always masked out; with answer_only, everything except answer tokens (and
         the eos) is masked out too. `probs`: shares of kv, needle and multi_needle documents,
         and optionally a 4th share of copy documents (copy_sequence); a kv document asks
-        1..kv_max_queries questions (at most one per 48 tokens)."""
+        1..kv_max_queries questions (at most one per 48 tokens); copy_vocab: copy_pool's vocab."""
         kinds = ["kv", "needle", "multi_needle", "copy"][:len(probs)]
         kind = rng.choice(kinds, p=list(probs))
         if kind == "copy":
-            ids, is_ans = self.copy_sequence(rng, length)
+            ids, is_ans = self.copy_sequence(rng, length, copy_vocab)
         elif kind == "kv":
             nq = min(int(rng.integers(1, kv_max_queries + 1)), max(1, length // (64 if kv_max_queries <= 8 else 48)))
             _, ctx_ids, qa = self.kv_instances(rng, length, nq, text=False)

@@ -14,14 +14,17 @@ first (1 - long_frac) of training, then max_position_embeddings (1024) for the r
 tokens per step. Checkpoints go to --ckpt-dir (default tools/.ckpt/, not for committing);
 resume with --resume tools/.ckpt/last.pt (continues the same schedule and data stream).
 
-Retrieval model on one CPU thread (issue 12; models/kvspan-retrieval, ~85 minutes + ~5 of
-evaluation and export; resumable: after an interruption add --resume tools/.ckpt-retrieval/last.pt;
+Retrieval model on one CPU thread (issue 12; models/kvspan-retrieval, 40 CPU-minutes of training
++ ~5 of evaluation and export; resumable: after an interruption add --resume tools/.ckpt-retrieval/last.pt;
 copy models/kvspan-brown/tokenizer*.json into --out first so that the tokenizer is reused):
   nice -n 10 /usr/bin/python3 tools/train.py --preset retrieval-cpu --out models/kvspan-retrieval \
       --ckpt-dir tools/.ckpt-retrieval
 The same code on a CUDA GPU: add --device cuda (bf16 autocast; --attn-block is then unused).
---curriculum sets a length curriculum (64 -> 1024 tokens for retrieval-cpu: no length
-generalisation was seen, so the last 55% is at the full context); --task-probs, --kv-format
+--gated-curriculum sets stages (length, copy vocabulary, task mix) entered when a periodic eval
+passes --gate (retrieval-cpu: copy accuracy 0.9) or after a cap; --init-prev-token-head starts
+layer 0 with a previous-token head (without it no induction head formed in the pilots);
+--clock cpu counts CPU time, not wall time (a shared machine); --curriculum is the older
+length curriculum by fractions of the budget; --task-probs, --kv-format
 (`key river 7734`), --kv-max-queries and --loss-weighting doc (each document weighs the same,
 so a task document's few answer tokens are not drowned by a text window's 1024) are the task
 knobs; --stop-after-minutes makes a pilot of the same schedule that --resume continues; --post-only
@@ -108,13 +111,15 @@ def autocast(enabled):
 #   sequence: a length curriculum), then 75% at 2048; task_mix 0.5 with loss on every token.
 PRESETS = {
     # retrieval-cpu: issue 12, one CPU thread (python3-torch 1.13), see the module docstring.
+    # 40 CPU-minutes of training (--clock cpu); the stages and why: models/kvspan-retrieval/README.md.
     "retrieval-cpu": dict(
-        device="cpu", threads=1, minutes=85.0, hidden=128, layers=2, heads=4, kv_heads=2,
+        device="cpu", threads=1, minutes=40.0, clock="cpu", hidden=128, layers=2, heads=4, kv_heads=2,
         intermediate=384, max_pos=1024, batch_tokens=2048, lr=3e-3, warmup_steps=40,
-        curriculum="64:0.08,128:0.08,256:0.12,512:0.17,1024:0.55", task_mix=0.8,
+        gated_curriculum="64/v64/m0.9/p0.15+0.05+0+0.8:8,64/m0.85/p0.2+0.1+0.05+0.65:6,128:5,256:5,512:5,1024:0",
+        gate="copy:0.9", init_prev_token_head=True, task_mix=0.8,
         task_probs="0.25,0.15,0.1,0.5", kv_format="words-bare", task_loss="answer", loss_weighting="doc",
         kv_max_queries=16, attn_block=128,
-        task_eval_n=21, eval_every=240.0, ckpt_every=180.0, heldout_n=70),
+        task_eval_n=21, eval_every=60.0, ckpt_every=180.0, heldout_n=70),
     "retrieval-h100": dict(
         device="cuda", minutes=25.0, hidden=384, layers=8, heads=6, kv_heads=2, intermediate=768,
         max_pos=2048, batch_tokens=131072, short_seq=512, long_frac=0.75, lr=2e-3,
@@ -172,6 +177,29 @@ def parse_args(argv=None):
     ap.add_argument("--curriculum", default=None,
                     help="length curriculum 'LEN:FRAC,...' (FRACs of the budget, in order; the last LEN "
                          "must equal --context); replaces --short-seq/--long-frac")
+    ap.add_argument("--gated-curriculum", default=None, metavar="STAGES",
+                    help="stages entered on measured accuracy instead of a fraction of the budget: "
+                         "'LEN[/vN][/mMIX][/pKV+NEEDLE+MULTI+COPY]:CAP,...' (CAP: most training minutes in "
+                         "the stage; the next stage is entered earlier when a periodic eval passes --gate; "
+                         "vN: copy documents from a task vocabulary of N key words + the digits; mMIX/p...: "
+                         "that stage's --task-mix/--task-probs). The last LEN must equal --context and its "
+                         "CAP is ignored. The stage and its start are in the checkpoint, so --resume keeps them")
+    ap.add_argument("--gate", default="copy:0.9",
+                    help="with --gated-curriculum: 'METRIC:MIN,...', every one must hold at a periodic eval to "
+                         "enter the next stage (metrics: copy = token accuracy on held-out copy documents of "
+                         "the stage, kv, kv1 = kv's first answer token, needle, multiquery)")
+    ap.add_argument("--copy-eval-n", type=int, default=16, help="held-out copy documents per periodic eval")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="what --minutes, the schedule and the stage caps count: wall time of the training "
+                         "steps, or this process's CPU time in them (independent of other load on a shared "
+                         "machine; with one thread, one CPU-second is one core-second)")
+    ap.add_argument("--stop-after-cpu-minutes", type=float, default=None,
+                    help="checkpoint and exit once the run (all its processes, evals included) has used this "
+                         "many CPU-minutes (a budget; continue with --resume)")
+    ap.add_argument("--init-prev-token-head", action="store_true",
+                    help="initialise layer 0's first query head as a previous-token head (init_prev_token_head): "
+                         "the first half of an induction circuit, which RoPE without a content-free direction "
+                         "in the residual stream makes slow to find; same architecture, only the start differs")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--warmup-steps", type=int, default=40)
@@ -200,16 +228,44 @@ def parse_args(argv=None):
     if a.minutes is None and a.steps is None:
         ap.error("give --minutes and/or --steps")
     a.stages = None
-    if a.curriculum:
+    if a.curriculum and not a.gated_curriculum:  # --gated-curriculum replaces --curriculum
         a.stages = [(int(x.split(":")[0]), float(x.split(":")[1])) for x in a.curriculum.split(",")]
         if a.stages[-1][0] != a.max_pos:
             ap.error("the last --curriculum length must equal --context")
     a.task_probs_t = tuple(float(x) for x in a.task_probs.split(","))
+    a.gated = parse_gated(a.gated_curriculum, a) if a.gated_curriculum else None
+    if a.gated and a.gated[-1]["len"] != a.max_pos:
+        ap.error("the last --gated-curriculum length must equal --context")
+    a.gate_t = [(x.split(":")[0], float(x.split(":")[1])) for x in a.gate.split(",") if x]
     return a
 
 
-def seq_len_at(a, p):
-    """Training sequence length at progress p in [0, 1]."""
+def parse_gated(spec, a):
+    """'LEN[/vN][/mMIX][/pA+B+C+D]:CAP,...' -> [{len, vocab, mix, probs, cap_s}]."""
+    stages = []
+    for item in spec.split(","):
+        body, cap = item.split(":")
+        fields = body.split("/")
+        st = {"len": int(fields[0]), "vocab": None, "mix": a.task_mix, "probs": a.task_probs_t,
+              "cap_s": float(cap) * 60}
+        for f in fields[1:]:
+            if f[0] == "v":
+                st["vocab"] = int(f[1:])
+            elif f[0] == "m":
+                st["mix"] = float(f[1:])
+            elif f[0] == "p":
+                st["probs"] = tuple(float(x) for x in f[1:].split("+"))
+            else:
+                raise ValueError(f"--gated-curriculum field {f!r}")
+        stages.append(st)
+    return stages
+
+
+def seq_len_at(a, p, state=None):
+    """Training sequence length at progress p in [0, 1] (with --gated-curriculum: the length of
+    the stage state["stage"], which the training loop advances)."""
+    if a.gated:
+        return a.gated[state["stage"]]["len"]
     if a.stages is None:
         return a.short_seq if p < 1.0 - a.long_frac else a.max_pos
     cum = 0.0
@@ -298,6 +354,73 @@ def task_eval_rows(a, tok, L, gen=None):
     return heldout_rows(gen, a.heldout_seed + 1000, a.task_eval_n, L, multiquery=L >= 256)
 
 
+@torch.no_grad()
+def copy_accuracy(model, gen, T, vocab, n, seed, device, amp):
+    """Token accuracy (argmax) on the repetitions of n held-out copy documents of T tokens
+    (tools/tasks.py copy_sequence, validation-split generator, fixed seed): the share of
+    look-ups a content-based induction head gets right."""
+    rng = np.random.default_rng([seed, 3, T])
+    x = np.full((n, T + 1), gen.tok.pad_id, dtype=np.int64)
+    m = np.zeros((n, T), dtype=bool)
+    for i in range(n):
+        ids, is_ans = gen.copy_sequence(rng, T + 1, vocab)
+        x[i, :len(ids)] = ids
+        m[i, :len(ids) - 1] = is_ans[1:]
+    was_training = model.training
+    model.eval()
+    x = torch.from_numpy(x).to(device)
+    with autocast(amp):
+        pred = model(x[:, :-1]).float().argmax(-1)
+    if was_training:
+        model.train()
+    ok = (pred == x[:, 1:]).cpu().numpy()
+    return float(ok[m].mean())
+
+
+@torch.no_grad()
+def init_prev_token_head(model, cfg, seed, margin=8.0, n_freq=8, decay=0.7, shared=2.0):
+    """Initialisation (not an architectural change) that makes layer 0's query head 0 (on KV
+    head 0) attend to the previous token. Llama has no position embedding and no biases, so
+    attention by position alone needs a component of q and k that does not depend on the
+    token: every embedding gets a shared direction u (`shared` times as large as its random
+    part), and q_proj/k_proj of that head get the rank-1 terms q0 u^T / k0 u^T. q0 and k0 put
+    amplitude decay^j on the n_freq fastest RoPE frequency pairs j, k0 rotated by +theta_j, so
+    the score sum_j decay^j cos((m - n - 1) theta_j) peaks at key n = m - 1 (with 8 pairs and
+    0.7: 18% of the peak above any other key up to 1023 back; equal weights on all 16 pairs
+    give 4%, which the token-dependent part of x.u swamps); the scale puts `margin` logits
+    between the previous token and the next best key at the typical |x.u| after RMSNorm.
+    Returns the mean attention on the previous token, measured on random tokens."""
+    g = torch.Generator().manual_seed(seed)
+    d, hd = cfg.hidden_size, cfg.head_dim
+    u = torch.randn(d, generator=g)
+    u /= u.norm()
+    emb = model.model.embed_tokens.weight
+    emb += shared * emb.norm(dim=1).mean() * u
+    xu = float(((emb @ u).abs() / emb.pow(2).mean(1).sqrt()).mean())  # |x.u| after RMSNorm
+    half = hd // 2
+    theta = cfg.rope_theta ** (-torch.arange(0, hd, 2).float() / hd)
+    w = torch.zeros(half)
+    w[:n_freq] = decay ** torch.arange(n_freq).float()
+    q0, k0 = torch.cat([w.sqrt(), torch.zeros(half)]), torch.cat([w.sqrt() * torch.cos(theta), w.sqrt() * torch.sin(theta)])
+    dist = torch.arange(cfg.max_position_embeddings).float()
+    score = (w[:, None] * torch.cos((dist[None, :] - 1) * theta[:, None])).sum(0)  # per unit, by m - n
+    unit_margin = float(score[1] - torch.cat([score[:1], score[2:]]).max())
+    alpha = math.sqrt(margin * math.sqrt(hd) / (unit_margin * xu * xu))
+    attn = model.model.layers[0].self_attn
+    attn.q_proj.weight[:hd] += alpha * q0[:, None] * u[None, :]
+    attn.k_proj.weight[:hd] += alpha * k0[:, None] * u[None, :]
+    # measure: attention of (layer 0, head 0) on the previous token for random token ids
+    x = torch.randint(3, cfg.vocab_size, (2, 256), generator=g)
+    h = model.model.layers[0].input_layernorm(model.model.embed_tokens(x))
+    pos = torch.arange(256)
+    cos, sin = model_py.rope_cos_sin(pos, hd, cfg.rope_theta, "cpu")
+    q = model_py.apply_rope(attn.q_proj(h)[..., :hd][:, None], cos, sin)
+    k = model_py.apply_rope(attn.k_proj(h)[..., :hd][:, None], cos, sin)
+    att = (q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(pos[None, :] > pos[:, None], float("-inf"))
+    p = torch.softmax(att, -1)[:, 0]
+    return float(p.diagonal(offset=-1, dim1=1, dim2=2).mean())  # [b, m, m - 1]
+
+
 def save_ckpt(path, model, opt, state, cfg, a):
     tmp = path + ".tmp"
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
@@ -337,13 +460,18 @@ def main():
                       num_hidden_layers=a.layers, num_attention_heads=a.heads,
                       num_key_value_heads=a.kv_heads, max_position_embeddings=a.max_pos,
                       bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-    model = LlamaForCausalLM(cfg).to(device)
+    model = LlamaForCausalLM(cfg)
+    if a.init_prev_token_head and not a.resume:
+        log(f"init: layer 0 head 0 as a previous-token head, mean attention on the previous token "
+            f"{init_prev_token_head(model, cfg, a.seed):.3f} (random tokens)")
+    model = model.to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
-    state = {"step": 0, "elapsed": 0.0, "tokens": 0, "history": [], "rng": None}
+    state = {"step": 0, "elapsed": 0.0, "tokens": 0, "history": [], "rng": None, "stage": 0,
+             "stage_start": 0.0, "stages": [], "cpu_s": 0.0}
     rng = np.random.default_rng(a.seed)
     task_gen = task_rng = task_rows = None
     if a.task_mix > 0:
@@ -363,6 +491,8 @@ def main():
                 task_rows_by_len[T] = task_eval_rows(a, tok, T, valid_gen)
             return task_rows_by_len[T]
         task_rows = True
+        if a.gated:
+            log(f"gated curriculum: {a.gated_curriculum}; gate {a.gate}")
         log(f"tasks: task_mix {a.task_mix}, probs kv/needle/multi_needle {a.task_probs}, loss on task "
             f"sequences: {a.task_loss}, loss weighting {a.loss_weighting}; periodic task eval on "
             f"{len(task_rows_at(L))} held-out instances at the current training length")
@@ -375,7 +505,14 @@ def main():
         torch.set_rng_state(state["torch_rng"])
         if task_rng is not None:
             task_rng.bit_generator.state = state["task_rng"]
-        log(f"resumed from {a.resume} at step {state['step']}, {state['elapsed']:.0f}s trained")
+        log(f"resumed from {a.resume} at step {state['step']}, {state['elapsed']:.0f}s trained"
+            f"{', stage %d' % state['stage'] if a.gated else ''}")
+        for k, v in (("cpu_s", 0.0), ("stage", 0), ("stage_start", 0.0), ("stages", [])):
+            state.setdefault(k, v)
+    cpu_base = state["cpu_s"] - time.process_time()  # CPU seconds of the earlier processes of this run
+
+    def cpu_s():
+        return cpu_base + time.process_time()
     log(f"model: {num_params(model)} params, config {json.dumps(cfg.to_dict())}")
     budget = a.minutes * 60 if a.minutes is not None else None
 
@@ -398,22 +535,49 @@ def main():
         extra = ""
         if task_rows:
             from eval_tasks import exact_match
-            T = T or L
+            T = T or seq_len_at(a, progress(), state)
             rows = task_rows_at(T)
             ok = exact_match(model, tok, rows, device, amp)
             model.train()
             state["history"][-1]["task_len"] = T
             extra += f" at_len {T}"
+            h = state["history"][-1]
             for t in ("kv", "needle", "multiquery"):
                 v = [o for o, r in zip(ok, rows) if r["task"] == t]
-                state["history"][-1][t] = sum(v) / max(1, len(v))
-                extra += f" {t}_exact {state['history'][-1][t]:.3f}"
+                h[t] = sum(v) / max(1, len(v))
+                extra += f" {t}_exact {h[t]:.3f}"
+            kv_rows = [r for r in rows if r["task"] == "kv"]
+            h["kv1"] = sum(exact_match(model, tok, kv_rows, device, amp, first_tokens=1)) / max(1, len(kv_rows))
+            vocab = a.gated[state["stage"]]["vocab"] if a.gated else None
+            h["copy"] = copy_accuracy(model, valid_gen, T, vocab, a.copy_eval_n, a.heldout_seed, device, amp)
+            extra += f" kv_first_token {h['kv1']:.3f} copy_acc {h['copy']:.3f}"
+            if vocab is not None:
+                h["copy_full"] = copy_accuracy(model, valid_gen, T, None, a.copy_eval_n, a.heldout_seed, device, amp)
+                extra += f" (vocab {vocab}; full vocab {h['copy_full']:.3f})"
+            if a.gated:
+                h["stage"] = state["stage"]
+        state["history"][-1]["cpu_s"] = round(cpu_s(), 1)
         log(f"eval step {state['step']} tokens {state['tokens']} time {state['elapsed']:.0f}s "
-            f"valid_loss {vl:.4f} ppl {math.exp(vl):.2f}{extra}")
+            f"cpu {cpu_s():.0f}s valid_loss {vl:.4f} ppl {math.exp(vl):.2f}{extra}")
+        if task_rows and a.gated and state["stage"] < len(a.gated) - 1 and all(
+                h.get(m, -1.0) >= th for m, th in a.gate_t):
+            next_stage(f"gate {a.gate} passed")
+
+    def next_stage(why):
+        st = a.gated[state["stage"]]
+        state["stages"].append({"stage": state["stage"], "len": st["len"], "vocab": st["vocab"],
+                                "start": round(state["stage_start"], 1), "end": round(state["elapsed"], 1),
+                                "step": state["step"], "why": why})
+        state["stage"] += 1
+        state["stage_start"] = state["elapsed"]
+        nx = a.gated[state["stage"]]
+        log(f"stage {state['stage'] - 1} -> {state['stage']} at step {state['step']} time {state['elapsed']:.0f}s "
+            f"({why}): len {nx['len']} vocab {nx['vocab'] or 'full'} mix {nx['mix']} probs {nx['probs']}")
 
     def save_rng():
         state["rng"] = rng.bit_generator.state
         state["torch_rng"] = torch.get_rng_state()
+        state["cpu_s"] = cpu_s()
         if task_rng is not None:
             state["task_rng"] = task_rng.bit_generator.state
 
@@ -424,9 +588,11 @@ def main():
         record_eval()
     model.train()
     while not done():
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         p = progress()
-        T = seq_len_at(a, p)
+        T = seq_len_at(a, p, state)
+        st = a.gated[state["stage"]] if a.gated else None
+        mix, probs = (st["mix"], st["probs"]) if st else (a.task_mix, a.task_probs_t)
         B = max(1, a.batch_tokens // T)
         lr = lr_at(a, state["step"], p)
         for g in opt.param_groups:
@@ -437,8 +603,9 @@ def main():
             y = x[:, 1:]
         else:
             from tasks import sample_sequence
-            items = [sample_sequence(task_gen, train_ids, T, a.task_mix, task_rng, a.task_loss == "answer",
-                                     probs=a.task_probs_t, kv_max_queries=a.kv_max_queries)
+            items = [sample_sequence(task_gen, train_ids, T, mix, task_rng, a.task_loss == "answer",
+                                     probs=probs, kv_max_queries=a.kv_max_queries,
+                                     copy_vocab=st["vocab"] if st else None)
                      for _ in range(B)]
             x = torch.from_numpy(np.stack([it[0] for it in items])).to(device)
             keep = torch.from_numpy(np.stack([it[1] for it in items])).to(device)
@@ -460,7 +627,7 @@ def main():
             torch.cuda.synchronize()
         dt = time.time() - t0
         state["step"] += 1
-        state["elapsed"] += dt
+        state["elapsed"] += dt if a.clock == "wall" else time.process_time() - c0
         state["tokens"] += B * T
         if T == L:
             state["long_steps"] = state.get("long_steps", 0) + 1
@@ -468,20 +635,28 @@ def main():
         state["train_ema"] = li if state.get("train_ema") is None else 0.9 * state["train_ema"] + 0.1 * li
         if state["step"] % 10 == 0 or state["step"] == 1:
             log(f"step {state['step']} seq {T} lr {lr:.2e} loss {li:.4f} ema {state['train_ema']:.4f} "
-                f"gnorm {gn:.2f} tok/s {B * T / dt:.0f} time {state['elapsed']:.0f}s")
+                f"gnorm {gn:.2f} tok/s {B * T / dt:.0f} time {state['elapsed']:.0f}s cpu {cpu_s():.0f}s")
         if state["elapsed"] - last_eval >= a.eval_every and not done():
             record_eval(T)
             last_eval = state["elapsed"]
+        if a.gated and state["stage"] < len(a.gated) - 1 and \
+                state["elapsed"] - state["stage_start"] >= a.gated[state["stage"]]["cap_s"]:
+            record_eval(T)  # the stage's last measurement, then the next stage
+            last_eval = state["elapsed"]
+            if state["elapsed"] - state["stage_start"] > 0:  # not already advanced by the gate
+                next_stage("time cap")
         if time.time() - last_ckpt >= a.ckpt_every:
             save_rng()
             save_ckpt(ckpt_path, model, opt, state, cfg, a)
             last_ckpt = time.time()
         if (a.stop_at_step is not None and state["step"] >= a.stop_at_step) or (
-                a.stop_after_minutes is not None and state["elapsed"] >= a.stop_after_minutes * 60):
+                a.stop_after_minutes is not None and state["elapsed"] >= a.stop_after_minutes * 60) or (
+                a.stop_after_cpu_minutes is not None and cpu_s() >= a.stop_after_cpu_minutes * 60):
             record_eval(T)
             save_rng()
             save_ckpt(ckpt_path, model, opt, state, cfg, a)
-            log(f"stopped at step {state['step']} ({state['elapsed']:.0f}s trained); resume with --resume {ckpt_path}")
+            log(f"stopped at step {state['step']} ({state['elapsed']:.0f}s trained, {cpu_s():.0f} CPU-s in all); "
+                f"resume with --resume {ckpt_path}")
             return
 
     record_eval()
