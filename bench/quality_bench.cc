@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -136,6 +137,7 @@ struct Row {
   double greedy_match = 0;
   double retrieval_exact = -1;   // -1: not measured
   double multiquery_exact = -1;  // -1: not measured
+  std::map<double, double> needle_by_depth;  // empty: not measured
 };
 
 struct ModelResult {
@@ -146,6 +148,7 @@ struct ModelResult {
   // The retrieval check on the uncompressed cache (-1: no task file).
   int num_retrieval = 0, num_multiquery = 0;
   double dense_retrieval = -1, dense_multiquery = -1;
+  std::map<double, double> dense_needle_by_depth;
   bool retrieves = false;  // dense_retrieval >= kRetrievalCheck: the columns are measured
   std::vector<Row> rows;
   std::vector<std::string> unimplemented;  // policy: message
@@ -287,6 +290,7 @@ absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, c
     ASSIGN_OR_RETURN(RetrievalScore dense, ScoreTasks(*m, *tok, tasks, bos, S, /*compressor=*/nullptr));
     result.dense_retrieval = dense.retrieval;
     result.dense_multiquery = dense.multiquery;
+    result.dense_needle_by_depth = dense.needle_by_depth;
     result.retrieves = dense.retrieval >= o.retrieval_check;
     std::fprintf(stderr, "%s dense retrieval %.3f multiquery %.3f: %s\n", result.model.c_str(), dense.retrieval,
                  dense.multiquery, result.retrieves ? "measured per policy" : "does not retrieve; not measured");
@@ -368,6 +372,7 @@ absl::StatusOr<ModelResult> RunModel(const Options& o, const std::string& dir, c
       ASSIGN_OR_RETURN(RetrievalScore got, ScoreTasks(*m, *tok, tasks, bos, S, compressor));
       row.retrieval_exact = got.retrieval;
       row.multiquery_exact = got.multiquery;
+      row.needle_by_depth = got.needle_by_depth;
     }
     std::fprintf(stderr, "%s %-50s %7.1f B/tok ppl %.3f (%+.2f%%) kl %.4f top1 %.4f greedy %.3f\n",
                  result.model.c_str(), row.policy.c_str(), row.bytes_per_token, row.ppl, row.ppl_delta_pct,
@@ -508,6 +513,27 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
                             row.ppl, row.ppl_delta_pct, row.kl_mean, row.top1_agreement, cell(row.greedy_match),
                             cell(row.retrieval_exact), cell(row.multiquery_exact));
     }
+    if (r.retrieves && !r.dense_needle_by_depth.empty()) {
+      // Long-context view: where in the context each policy loses the needle.
+      md += "\n### Needle exact match by depth\n\nThe needle rows of the retrieval column, split by where the "
+            "needle sits in the context (0 = its start, 1 = right before the question).\n\n| policy |";
+      std::string rule = "|---|";
+      for (const auto& [depth, unused] : r.dense_needle_by_depth) {
+        absl::StrAppendFormat(&md, " %g |", depth);
+        rule += "---:|";
+      }
+      md += "\n" + rule + "\n| dense (uncompressed) |";
+      for (const auto& [depth, exact] : r.dense_needle_by_depth) absl::StrAppendFormat(&md, " %.2f |", exact);
+      md += "\n";
+      for (const Row& row : r.rows) {
+        absl::StrAppendFormat(&md, "| `%s` |", row.policy);
+        for (const auto& [depth, unused] : r.dense_needle_by_depth) {
+          const auto it = row.needle_by_depth.find(depth);
+          md += it == row.needle_by_depth.end() ? std::string(" |") : absl::StrFormat(" %.2f |", it->second);
+        }
+        md += "\n";
+      }
+    }
     md += "\n### Best policy per ratio band (lowest ppl Δ)\n\nStorable = query-agnostic (may be written to the cache "
           "store); the query-aware SnapKV serves the decode side only.\n\n"
           "| band (ratio vs bf16) | best policy | ratio | ppl Δ % | top-1 agree | best storable policy | ratio | ppl Δ % "
@@ -528,6 +554,31 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
         }
       }
       absl::StrAppendFormat(&md, "| [%g, %g) | %s | %s |\n", band[0], band[1], describe(best), describe(best_storable));
+    }
+    if (r.retrieves) {
+      absl::StrAppendFormat(&md,
+                            "\n### Best policy per ratio band by retrieval (highest retrieval exact; dense %.3f)\n\n"
+                            "| band (ratio vs bf16) | best policy | ratio | retrieval | ppl Δ %% | best storable policy | "
+                            "ratio | retrieval | ppl Δ %% |\n|---|---|---:|---:|---:|---|---:|---:|---:|\n",
+                            r.dense_retrieval);
+      auto describe_retrieval = [](const Row* row) {
+        return row == nullptr ? std::string("none reaches it | | |")
+                              : absl::StrFormat("`%s` | %.2f | %.3f | %+.2f", row->policy, row->ratio_vs_bf16,
+                                                row->retrieval_exact, row->ppl_delta_pct);
+      };
+      for (const auto& band : bands) {
+        const Row* best = nullptr;
+        const Row* best_storable = nullptr;
+        for (const Row& row : r.rows) {
+          if (row.ratio_vs_bf16 < band[0] || row.ratio_vs_bf16 >= band[1]) continue;
+          if (best == nullptr || row.retrieval_exact > best->retrieval_exact) best = &row;
+          if (row.query_agnostic && (best_storable == nullptr || row.retrieval_exact > best_storable->retrieval_exact)) {
+            best_storable = &row;
+          }
+        }
+        absl::StrAppendFormat(&md, "| [%g, %g) | %s | %s |\n", band[0], band[1], describe_retrieval(best),
+                              describe_retrieval(best_storable));
+      }
     }
     std::vector<std::string> meeting;
     const Row* best_top1 = nullptr;

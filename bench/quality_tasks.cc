@@ -92,7 +92,7 @@ absl::StatusOr<std::vector<TaskRow>> LoadTasks(const std::string& path) {
     }
     rows.push_back(TaskRow{j["task"].get<std::string>(), j["context"].get<std::string>(),
                            j["question"].get<std::string>(), j["answer"].get<std::string>(),
-                           j.value("group", int64_t{-1})});
+                           j.value("group", int64_t{-1}), j.value("depth", -1.0)});
   }
   return rows;
 }
@@ -108,6 +108,7 @@ absl::StatusOr<RetrievalScore> ScoreTasks(const model::Model& m, const model::To
   };
   double retrieval = 0, multiquery = 0;
   int n_ret = 0, n_mq = 0;
+  std::map<double, int> needle_hits, needle_rows;
   std::map<int64_t, std::vector<const TaskRow*>> groups;
   for (const TaskRow& r : rows) {
     if (r.task == "multiquery") {
@@ -119,6 +120,10 @@ absl::StatusOr<RetrievalScore> ScoreTasks(const model::Model& m, const model::To
     ASSIGN_OR_RETURN(bool ok, AnswerMatches(m, tok, cache.get(), prompt, 0, r.answer, S));
     retrieval += ok;
     ++n_ret;
+    if (r.task == "needle") {
+      needle_hits[r.depth] += ok;
+      ++needle_rows[r.depth];
+    }
   }
   for (const auto& [group, members] : groups) {
     std::vector<std::vector<int32_t>> prompts;
@@ -163,6 +168,7 @@ absl::StatusOr<RetrievalScore> ScoreTasks(const model::Model& m, const model::To
   RetrievalScore score;
   if (n_ret > 0) score.retrieval = retrieval / n_ret;
   if (n_mq > 0) score.multiquery = multiquery / n_mq;
+  for (const auto& [depth, n] : needle_rows) score.needle_by_depth[depth] = static_cast<double>(needle_hits[depth]) / n;
   return score;
 }
 

@@ -6,6 +6,7 @@
 #define KVSPAN_BENCH_QUALITY_TASKS_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@ struct TaskRow {
   std::string task;  // kv | needle | multiquery
   std::string context, question, answer;
   int64_t group = -1;  // multiquery: rows of one group share the context
+  double depth = -1;   // where the answer sits in the context, 0..1 (-1: not given)
 };
 
 // The rows of the JSONL file `path`; an empty list when it cannot be read (no task set).
@@ -42,6 +44,7 @@ absl::StatusOr<std::vector<TaskRow>> LoadTasks(const std::string& path);
 struct RetrievalScore {
   double retrieval = -1;   // exact match over kv + needle rows (-1: none)
   double multiquery = -1;  // exact match over multiquery rows (-1: none)
+  std::map<double, double> needle_by_depth;  // exact match of the needle rows at each depth
 };
 
 // Exact match of the greedy answers. Prompt = [bos] + Encode(context + question), prefilled
