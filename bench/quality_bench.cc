@@ -543,16 +543,19 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
                             : absl::StrFormat("`%s` | %.2f | %+.2f | %.4f", row->policy, row->ratio_vs_bf16,
                                               row->ppl_delta_pct, row->top1_agreement);
     };
-    for (const auto& band : bands) {
-      const Row* best = nullptr;
-      const Row* best_storable = nullptr;
+    // The best row of a ratio band by `better`, and the best query-agnostic (storable) one.
+    auto best_in_band = [&r](const auto& band, auto better) {
+      std::pair<const Row*, const Row*> best{nullptr, nullptr};
       for (const Row& row : r.rows) {
         if (row.ratio_vs_bf16 < band[0] || row.ratio_vs_bf16 >= band[1]) continue;
-        if (best == nullptr || row.ppl_delta_pct < best->ppl_delta_pct) best = &row;
-        if (row.query_agnostic && (best_storable == nullptr || row.ppl_delta_pct < best_storable->ppl_delta_pct)) {
-          best_storable = &row;
-        }
+        if (best.first == nullptr || better(row, *best.first)) best.first = &row;
+        if (row.query_agnostic && (best.second == nullptr || better(row, *best.second))) best.second = &row;
       }
+      return best;
+    };
+    for (const auto& band : bands) {
+      const auto [best, best_storable] =
+          best_in_band(band, [](const Row& a, const Row& b) { return a.ppl_delta_pct < b.ppl_delta_pct; });
       absl::StrAppendFormat(&md, "| [%g, %g) | %s | %s |\n", band[0], band[1], describe(best), describe(best_storable));
     }
     if (r.retrieves) {
@@ -567,15 +570,8 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
                                                 row->retrieval_exact, row->ppl_delta_pct);
       };
       for (const auto& band : bands) {
-        const Row* best = nullptr;
-        const Row* best_storable = nullptr;
-        for (const Row& row : r.rows) {
-          if (row.ratio_vs_bf16 < band[0] || row.ratio_vs_bf16 >= band[1]) continue;
-          if (best == nullptr || row.retrieval_exact > best->retrieval_exact) best = &row;
-          if (row.query_agnostic && (best_storable == nullptr || row.retrieval_exact > best_storable->retrieval_exact)) {
-            best_storable = &row;
-          }
-        }
+        const auto [best, best_storable] =
+            best_in_band(band, [](const Row& a, const Row& b) { return a.retrieval_exact > b.retrieval_exact; });
         absl::StrAppendFormat(&md, "| [%g, %g) | %s | %s |\n", band[0], band[1], describe_retrieval(best),
                               describe_retrieval(best_storable));
       }
