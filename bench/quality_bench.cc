@@ -499,9 +499,7 @@ std::string Markdown(const Options& o, const std::string& command, const std::ve
                             r.dense_retrieval, r.num_retrieval, r.dense_multiquery, r.num_multiquery,
                             r.retrieves ? "the model retrieves in context; the columns are measured."
                                         : "**this model does not retrieve in context**, so retrieval_exact and "
-                                          "multiquery_exact are not measured for it (empty cells). No model in "
-                                          "models/ that passes this check exists yet (the retrieval model of issue "
-                                          "5 was not trained: no GPU was lent).");
+                                          "multiquery_exact are not measured for it (empty cells).");
     }
     md += "| policy | query_agnostic | bytes/token | ratio vs bf16 | ppl | ppl Δ % | KL mean | top-1 agree | greedy match "
           "| retrieval | multi-query |\n";
