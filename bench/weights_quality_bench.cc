@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/doc_section.h"
+#include "bench/text_windows.h"
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "common/logging.h"
@@ -72,19 +73,7 @@ struct Row {
 
 absl::Status Run(const Options& o, const std::string& command) {
   ASSIGN_OR_RETURN(std::unique_ptr<model::Tokenizer> tok, model::Tokenizer::LoadFromDir(o.model));
-  ASSIGN_OR_RETURN(std::string text, ReadFile(o.text));
-  const int32_t bos = tok->bos_id().value_or(0);
-  const int W = o.window_tokens;
-  const std::vector<int32_t> ids = tok->Encode(text.substr(0, std::min<size_t>(text.size(), size_t{16} * o.windows * W)));
-  if (static_cast<int64_t>(ids.size()) < int64_t{o.windows} * (W - 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("--text has ", ids.size(), " tokens, need ", o.windows * (W - 1)));
-  }
-  std::vector<std::vector<int32_t>> windows;
-  for (int w = 0; w < o.windows; ++w) {
-    std::vector<int32_t> win = {bos};
-    win.insert(win.end(), ids.begin() + int64_t{w} * (W - 1), ids.begin() + int64_t{w + 1} * (W - 1));
-    windows.push_back(std::move(win));
-  }
+  ASSIGN_OR_RETURN(const std::vector<std::vector<int32_t>> windows, TextWindows(*tok, o.text, o.windows, o.window_tokens));
 
   std::vector<std::vector<float>> reference;
   std::string reference_name;
@@ -136,7 +125,7 @@ absl::Status Run(const Options& o, const std::string& command) {
       "(%s, the reference: `--weights auto`). Machine load average %s.\n\n"
       "| weights | weights read per step (MB) | ppl | ppl Δ %% | KL mean vs %s | top-1 agree vs %s |\n"
       "|---|---:|---:|---:|---:|---:|\n",
-      o.model, command, o.windows, W, W - 1, static_cast<long>(rows[0].positions), reference_name, LoadAverage(),
+      o.model, command, o.windows, o.window_tokens, o.window_tokens - 1, static_cast<long>(rows[0].positions), reference_name, LoadAverage(),
       reference_name, reference_name);
   for (const Row& r : rows) {
     absl::StrAppendFormat(&md, "| %s%s | %.2f | %.4f | %+.2f | %.3g | %.4f |\n", r.weights,

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "bench/peers/ids_io.h"
+#include "bench/text_windows.h"
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "common/logging.h"
@@ -47,21 +48,12 @@ struct Options {
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> TextWindows(const Options& o) {
   ASSIGN_OR_RETURN(std::unique_ptr<model::Tokenizer> tok, model::Tokenizer::LoadFromDir(o.model));
-  ASSIGN_OR_RETURN(std::string text, ReadFile(o.text));
-  const int64_t per = o.window_tokens - 1;
-  const std::vector<int32_t> ids = tok->Encode(text.substr(0, std::min<size_t>(text.size(), size_t{16} * o.windows * o.window_tokens)));
-  if (static_cast<int64_t>(ids.size()) < o.windows * per) {
-    return absl::InvalidArgumentError(absl::StrCat("--text has ", ids.size(), " tokens, need ", o.windows * per));
+  ASSIGN_OR_RETURN(auto windows, bench::TextWindows(*tok, o.text, o.windows, o.window_tokens));
+  if (!o.ids_out.empty()) {
+    std::string lines;
+    for (const std::vector<int32_t>& win : windows) absl::StrAppend(&lines, absl::StrJoin(win, " "), "\n");
+    RETURN_IF_ERROR(WriteFile(o.ids_out, lines));
   }
-  std::vector<std::vector<int32_t>> windows;
-  std::string lines;
-  for (int w = 0; w < o.windows; ++w) {
-    std::vector<int32_t> win = {tok->bos_id().value_or(0)};
-    win.insert(win.end(), ids.begin() + w * per, ids.begin() + (w + 1) * per);
-    absl::StrAppend(&lines, absl::StrJoin(win, " "), "\n");
-    windows.push_back(std::move(win));
-  }
-  if (!o.ids_out.empty()) RETURN_IF_ERROR(WriteFile(o.ids_out, lines));
   return windows;
 }
 
