@@ -4,8 +4,9 @@
 #include <cstdint>
 #include <string>
 
-#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kernels/cuda/attention_cuda.h"
+#include "kernels/cuda/device_memory.h"
 
 namespace kvspan::kernels {
 namespace {
@@ -75,36 +76,7 @@ int64_t Extent(int outer, int64_t outer_stride, int inner, int64_t inner_stride,
   return (outer - 1) * outer_stride + (inner - 1) * inner_stride + head_dim;
 }
 
-// Owns one device allocation.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer() { if (ptr_ != nullptr) cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  cudaError_t Allocate(int64_t num_floats) {
-    return cudaMalloc(reinterpret_cast<void**>(&ptr_), num_floats * sizeof(float));
-  }
-  float* get() const { return ptr_; }
-
- private:
-  float* ptr_ = nullptr;
-};
-
-absl::Status CudaError(cudaError_t e, const char* what) {
-  return absl::InternalError(absl::StrCat("CUDA ", what, ": ", cudaGetErrorString(e)));
-}
-
 }  // namespace
-
-int CudaDeviceCount() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" error
-    return 0;
-  }
-  return n;
-}
 
 absl::Status AttentionCuda(const AttentionParams& p) {
   if (CudaDeviceCount() == 0) return absl::UnavailableError("no CUDA device");
@@ -119,29 +91,23 @@ absl::Status AttentionCuda(const AttentionParams& p) {
   const int64_t score_floats = static_cast<int64_t>(p.num_q) * p.num_heads * p.num_keys;
 
   DeviceBuffer q, k, v, out, scores;
-  cudaError_t e;
-  if ((e = q.Allocate(q_floats)) != cudaSuccess || (e = k.Allocate(k_floats)) != cudaSuccess ||
-      (e = v.Allocate(v_floats)) != cudaSuccess || (e = out.Allocate(out_floats)) != cudaSuccess ||
-      (e = scores.Allocate(score_floats)) != cudaSuccess) {
-    return CudaError(e, "malloc");
-  }
-  if ((e = cudaMemcpy(q.get(), p.q, q_floats * 4, cudaMemcpyHostToDevice)) != cudaSuccess ||
-      (e = cudaMemcpy(k.get(), p.k, k_floats * 4, cudaMemcpyHostToDevice)) != cudaSuccess ||
-      (e = cudaMemcpy(v.get(), p.v, v_floats * 4, cudaMemcpyHostToDevice)) != cudaSuccess ||
-      (e = cudaMemcpy(out.get(), p.out, out_floats * 4, cudaMemcpyHostToDevice)) != cudaSuccess) {
-    return CudaError(e, "copy to device");
-  }
+  RETURN_IF_ERROR(q.Reserve(q_floats * 4));
+  RETURN_IF_ERROR(k.Reserve(k_floats * 4));
+  RETURN_IF_ERROR(v.Reserve(v_floats * 4));
+  RETURN_IF_ERROR(out.Reserve(out_floats * 4));
+  RETURN_IF_ERROR(scores.Reserve(score_floats * 4));
+  RETURN_IF_ERROR(q.CopyFromHost(p.q, q_floats * 4));
+  RETURN_IF_ERROR(k.CopyFromHost(p.k, k_floats * 4));
+  RETURN_IF_ERROR(v.CopyFromHost(p.v, v_floats * 4));
+  RETURN_IF_ERROR(out.CopyFromHost(p.out, out_floats * 4));
   AttentionParams d = p;
-  d.q = q.get();
-  d.k = k.get();
-  d.v = v.get();
-  d.out = out.get();
-  AttentionKernel<<<dim3(p.num_heads, p.num_q), kThreads>>>(d, scores.get());
-  if ((e = cudaGetLastError()) != cudaSuccess) return CudaError(e, "launch");
-  if ((e = cudaMemcpy(p.out, out.get(), out_floats * 4, cudaMemcpyDeviceToHost)) != cudaSuccess) {
-    return CudaError(e, "copy to host");
-  }
-  return absl::OkStatus();
+  d.q = q.as<float>();
+  d.k = k.as<float>();
+  d.v = v.as<float>();
+  d.out = out.as<float>();
+  AttentionKernel<<<dim3(p.num_heads, p.num_q), kThreads>>>(d, scores.as<float>());
+  RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "launch"));
+  return out.CopyToHost(p.out, out_floats * 4);
 }
 
 }  // namespace kvspan::kernels

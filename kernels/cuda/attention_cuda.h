@@ -10,11 +10,9 @@
 
 #include "absl/status/status.h"
 #include "kernels/attention.h"
+#include "kernels/cuda/device_memory.h"
 
 namespace kvspan::kernels {
-
-// Number of CUDA devices visible to this process; 0 when there is no driver or device.
-int CudaDeviceCount();
 
 // Computes AttentionRef's result on device 0. Unavailable when there is no CUDA device;
 // InvalidArgument for head_dim > 256 or broken params invariants; Internal for a CUDA

@@ -1,0 +1,78 @@
+#include "kernels/cuda/device_memory.h"
+
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvspan::kernels {
+
+int CudaDeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+absl::Status CudaStatus(int cuda_error, const char* what) {
+  const auto e = static_cast<cudaError_t>(cuda_error);
+  if (e == cudaSuccess) return absl::OkStatus();
+  std::string message = absl::StrCat("CUDA ", what, ": ", cudaGetErrorString(e));
+  if (e == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(message);
+  return absl::InternalError(message);
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_ != nullptr) cudaFree(ptr_);
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : ptr_(std::exchange(other.ptr_, nullptr)), size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = std::exchange(other.ptr_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+absl::Status DeviceBuffer::Reserve(int64_t size_bytes) {
+  if (size_bytes <= size_bytes_) return absl::OkStatus();
+  if (ptr_ != nullptr) {
+    cudaFree(ptr_);
+    ptr_ = nullptr;
+    size_bytes_ = 0;
+  }
+  if (cudaError_t e = cudaMalloc(&ptr_, size_bytes); e != cudaSuccess) {
+    ptr_ = nullptr;
+    cudaGetLastError();
+    return CudaStatus(e, "malloc");
+  }
+  size_bytes_ = size_bytes;
+  return absl::OkStatus();
+}
+
+absl::Status DeviceBuffer::CopyFromHost(const void* src, int64_t size_bytes, int64_t offset) {
+  if (offset < 0 || size_bytes < 0 || offset + size_bytes > size_bytes_) {
+    return absl::InternalError("DeviceBuffer::CopyFromHost: range outside the buffer");
+  }
+  if (size_bytes == 0) return absl::OkStatus();
+  return CudaStatus(cudaMemcpy(static_cast<char*>(ptr_) + offset, src, size_bytes, cudaMemcpyHostToDevice),
+                    "copy to device");
+}
+
+absl::Status DeviceBuffer::CopyToHost(void* dst, int64_t size_bytes, int64_t offset) const {
+  if (offset < 0 || size_bytes < 0 || offset + size_bytes > size_bytes_) {
+    return absl::InternalError("DeviceBuffer::CopyToHost: range outside the buffer");
+  }
+  if (size_bytes == 0) return absl::OkStatus();
+  return CudaStatus(cudaMemcpy(dst, static_cast<const char*>(ptr_) + offset, size_bytes, cudaMemcpyDeviceToHost),
+                    "copy to host");
+}
+
+}  // namespace kvspan::kernels

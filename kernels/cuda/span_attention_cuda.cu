@@ -1,0 +1,75 @@
+#include "kernels/cuda/span_attention_cuda.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/status_macros.h"
+#include "kernels/cuda/internal/span_decode_kernels.cuh"
+#include "kernels/cuda/internal/span_decode_plan.h"
+
+namespace kvspan::kernels {
+namespace {
+
+int64_t AlignUp(int64_t x) { return (x + 255) / 256 * 256; }
+
+}  // namespace
+
+CudaSpanDecodeAttention::CudaSpanDecodeAttention(int entries_per_split)
+    : entries_per_split_(std::max(1, entries_per_split)) {}
+
+absl::Status CudaSpanDecodeAttention::Run(const SpanDecodeBatch& b, void* stream_ptr) {
+  using namespace internal;  // NOLINT: the kernels' own namespace
+  RETURN_IF_ERROR(ValidateSpanDecodeBatch(b));  // first: input errors show with or without a device
+  if (CudaDeviceCount() == 0) return absl::UnavailableError("no CUDA device");
+  last_num_work_items_ = 0;
+  if (b.num_seqs == 0) return absl::OkStatus();
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  const int heads = b.num_seqs * b.num_kv_heads;
+  const SpanDecodePlan plan = PlanSpanDecode(b, entries_per_split_);
+  const int num_items = static_cast<int>(plan.items.size());
+  last_num_work_items_ = num_items;
+
+  // One scratch allocation: [items | block views | slot indptr | m | s | o].
+  const int num_blocks = b.block_indptr[heads];
+  const int64_t blocks_off = AlignUp(int64_t{num_items} * sizeof(SpanDecodeWorkItem));
+  const int64_t indptr_off = AlignUp(blocks_off + int64_t{num_blocks} * sizeof(SpanBlockView));
+  const int64_t staged_bytes = indptr_off + int64_t(plan.slot_indptr.size()) * sizeof(int32_t);
+  const int64_t rows = int64_t{num_items} * b.group;
+  const int64_t m_off = AlignUp(staged_bytes);
+  const int64_t s_off = AlignUp(m_off + rows * 4);
+  const int64_t o_off = AlignUp(s_off + rows * 4);
+  const int64_t total = AlignUp(o_off + rows * b.head_dim * 4);
+  staging_.assign(staged_bytes, 0);
+  std::memcpy(staging_.data(), plan.items.data(), num_items * sizeof(SpanDecodeWorkItem));
+  if (num_blocks > 0) std::memcpy(staging_.data() + blocks_off, b.blocks, num_blocks * sizeof(SpanBlockView));
+  std::memcpy(staging_.data() + indptr_off, plan.slot_indptr.data(), plan.slot_indptr.size() * sizeof(int32_t));
+  RETURN_IF_ERROR(scratch_.Reserve(total));
+  // NOTE: from pageable memory, so the copy waits for the stream's earlier work (which may
+  // still read the scratch), and staging_ is free again when it returns.
+  char* base = scratch_.as<char>();
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(base, staging_.data(), staged_bytes, cudaMemcpyHostToDevice, stream),
+                             "copy of the work items"));
+
+  SpanDecodeBuffers buffers;
+  buffers.items = reinterpret_cast<const SpanDecodeWorkItem*>(base);
+  buffers.blocks = reinterpret_cast<const SpanBlockView*>(base + blocks_off);
+  buffers.slot_indptr = reinterpret_cast<const int32_t*>(base + indptr_off);
+  buffers.part_m = reinterpret_cast<float*>(base + m_off);
+  buffers.part_s = reinterpret_cast<float*>(base + s_off);
+  buffers.part_o = reinterpret_cast<float*>(base + o_off);
+  const SpanDecodePartialArgs pa = MakeSpanDecodePartialArgs(b, buffers);
+  if (num_items > 0) {
+    const dim3 grid(num_items, (b.group + kSpanDecodeRows - 1) / kSpanDecodeRows);
+    DispatchChannelsPerLane(b.head_dim, [&](auto cpl) {
+      SpanDecodePartialKernel<decltype(cpl)::value><<<grid, kSpanDecodeThreads, 0, stream>>>(pa);
+    });
+    RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "span decode partial launch"));
+  }
+  const SpanDecodeMergeArgs ma = MakeSpanDecodeMergeArgs(b, buffers);
+  SpanDecodeMergeKernel<<<heads, kSpanDecodeThreads, 0, stream>>>(ma);
+  return CudaStatus(cudaGetLastError(), "span decode merge launch");
+}
+
+}  // namespace kvspan::kernels

@@ -1,0 +1,117 @@
+// CudaSpanDecodeAttention against its contract (span_attention_cuda.h) on a GPU, on fresh
+// random batches of every codec and shape (span_decode_test_util.h). Skips without a CUDA
+// device; the input checks run everywhere (they are made on the host before the device is
+// touched). span_attention_emulated_test.cc runs the same kernels without a GPU.
+#include "kernels/cuda/span_attention_cuda.h"
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "common/status_matchers.h"
+#include "gtest/gtest.h"
+#include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/internal/span_decode_test_util.h"
+#include "kernels/span_attention.h"
+
+namespace kvspan::kernels {
+namespace {
+
+using internal::Case;
+using internal::kAllSpanCodecs;
+using internal::RandomBatch;
+using ::kvspan::testing::StatusIs;
+
+class SpanAttentionCudaTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SpanAttentionCudaTest, MatchesReference) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  const Case& c = GetParam();
+  for (uint32_t trial = 0; trial < 3; ++trial) {
+    RandomBatch rb(c, 7919 * trial + c.head_dim * 31 + c.group);
+    const std::vector<float> ref = internal::Reference(rb);
+    DeviceBuffer arena, q, out;
+    ASSERT_OK(arena.Reserve(rb.arena().size()));
+    ASSERT_OK(arena.CopyFromHost(rb.arena().data(), rb.arena().size()));
+    ASSERT_OK(q.Reserve(rb.q().size() * 4));
+    ASSERT_OK(q.CopyFromHost(rb.q().data(), rb.q().size() * 4));
+    ASSERT_OK(out.Reserve(ref.size() * 4));
+    // Poison: every output element must be written (NaN fails every comparison).
+    const std::vector<float> poison(ref.size(), std::numeric_limits<float>::quiet_NaN());
+    ASSERT_OK(out.CopyFromHost(poison.data(), poison.size() * 4));
+    std::vector<SpanBlockView> views;
+    std::vector<const float*> tail_k, tail_v;
+    rb.Place(arena.as<uint8_t>(), &views, &tail_k, &tail_v);
+    CudaSpanDecodeAttention attention(c.entries_per_split);
+    ASSERT_OK(attention.Run(rb.Batch(views, tail_k, tail_v, q.as<float>(), out.as<float>()), nullptr));
+    std::vector<float> got(ref.size());
+    ASSERT_OK(out.CopyToHost(got.data(), got.size() * 4));
+    EXPECT_GT(attention.last_num_work_items(), 0);
+    internal::ExpectWithinTolerance(got, ref, "trial " + std::to_string(trial));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, SpanAttentionCudaTest,
+    ::testing::Values(
+        Case{"bf16_d128_g4", {SpanCodec::kBF16}, 3, 2, 4, 128, 4, 70, 40, 0, 512, false},
+        Case{"fp16_d64_g1", {SpanCodec::kFP16}, 2, 4, 1, 64, 3, 64, 20, 0, 512, false},
+        Case{"int8_d128_g8", {SpanCodec::kInt8}, 2, 2, 8, 128, 5, 64, 30, 0, 512, true},
+        Case{"int4_d96_g12", {SpanCodec::kInt4}, 2, 2, 12, 96, 4, 50, 25, 0, 64, true},
+        Case{"int2_d256_g4", {SpanCodec::kInt2}, 2, 1, 4, 256, 3, 64, 20, 0, 512, true},
+        Case{"mixed_window_split16", kAllSpanCodecs, 5, 2, 4, 128, 6, 64, 80, 150, 16, true},
+        Case{"mixed_d32_g2_split1", kAllSpanCodecs, 3, 3, 2, 32, 3, 20, 10, 0, 1, true},
+        Case{"mixed_d8_g3_window", kAllSpanCodecs, 6, 2, 3, 8, 4, 30, 60, 40, 32, true},
+        Case{"int4_d128_g4_long", {SpanCodec::kInt4}, 1, 8, 4, 128, 64, 64, 64, 0, 512, false}),
+    [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+// Input checks are made on the host, before the device is touched: they hold everywhere.
+TEST(SpanAttentionCudaErrorsTest, BadBatchesAreInvalidArgument) {
+  float dummy = 0.0f;
+  const int32_t indptr[] = {0, 1};
+  const int32_t tail_len[] = {0};
+  SpanBlockView view;
+  view.codec = SpanCodec::kInt4;
+  view.head_dim = 64;
+  view.num_entries = 4;
+  view.group_size = 0;  // quantized codecs need a group size
+  const uint8_t byte = 0;
+  const uint16_t param = 0;
+  view.key_data = view.value_data = &byte;
+  view.key_params = view.value_params = &param;
+  SpanDecodeBatch b;
+  b.num_seqs = 1;
+  b.num_kv_heads = 1;
+  b.group = 1;
+  b.head_dim = 64;
+  b.q = &dummy;
+  b.out = &dummy;
+  b.block_indptr = indptr;
+  b.blocks = &view;
+  b.tail_len = tail_len;
+  CudaSpanDecodeAttention attention;
+  EXPECT_THAT(attention.Run(b, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  view.group_size = 32;
+  b.head_dim = 300;  // past kSpanDecodeMaxHeadDim
+  EXPECT_THAT(attention.Run(b, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  b.head_dim = 64;
+  b.window = 16;  // a window needs positions and query positions
+  EXPECT_THAT(attention.Run(b, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  b.window = 0;
+  const int32_t bad_indptr[] = {0, -1};
+  b.block_indptr = bad_indptr;
+  EXPECT_THAT(attention.Run(b, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  b.block_indptr = indptr;
+  const int32_t long_tail[] = {3};  // a tail with no pointers
+  b.tail_len = long_tail;
+  EXPECT_THAT(attention.Run(b, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  b.tail_len = tail_len;
+  // The valid batch: Unavailable without a device (and it would run with one, but these
+  // host pointers are not device memory, so it is not run there).
+  if (CudaDeviceCount() == 0) {
+    EXPECT_THAT(attention.Run(b, nullptr), StatusIs(absl::StatusCode::kUnavailable));
+  }
+}
+
+}  // namespace
+}  // namespace kvspan::kernels
