@@ -72,6 +72,7 @@ inline int __shfl_xor_sync(unsigned mask, int v, int lane_mask) {
 namespace kvspan::kernels::internal {
 inline float Fp16BitsToFloat(uint16_t h) { return HalfToFloat(h); }
 inline float Bf16BitsToFloat(uint32_t b) { return std::bit_cast<float>(b << 16); }
+inline bool IsFiniteFloat(float v) { return std::isfinite(v); }
 }  // namespace kvspan::kernels::internal
 
 #endif  // KVSPAN_KERNELS_CUDA_INTERNAL_CPU_EMULATOR_H_

@@ -1,0 +1,73 @@
+#include "kernels/cuda/elementwise_cuda.h"
+
+#include <cuda_runtime.h>
+
+#include "common/status_macros.h"
+#include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/internal/elementwise_kernels.cuh"
+
+namespace kvspan::kernels {
+namespace {
+
+absl::Status Check(bool ok, const char* what) {
+  if (!ok) return absl::InvalidArgumentError(what);
+  if (CudaDeviceCount() == 0) return absl::UnavailableError("no CUDA device");
+  return absl::OkStatus();
+}
+
+absl::Status Launched(const char* what) { return CudaStatus(cudaGetLastError(), what); }
+
+}  // namespace
+
+absl::Status RmsNormCuda(const RmsNormParams& p, void* stream) {
+  RETURN_IF_ERROR(Check(p.num_rows >= 0 && p.dim >= 1 && p.x_row_stride >= p.dim && p.out_row_stride >= p.dim &&
+                            (p.num_rows == 0 || (p.x != nullptr && p.weight != nullptr && p.out != nullptr)),
+                        "RmsNormCuda: shape out of range or null pointer"));
+  if (p.num_rows == 0) return absl::OkStatus();
+  const internal::LaunchShape s = internal::RmsNormShape(p);
+  internal::RmsNormKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  return Launched("RmsNormCuda launch");
+}
+
+absl::Status SiluMulCuda(const SiluMulParams& p, void* stream) {
+  RETURN_IF_ERROR(Check(p.num_rows >= 0 && p.dim >= 1 && p.in_row_stride >= p.dim && p.out_row_stride >= p.dim &&
+                            (p.num_rows == 0 || (p.gate != nullptr && p.up != nullptr && p.out != nullptr)),
+                        "SiluMulCuda: shape out of range or null pointer"));
+  if (p.num_rows == 0) return absl::OkStatus();
+  const internal::LaunchShape s = internal::SiluMulShape(p);
+  internal::SiluMulKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  return Launched("SiluMulCuda launch");
+}
+
+absl::Status RopeCuda(const RopeCudaParams& p, void* stream) {
+  RETURN_IF_ERROR(Check(p.num_tokens >= 0 && p.num_heads >= 1 && p.head_dim >= 2 && p.head_dim % 2 == 0 &&
+                            p.x_row_stride >= int64_t{p.num_heads} * p.head_dim &&
+                            (p.num_tokens == 0 || (p.x != nullptr && p.positions != nullptr && p.inv_freq != nullptr)),
+                        "RopeCuda: shape out of range or null pointer"));
+  if (p.num_tokens == 0) return absl::OkStatus();
+  const internal::LaunchShape s = internal::RopeShape(p);
+  internal::RopeKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  return Launched("RopeCuda launch");
+}
+
+absl::Status EmbeddingCuda(const EmbeddingCudaParams& p, void* stream) {
+  RETURN_IF_ERROR(Check(p.num_tokens >= 0 && p.dim >= 1 && p.vocab >= 1 && p.out_row_stride >= p.dim &&
+                            (p.num_tokens == 0 || (p.table != nullptr && p.ids != nullptr && p.out != nullptr)),
+                        "EmbeddingCuda: shape out of range or null pointer"));
+  if (p.num_tokens == 0) return absl::OkStatus();
+  const internal::LaunchShape s = internal::EmbeddingShape(p);
+  internal::EmbeddingKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  return Launched("EmbeddingCuda launch");
+}
+
+absl::Status ArgmaxCuda(const ArgmaxCudaParams& p, void* stream) {
+  RETURN_IF_ERROR(Check(p.num_rows >= 0 && p.vocab >= 1 && p.row_stride >= p.vocab &&
+                            (p.num_rows == 0 || (p.logits != nullptr && p.out != nullptr)),
+                        "ArgmaxCuda: shape out of range or null pointer"));
+  if (p.num_rows == 0) return absl::OkStatus();
+  const internal::LaunchShape s = internal::ArgmaxShape(p);
+  internal::ArgmaxKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  return Launched("ArgmaxCuda launch");
+}
+
+}  // namespace kvspan::kernels

@@ -1,0 +1,63 @@
+// The small ops of the forward pass on the GPU: RMSNorm, SiLU·mul, RoPE, the embedding
+// gather from bf16 weights, and greedy argmax sampling. Device pointers, enqueued on a
+// stream (a cudaStream_t; null = the default stream), returning without waiting.
+//
+// Contracts: RmsNormCuda / SiluMulCuda compute RmsNormRef / SiluMulRef (rms_norm.h,
+// activation.h) in fp32; RopeCuda the fp32 steps of RopeCosSin + ApplyRope (rope.h) from
+// positions and RopeInvFreq's values; EmbeddingCuda row ids[t] of a bf16 table exactly;
+// ArgmaxCuda model::ArgMax (largest finite logit, lowest id on ties, 0 when none is
+// finite). Tested against those CPU functions, on the GPU where there is one and in the
+// CPU emulator (internal/cpu_emulator.h) everywhere.
+//
+// Errors: InvalidArgument for shapes out of range or null pointers (checked on the host
+// first); Unavailable without a device; Internal for a launch error. Thread-safe.
+// This header never includes CUDA headers (STYLE.md).
+#ifndef KVSPAN_KERNELS_CUDA_ELEMENTWISE_CUDA_H_
+#define KVSPAN_KERNELS_CUDA_ELEMENTWISE_CUDA_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/activation.h"
+#include "kernels/rms_norm.h"
+
+namespace kvspan::kernels {
+
+struct RopeCudaParams {
+  float* x = nullptr;                  // [num_tokens, num_heads, head_dim], row stride x_row_stride; in place
+  int64_t x_row_stride = 0;            // floats between tokens
+  const int32_t* positions = nullptr;  // [num_tokens]
+  const float* inv_freq = nullptr;     // [head_dim / 2], RopeInvFreq's fp32 values
+  int num_tokens = 0;
+  int num_heads = 0;
+  int head_dim = 0;  // even, >= 2
+};
+
+struct EmbeddingCudaParams {
+  const uint16_t* table = nullptr;  // [vocab, dim] bf16 bits
+  const int32_t* ids = nullptr;     // [num_tokens]; REQUIRES each in [0, vocab) (the caller
+                                    // checks request tokens; the device cannot report)
+  float* out = nullptr;             // [num_tokens, dim], row stride out_row_stride floats
+  int64_t out_row_stride = 0;
+  int num_tokens = 0;
+  int dim = 0;
+  int vocab = 0;
+};
+
+struct ArgmaxCudaParams {
+  const float* logits = nullptr;  // [num_rows, vocab], row stride row_stride floats
+  int64_t row_stride = 0;
+  int32_t* out = nullptr;  // [num_rows] token ids
+  int num_rows = 0;
+  int vocab = 0;
+};
+
+absl::Status RmsNormCuda(const RmsNormParams& p, void* stream);
+absl::Status SiluMulCuda(const SiluMulParams& p, void* stream);
+absl::Status RopeCuda(const RopeCudaParams& p, void* stream);
+absl::Status EmbeddingCuda(const EmbeddingCudaParams& p, void* stream);
+absl::Status ArgmaxCuda(const ArgmaxCudaParams& p, void* stream);
+
+}  // namespace kvspan::kernels
+
+#endif  // KVSPAN_KERNELS_CUDA_ELEMENTWISE_CUDA_H_
