@@ -75,4 +75,53 @@ absl::Status DeviceBuffer::CopyToHost(void* dst, int64_t size_bytes, int64_t off
                     "copy to host");
 }
 
+absl::Status DeviceBuffer::CopyFromDevice(const DeviceBuffer& src, int64_t size_bytes, int64_t offset,
+                                          int64_t src_offset) {
+  if (offset < 0 || size_bytes < 0 || offset + size_bytes > size_bytes_ || src_offset < 0 ||
+      src_offset + size_bytes > src.size_bytes_) {
+    return absl::InternalError("DeviceBuffer::CopyFromDevice: range outside a buffer");
+  }
+  if (size_bytes == 0) return absl::OkStatus();
+  return CudaStatus(cudaMemcpy(static_cast<char*>(ptr_) + offset, static_cast<const char*>(src.ptr_) + src_offset,
+                               size_bytes, cudaMemcpyDeviceToDevice),
+                    "copy on the device");
+}
+
+absl::Status CudaSynchronize() { return CudaStatus(cudaDeviceSynchronize(), "synchronize"); }
+
+CudaEventTimer::~CudaEventTimer() {
+  if (start_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(start_));
+  if (stop_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(stop_));
+}
+
+absl::Status CudaEventTimer::Start(void* stream) {
+  if (start_ == nullptr) {
+    cudaEvent_t start, stop;
+    if (cudaError_t e = cudaEventCreate(&start); e != cudaSuccess) return CudaStatus(e, "event create");
+    if (cudaError_t e = cudaEventCreate(&stop); e != cudaSuccess) {
+      cudaEventDestroy(start);
+      return CudaStatus(e, "event create");
+    }
+    start_ = start;
+    stop_ = stop;
+  }
+  return CudaStatus(cudaEventRecord(static_cast<cudaEvent_t>(start_), static_cast<cudaStream_t>(stream)),
+                    "event record");
+}
+
+absl::Status CudaEventTimer::Stop(void* stream, double* elapsed_ms) {
+  if (start_ == nullptr) return absl::FailedPreconditionError("CudaEventTimer::Stop without Start");
+  const auto stop = static_cast<cudaEvent_t>(stop_);
+  if (cudaError_t e = cudaEventRecord(stop, static_cast<cudaStream_t>(stream)); e != cudaSuccess) {
+    return CudaStatus(e, "event record");
+  }
+  if (cudaError_t e = cudaEventSynchronize(stop); e != cudaSuccess) return CudaStatus(e, "event synchronize");
+  float ms = 0.0f;
+  if (cudaError_t e = cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start_), stop); e != cudaSuccess) {
+    return CudaStatus(e, "event elapsed time");
+  }
+  *elapsed_ms = ms;
+  return absl::OkStatus();
+}
+
 }  // namespace kvspan::kernels

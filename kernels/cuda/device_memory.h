@@ -39,6 +39,9 @@ class DeviceBuffer {
   // REQUIRES: the range lies inside the buffer.
   absl::Status CopyFromHost(const void* src, int64_t size_bytes, int64_t offset = 0);
   absl::Status CopyToHost(void* dst, int64_t size_bytes, int64_t offset = 0) const;
+  // Synchronous device-to-device copy from [src_offset, + size_bytes) of `src`.
+  absl::Status CopyFromDevice(const DeviceBuffer& src, int64_t size_bytes, int64_t offset = 0,
+                              int64_t src_offset = 0);
 
   void* data() const { return ptr_; }
   template <typename T>
@@ -50,6 +53,28 @@ class DeviceBuffer {
  private:
   void* ptr_ = nullptr;
   int64_t size_bytes_ = 0;
+};
+
+// Waits for all work on the current device.
+absl::Status CudaSynchronize();
+
+// Times work on a stream with a pair of CUDA events (benchmarks). Not thread-safe.
+class CudaEventTimer {
+ public:
+  CudaEventTimer() = default;
+  ~CudaEventTimer();
+  CudaEventTimer(const CudaEventTimer&) = delete;
+  CudaEventTimer& operator=(const CudaEventTimer&) = delete;
+
+  // Records the start on `stream` (a cudaStream_t; null = the default stream).
+  absl::Status Start(void* stream);
+  // Records the end on `stream`, waits for it and returns the milliseconds between the two.
+  // FailedPrecondition without a Start.
+  absl::Status Stop(void* stream, double* elapsed_ms);
+
+ private:
+  void* start_ = nullptr;  // cudaEvent_t
+  void* stop_ = nullptr;
 };
 
 }  // namespace kvspan::kernels

@@ -19,12 +19,26 @@ int64_t AlignUp(int64_t x) { return (x + 255) / 256 * 256; }
 CudaSpanDecodeAttention::CudaSpanDecodeAttention(int entries_per_split)
     : entries_per_split_(std::max(1, entries_per_split)) {}
 
-absl::Status CudaSpanDecodeAttention::Run(const SpanDecodeBatch& b, void* stream_ptr) {
+absl::Status CudaSpanDecodeAttention::Run(const SpanDecodeBatch& b, void* stream) {
+  RETURN_IF_ERROR(Plan(b, stream));
+  return Launch(stream);
+}
+
+absl::Status CudaSpanDecodeAttention::Plan(const SpanDecodeBatch& b, void* stream_ptr) {
   using namespace internal;  // NOLINT: the kernels' own namespace
+  planned_ = false;
   RETURN_IF_ERROR(ValidateSpanDecodeBatch(b));  // first: input errors show with or without a device
   if (CudaDeviceCount() == 0) return absl::UnavailableError("no CUDA device");
   last_num_work_items_ = 0;
-  if (b.num_seqs == 0) return absl::OkStatus();
+  batch_ = b;
+  batch_.block_indptr = nullptr;  // host arrays are not kept past Plan
+  batch_.blocks = nullptr;
+  batch_.tail_k = batch_.tail_v = nullptr;
+  batch_.tail_len = batch_.query_position = nullptr;
+  if (b.num_seqs == 0) {
+    planned_ = true;
+    return absl::OkStatus();
+  }
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const int heads = b.num_seqs * b.num_kv_heads;
   const SpanDecodePlan plan = PlanSpanDecode(b, entries_per_split_);
@@ -48,17 +62,30 @@ absl::Status CudaSpanDecodeAttention::Run(const SpanDecodeBatch& b, void* stream
   RETURN_IF_ERROR(scratch_.Reserve(total));
   // NOTE: from pageable memory, so the copy waits for the stream's earlier work (which may
   // still read the scratch), and staging_ is free again when it returns.
-  char* base = scratch_.as<char>();
-  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(base, staging_.data(), staged_bytes, cudaMemcpyHostToDevice, stream),
-                             "copy of the work items"));
+  RETURN_IF_ERROR(CudaStatus(
+      cudaMemcpyAsync(scratch_.data(), staging_.data(), staged_bytes, cudaMemcpyHostToDevice, stream),
+      "copy of the work items"));
+  const int64_t offsets[6] = {blocks_off, indptr_off, m_off, s_off, o_off, num_items};
+  std::copy(offsets, offsets + 6, offsets_);
+  planned_ = true;
+  return absl::OkStatus();
+}
 
+absl::Status CudaSpanDecodeAttention::Launch(void* stream_ptr) {
+  using namespace internal;  // NOLINT: the kernels' own namespace
+  if (!planned_) return absl::FailedPreconditionError("CudaSpanDecodeAttention::Launch before a successful Plan");
+  const SpanDecodeBatch& b = batch_;
+  if (b.num_seqs == 0) return absl::OkStatus();
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  const int num_items = static_cast<int>(offsets_[5]);
+  char* base = scratch_.as<char>();
   SpanDecodeBuffers buffers;
   buffers.items = reinterpret_cast<const SpanDecodeWorkItem*>(base);
-  buffers.blocks = reinterpret_cast<const SpanBlockView*>(base + blocks_off);
-  buffers.slot_indptr = reinterpret_cast<const int32_t*>(base + indptr_off);
-  buffers.part_m = reinterpret_cast<float*>(base + m_off);
-  buffers.part_s = reinterpret_cast<float*>(base + s_off);
-  buffers.part_o = reinterpret_cast<float*>(base + o_off);
+  buffers.blocks = reinterpret_cast<const SpanBlockView*>(base + offsets_[0]);
+  buffers.slot_indptr = reinterpret_cast<const int32_t*>(base + offsets_[1]);
+  buffers.part_m = reinterpret_cast<float*>(base + offsets_[2]);
+  buffers.part_s = reinterpret_cast<float*>(base + offsets_[3]);
+  buffers.part_o = reinterpret_cast<float*>(base + offsets_[4]);
   const SpanDecodePartialArgs pa = MakeSpanDecodePartialArgs(b, buffers);
   if (num_items > 0) {
     const dim3 grid(num_items, (b.group + kSpanDecodeRows - 1) / kSpanDecodeRows);
@@ -68,7 +95,7 @@ absl::Status CudaSpanDecodeAttention::Run(const SpanDecodeBatch& b, void* stream
     RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "span decode partial launch"));
   }
   const SpanDecodeMergeArgs ma = MakeSpanDecodeMergeArgs(b, buffers);
-  SpanDecodeMergeKernel<<<heads, kSpanDecodeThreads, 0, stream>>>(ma);
+  SpanDecodeMergeKernel<<<b.num_seqs * b.num_kv_heads, kSpanDecodeThreads, 0, stream>>>(ma);
   return CudaStatus(cudaGetLastError(), "span decode merge launch");
 }
 

@@ -91,12 +91,22 @@ class CudaSpanDecodeAttention {
   // device; ResourceExhausted / Internal for CUDA errors.
   absl::Status Run(const SpanDecodeBatch& batch, void* stream);
 
+  // Run in two halves: Plan checks the batch, cuts it into work items and copies them and
+  // the block views to the device (errors as Run); Launch enqueues the kernels of the last
+  // Plan (FailedPrecondition before any). A plan stays valid while the batch's device
+  // memory does, so Launch may repeat it (benchmarks time the kernels alone this way).
+  absl::Status Plan(const SpanDecodeBatch& batch, void* stream);
+  absl::Status Launch(void* stream);
+
   // Work items of the last Run (tests and benchmarks: the split actually made).
   int last_num_work_items() const { return last_num_work_items_; }
 
  private:
   int entries_per_split_;
   int last_num_work_items_ = 0;
+  bool planned_ = false;
+  SpanDecodeBatch batch_;     // the planned batch's shape and device pointers (host arrays not kept)
+  int64_t offsets_[6] = {};  // scratch offsets of blocks, slot indptr, m, s, o; then the item count
   std::vector<uint8_t> staging_;  // host image of the device scratch's head
   DeviceBuffer scratch_;          // work items, block views, slot indptr, then partials
 };

@@ -90,6 +90,7 @@ TEST(SpanAttentionCudaErrorsTest, BadBatchesAreInvalidArgument) {
   b.blocks = &view;
   b.tail_len = tail_len;
   CudaSpanDecodeAttention attention;
+  EXPECT_THAT(attention.Launch(nullptr), StatusIs(absl::StatusCode::kFailedPrecondition));  // no plan yet
   EXPECT_THAT(attention.Run(b, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
   view.group_size = 32;
   b.head_dim = 300;  // past kSpanDecodeMaxHeadDim

@@ -1,0 +1,39 @@
+# The source lists of kernels/cuda, shared by kernels/cuda/CMakeLists.txt (the project's
+# build) and standalone/CMakeLists.txt (CUDA + GoogleTest + Abseil only, on a GPU machine).
+# Paths are relative to the repository root.
+set(KVSPAN_CUDA_SOURCES
+  kernels/cuda/attention_cuda.cu
+  kernels/cuda/device_memory.cc
+  kernels/cuda/elementwise_cuda.cu
+  kernels/cuda/span_attention_cuda.cu
+)
+# Plain C++, shared by the GPU build and the emulated tests.
+set(KVSPAN_CUDA_PLAN_SOURCES kernels/cuda/internal/span_decode_plan.cc)
+set(KVSPAN_CUDA_EMULATOR_SOURCES kernels/cuda/internal/cpu_emulator.cc)
+set(KVSPAN_CUDA_TEST_SOURCES
+  kernels/cuda/attention_cuda_test.cc
+  kernels/cuda/elementwise_cuda_test.cc
+  kernels/cuda/span_attention_cuda_test.cc
+)
+set(KVSPAN_CUDA_EMULATED_TEST_SOURCES
+  kernels/cuda/cpu_emulator_test.cc
+  kernels/cuda/elementwise_emulated_test.cc
+  kernels/cuda/span_attention_emulated_test.cc
+)
+# The CPU code the tests compare against (the references and what they call), for the
+# standalone build; the project's build links kvspan::kernels instead.
+set(KVSPAN_CUDA_REFERENCE_SOURCES
+  kernels/cpu/activation.cc
+  kernels/cpu/attention_ref.cc
+  kernels/cpu/cpu_isa.cc
+  kernels/cpu/elementwise_ref.cc
+  kernels/cpu/rms_norm.cc
+  kernels/cpu/rope.cc
+  kernels/cpu/span_attention.cc
+  kernels/cpu/span_attention_avx512.cc
+  kernels/cpu/span_attention_ref.cc
+  kernels/cpu/span_key_dots.cc
+  kernels/cpu/weight_matrix.cc
+  common/cpu_features.cc
+  common/thread_pool.cc
+)
