@@ -1,4 +1,4 @@
-// cuda_span_attention_bench: CudaSpanDecodeAttention (kernels/cuda/span_attention_cuda.h) on a
+// cuda_span_attention_bench: CudaSpanAttention (kernels/cuda/span_attention_cuda.h) on a
 // GPU, one decode step over compressed spans, against the device's measured copy bandwidth
 // (issue 13's benchmark: docs/performance.md, section cuda_span_attention).
 //
@@ -182,7 +182,7 @@ Row Measure(const std::string& codec_name, int context, int batch, int reps, int
     tail_k[s] = tails.as<float>() + int64_t{s} * 2 * tail_floats;
     tail_v[s] = tail_k[s] + tail_floats;
   }
-  SpanDecodeBatch b;
+  SpanAttentionBatch b;
   b.num_seqs = batch;
   b.num_kv_heads = kKvHeads;
   b.group = kGroup;
@@ -199,7 +199,7 @@ Row Measure(const std::string& codec_name, int context, int batch, int reps, int
   b.tail_token_stride = kHeadDim;
   b.query_position = positions.data();
 
-  CudaSpanDecodeAttention attention;
+  CudaSpanAttention attention;
   Die(attention.Plan(b, nullptr), "plan");
   CudaEventTimer timer;
   std::vector<double> ms;

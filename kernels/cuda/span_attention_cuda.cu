@@ -16,18 +16,18 @@ int64_t AlignUp(int64_t x) { return (x + 255) / 256 * 256; }
 
 }  // namespace
 
-CudaSpanDecodeAttention::CudaSpanDecodeAttention(int entries_per_split)
+CudaSpanAttention::CudaSpanAttention(int entries_per_split)
     : entries_per_split_(std::max(1, entries_per_split)) {}
 
-absl::Status CudaSpanDecodeAttention::Run(const SpanDecodeBatch& b, void* stream) {
+absl::Status CudaSpanAttention::Run(const SpanAttentionBatch& b, void* stream) {
   RETURN_IF_ERROR(Plan(b, stream));
   return Launch(stream);
 }
 
-absl::Status CudaSpanDecodeAttention::Plan(const SpanDecodeBatch& b, void* stream_ptr) {
+absl::Status CudaSpanAttention::Plan(const SpanAttentionBatch& b, void* stream_ptr) {
   using namespace internal;  // NOLINT: the kernels' own namespace
   planned_ = false;
-  RETURN_IF_ERROR(ValidateSpanDecodeBatch(b));  // first: input errors show with or without a device
+  RETURN_IF_ERROR(ValidateSpanAttentionBatch(b));  // first: input errors show with or without a device
   if (CudaDeviceCount() == 0) return absl::UnavailableError("no CUDA device");
   last_num_work_items_ = 0;
   batch_ = b;
@@ -50,7 +50,7 @@ absl::Status CudaSpanDecodeAttention::Plan(const SpanDecodeBatch& b, void* strea
   const int64_t blocks_off = AlignUp(int64_t{num_items} * sizeof(SpanDecodeWorkItem));
   const int64_t indptr_off = AlignUp(blocks_off + int64_t{num_blocks} * sizeof(SpanBlockView));
   const int64_t staged_bytes = indptr_off + int64_t(plan.slot_indptr.size()) * sizeof(int32_t);
-  const int64_t rows = int64_t{num_items} * b.group;
+  const int64_t rows = plan.num_rows;
   const int64_t m_off = AlignUp(staged_bytes);
   const int64_t s_off = AlignUp(m_off + rows * 4);
   const int64_t o_off = AlignUp(s_off + rows * 4);
@@ -67,14 +67,15 @@ absl::Status CudaSpanDecodeAttention::Plan(const SpanDecodeBatch& b, void* strea
       "copy of the work items"));
   const int64_t offsets[6] = {blocks_off, indptr_off, m_off, s_off, o_off, num_items};
   std::copy(offsets, offsets + 6, offsets_);
+  max_item_rows_ = plan.max_item_rows;
   planned_ = true;
   return absl::OkStatus();
 }
 
-absl::Status CudaSpanDecodeAttention::Launch(void* stream_ptr) {
+absl::Status CudaSpanAttention::Launch(void* stream_ptr) {
   using namespace internal;  // NOLINT: the kernels' own namespace
-  if (!planned_) return absl::FailedPreconditionError("CudaSpanDecodeAttention::Launch before a successful Plan");
-  const SpanDecodeBatch& b = batch_;
+  if (!planned_) return absl::FailedPreconditionError("CudaSpanAttention::Launch before a successful Plan");
+  const SpanAttentionBatch& b = batch_;
   if (b.num_seqs == 0) return absl::OkStatus();
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const int num_items = static_cast<int>(offsets_[5]);
@@ -86,9 +87,11 @@ absl::Status CudaSpanDecodeAttention::Launch(void* stream_ptr) {
   buffers.part_m = reinterpret_cast<float*>(base + offsets_[2]);
   buffers.part_s = reinterpret_cast<float*>(base + offsets_[3]);
   buffers.part_o = reinterpret_cast<float*>(base + offsets_[4]);
-  const SpanDecodePartialArgs pa = MakeSpanDecodePartialArgs(b, buffers);
+  SpanDecodePlan shape;  // what the arguments read of the plan
+  shape.max_item_rows = max_item_rows_;
+  const SpanDecodePartialArgs pa = MakeSpanDecodePartialArgs(b, shape, buffers);
   if (num_items > 0) {
-    const dim3 grid(num_items, (b.group + kSpanDecodeRows - 1) / kSpanDecodeRows);
+    const dim3 grid(num_items, (max_item_rows_ + kSpanDecodeRows - 1) / kSpanDecodeRows);
     DispatchChannelsPerLane(b.head_dim, [&](auto cpl) {
       SpanDecodePartialKernel<decltype(cpl)::value><<<grid, kSpanDecodeThreads, 0, stream>>>(pa);
     });

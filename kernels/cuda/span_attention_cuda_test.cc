@@ -1,4 +1,4 @@
-// CudaSpanDecodeAttention against its contract (span_attention_cuda.h) on a GPU, on fresh
+// CudaSpanAttention against its contract (span_attention_cuda.h) on a GPU, on fresh
 // random batches of every codec and shape (span_decode_test_util.h). Skips without a CUDA
 // device; the input checks run everywhere (they are made on the host before the device is
 // touched). span_attention_emulated_test.cc runs the same kernels without a GPU.
@@ -42,7 +42,7 @@ TEST_P(SpanAttentionCudaTest, MatchesReference) {
     std::vector<SpanBlockView> views;
     std::vector<const float*> tail_k, tail_v;
     rb.Place(arena.as<uint8_t>(), &views, &tail_k, &tail_v);
-    CudaSpanDecodeAttention attention(c.entries_per_split);
+    CudaSpanAttention attention(c.entries_per_split);
     ASSERT_OK(attention.Run(rb.Batch(views, tail_k, tail_v, q.as<float>(), out.as<float>()), nullptr));
     std::vector<float> got(ref.size());
     ASSERT_OK(out.CopyToHost(got.data(), got.size() * 4));
@@ -62,7 +62,10 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"mixed_window_split16", kAllSpanCodecs, 5, 2, 4, 128, 6, 64, 80, 150, 16, true},
         Case{"mixed_d32_g2_split1", kAllSpanCodecs, 3, 3, 2, 32, 3, 20, 10, 0, 1, true},
         Case{"mixed_d8_g3_window", kAllSpanCodecs, 6, 2, 3, 8, 4, 30, 60, 40, 32, true},
-        Case{"int4_d128_g4_long", {SpanCodec::kInt4}, 1, 8, 4, 128, 64, 64, 64, 0, 512, false}),
+        Case{"int4_d128_g4_long", {SpanCodec::kInt4}, 1, 8, 4, 128, 64, 64, 64, 0, 512, false},
+        // Prefill chunks: up to 40 queries per sequence, causal in the tail.
+        Case{"prefill_mixed_d128_g4", kAllSpanCodecs, 4, 2, 4, 128, 5, 64, 80, 0, 64, true, 40},
+        Case{"prefill_window_d64_g8", kAllSpanCodecs, 3, 2, 8, 64, 4, 40, 60, 25, 32, true, 17}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 // Input checks are made on the host, before the device is touched: they hold everywhere.
@@ -79,7 +82,7 @@ TEST(SpanAttentionCudaErrorsTest, BadBatchesAreInvalidArgument) {
   const uint16_t param = 0;
   view.key_data = view.value_data = &byte;
   view.key_params = view.value_params = &param;
-  SpanDecodeBatch b;
+  SpanAttentionBatch b;
   b.num_seqs = 1;
   b.num_kv_heads = 1;
   b.group = 1;
@@ -89,11 +92,11 @@ TEST(SpanAttentionCudaErrorsTest, BadBatchesAreInvalidArgument) {
   b.block_indptr = indptr;
   b.blocks = &view;
   b.tail_len = tail_len;
-  CudaSpanDecodeAttention attention;
+  CudaSpanAttention attention;
   EXPECT_THAT(attention.Launch(nullptr), StatusIs(absl::StatusCode::kFailedPrecondition));  // no plan yet
   EXPECT_THAT(attention.Run(b, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
   view.group_size = 32;
-  b.head_dim = 300;  // past kSpanDecodeMaxHeadDim
+  b.head_dim = 300;  // past kCudaSpanMaxHeadDim
   EXPECT_THAT(attention.Run(b, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
   b.head_dim = 64;
   b.window = 16;  // a window needs positions and query positions

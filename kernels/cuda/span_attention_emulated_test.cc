@@ -1,4 +1,4 @@
-// The kernels of CudaSpanDecodeAttention (internal/span_decode_kernels.cuh) run by the CPU
+// The kernels of CudaSpanAttention (internal/span_decode_kernels.cuh) run by the CPU
 // emulator (internal/cpu_emulator.h) on the same plan as on a GPU, against the contract of
 // span_attention_cuda.h computed from the CPU references. It needs no GPU and no CUDA
 // toolkit, so it runs in CI: the GPU test (span_attention_cuda_test.cc) then checks, where a
@@ -18,18 +18,18 @@ namespace {
 
 using cuda_emulation::EmulateGrid;
 
-// CudaSpanDecodeAttention::Run on host memory: the same checks, plan, kernel arguments and
+// CudaSpanAttention::Run on host memory: the same checks, plan, kernel arguments and
 // grids, with the kernels emulated.
 std::vector<float> RunEmulated(const RandomBatch& rb, int entries_per_split, int* num_items) {
   std::vector<SpanBlockView> views;
   std::vector<const float*> tail_k, tail_v;
   rb.Place(rb.arena().data(), &views, &tail_k, &tail_v);
   std::vector<float> out(rb.q().size(), std::numeric_limits<float>::quiet_NaN());  // poison
-  const SpanDecodeBatch b = rb.Batch(views, tail_k, tail_v, rb.q().data(), out.data());
-  EXPECT_OK(ValidateSpanDecodeBatch(b));
+  const SpanAttentionBatch b = rb.Batch(views, tail_k, tail_v, rb.q().data(), out.data());
+  EXPECT_OK(ValidateSpanAttentionBatch(b));
   const SpanDecodePlan plan = PlanSpanDecode(b, entries_per_split);
   *num_items = static_cast<int>(plan.items.size());
-  const int64_t rows = int64_t{*num_items} * b.group;
+  const int64_t rows = plan.num_rows;
   std::vector<float> m(rows, -1.0f), s(rows, -1.0f), o(rows * b.head_dim, -1.0f);
   SpanDecodeBuffers buffers;
   buffers.items = plan.items.data();
@@ -38,9 +38,9 @@ std::vector<float> RunEmulated(const RandomBatch& rb, int entries_per_split, int
   buffers.part_m = m.data();
   buffers.part_s = s.data();
   buffers.part_o = o.data();
-  const SpanDecodePartialArgs pa = MakeSpanDecodePartialArgs(b, buffers);
+  const SpanDecodePartialArgs pa = MakeSpanDecodePartialArgs(b, plan, buffers);
   if (*num_items > 0) {
-    const dim3 grid(*num_items, (b.group + kSpanDecodeRows - 1) / kSpanDecodeRows);
+    const dim3 grid(*num_items, (plan.max_item_rows + kSpanDecodeRows - 1) / kSpanDecodeRows);
     DispatchChannelsPerLane(b.head_dim, [&](auto cpl) {
       EmulateGrid(grid, dim3(kSpanDecodeThreads), [&] { SpanDecodePartialKernel<decltype(cpl)::value>(pa); });
     });
@@ -88,7 +88,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"int2_d256_g4", {SpanCodec::kInt2}, 1, 1, 4, 256, 2, 40, 10, 0, 512, true},
                       Case{"mixed_window_split16", kAllSpanCodecs, 3, 2, 4, 64, 4, 32, 40, 50, 16, true},
                       Case{"mixed_d32_g2_split1", kAllSpanCodecs, 2, 2, 2, 32, 2, 12, 6, 0, 1, true},
-                      Case{"mixed_d8_g3_window", kAllSpanCodecs, 4, 2, 3, 8, 3, 20, 30, 20, 32, true}),
+                      Case{"mixed_d8_g3_window", kAllSpanCodecs, 4, 2, 3, 8, 3, 20, 30, 20, 32, true},
+                      // Prefill chunks: up to 13 queries per sequence, causal in the tail.
+                      Case{"prefill_mixed_d64_g4", kAllSpanCodecs, 3, 2, 4, 64, 3, 24, 30, 0, 32, true, 13},
+                      Case{"prefill_window_d32_g3", kAllSpanCodecs, 3, 2, 3, 32, 3, 24, 40, 18, 16, true, 9}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 }  // namespace

@@ -1,4 +1,4 @@
-// The kernels of CudaSpanDecodeAttention (span_attention_cuda.h), written against
+// The kernels of CudaSpanAttention (span_attention_cuda.h), written against
 // cuda_compat.h so that the same source runs on the GPU (span_attention_cuda.cu) and in
 // the CPU emulator (span_attention_emulated_test.cc).
 //
@@ -126,21 +126,32 @@ KVSPAN_DEVICE void AccumulateEntry(float logit, const float (&v)[kCpl], float va
 template <int kCpl>
 KVSPAN_GLOBAL(kSpanDecodeThreads) SpanDecodePartialKernel(SpanDecodePartialArgs a) {
   const SpanDecodeWorkItem w = a.items[blockIdx.x];
+  const int item_rows = w.num_q * a.group;
   const int row0 = blockIdx.y * kSpanDecodeRows;
-  const int rows = a.group - row0 < kSpanDecodeRows ? a.group - row0 : kSpanDecodeRows;
+  if (row0 >= item_rows) return;  // the whole block: before any barrier
+  const int rows = item_rows - row0 < kSpanDecodeRows ? item_rows - row0 : kSpanDecodeRows;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int hd = a.head_dim;
+  // The dense tail's first query sits at q_start; query j sees tail keys
+  // [q_start + j - window + 1, q_start + j] and span entries at positions > position_j - window.
+  const int q_start = w.tail_len - w.num_q;
+  const int j_first = row0 / a.group;
+  const int j_last = (row0 + rows - 1) / a.group;
 
-  // The rows' queries, pre-multiplied by the softmax scale; rows past the group are 0.
+  // The rows' queries, pre-multiplied by the softmax scale; rows past the item's are 0.
   float q[kSpanDecodeRows][kCpl];
-  const float* q_base = a.q + ((int64_t{w.seq} * a.num_kv_heads + w.head) * a.group + row0) * hd;
+  int row_j[kSpanDecodeRows];
   KVSPAN_UNROLL
   for (int r = 0; r < kSpanDecodeRows; ++r) {
+    const int row = row0 + (r < rows ? r : rows - 1);
+    row_j[r] = row / a.group;
+    const float* q_row =
+        a.q + ((int64_t{w.q_row + row_j[r]} * a.num_kv_heads + w.head) * a.group + row % a.group) * hd;
     KVSPAN_UNROLL
     for (int i = 0; i < kCpl; ++i) {
       const int d = lane + 32 * i;
-      q[r][i] = (r < rows && d < hd) ? q_base[int64_t{r} * hd + d] * a.scale : 0.0f;
+      q[r][i] = (r < rows && d < hd) ? q_row[d] * a.scale : 0.0f;
     }
   }
   float m[kSpanDecodeRows], s[kSpanDecodeRows], o[kSpanDecodeRows][kCpl];
@@ -157,8 +168,10 @@ KVSPAN_GLOBAL(kSpanDecodeThreads) SpanDecodePartialKernel(SpanDecodePartialArgs 
     const SpanBlockView b = a.blocks[bi];
     const int bits = SpanCodecBits(b.codec);
     for (int e = warp; e < b.num_entries; e += kSpanDecodeWarps) {
-      // Entries at or before query_position - window are outside the sliding window.
-      if (a.window > 0 && b.positions[e] <= w.query_position - a.window) continue;
+      // Under a sliding window an entry at or before position_j - window is hidden from
+      // query j; from every row when hidden from the earliest.
+      const int position = a.window > 0 ? b.positions[e] : 0;
+      if (a.window > 0 && position <= w.query_position + j_first - a.window) continue;
       DequantizeSpanEntry<kCpl, true>(b, bits, e, lane, k);
       WarpRowDots(q, k, dot);
       DequantizeSpanEntry<kCpl, false>(b, bits, e, lane, v);
@@ -167,14 +180,17 @@ KVSPAN_GLOBAL(kSpanDecodeThreads) SpanDecodePartialKernel(SpanDecodePartialArgs 
       const float value_scale = b.value_scales == nullptr ? 1.0f : b.value_scales[e];
       KVSPAN_UNROLL
       for (int r = 0; r < kSpanDecodeRows; ++r) {
+        if (a.window > 0 && position <= w.query_position + row_j[r] - a.window) continue;
         AccumulateEntry(key_scale * dot[r] + log_count, v, value_scale, m[r], s[r], o[r]);
       }
     }
   }
-  // The dense tail: the query sits at index tail_len - 1 and sees keys >= tail_len - window.
+  // The dense tail, causal: keys past the latest row's query are hidden from every row, and
+  // under a window so are keys before the earliest row's window.
   int tail_first = w.tail_begin;
-  if (a.window > 0 && w.tail_len - a.window > tail_first) tail_first = w.tail_len - a.window;
-  for (int t = tail_first + warp; t < w.tail_end; t += kSpanDecodeWarps) {
+  if (a.window > 0 && q_start + j_first - a.window + 1 > tail_first) tail_first = q_start + j_first - a.window + 1;
+  const int tail_end = w.tail_end < q_start + j_last + 1 ? w.tail_end : q_start + j_last + 1;
+  for (int t = tail_first + warp; t < tail_end; t += kSpanDecodeWarps) {
     const float* kt = w.tail_k + t * a.tail_token_stride;
     const float* vt = w.tail_v + t * a.tail_token_stride;
     KVSPAN_UNROLL
@@ -185,7 +201,11 @@ KVSPAN_GLOBAL(kSpanDecodeThreads) SpanDecodePartialKernel(SpanDecodePartialArgs 
     }
     WarpRowDots(q, k, dot);
     KVSPAN_UNROLL
-    for (int r = 0; r < kSpanDecodeRows; ++r) AccumulateEntry(dot[r], v, 1.0f, m[r], s[r], o[r]);
+    for (int r = 0; r < kSpanDecodeRows; ++r) {
+      const int last = q_start + row_j[r];
+      if (t > last || (a.window > 0 && t <= last - a.window)) continue;
+      AccumulateEntry(dot[r], v, 1.0f, m[r], s[r], o[r]);
+    }
   }
 
   // Merge the warps' states (log-sum-exp) and write the work item's partial.
@@ -202,7 +222,7 @@ KVSPAN_GLOBAL(kSpanDecodeThreads) SpanDecodePartialKernel(SpanDecodePartialArgs 
     for (int i = 0; i < kCpl; ++i) sm_o[warp][r][lane + 32 * i] = o[r][i];
   }
   __syncthreads();
-  const int64_t row_base = int64_t{w.slot} * a.group + row0;
+  const int64_t row_base = w.row_offset + row0;
   for (int idx = threadIdx.x; idx < rows * hd; idx += kSpanDecodeThreads) {
     const int r = idx / hd;
     const int d = idx % hd;
@@ -226,28 +246,33 @@ KVSPAN_GLOBAL(kSpanDecodeThreads) SpanDecodePartialKernel(SpanDecodePartialArgs 
   }
 }
 
-// One CUDA block per (sequence, head): merges its slots' partials and writes o / s (0 for
-// a row that saw no entry, as FinishPartial).
+// One CUDA block per (sequence, head): merges its items' partials row by row and writes
+// o / s (0 for a row that saw no entry, as FinishPartial). Every head has >= 1 item.
 KVSPAN_GLOBAL(kSpanDecodeThreads) SpanDecodeMergeKernel(SpanDecodeMergeArgs a) {
   const int sh = blockIdx.x;
   const int slot_begin = a.slot_indptr[sh];
   const int slot_end = a.slot_indptr[sh + 1];
+  const SpanDecodeWorkItem& first = a.items[slot_begin];
   const int hd = a.head_dim;
-  for (int idx = threadIdx.x; idx < a.group * hd; idx += blockDim.x) {
+  const int item_rows = first.num_q * a.group;
+  for (int idx = threadIdx.x; idx < item_rows * hd; idx += blockDim.x) {
     const int r = idx / hd;
     const int d = idx % hd;
     float mx = -INFINITY;
-    for (int slot = slot_begin; slot < slot_end; ++slot) mx = fmaxf(mx, a.part_m[int64_t{slot} * a.group + r]);
+    for (int slot = slot_begin; slot < slot_end; ++slot) mx = fmaxf(mx, a.part_m[a.items[slot].row_offset + r]);
     float sum = 0.0f, acc = 0.0f;
     if (mx > -INFINITY) {
       for (int slot = slot_begin; slot < slot_end; ++slot) {
-        const int64_t row = int64_t{slot} * a.group + r;
+        const int64_t row = a.items[slot].row_offset + r;
         const float c = expf(a.part_m[row] - mx);
         sum += a.part_s[row] * c;
         acc += a.part_o[row * hd + d] * c;
       }
     }
-    a.out[(int64_t{sh} * a.group + r) * hd + d] = sum > 0.0f ? acc / sum : 0.0f;
+    const int j = r / a.group;
+    const int h = r % a.group;
+    a.out[((int64_t{first.q_row + j} * a.num_kv_heads + first.head) * a.group + h) * hd + d] =
+        sum > 0.0f ? acc / sum : 0.0f;
   }
 }
 

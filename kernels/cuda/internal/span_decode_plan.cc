@@ -24,62 +24,79 @@ bool Quantized(SpanCodec codec) {
 
 }  // namespace
 
-absl::Status ValidateSpanDecodeBatch(const SpanDecodeBatch& b) {
+absl::Status ValidateSpanAttentionBatch(const SpanAttentionBatch& b) {
   if (b.num_seqs < 0 || b.num_kv_heads < 1 || b.group < 1 || b.head_dim < 1 ||
-      b.head_dim > kSpanDecodeMaxHeadDim) {
-    return absl::InvalidArgumentError(absl::StrCat("SpanDecodeBatch: shape out of range (seqs ", b.num_seqs,
+      b.head_dim > kCudaSpanMaxHeadDim) {
+    return absl::InvalidArgumentError(absl::StrCat("SpanAttentionBatch: shape out of range (seqs ", b.num_seqs,
                                                    ", kv heads ", b.num_kv_heads, ", group ", b.group,
                                                    ", head_dim ", b.head_dim, ")"));
   }
   if (b.num_seqs == 0) return absl::OkStatus();
   if (b.q == nullptr || b.out == nullptr || b.block_indptr == nullptr || b.tail_len == nullptr ||
       (b.window > 0 && b.query_position == nullptr)) {
-    return absl::InvalidArgumentError("SpanDecodeBatch: null q, out, block_indptr, tail_len or query_position");
+    return absl::InvalidArgumentError("SpanAttentionBatch: null q, out, block_indptr, tail_len or query_position");
   }
   const int heads = b.num_seqs * b.num_kv_heads;
-  if (b.block_indptr[0] != 0) return absl::InvalidArgumentError("SpanDecodeBatch: block_indptr[0] != 0");
+  if (b.block_indptr[0] != 0) return absl::InvalidArgumentError("SpanAttentionBatch: block_indptr[0] != 0");
   for (int i = 0; i < heads; ++i) {
     if (b.block_indptr[i + 1] < b.block_indptr[i]) {
-      return absl::InvalidArgumentError(absl::StrCat("SpanDecodeBatch: block_indptr decreases at ", i));
+      return absl::InvalidArgumentError(absl::StrCat("SpanAttentionBatch: block_indptr decreases at ", i));
     }
   }
   if (b.block_indptr[heads] > 0 && b.blocks == nullptr) {
-    return absl::InvalidArgumentError("SpanDecodeBatch: null blocks");
+    return absl::InvalidArgumentError("SpanAttentionBatch: null blocks");
   }
   for (int i = 0; i < b.block_indptr[heads]; ++i) {
     const SpanBlockView& v = b.blocks[i];
     if (!KnownCodec(v.codec) || v.head_dim != b.head_dim || v.num_entries < 0 ||
         (Quantized(v.codec) && v.group_size < 1)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("SpanDecodeBatch: block ", i, " has a bad codec, head_dim, entry count or group size"));
+          absl::StrCat("SpanAttentionBatch: block ", i, " has a bad codec, head_dim, entry count or group size"));
     }
     if (v.num_entries > 0 &&
         (v.key_data == nullptr || v.value_data == nullptr ||
          (Quantized(v.codec) && (v.key_params == nullptr || v.value_params == nullptr)) ||
          (b.window > 0 && v.positions == nullptr))) {
-      return absl::InvalidArgumentError(absl::StrCat("SpanDecodeBatch: block ", i, " lacks data, params or positions"));
+      return absl::InvalidArgumentError(absl::StrCat("SpanAttentionBatch: block ", i, " lacks data, params or positions"));
     }
   }
   for (int s = 0; s < b.num_seqs; ++s) {
-    if (b.tail_len[s] < 0) return absl::InvalidArgumentError(absl::StrCat("SpanDecodeBatch: tail_len[", s, "] < 0"));
+    const int n = b.num_q == nullptr ? 1 : b.num_q[s];
+    if (n < 1) return absl::InvalidArgumentError(absl::StrCat("SpanAttentionBatch: num_q[", s, "] < 1"));
+    if (b.tail_len[s] != 0 && b.tail_len[s] < n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SpanAttentionBatch: sequence ", s, "'s tail is shorter than its ", n, " queries"));
+    }
+    if (b.tail_len[s] < 0) return absl::InvalidArgumentError(absl::StrCat("SpanAttentionBatch: tail_len[", s, "] < 0"));
     if (b.tail_len[s] > 0 && (b.tail_k == nullptr || b.tail_v == nullptr || b.tail_k[s] == nullptr ||
                               b.tail_v[s] == nullptr || b.tail_token_stride < b.head_dim)) {
-      return absl::InvalidArgumentError(absl::StrCat("SpanDecodeBatch: sequence ", s, "'s tail is missing"));
+      return absl::InvalidArgumentError(absl::StrCat("SpanAttentionBatch: sequence ", s, "'s tail is missing"));
     }
   }
   return absl::OkStatus();
 }
 
-SpanDecodePlan PlanSpanDecode(const SpanDecodeBatch& b, int entries_per_split) {
+SpanDecodePlan PlanSpanDecode(const SpanAttentionBatch& b, int entries_per_split) {
   SpanDecodePlan plan;
   const int heads = b.num_seqs * b.num_kv_heads;
   plan.slot_indptr.assign(heads + 1, 0);
+  int32_t q_row = 0;
   for (int sh = 0; sh < heads; ++sh) {
     const int s = sh / b.num_kv_heads;
     const int g = sh % b.num_kv_heads;
     SpanDecodeWorkItem base;
     base.seq = s;
     base.head = g;
+    base.num_q = b.num_q == nullptr ? 1 : b.num_q[s];
+    base.q_row = q_row;
+    if (g == b.num_kv_heads - 1) q_row += base.num_q;
+    const int item_rows = base.num_q * b.group;
+    plan.max_item_rows = std::max(plan.max_item_rows, item_rows);
+    auto push = [&](SpanDecodeWorkItem item) {
+      item.row_offset = plan.num_rows;
+      plan.num_rows += item_rows;
+      plan.items.push_back(item);
+    };
     base.tail_len = b.tail_len[s];
     base.query_position = b.query_position == nullptr ? 0 : b.query_position[s];
     if (base.tail_len > 0) {
@@ -101,24 +118,27 @@ SpanDecodePlan PlanSpanDecode(const SpanDecodeBatch& b, int entries_per_split) {
         ++bi;
       }
       item.block_end = bi;
-      item.slot = static_cast<int32_t>(plan.items.size());
-      plan.items.push_back(item);
+      push(item);
     }
     for (int t0 = 0; t0 < base.tail_len; t0 += entries_per_split) {
       SpanDecodeWorkItem item = base;
       item.tail_begin = t0;
       item.tail_end = std::min(base.tail_len, t0 + entries_per_split);
-      item.slot = static_cast<int32_t>(plan.items.size());
-      plan.items.push_back(item);
+      push(item);
     }
+    // A head with nothing to attend still gets an (empty) item, so the merge finds its
+    // sequence's query rows there and writes its zeros.
+    if (static_cast<int>(plan.items.size()) == plan.slot_indptr[sh]) push(base);
     plan.slot_indptr[sh + 1] = static_cast<int32_t>(plan.items.size());
   }
   return plan;
 }
 
-SpanDecodePartialArgs MakeSpanDecodePartialArgs(const SpanDecodeBatch& b, const SpanDecodeBuffers& buffers) {
+SpanDecodePartialArgs MakeSpanDecodePartialArgs(const SpanAttentionBatch& b, const SpanDecodePlan& plan,
+                                                const SpanDecodeBuffers& buffers) {
   SpanDecodePartialArgs a;
   a.items = buffers.items;
+  a.max_item_rows = plan.max_item_rows;
   a.blocks = buffers.blocks;
   a.q = b.q;
   a.part_m = buffers.part_m;
@@ -133,13 +153,15 @@ SpanDecodePartialArgs MakeSpanDecodePartialArgs(const SpanDecodeBatch& b, const 
   return a;
 }
 
-SpanDecodeMergeArgs MakeSpanDecodeMergeArgs(const SpanDecodeBatch& b, const SpanDecodeBuffers& buffers) {
+SpanDecodeMergeArgs MakeSpanDecodeMergeArgs(const SpanAttentionBatch& b, const SpanDecodeBuffers& buffers) {
   SpanDecodeMergeArgs a;
+  a.items = buffers.items;
   a.slot_indptr = buffers.slot_indptr;
   a.part_m = buffers.part_m;
   a.part_s = buffers.part_s;
   a.part_o = buffers.part_o;
   a.out = b.out;
+  a.num_kv_heads = b.num_kv_heads;
   a.group = b.group;
   a.head_dim = b.head_dim;
   return a;

@@ -1,4 +1,4 @@
-// Test-only: random SpanDecodeBatch inputs of every codec and shape, and the contract of
+// Test-only: random SpanAttentionBatch inputs of every codec and shape, and the contract of
 // span_attention_cuda.h computed on the CPU from the references (SpanAttentionRef,
 // DenseAttentionPartialRef, FinishPartial). Shared by the GPU test and the CPU-emulated one.
 #ifndef KVSPAN_KERNELS_CUDA_INTERNAL_SPAN_DECODE_TEST_UTIL_H_
@@ -38,6 +38,7 @@ struct Case {
   int window;
   int entries_per_split;
   bool extras;  // log counts, key/value scales on some blocks
+  int max_q = 1;  // queries per sequence drawn from [1, max_q] (> 1: prefill chunks)
 };
 
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -47,17 +48,14 @@ inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 class RandomBatch {
  public:
   RandomBatch(const Case& c, uint32_t seed) : c_(c), rng_(seed) {
-    const int heads = c.num_seqs * c.num_kv_heads;
-    const int rows = heads * c.group;
-    q_.resize(int64_t{rows} * c.head_dim);
-    for (float& x : q_) x = normal_(rng_);
     token_stride_ = c.head_dim + 3;  // strided, not packed
-    capacity_ = c.max_tail + 2;
+    capacity_ = std::max(c.max_tail, c.max_q) + 2;
     head_stride_ = capacity_ * token_stride_;
     indptr_.push_back(0);
-    std::vector<int32_t> end_position(heads, 0);
     for (int s = 0; s < c.num_seqs; ++s) {
-      tail_len_.push_back(std::uniform_int_distribution<int>(s == 0 ? 0 : 1, c.max_tail)(rng_));
+      num_q_.push_back(std::uniform_int_distribution<int>(1, c.max_q)(rng_));
+      // Sequence 0 has no tail (it attends to its blocks only); the others hold their queries.
+      tail_len_.push_back(s == 0 ? 0 : std::uniform_int_distribution<int>(num_q_[s], std::max(num_q_[s], c.max_tail))(rng_));
       int32_t longest = 0;
       for (int g = 0; g < c.num_kv_heads; ++g) {
         const int num_blocks = std::uniform_int_distribution<int>(0, c.max_blocks)(rng_);
@@ -67,16 +65,22 @@ class RandomBatch {
         longest = std::max(longest, position);
       }
       // Every head's spans end before the tail; the query is the tail's last token.
-      query_position_.push_back(longest + tail_len_[s] - 1);
+      // The tail's last num_q tokens are the queries; the first of them is at this position.
+      query_position_.push_back(longest + std::max(0, tail_len_[s] - num_q_[s]));
       const int64_t tail_floats = int64_t{c.num_kv_heads} * head_stride_;
       tail_offset_.push_back(AddFloats(tail_floats, 1.0f));
       tail_v_offset_.push_back(AddFloats(tail_floats, 1.0f));
     }
+    int64_t total_q = 0;
+    for (int n : num_q_) total_q += n;
+    q_.resize(total_q * c.num_kv_heads * c.group * c.head_dim);
+    for (float& x : q_) x = normal_(rng_);
   }
 
   const Case& spec() const { return c_; }
   const std::vector<uint8_t>& arena() const { return arena_; }
   const std::vector<float>& q() const { return q_; }
+  const std::vector<int32_t>& num_q() const { return num_q_; }
 
   // The views and tail pointers with the arena at `base`.
   void Place(const uint8_t* base, std::vector<SpanBlockView>* views, std::vector<const float*>* tail_k,
@@ -102,9 +106,9 @@ class RandomBatch {
     }
   }
 
-  SpanDecodeBatch Batch(const std::vector<SpanBlockView>& views, const std::vector<const float*>& tail_k,
+  SpanAttentionBatch Batch(const std::vector<SpanBlockView>& views, const std::vector<const float*>& tail_k,
                         const std::vector<const float*>& tail_v, const float* q, float* out) const {
-    SpanDecodeBatch b;
+    SpanAttentionBatch b;
     b.num_seqs = c_.num_seqs;
     b.num_kv_heads = c_.num_kv_heads;
     b.group = c_.group;
@@ -118,6 +122,7 @@ class RandomBatch {
     b.tail_k = tail_k.data();
     b.tail_v = tail_v.data();
     b.tail_len = tail_len_.data();
+    b.num_q = num_q_.data();
     b.tail_head_stride = head_stride_;
     b.tail_token_stride = token_stride_;
     b.query_position = query_position_.data();
@@ -218,7 +223,7 @@ class RandomBatch {
   std::vector<uint8_t> arena_;
   std::vector<float> q_;
   std::vector<SpanBlockView> offsets_;
-  std::vector<int32_t> indptr_, tail_len_, query_position_;
+  std::vector<int32_t> indptr_, num_q_, tail_len_, query_position_;
   std::vector<int64_t> tail_offset_, tail_v_offset_;
   int64_t token_stride_ = 0, capacity_ = 0, head_stride_ = 0;
 };
@@ -229,22 +234,26 @@ inline std::vector<float> Reference(const RandomBatch& rb) {
   std::vector<SpanBlockView> views;
   std::vector<const float*> tail_k, tail_v;
   rb.Place(rb.arena().data(), &views, &tail_k, &tail_v);
-  const SpanDecodeBatch b = rb.Batch(views, tail_k, tail_v, rb.q().data(), nullptr);
+  const SpanAttentionBatch b = rb.Batch(views, tail_k, tail_v, rb.q().data(), nullptr);
   const int hd = c.head_dim;
+  const int64_t row_stride = int64_t{c.num_kv_heads} * c.group * hd;  // floats between queries
   std::vector<float> out(rb.q().size());
-  std::vector<float> m(c.group), s(c.group), o(int64_t{c.group} * hd);
+  int64_t q_row = 0;
   for (int seq = 0; seq < c.num_seqs; ++seq) {
+    const int n = b.num_q[seq];
+    std::vector<float> m(n * c.group), s(n * c.group), o(int64_t{n} * c.group * hd);
     for (int g = 0; g < c.num_kv_heads; ++g) {
       const int sh = seq * c.num_kv_heads + g;
-      const float* q = rb.q().data() + int64_t{sh} * c.group * hd;
+      const int64_t base = q_row * row_stride + int64_t{g} * c.group * hd;
+      const float* q = rb.q().data() + base;
       PartialState state{m.data(), s.data(), o.data()};
-      InitPartial(state, c.group, hd);
+      InitPartial(state, n * c.group, hd);
       for (int i = b.block_indptr[sh]; i < b.block_indptr[sh + 1]; ++i) {
         SpanAttentionParams p;
         p.block = views[i];
         p.q = q;
-        p.q_row_stride = int64_t{c.group} * hd;
-        p.num_q = 1;
+        p.q_row_stride = row_stride;
+        p.num_q = n;
         p.group = c.group;
         p.scale = b.scale;
         p.state = state;
@@ -256,8 +265,8 @@ inline std::vector<float> Reference(const RandomBatch& rb) {
       if (b.tail_len[seq] > 0) {
         DensePartialParams p;
         p.q = q;
-        p.q_row_stride = int64_t{c.group} * hd;
-        p.num_q = 1;
+        p.q_row_stride = row_stride;
+        p.num_q = n;
         p.group = c.group;
         p.head_dim = hd;
         p.k = tail_k[seq] + g * b.tail_head_stride;
@@ -265,14 +274,15 @@ inline std::vector<float> Reference(const RandomBatch& rb) {
         p.v = tail_v[seq] + g * b.tail_head_stride;
         p.v_token_stride = b.tail_token_stride;
         p.num_keys = b.tail_len[seq];
-        p.q_start = b.tail_len[seq] - 1;
+        p.q_start = b.tail_len[seq] - n;
         p.scale = b.scale;
         p.state = state;
         p.window = c.window;
         DenseAttentionPartialRef(p);
       }
-      FinishPartial(state, 1, c.group, hd, out.data() + int64_t{sh} * c.group * hd, int64_t{c.group} * hd);
+      FinishPartial(state, n, c.group, hd, out.data() + base, row_stride);
     }
+    q_row += n;
   }
   return out;
 }
