@@ -66,6 +66,16 @@ absl::Status DeviceBuffer::CopyFromHost(const void* src, int64_t size_bytes, int
                     "copy to device");
 }
 
+absl::Status DeviceBuffer::CopyFromHostAsync(const void* src, int64_t size_bytes, int64_t offset, void* stream) {
+  if (offset < 0 || size_bytes < 0 || offset + size_bytes > size_bytes_) {
+    return absl::InternalError("DeviceBuffer::CopyFromHostAsync: range outside the buffer");
+  }
+  if (size_bytes == 0) return absl::OkStatus();
+  return CudaStatus(cudaMemcpyAsync(static_cast<char*>(ptr_) + offset, src, size_bytes, cudaMemcpyHostToDevice,
+                                    static_cast<cudaStream_t>(stream)),
+                    "copy to device");
+}
+
 absl::Status DeviceBuffer::CopyToHost(void* dst, int64_t size_bytes, int64_t offset) const {
   if (offset < 0 || size_bytes < 0 || offset + size_bytes > size_bytes_) {
     return absl::InternalError("DeviceBuffer::CopyToHost: range outside the buffer");
@@ -123,5 +133,9 @@ absl::Status CudaEventTimer::Stop(void* stream, double* elapsed_ms) {
   *elapsed_ms = ms;
   return absl::OkStatus();
 }
+
+namespace internal {
+absl::Status KvspanLaunchStatus(const char* what) { return CudaStatus(cudaGetLastError(), what); }
+}  // namespace internal
 
 }  // namespace kvspan::kernels

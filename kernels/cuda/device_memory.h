@@ -1,6 +1,12 @@
-// Device memory for kernels/cuda and its callers: RAII buffers and the one conversion of
-// CUDA errors to absl::Status. This header never includes CUDA headers (STYLE.md: they stay
-// in kernels/), so the model, the workers and the tests can own device memory through it.
+// Device memory for kernels/cuda and its callers: RAII buffers, copies, synchronization,
+// event timers and the one conversion of CUDA errors to absl::Status. This header never
+// includes CUDA headers (STYLE.md: they stay in kernels/), so the model, the workers and the
+// tests can own device memory through it.
+//
+// Two implementations: device_memory.cc (the CUDA runtime) and device_memory_emulated.cc
+// (host memory for the CPU emulator's builds, internal/cpu_emulator.h: "device" memory is
+// malloc'd, copies are memcpy, CudaDeviceCount() is 1, streams are ignored because emulated
+// launches run at once). A binary links one of the two.
 #ifndef KVSPAN_KERNELS_CUDA_DEVICE_MEMORY_H_
 #define KVSPAN_KERNELS_CUDA_DEVICE_MEMORY_H_
 
@@ -38,6 +44,9 @@ class DeviceBuffer {
   // Synchronous copies between host memory and [offset, offset + size_bytes) of the buffer.
   // REQUIRES: the range lies inside the buffer.
   absl::Status CopyFromHost(const void* src, int64_t size_bytes, int64_t offset = 0);
+  // The same enqueued on `stream` (a cudaStream_t). From pageable memory it first waits
+  // for the stream's earlier work, and `src` may be reused once it returns.
+  absl::Status CopyFromHostAsync(const void* src, int64_t size_bytes, int64_t offset, void* stream);
   absl::Status CopyToHost(void* dst, int64_t size_bytes, int64_t offset = 0) const;
   // Synchronous device-to-device copy from [src_offset, + size_bytes) of `src`.
   absl::Status CopyFromDevice(const DeviceBuffer& src, int64_t size_bytes, int64_t offset = 0,
@@ -76,6 +85,12 @@ class CudaEventTimer {
   void* start_ = nullptr;  // cudaEvent_t
   void* stop_ = nullptr;
 };
+
+namespace internal {
+// The launch error of the last KVSPAN_LAUNCH (internal/cuda_compat.h); OK in the emulator,
+// where launches run when they are made.
+absl::Status KvspanLaunchStatus(const char* what);
+}  // namespace internal
 
 }  // namespace kvspan::kernels
 

@@ -1,7 +1,5 @@
 #include "kernels/cuda/elementwise_cuda.h"
 
-#include <cuda_runtime.h>
-
 #include "common/status_macros.h"
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/internal/elementwise_kernels.cuh"
@@ -15,7 +13,7 @@ absl::Status Check(bool ok, const char* what) {
   return absl::OkStatus();
 }
 
-absl::Status Launched(const char* what) { return CudaStatus(cudaGetLastError(), what); }
+absl::Status Launched(const char* what) { return internal::KvspanLaunchStatus(what); }
 
 }  // namespace
 
@@ -25,7 +23,7 @@ absl::Status RmsNormCuda(const RmsNormParams& p, void* stream) {
                         "RmsNormCuda: shape out of range or null pointer"));
   if (p.num_rows == 0) return absl::OkStatus();
   const internal::LaunchShape s = internal::RmsNormShape(p);
-  internal::RmsNormKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  KVSPAN_LAUNCH(internal::RmsNormKernel, s, stream, p);
   return Launched("RmsNormCuda launch");
 }
 
@@ -35,7 +33,7 @@ absl::Status SiluMulCuda(const SiluMulParams& p, void* stream) {
                         "SiluMulCuda: shape out of range or null pointer"));
   if (p.num_rows == 0) return absl::OkStatus();
   const internal::LaunchShape s = internal::SiluMulShape(p);
-  internal::SiluMulKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  KVSPAN_LAUNCH(internal::SiluMulKernel, s, stream, p);
   return Launched("SiluMulCuda launch");
 }
 
@@ -46,7 +44,7 @@ absl::Status RopeCuda(const RopeCudaParams& p, void* stream) {
                         "RopeCuda: shape out of range or null pointer"));
   if (p.num_tokens == 0) return absl::OkStatus();
   const internal::LaunchShape s = internal::RopeShape(p);
-  internal::RopeKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  KVSPAN_LAUNCH(internal::RopeKernel, s, stream, p);
   return Launched("RopeCuda launch");
 }
 
@@ -56,7 +54,7 @@ absl::Status EmbeddingCuda(const EmbeddingCudaParams& p, void* stream) {
                         "EmbeddingCuda: shape out of range or null pointer"));
   if (p.num_tokens == 0) return absl::OkStatus();
   const internal::LaunchShape s = internal::EmbeddingShape(p);
-  internal::EmbeddingKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  KVSPAN_LAUNCH(internal::EmbeddingKernel, s, stream, p);
   return Launched("EmbeddingCuda launch");
 }
 
@@ -66,7 +64,7 @@ absl::Status ArgmaxCuda(const ArgmaxCudaParams& p, void* stream) {
                         "ArgmaxCuda: shape out of range or null pointer"));
   if (p.num_rows == 0) return absl::OkStatus();
   const internal::LaunchShape s = internal::ArgmaxShape(p);
-  internal::ArgmaxKernel<<<s.grid, s.block, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  KVSPAN_LAUNCH(internal::ArgmaxKernel, s, stream, p);
   return Launched("ArgmaxCuda launch");
 }
 

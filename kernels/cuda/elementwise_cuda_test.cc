@@ -1,8 +1,7 @@
-// elementwise_cuda.h on a GPU against the CPU contracts (internal/elementwise_test_cases.h);
-// skips without a device. The input checks run everywhere.
+// elementwise_cuda.h against the CPU contracts (internal/elementwise_test_cases.h): built
+// twice, on the GPU (kernels_cuda_test; skips without a device) and in the CPU emulator
+// (kernels_cuda_emulated_test, which runs everywhere). The input checks run in both.
 #include "kernels/cuda/elementwise_cuda.h"
-
-#include <cuda_runtime.h>
 
 #include <vector>
 
@@ -26,7 +25,7 @@ DeviceBuffer Upload(const std::vector<T>& host) {
 
 template <typename T>
 std::vector<T> Download(const DeviceBuffer& d, size_t n) {
-  EXPECT_OK(CudaStatus(cudaDeviceSynchronize(), "synchronize"));
+  EXPECT_OK(CudaSynchronize());
   std::vector<T> host(n);
   EXPECT_OK(d.CopyToHost(host.data(), n * sizeof(T)));
   return host;

@@ -1,25 +1,32 @@
 # The source lists of kernels/cuda, shared by kernels/cuda/CMakeLists.txt (the project's
 # build) and standalone/CMakeLists.txt (CUDA + GoogleTest + Abseil only, on a GPU machine).
 # Paths are relative to the repository root.
-set(KVSPAN_CUDA_SOURCES
-  kernels/cuda/attention_cuda.cu
-  kernels/cuda/device_memory.cc
+#
+# "Dual" sources compile with nvcc into the CUDA library and, through their one-line
+# *_emulated.cc, with the host compiler into the emulated library (internal/cuda_compat.h),
+# where the CPU emulator runs their kernels; their tests are built against both.
+set(KVSPAN_CUDA_DUAL_SOURCES
   kernels/cuda/elementwise_cuda.cu
   kernels/cuda/span_attention_cuda.cu
 )
-# Plain C++, shared by the GPU build and the emulated tests.
+set(KVSPAN_CUDA_ONLY_SOURCES
+  kernels/cuda/attention_cuda.cu
+  kernels/cuda/device_memory.cc
+)
+set(KVSPAN_CUDA_EMULATED_SOURCES
+  kernels/cuda/device_memory_emulated.cc
+  kernels/cuda/elementwise_cuda_emulated.cc
+  kernels/cuda/internal/cpu_emulator.cc
+  kernels/cuda/span_attention_cuda_emulated.cc
+)
+# Plain C++ shared by both libraries.
 set(KVSPAN_CUDA_PLAN_SOURCES kernels/cuda/internal/span_decode_plan.cc)
-set(KVSPAN_CUDA_EMULATOR_SOURCES kernels/cuda/internal/cpu_emulator.cc)
-set(KVSPAN_CUDA_TEST_SOURCES
-  kernels/cuda/attention_cuda_test.cc
+set(KVSPAN_CUDA_DUAL_TEST_SOURCES
   kernels/cuda/elementwise_cuda_test.cc
   kernels/cuda/span_attention_cuda_test.cc
 )
-set(KVSPAN_CUDA_EMULATED_TEST_SOURCES
-  kernels/cuda/cpu_emulator_test.cc
-  kernels/cuda/elementwise_emulated_test.cc
-  kernels/cuda/span_attention_emulated_test.cc
-)
+set(KVSPAN_CUDA_ONLY_TEST_SOURCES kernels/cuda/attention_cuda_test.cc)
+set(KVSPAN_CUDA_EMULATOR_TEST_SOURCES kernels/cuda/cpu_emulator_test.cc)
 # The CPU code the tests compare against (the references and what they call), for the
 # standalone build; the project's build links kvspan::kernels instead.
 set(KVSPAN_CUDA_REFERENCE_SOURCES
@@ -37,3 +44,6 @@ set(KVSPAN_CUDA_REFERENCE_SOURCES
   common/cpu_features.cc
   common/thread_pool.cc
 )
+set(KVSPAN_CUDA_LISTS KVSPAN_CUDA_DUAL_SOURCES KVSPAN_CUDA_ONLY_SOURCES KVSPAN_CUDA_EMULATED_SOURCES
+    KVSPAN_CUDA_PLAN_SOURCES KVSPAN_CUDA_DUAL_TEST_SOURCES KVSPAN_CUDA_ONLY_TEST_SOURCES
+    KVSPAN_CUDA_EMULATOR_TEST_SOURCES KVSPAN_CUDA_REFERENCE_SOURCES)

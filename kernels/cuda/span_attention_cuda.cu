@@ -1,7 +1,5 @@
 #include "kernels/cuda/span_attention_cuda.h"
 
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -39,7 +37,6 @@ absl::Status CudaSpanAttention::Plan(const SpanAttentionBatch& b, void* stream_p
     planned_ = true;
     return absl::OkStatus();
   }
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const int heads = b.num_seqs * b.num_kv_heads;
   const SpanDecodePlan plan = PlanSpanDecode(b, entries_per_split_);
   const int num_items = static_cast<int>(plan.items.size());
@@ -62,9 +59,7 @@ absl::Status CudaSpanAttention::Plan(const SpanAttentionBatch& b, void* stream_p
   RETURN_IF_ERROR(scratch_.Reserve(total));
   // NOTE: from pageable memory, so the copy waits for the stream's earlier work (which may
   // still read the scratch), and staging_ is free again when it returns.
-  RETURN_IF_ERROR(CudaStatus(
-      cudaMemcpyAsync(scratch_.data(), staging_.data(), staged_bytes, cudaMemcpyHostToDevice, stream),
-      "copy of the work items"));
+  RETURN_IF_ERROR(scratch_.CopyFromHostAsync(staging_.data(), staged_bytes, 0, stream_ptr));
   const int64_t offsets[6] = {blocks_off, indptr_off, m_off, s_off, o_off, num_items};
   std::copy(offsets, offsets + 6, offsets_);
   max_item_rows_ = plan.max_item_rows;
@@ -77,7 +72,6 @@ absl::Status CudaSpanAttention::Launch(void* stream_ptr) {
   if (!planned_) return absl::FailedPreconditionError("CudaSpanAttention::Launch before a successful Plan");
   const SpanAttentionBatch& b = batch_;
   if (b.num_seqs == 0) return absl::OkStatus();
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const int num_items = static_cast<int>(offsets_[5]);
   char* base = scratch_.as<char>();
   SpanDecodeBuffers buffers;
@@ -91,15 +85,17 @@ absl::Status CudaSpanAttention::Launch(void* stream_ptr) {
   shape.max_item_rows = max_item_rows_;
   const SpanDecodePartialArgs pa = MakeSpanDecodePartialArgs(b, shape, buffers);
   if (num_items > 0) {
-    const dim3 grid(num_items, (max_item_rows_ + kSpanDecodeRows - 1) / kSpanDecodeRows);
+    const LaunchShape shape{dim3(num_items, (max_item_rows_ + kSpanDecodeRows - 1) / kSpanDecodeRows),
+                            dim3(kSpanDecodeThreads)};
     DispatchChannelsPerLane(b.head_dim, [&](auto cpl) {
-      SpanDecodePartialKernel<decltype(cpl)::value><<<grid, kSpanDecodeThreads, 0, stream>>>(pa);
+      KVSPAN_LAUNCH(SpanDecodePartialKernel<decltype(cpl)::value>, shape, stream_ptr, pa);
     });
-    RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), "span decode partial launch"));
+    RETURN_IF_ERROR(KvspanLaunchStatus("span decode partial launch"));
   }
   const SpanDecodeMergeArgs ma = MakeSpanDecodeMergeArgs(b, buffers);
-  SpanDecodeMergeKernel<<<b.num_seqs * b.num_kv_heads, kSpanDecodeThreads, 0, stream>>>(ma);
-  return CudaStatus(cudaGetLastError(), "span decode merge launch");
+  const LaunchShape merge_shape{dim3(b.num_seqs * b.num_kv_heads), dim3(kSpanDecodeThreads)};
+  KVSPAN_LAUNCH(SpanDecodeMergeKernel, merge_shape, stream_ptr, ma);
+  return KvspanLaunchStatus("span decode merge launch");
 }
 
 }  // namespace kvspan::kernels

@@ -1,7 +1,7 @@
-// CudaSpanAttention against its contract (span_attention_cuda.h) on a GPU, on fresh
-// random batches of every codec and shape (span_decode_test_util.h). Skips without a CUDA
-// device; the input checks run everywhere (they are made on the host before the device is
-// touched). span_attention_emulated_test.cc runs the same kernels without a GPU.
+// CudaSpanAttention against its contract (span_attention_cuda.h) on fresh random batches of
+// every codec and shape (span_decode_test_util.h). Built twice: on the GPU
+// (kernels_cuda_test; skips without a device) and in the CPU emulator
+// (kernels_cuda_emulated_test, which runs everywhere). The input checks run in both.
 #include "kernels/cuda/span_attention_cuda.h"
 
 #include <limits>
@@ -24,31 +24,56 @@ using ::kvspan::testing::StatusIs;
 
 class SpanAttentionCudaTest : public ::testing::TestWithParam<Case> {};
 
+// Runs `rb` through CudaSpanAttention with output poisoned (NaN) first, so every element
+// must be written; returns the output and the number of work items.
+std::vector<float> RunOnDevice(const RandomBatch& rb, int entries_per_split, int* num_items) {
+  DeviceBuffer arena, q, out;
+  const size_t n = rb.q().size();
+  EXPECT_OK(arena.Reserve(rb.arena().size()));
+  EXPECT_OK(arena.CopyFromHost(rb.arena().data(), rb.arena().size()));
+  EXPECT_OK(q.Reserve(n * 4));
+  EXPECT_OK(q.CopyFromHost(rb.q().data(), n * 4));
+  EXPECT_OK(out.Reserve(n * 4));
+  const std::vector<float> poison(n, std::numeric_limits<float>::quiet_NaN());
+  EXPECT_OK(out.CopyFromHost(poison.data(), n * 4));
+  std::vector<SpanBlockView> views;
+  std::vector<const float*> tail_k, tail_v;
+  rb.Place(arena.as<uint8_t>(), &views, &tail_k, &tail_v);
+  CudaSpanAttention attention(entries_per_split);
+  EXPECT_OK(attention.Run(rb.Batch(views, tail_k, tail_v, q.as<float>(), out.as<float>()), nullptr));
+  std::vector<float> got(n);
+  EXPECT_OK(CudaSynchronize());
+  EXPECT_OK(out.CopyToHost(got.data(), n * 4));
+  *num_items = attention.last_num_work_items();
+  return got;
+}
+
 TEST_P(SpanAttentionCudaTest, MatchesReference) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   const Case& c = GetParam();
-  for (uint32_t trial = 0; trial < 3; ++trial) {
+  for (uint32_t trial = 0; trial < 2; ++trial) {
     RandomBatch rb(c, 7919 * trial + c.head_dim * 31 + c.group);
     const std::vector<float> ref = internal::Reference(rb);
-    DeviceBuffer arena, q, out;
-    ASSERT_OK(arena.Reserve(rb.arena().size()));
-    ASSERT_OK(arena.CopyFromHost(rb.arena().data(), rb.arena().size()));
-    ASSERT_OK(q.Reserve(rb.q().size() * 4));
-    ASSERT_OK(q.CopyFromHost(rb.q().data(), rb.q().size() * 4));
-    ASSERT_OK(out.Reserve(ref.size() * 4));
-    // Poison: every output element must be written (NaN fails every comparison).
-    const std::vector<float> poison(ref.size(), std::numeric_limits<float>::quiet_NaN());
-    ASSERT_OK(out.CopyFromHost(poison.data(), poison.size() * 4));
-    std::vector<SpanBlockView> views;
-    std::vector<const float*> tail_k, tail_v;
-    rb.Place(arena.as<uint8_t>(), &views, &tail_k, &tail_v);
-    CudaSpanAttention attention(c.entries_per_split);
-    ASSERT_OK(attention.Run(rb.Batch(views, tail_k, tail_v, q.as<float>(), out.as<float>()), nullptr));
-    std::vector<float> got(ref.size());
-    ASSERT_OK(out.CopyToHost(got.data(), got.size() * 4));
-    EXPECT_GT(attention.last_num_work_items(), 0);
+    int num_items = 0;
+    const std::vector<float> got = RunOnDevice(rb, c.entries_per_split, &num_items);
+    EXPECT_GT(num_items, 0);
     internal::ExpectWithinTolerance(got, ref, "trial " + std::to_string(trial));
   }
+}
+
+// The split along the context is invisible in the result: the same batch cut into one
+// work item per entry and into one per (sequence, head).
+TEST(SpanAttentionCudaSplitTest, SplitDoesNotChangeTheResult) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  const Case c{"split", kAllSpanCodecs, 3, 2, 4, 64, 4, 24, 20, 0, 1, true, 3};
+  RandomBatch rb(c, 99);
+  const std::vector<float> ref = internal::Reference(rb);
+  int fine = 0, coarse = 0;
+  const std::vector<float> got_fine = RunOnDevice(rb, 1, &fine);
+  const std::vector<float> got_coarse = RunOnDevice(rb, 1 << 20, &coarse);
+  EXPECT_GT(fine, 4 * coarse);
+  internal::ExpectWithinTolerance(got_fine, ref, "entries_per_split 1");
+  internal::ExpectWithinTolerance(got_coarse, ref, "entries_per_split 2^20");
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -1,9 +1,12 @@
-// What kernel bodies (*.cuh here) need from CUDA, so that the same source compiles with
-// nvcc for the GPU and with the host compiler for the CPU emulator (cpu_emulator.h), where
-// kernels/cuda's tests run them without a GPU. Kernel bodies use only: threadIdx,
-// blockIdx, blockDim, gridDim, __syncthreads, __shfl_xor_sync over full warps, static
-// __shared__ arrays, expf/fmaf/fmaxf, the fp16/bf16 bit conversions below, and
-// KVSPAN_UNROLL for `#pragma unroll`.
+// What kernels/cuda's sources need from CUDA, so that the same source compiles with nvcc
+// for the GPU and with the host compiler for the CPU emulator (cpu_emulator.h), where the
+// tests run them without a GPU: a "dual" source X.cu is built by nvcc into
+// kvspan_kernels_cuda and, through a one-line X_emulated.cc that includes it, by g++ into
+// kvspan_kernels_emulated. Kernel bodies use only: threadIdx, blockIdx, blockDim, gridDim,
+// __syncthreads, __shfl_xor_sync over full warps, static __shared__ arrays,
+// expf/fmaf/fmaxf/sqrtf/cosf/sinf, the fp16/bf16 bit conversions below, and KVSPAN_UNROLL for
+// `#pragma unroll`. Host code launches with KVSPAN_LAUNCH and checks KvspanLaunchStatus,
+// and touches memory only through device_memory.h.
 #ifndef KVSPAN_KERNELS_CUDA_INTERNAL_CUDA_COMPAT_H_
 #define KVSPAN_KERNELS_CUDA_INTERNAL_CUDA_COMPAT_H_
 
@@ -16,6 +19,10 @@
 #define KVSPAN_UNROLL _Pragma("unroll")
 #define KVSPAN_DEVICE __device__ __forceinline__
 #define KVSPAN_GLOBAL(threads) __global__ void __launch_bounds__(threads)
+// KVSPAN_LAUNCH(kernel, shape, stream, args...): shape has .grid and .block (dim3).
+#define KVSPAN_LAUNCH(kernel, shape, stream, ...) \
+  kernel<<<(shape).grid, (shape).block, 0, static_cast<cudaStream_t>(stream)>>>(__VA_ARGS__)
+#define KVSPAN_EMULATED 0
 
 namespace kvspan::kernels::internal {
 // fp16 / bf16 bit patterns to float (exact).
@@ -28,6 +35,19 @@ __device__ __forceinline__ bool IsFiniteFloat(float v) { return isfinite(v); }
 #define KVSPAN_UNROLL
 #define KVSPAN_DEVICE inline
 #define KVSPAN_GLOBAL(threads) void
+#define KVSPAN_LAUNCH(kernel, shape, stream, ...) \
+  ::kvspan::kernels::cuda_emulation::EmulateGrid((shape).grid, (shape).block, [&] { kernel(__VA_ARGS__); })
+#define KVSPAN_EMULATED 1
 #endif
+
+#include "kernels/cuda/device_memory.h"  // internal::KvspanLaunchStatus
+
+namespace kvspan::kernels::internal {
+// A kernel's grid and block, computed by one function that the launch uses on either side.
+struct LaunchShape {
+  dim3 grid;
+  dim3 block;
+};
+}  // namespace kvspan::kernels::internal
 
 #endif  // KVSPAN_KERNELS_CUDA_INTERNAL_CUDA_COMPAT_H_

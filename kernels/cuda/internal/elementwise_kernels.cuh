@@ -16,11 +16,6 @@ namespace kvspan::kernels::internal {
 
 inline constexpr int kRowThreads = 256;  // one block per row: RMSNorm, argmax
 
-struct LaunchShape {
-  dim3 grid;
-  dim3 block;
-};
-
 // The block's sum of v, in every thread. REQUIRES: all kRowThreads threads call it.
 KVSPAN_DEVICE float BlockSum(float v) {
   __shared__ float partial[kRowThreads / 32];

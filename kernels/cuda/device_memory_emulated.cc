@@ -1,0 +1,103 @@
+// device_memory.h for the CPU emulator's builds: "device" memory is host memory.
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/device_memory.h"
+
+namespace kvspan::kernels {
+
+int CudaDeviceCount() { return 1; }  // the emulated device
+
+absl::Status CudaStatus(int cuda_error, const char* what) {
+  if (cuda_error == 0) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("emulated CUDA ", what, ": error ", cuda_error));
+}
+
+DeviceBuffer::~DeviceBuffer() { std::free(ptr_); }
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : ptr_(std::exchange(other.ptr_, nullptr)), size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    std::free(ptr_);
+    ptr_ = std::exchange(other.ptr_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+absl::Status DeviceBuffer::Reserve(int64_t size_bytes) {
+  if (size_bytes <= size_bytes_) return absl::OkStatus();
+  std::free(ptr_);
+  ptr_ = nullptr;
+  size_bytes_ = 0;
+  // Poisoned (0xff bytes: NaN as floats), as fresh device memory holds no promise either.
+  void* p = std::malloc(static_cast<size_t>(size_bytes));
+  if (p == nullptr) return absl::ResourceExhaustedError("emulated CUDA malloc: out of memory");
+  std::memset(p, 0xff, static_cast<size_t>(size_bytes));
+  ptr_ = p;
+  size_bytes_ = size_bytes;
+  return absl::OkStatus();
+}
+
+absl::Status DeviceBuffer::CopyFromHost(const void* src, int64_t size_bytes, int64_t offset) {
+  if (offset < 0 || size_bytes < 0 || offset + size_bytes > size_bytes_) {
+    return absl::InternalError("DeviceBuffer::CopyFromHost: range outside the buffer");
+  }
+  if (size_bytes > 0) std::memcpy(static_cast<char*>(ptr_) + offset, src, size_bytes);
+  return absl::OkStatus();
+}
+
+absl::Status DeviceBuffer::CopyFromHostAsync(const void* src, int64_t size_bytes, int64_t offset, void*) {
+  return CopyFromHost(src, size_bytes, offset);
+}
+
+absl::Status DeviceBuffer::CopyToHost(void* dst, int64_t size_bytes, int64_t offset) const {
+  if (offset < 0 || size_bytes < 0 || offset + size_bytes > size_bytes_) {
+    return absl::InternalError("DeviceBuffer::CopyToHost: range outside the buffer");
+  }
+  if (size_bytes > 0) std::memcpy(dst, static_cast<const char*>(ptr_) + offset, size_bytes);
+  return absl::OkStatus();
+}
+
+absl::Status DeviceBuffer::CopyFromDevice(const DeviceBuffer& src, int64_t size_bytes, int64_t offset,
+                                          int64_t src_offset) {
+  if (offset < 0 || size_bytes < 0 || offset + size_bytes > size_bytes_ || src_offset < 0 ||
+      src_offset + size_bytes > src.size_bytes_) {
+    return absl::InternalError("DeviceBuffer::CopyFromDevice: range outside a buffer");
+  }
+  if (size_bytes > 0) std::memmove(static_cast<char*>(ptr_) + offset, static_cast<const char*>(src.ptr_) + src_offset, size_bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CudaSynchronize() { return absl::OkStatus(); }
+
+// Events: host clock readings (emulated launches complete before they return).
+CudaEventTimer::~CudaEventTimer() {
+  delete static_cast<std::chrono::steady_clock::time_point*>(start_);
+}
+
+absl::Status CudaEventTimer::Start(void*) {
+  if (start_ == nullptr) start_ = new std::chrono::steady_clock::time_point;
+  *static_cast<std::chrono::steady_clock::time_point*>(start_) = std::chrono::steady_clock::now();
+  return absl::OkStatus();
+}
+
+absl::Status CudaEventTimer::Stop(void*, double* elapsed_ms) {
+  if (start_ == nullptr) return absl::FailedPreconditionError("CudaEventTimer::Stop without Start");
+  *elapsed_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                          *static_cast<std::chrono::steady_clock::time_point*>(start_))
+                    .count();
+  return absl::OkStatus();
+}
+
+namespace internal {
+absl::Status KvspanLaunchStatus(const char*) { return absl::OkStatus(); }
+}  // namespace internal
+
+}  // namespace kvspan::kernels
