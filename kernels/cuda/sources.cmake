@@ -7,6 +7,7 @@
 # where the CPU emulator runs their kernels; their tests are built against both.
 set(KVSPAN_CUDA_DUAL_SOURCES
   kernels/cuda/elementwise_cuda.cu
+  kernels/cuda/linear_cuda.cu
   kernels/cuda/span_attention_cuda.cu
 )
 set(KVSPAN_CUDA_ONLY_SOURCES
@@ -17,12 +18,14 @@ set(KVSPAN_CUDA_EMULATED_SOURCES
   kernels/cuda/device_memory_emulated.cc
   kernels/cuda/elementwise_cuda_emulated.cc
   kernels/cuda/internal/cpu_emulator.cc
+  kernels/cuda/linear_cuda_emulated.cc
   kernels/cuda/span_attention_cuda_emulated.cc
 )
 # Plain C++ shared by both libraries.
 set(KVSPAN_CUDA_PLAN_SOURCES kernels/cuda/internal/span_decode_plan.cc)
 set(KVSPAN_CUDA_DUAL_TEST_SOURCES
   kernels/cuda/elementwise_cuda_test.cc
+  kernels/cuda/linear_cuda_test.cc
   kernels/cuda/span_attention_cuda_test.cc
 )
 set(KVSPAN_CUDA_ONLY_TEST_SOURCES kernels/cuda/attention_cuda_test.cc)
@@ -34,6 +37,7 @@ set(KVSPAN_CUDA_REFERENCE_SOURCES
   kernels/cpu/attention_ref.cc
   kernels/cpu/cpu_isa.cc
   kernels/cpu/elementwise_ref.cc
+  kernels/cpu/gemm_ref.cc
   kernels/cpu/rms_norm.cc
   kernels/cpu/rope.cc
   kernels/cpu/span_attention.cc

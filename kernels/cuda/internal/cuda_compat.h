@@ -29,6 +29,7 @@ namespace kvspan::kernels::internal {
 __device__ __forceinline__ float Fp16BitsToFloat(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ float Bf16BitsToFloat(uint32_t b) { return __uint_as_float(b << 16); }
 __device__ __forceinline__ bool IsFiniteFloat(float v) { return isfinite(v); }
+__device__ __forceinline__ uint32_t FloatBits(float v) { return __float_as_uint(v); }
 }  // namespace kvspan::kernels::internal
 #else
 #include "kernels/cuda/internal/cpu_emulator.h"
