@@ -58,6 +58,19 @@ absl::Status EmbeddingCuda(const EmbeddingCudaParams& p, void* stream) {
   return Launched("EmbeddingCuda launch");
 }
 
+absl::Status KvAppendCuda(const KvAppendCudaParams& p, void* stream) {
+  RETURN_IF_ERROR(Check(p.num_tokens >= 0 && p.num_kv_heads >= 1 && p.head_dim >= 1 && p.first >= 0 &&
+                            p.src_row_stride >= int64_t{p.num_kv_heads} * p.head_dim &&
+                            p.head_stride >= int64_t{p.first + p.num_tokens} * p.head_dim &&
+                            (p.num_tokens == 0 || (p.k != nullptr && p.v != nullptr && p.cache_k != nullptr &&
+                                                   p.cache_v != nullptr)),
+                        "KvAppendCuda: shape out of range or null pointer"));
+  if (p.num_tokens == 0) return absl::OkStatus();
+  const internal::LaunchShape s = internal::KvAppendShape(p);
+  KVSPAN_LAUNCH(internal::KvAppendKernel, s, stream, p);
+  return Launched("KvAppendCuda launch");
+}
+
 absl::Status ArgmaxCuda(const ArgmaxCudaParams& p, void* stream) {
   RETURN_IF_ERROR(Check(p.num_rows >= 0 && p.vocab >= 1 && p.row_stride >= p.vocab &&
                             (p.num_rows == 0 || (p.logits != nullptr && p.out != nullptr)),

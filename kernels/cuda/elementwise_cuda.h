@@ -1,5 +1,6 @@
 // The small ops of the forward pass on the GPU: RMSNorm, SiLU·mul, RoPE, the embedding
-// gather from bf16 weights, and greedy argmax sampling. Device pointers, enqueued on a
+// gather from bf16 weights, greedy argmax sampling, and the append of new keys and values
+// to a dense device KV cache. Device pointers, enqueued on a
 // stream (a cudaStream_t; null = the default stream), returning without waiting.
 //
 // Contracts: RmsNormCuda / SiluMulCuda compute RmsNormRef / SiluMulRef (rms_norm.h,
@@ -52,7 +53,22 @@ struct ArgmaxCudaParams {
   int vocab = 0;
 };
 
+struct KvAppendCudaParams {
+  const float* k = nullptr;    // [num_tokens, num_kv_heads, head_dim] new keys, row stride src_row_stride
+  const float* v = nullptr;    // the same for values
+  int64_t src_row_stride = 0;  // floats between tokens (a fused qkv row)
+  float* cache_k = nullptr;    // one layer's [num_kv_heads, capacity, head_dim]: key t of head g
+  float* cache_v = nullptr;    // at cache_k[g * head_stride + t * head_dim]
+  int64_t head_stride = 0;     // floats between heads, >= capacity * head_dim
+  int first = 0;               // cache slot of the first new token, >= 0
+  int num_tokens = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+};
+
 absl::Status RmsNormCuda(const RmsNormParams& p, void* stream);
+// Copies the new keys and values into their cache slots [first, first + num_tokens).
+absl::Status KvAppendCuda(const KvAppendCudaParams& p, void* stream);
 absl::Status SiluMulCuda(const SiluMulParams& p, void* stream);
 absl::Status RopeCuda(const RopeCudaParams& p, void* stream);
 absl::Status EmbeddingCuda(const EmbeddingCudaParams& p, void* stream);

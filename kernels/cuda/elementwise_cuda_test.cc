@@ -90,6 +90,44 @@ TEST_F(ElementwiseCudaTest, RopeMatchesTheCpuPath) { CheckRope(runner_); }
 TEST_F(ElementwiseCudaTest, EmbeddingGathersExactRows) { CheckEmbedding(runner_); }
 TEST_F(ElementwiseCudaTest, ArgmaxIsModelArgMax) { CheckArgmax(runner_); }
 
+// Every new key and value lands in its slot, and nothing else of the cache changes.
+TEST(KvAppendCudaTest, CopiesRowsIntoTheirSlots) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(16);
+  KvAppendCudaParams p;
+  p.num_tokens = 5;
+  p.num_kv_heads = 3;
+  p.head_dim = 40;
+  p.first = 7;
+  p.src_row_stride = 200;
+  const int capacity = 16;
+  p.head_stride = capacity * p.head_dim;
+  const std::vector<float> src = RandomFloats(p.num_tokens * p.src_row_stride, 1.0f, rng);
+  const std::vector<float> before = RandomFloats(p.num_kv_heads * p.head_stride, 1.0f, rng);
+  DeviceBuffer dsrc = Upload(src), dk = Upload(before), dv = Upload(before);
+  p.k = dsrc.as<float>();
+  p.v = dsrc.as<float>() + 120;  // values after the keys in the same rows
+  p.cache_k = dk.as<float>();
+  p.cache_v = dv.as<float>();
+  ASSERT_OK(KvAppendCuda(p, nullptr));
+  const std::vector<float> k = Download<float>(dk, before.size()), v = Download<float>(dv, before.size());
+  for (int g = 0; g < p.num_kv_heads; ++g) {
+    for (int t = 0; t < capacity; ++t) {
+      for (int d = 0; d < p.head_dim; ++d) {
+        const int64_t slot = g * p.head_stride + t * p.head_dim + d;
+        const int j = t - p.first;
+        if (j >= 0 && j < p.num_tokens) {
+          ASSERT_EQ(k[slot], src[j * p.src_row_stride + g * p.head_dim + d]);
+          ASSERT_EQ(v[slot], src[j * p.src_row_stride + 120 + g * p.head_dim + d]);
+        } else {
+          ASSERT_EQ(k[slot], before[slot]);
+          ASSERT_EQ(v[slot], before[slot]);
+        }
+      }
+    }
+  }
+}
+
 TEST(ElementwiseCudaErrorsTest, BadShapesAreInvalidArgument) {
   RmsNormParams norm;  // dim 0
   EXPECT_THAT(RmsNormCuda(norm, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));

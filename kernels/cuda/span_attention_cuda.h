@@ -65,7 +65,10 @@ struct SpanAttentionBatch {
   // Device [total queries, H * group, D] fp32, the sequences' queries one after another:
   // query j of sequence s, head h = g * group + r, at q[((Q_s + j) * H * group + h) * D]
   // with Q_s = num_q[0] + ... + num_q[s - 1]. `out` has the same layout and may not alias q.
+  // q_row_stride: floats between consecutive queries of q (0 = H * group * D, packed), so
+  // q can be read in place from a fused qkv matrix; `out` is always packed.
   const float* q = nullptr;
+  int64_t q_row_stride = 0;
   float* out = nullptr;
   // Host [num_seqs * H + 1]: block_indptr[0] = 0, non-decreasing.
   const int32_t* block_indptr = nullptr;

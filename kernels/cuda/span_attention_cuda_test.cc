@@ -28,11 +28,11 @@ class SpanAttentionCudaTest : public ::testing::TestWithParam<Case> {};
 // must be written; returns the output and the number of work items.
 std::vector<float> RunOnDevice(const RandomBatch& rb, int entries_per_split, int* num_items) {
   DeviceBuffer arena, q, out;
-  const size_t n = rb.q().size();
+  const size_t n = rb.num_out_floats();
   EXPECT_OK(arena.Reserve(rb.arena().size()));
   EXPECT_OK(arena.CopyFromHost(rb.arena().data(), rb.arena().size()));
-  EXPECT_OK(q.Reserve(n * 4));
-  EXPECT_OK(q.CopyFromHost(rb.q().data(), n * 4));
+  EXPECT_OK(q.Reserve(rb.q().size() * 4));
+  EXPECT_OK(q.CopyFromHost(rb.q().data(), rb.q().size() * 4));
   EXPECT_OK(out.Reserve(n * 4));
   const std::vector<float> poison(n, std::numeric_limits<float>::quiet_NaN());
   EXPECT_OK(out.CopyFromHost(poison.data(), n * 4));

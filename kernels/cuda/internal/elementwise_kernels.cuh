@@ -130,6 +130,21 @@ KVSPAN_GLOBAL(kRowThreads) ArgmaxKernel(ArgmaxCudaParams p) {
   }
 }
 
+inline LaunchShape KvAppendShape(const KvAppendCudaParams& p) {
+  return {dim3((p.num_kv_heads * p.head_dim + 255) / 256, p.num_tokens), dim3(256)};
+}
+
+KVSPAN_GLOBAL(256) KvAppendKernel(KvAppendCudaParams p) {
+  const int i = blockIdx.x * 256 + threadIdx.x;
+  if (i >= p.num_kv_heads * p.head_dim) return;
+  const int t = blockIdx.y;
+  const int g = i / p.head_dim;
+  const int d = i % p.head_dim;
+  const int64_t dst = g * p.head_stride + int64_t{p.first + t} * p.head_dim + d;
+  p.cache_k[dst] = p.k[t * p.src_row_stride + i];
+  p.cache_v[dst] = p.v[t * p.src_row_stride + i];
+}
+
 }  // namespace kvspan::kernels::internal
 
 #endif  // KVSPAN_KERNELS_CUDA_INTERNAL_ELEMENTWISE_KERNELS_CUH_

@@ -146,8 +146,8 @@ KVSPAN_GLOBAL(kSpanDecodeThreads) SpanDecodePartialKernel(SpanDecodePartialArgs 
   for (int r = 0; r < kSpanDecodeRows; ++r) {
     const int row = row0 + (r < rows ? r : rows - 1);
     row_j[r] = row / a.group;
-    const float* q_row =
-        a.q + ((int64_t{w.q_row + row_j[r]} * a.num_kv_heads + w.head) * a.group + row % a.group) * hd;
+    const float* q_row = a.q + int64_t{w.q_row + row_j[r]} * a.q_row_stride +
+                         (int64_t{w.head} * a.group + row % a.group) * hd;
     KVSPAN_UNROLL
     for (int i = 0; i < kCpl; ++i) {
       const int d = lane + 32 * i;

@@ -32,6 +32,9 @@ absl::Status ValidateSpanAttentionBatch(const SpanAttentionBatch& b) {
                                                    ", head_dim ", b.head_dim, ")"));
   }
   if (b.num_seqs == 0) return absl::OkStatus();
+  if (b.q_row_stride != 0 && b.q_row_stride < int64_t{b.num_kv_heads} * b.group * b.head_dim) {
+    return absl::InvalidArgumentError("SpanAttentionBatch: q_row_stride shorter than a query's heads");
+  }
   if (b.q == nullptr || b.out == nullptr || b.block_indptr == nullptr || b.tail_len == nullptr ||
       (b.window > 0 && b.query_position == nullptr)) {
     return absl::InvalidArgumentError("SpanAttentionBatch: null q, out, block_indptr, tail_len or query_position");
@@ -141,6 +144,7 @@ SpanDecodePartialArgs MakeSpanDecodePartialArgs(const SpanAttentionBatch& b, con
   a.max_item_rows = plan.max_item_rows;
   a.blocks = buffers.blocks;
   a.q = b.q;
+  a.q_row_stride = b.q_row_stride != 0 ? b.q_row_stride : int64_t{b.num_kv_heads} * b.group * b.head_dim;
   a.part_m = buffers.part_m;
   a.part_s = buffers.part_s;
   a.part_o = buffers.part_o;

@@ -46,7 +46,8 @@ struct SpanDecodePartialArgs {
   const SpanDecodeWorkItem* items;  // [num items]
   int max_item_rows;                // grid.y covers it in chunks of kSpanDecodeRows
   const SpanBlockView* blocks;      // the batch's views
-  const float* q;                   // [num_seqs, H * group, D]
+  const float* q;                   // [total queries, H * group, D], row stride q_row_stride
+  int64_t q_row_stride;
   float* part_m;                    // [num rows]
   float* part_s;                    // [num rows]
   float* part_o;                    // [num rows, D]

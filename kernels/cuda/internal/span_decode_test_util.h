@@ -73,7 +73,11 @@ class RandomBatch {
     }
     int64_t total_q = 0;
     for (int n : num_q_) total_q += n;
-    q_.resize(total_q * c.num_kv_heads * c.group * c.head_dim);
+    // With extras, q is strided (as read in place from a fused qkv matrix).
+    packed_q_floats_ = int64_t{c.num_kv_heads} * c.group * c.head_dim;
+    q_row_stride_ = packed_q_floats_ + (c.extras ? 5 : 0);
+    num_out_floats_ = total_q * packed_q_floats_;
+    q_.resize(total_q * q_row_stride_);
     for (float& x : q_) x = normal_(rng_);
   }
 
@@ -81,6 +85,7 @@ class RandomBatch {
   const std::vector<uint8_t>& arena() const { return arena_; }
   const std::vector<float>& q() const { return q_; }
   const std::vector<int32_t>& num_q() const { return num_q_; }
+  int64_t num_out_floats() const { return num_out_floats_; }  // the packed output's size
 
   // The views and tail pointers with the arena at `base`.
   void Place(const uint8_t* base, std::vector<SpanBlockView>* views, std::vector<const float*>* tail_k,
@@ -116,6 +121,7 @@ class RandomBatch {
     b.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
     b.window = c_.window;
     b.q = q;
+    b.q_row_stride = q_row_stride_;
     b.out = out;
     b.block_indptr = indptr_.data();
     b.blocks = views.data();
@@ -226,6 +232,7 @@ class RandomBatch {
   std::vector<int32_t> indptr_, num_q_, tail_len_, query_position_;
   std::vector<int64_t> tail_offset_, tail_v_offset_;
   int64_t token_stride_ = 0, capacity_ = 0, head_stride_ = 0;
+  int64_t packed_q_floats_ = 0, q_row_stride_ = 0, num_out_floats_ = 0;
 };
 
 // The contract, on the host arena.
@@ -236,8 +243,8 @@ inline std::vector<float> Reference(const RandomBatch& rb) {
   rb.Place(rb.arena().data(), &views, &tail_k, &tail_v);
   const SpanAttentionBatch b = rb.Batch(views, tail_k, tail_v, rb.q().data(), nullptr);
   const int hd = c.head_dim;
-  const int64_t row_stride = int64_t{c.num_kv_heads} * c.group * hd;  // floats between queries
-  std::vector<float> out(rb.q().size());
+  const int64_t row_stride = int64_t{c.num_kv_heads} * c.group * hd;  // floats between output rows
+  std::vector<float> out(rb.num_out_floats());
   int64_t q_row = 0;
   for (int seq = 0; seq < c.num_seqs; ++seq) {
     const int n = b.num_q[seq];
@@ -245,14 +252,14 @@ inline std::vector<float> Reference(const RandomBatch& rb) {
     for (int g = 0; g < c.num_kv_heads; ++g) {
       const int sh = seq * c.num_kv_heads + g;
       const int64_t base = q_row * row_stride + int64_t{g} * c.group * hd;
-      const float* q = rb.q().data() + base;
+      const float* q = rb.q().data() + q_row * b.q_row_stride + int64_t{g} * c.group * hd;
       PartialState state{m.data(), s.data(), o.data()};
       InitPartial(state, n * c.group, hd);
       for (int i = b.block_indptr[sh]; i < b.block_indptr[sh + 1]; ++i) {
         SpanAttentionParams p;
         p.block = views[i];
         p.q = q;
-        p.q_row_stride = row_stride;
+        p.q_row_stride = b.q_row_stride;
         p.num_q = n;
         p.group = c.group;
         p.scale = b.scale;
@@ -265,7 +272,7 @@ inline std::vector<float> Reference(const RandomBatch& rb) {
       if (b.tail_len[seq] > 0) {
         DensePartialParams p;
         p.q = q;
-        p.q_row_stride = row_stride;
+        p.q_row_stride = b.q_row_stride;
         p.num_q = n;
         p.group = c.group;
         p.head_dim = hd;
