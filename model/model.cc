@@ -199,6 +199,36 @@ int64_t Model::weight_memory_bytes() const {
   return weight_bytes() + (weights_.lm_head.rows == 0 ? 0 : weights_.embed.size_bytes());
 }
 
+absl::Status ValidateForwardTokens(const ModelConfig& c, size_t item, absl::Span<const int32_t> tokens,
+                                   absl::Span<const int32_t> positions, int64_t first_position) {
+  const size_t i = item;
+  if (tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " has no tokens"));
+  for (int32_t t : tokens) {
+    if (t < 0 || t >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": token id ", t,
+                                                     " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
+  if (!positions.empty()) {
+    if (positions.size() != tokens.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Forward: item ", i, " has ", positions.size(), " positions for ", tokens.size(), " tokens"));
+    }
+    for (int32_t p : positions) {
+      if (p < 0 || p >= c.max_position_embeddings) {
+        return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": position ", p, " is outside [0, ",
+                                                       c.max_position_embeddings, ")"));
+      }
+    }
+  }
+  const int64_t end = first_position + static_cast<int64_t>(tokens.size());
+  if (positions.empty() && end > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": positions up to ", end - 1,
+                                                   " exceed max_position_embeddings = ", c.max_position_embeddings));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
   const ModelConfig& c = config_;
   if (batch.empty()) return absl::InvalidArgumentError("Forward: empty batch");
@@ -207,37 +237,13 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
   int total = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const ForwardItem& item = batch[i];
-    if (item.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " has no tokens"));
     if (item.cache == nullptr || item.logits == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " has a null cache or logits"));
     }
     if (!caches.insert(item.cache).second) {
       return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " reuses another item's cache"));
     }
-    for (int32_t t : item.tokens) {
-      if (t < 0 || t >= c.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": token id ", t,
-                                                       " is outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-    }
-    if (!item.positions.empty()) {
-      if (item.positions.size() != item.tokens.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " has ", item.positions.size(),
-                                                       " positions for ", item.tokens.size(), " tokens"));
-      }
-      for (int32_t p : item.positions) {
-        if (p < 0 || p >= c.max_position_embeddings) {
-          return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": position ", p,
-                                                         " is outside [0, ", c.max_position_embeddings, ")"));
-        }
-      }
-    }
-    const int64_t end = int64_t{item.cache->num_tokens()} + static_cast<int64_t>(item.tokens.size());
-    if (item.positions.empty() && end > c.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, ": positions up to ", end - 1,
-                                                     " exceed max_position_embeddings = ",
-                                                     c.max_position_embeddings));
-    }
+    RETURN_IF_ERROR(ValidateForwardTokens(c, i, item.tokens, item.positions, item.cache->num_tokens()));
     total += static_cast<int>(item.tokens.size());
   }
 

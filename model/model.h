@@ -85,6 +85,14 @@ struct ForwardItem {
 // them, llama3 rope_scaling applied): what the forward pass rotates q and k with.
 std::vector<float> RopeInvFreqFor(const ModelConfig& config);
 
+// Forward's checks of one item's tokens (the item's index `item` names it in messages):
+// InvalidArgument for no tokens, a token id outside [0, vocab_size), explicit positions of
+// the wrong count or outside [0, max_position_embeddings), or (without explicit positions)
+// positions first_position .. + tokens.size() - 1 past max_position_embeddings. Shared by
+// every backend's forward pass (the CPU Model, gpu::GpuModel).
+absl::Status ValidateForwardTokens(const ModelConfig& config, size_t item, absl::Span<const int32_t> tokens,
+                                   absl::Span<const int32_t> positions, int64_t first_position);
+
 class Model {
  public:
   // Loads `dir`: config.json, generation_config.json (optional), model.safetensors or the

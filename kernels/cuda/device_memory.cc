@@ -99,6 +99,13 @@ absl::Status DeviceBuffer::CopyFromDevice(const DeviceBuffer& src, int64_t size_
 
 absl::Status CudaSynchronize() { return CudaStatus(cudaDeviceSynchronize(), "synchronize"); }
 
+absl::Status CudaSetDevice(int device) {
+  if (device < 0 || device >= CudaDeviceCount()) {
+    return absl::InvalidArgumentError(absl::StrCat("no CUDA device ", device));
+  }
+  return CudaStatus(cudaSetDevice(device), "set device");
+}
+
 CudaEventTimer::~CudaEventTimer() {
   if (start_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(start_));
   if (stop_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(stop_));

@@ -67,6 +67,10 @@ class DeviceBuffer {
 // Waits for all work on the current device.
 absl::Status CudaSynchronize();
 
+// Makes `device` the calling thread's current device (cudaSetDevice). InvalidArgument for a
+// device outside [0, CudaDeviceCount()).
+absl::Status CudaSetDevice(int device);
+
 // Times work on a stream with a pair of CUDA events (benchmarks). Not thread-safe.
 class CudaEventTimer {
  public:

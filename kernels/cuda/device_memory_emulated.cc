@@ -77,6 +77,11 @@ absl::Status DeviceBuffer::CopyFromDevice(const DeviceBuffer& src, int64_t size_
 
 absl::Status CudaSynchronize() { return absl::OkStatus(); }
 
+absl::Status CudaSetDevice(int device) {
+  if (device != 0) return absl::InvalidArgumentError(absl::StrCat("no CUDA device ", device, " (emulated: only 0)"));
+  return absl::OkStatus();
+}
+
 // Events: host clock readings (emulated launches complete before they return).
 CudaEventTimer::~CudaEventTimer() {
   delete static_cast<std::chrono::steady_clock::time_point*>(start_);

@@ -1,0 +1,332 @@
+#include "gpu/gpu_model.h"
+
+#include <cmath>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/thread_pool.h"
+#include "kernels/cuda/elementwise_cuda.h"
+#include "model/internal/weights.h"
+#include "model/safetensors.h"
+
+namespace kvspan::gpu {
+namespace {
+
+using kernels::DeviceBuffer;
+
+absl::Status Upload(const void* host, int64_t bytes, DeviceBuffer* device) {
+  RETURN_IF_ERROR(device->Reserve(bytes));
+  return device->CopyFromHost(host, bytes);
+}
+
+template <typename Buffer>
+absl::Status UploadFloats(const Buffer& host, DeviceBuffer* device) {
+  return Upload(host.data(), static_cast<int64_t>(host.size()) * 4, device);
+}
+
+// Grows `buffer` to hold `count` elements of `bytes_each`.
+absl::Status Grow(DeviceBuffer& buffer, int64_t count, int64_t bytes_each) {
+  return buffer.Reserve(std::max<int64_t>(1, count) * bytes_each);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Load(const std::string& dir, const GpuModelOptions& options) {
+  const int devices = kernels::CudaDeviceCount();
+  if (options.device < 0 || options.device >= devices) {
+    return absl::UnavailableError(absl::StrCat("no CUDA device ", options.device, " (", devices, " visible)"));
+  }
+  RETURN_IF_ERROR(kernels::CudaSetDevice(options.device));
+  std::unique_ptr<GpuModel> m(new GpuModel());
+  if (options.gemm != GpuGemm::kPlain) {
+    absl::StatusOr<std::unique_ptr<kernels::CublasLtLinear>> lt = kernels::CublasLtLinear::Create();
+    if (lt.ok()) {
+      m->lt_ = std::move(*lt);
+    } else if (options.gemm == GpuGemm::kCublasLt || lt.status().code() != absl::StatusCode::kUnimplemented) {
+      return lt.status();
+    }
+  }
+  const model::WeightsChoice bf16{model::WeightsMode::kBF16, 32};
+  ASSIGN_OR_RETURN(m->config_, model::Model::LoadConfig(dir, bf16));
+  const model::ModelConfig& c = m->config_;
+  ASSIGN_OR_RETURN(auto checkpoint, model::SafetensorsCheckpoint::OpenDir(dir));
+  model::internal::Weights weights;
+  {
+    ThreadPool pool(DefaultNumThreads());
+    ASSIGN_OR_RETURN(weights, model::internal::LoadWeights(*checkpoint, c, kernels::WeightFormat::kBF16, 0, &pool));
+  }
+  auto upload_matrix = [&](const model::internal::WeightBuffer& w, Matrix* out) -> absl::Status {
+    out->rows = w.rows;
+    out->cols = w.cols;
+    m->weight_bytes_ += static_cast<int64_t>(w.data.size());
+    return Upload(w.data.data(), static_cast<int64_t>(w.data.size()), &out->data);
+  };
+  RETURN_IF_ERROR(upload_matrix(weights.embed, &m->embed_));
+  if (weights.lm_head.rows != 0) RETURN_IF_ERROR(upload_matrix(weights.lm_head, &m->lm_head_));
+  m->layers_.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const model::internal::LayerWeights& w = weights.layers[l];
+    Layer& g = m->layers_[l];
+    RETURN_IF_ERROR(UploadFloats(w.attn_norm, &g.attn_norm));
+    RETURN_IF_ERROR(UploadFloats(w.mlp_norm, &g.mlp_norm));
+    g.has_qkv_bias = !w.qkv_bias.empty();
+    if (g.has_qkv_bias) RETURN_IF_ERROR(UploadFloats(w.qkv_bias, &g.qkv_bias));
+    RETURN_IF_ERROR(upload_matrix(w.qkv, &g.qkv));
+    RETURN_IF_ERROR(upload_matrix(w.o, &g.o));
+    RETURN_IF_ERROR(upload_matrix(w.gate_up, &g.gate_up));
+    RETURN_IF_ERROR(upload_matrix(w.down, &g.down));
+  }
+  RETURN_IF_ERROR(UploadFloats(weights.final_norm, &m->final_norm_));
+  RETURN_IF_ERROR(UploadFloats(model::RopeInvFreqFor(c), &m->inv_freq_));
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::NewCache(int capacity_tokens) const {
+  const model::ModelConfig& c = config_;
+  if (capacity_tokens < 1 || capacity_tokens > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("capacity_tokens = ", capacity_tokens, " is outside [1, ",
+                                                   c.max_position_embeddings, "]"));
+  }
+  std::unique_ptr<GpuKvCache> cache(new GpuKvCache());
+  cache->capacity_ = capacity_tokens;
+  cache->layer_floats_ = int64_t{c.num_kv_heads} * capacity_tokens * c.head_dim;
+  const int64_t bytes = cache->layer_floats_ * c.num_layers * 4;
+  RETURN_IF_ERROR(cache->k_.Reserve(bytes));
+  RETURN_IF_ERROR(cache->v_.Reserve(bytes));
+  return cache;
+}
+
+absl::Status GpuModel::Linear(const kernels::LinearCudaParams& p) {
+  return lt_ != nullptr ? lt_->Run(p, nullptr) : kernels::LinearCuda(p, nullptr);
+}
+
+absl::Status GpuModel::Reserve(int total, int logits_rows) {
+  const model::ModelConfig& c = config_;
+  const int64_t qkv_width = int64_t{c.num_heads + 2 * c.num_kv_heads} * c.head_dim;
+  RETURN_IF_ERROR(Grow(x_, int64_t{total} * c.hidden_size, 4));
+  RETURN_IF_ERROR(Grow(xn_, int64_t{total} * c.hidden_size, 4));
+  RETURN_IF_ERROR(Grow(qkv_, total * qkv_width, 4));
+  RETURN_IF_ERROR(Grow(attn_, int64_t{total} * c.num_heads * c.head_dim, 4));
+  RETURN_IF_ERROR(Grow(gate_up_, int64_t{total} * 2 * c.intermediate_size, 4));
+  RETURN_IF_ERROR(Grow(act_, int64_t{total} * c.intermediate_size, 4));
+  RETURN_IF_ERROR(Grow(ids_, total, 4));
+  RETURN_IF_ERROR(Grow(positions_, total, 4));
+  return Grow(logits_, int64_t{logits_rows} * c.vocab_size, 4);
+}
+
+absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
+  const model::ModelConfig& c = config_;
+  if (batch.empty()) return absl::InvalidArgumentError("Forward: empty batch");
+  absl::flat_hash_set<const GpuKvCache*> caches;
+  int total = 0, logits_rows = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const GpuForwardItem& item = batch[i];
+    if (item.cache == nullptr || item.logits == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " has a null cache or logits"));
+    }
+    if (!caches.insert(item.cache).second) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " reuses another item's cache"));
+    }
+    RETURN_IF_ERROR(model::ValidateForwardTokens(c, i, item.tokens, {}, item.cache->num_tokens()));
+    const int64_t end = int64_t{item.cache->num_tokens()} + static_cast<int64_t>(item.tokens.size());
+    if (end > item.cache->capacity()) {
+      return absl::ResourceExhaustedError(absl::StrCat("Forward: item ", i, ": ", end, " tokens exceed the cache's ",
+                                                       item.cache->capacity()));
+    }
+    total += static_cast<int>(item.tokens.size());
+    logits_rows += item.logits_mode == model::LogitsMode::kAllTokens ? static_cast<int>(item.tokens.size()) : 1;
+  }
+
+  const int hidden = c.hidden_size, hd = c.head_dim, inter = c.intermediate_size;
+  const int q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
+  const int qkv_width = q_width + 2 * kv_width;
+  const int num_items = static_cast<int>(batch.size());
+  RETURN_IF_ERROR(Reserve(total, logits_rows));
+
+  std::vector<int32_t> ids(total), positions(total), offsets(num_items), tail_len(num_items), first(num_items);
+  std::vector<int32_t> num_q(num_items);
+  for (int i = 0, row = 0; i < num_items; ++i) {
+    offsets[i] = row;
+    first[i] = batch[i].cache->num_tokens();
+    num_q[i] = static_cast<int32_t>(batch[i].tokens.size());
+    tail_len[i] = first[i] + num_q[i];
+    for (int j = 0; j < num_q[i]; ++j, ++row) {
+      ids[row] = batch[i].tokens[j];
+      positions[row] = first[i] + j;
+    }
+  }
+  RETURN_IF_ERROR(ids_.CopyFromHost(ids.data(), int64_t{total} * 4));
+  RETURN_IF_ERROR(positions_.CopyFromHost(positions.data(), int64_t{total} * 4));
+
+  float* const x = x_.as<float>();
+  float* const xn = xn_.as<float>();
+  float* const qkv = qkv_.as<float>();
+  kernels::EmbeddingCudaParams embed;
+  embed.table = embed_.data.as<uint16_t>();
+  embed.ids = ids_.as<int32_t>();
+  embed.out = x;
+  embed.out_row_stride = hidden;
+  embed.num_tokens = total;
+  embed.dim = hidden;
+  embed.vocab = c.vocab_size;
+  RETURN_IF_ERROR(kernels::EmbeddingCuda(embed, nullptr));
+
+  kernels::RmsNormParams norm;
+  norm.x = x;
+  norm.x_row_stride = hidden;
+  norm.out = xn;
+  norm.out_row_stride = hidden;
+  norm.num_rows = total;
+  norm.dim = hidden;
+  norm.eps = static_cast<float>(c.rms_norm_eps);
+  auto linear = [&](const float* in, int64_t in_stride, const Matrix& w, const float* bias, float* out,
+                    int64_t out_stride, float beta) {
+    kernels::LinearCudaParams p;
+    p.x = in;
+    p.x_row_stride = in_stride;
+    p.w = w.data.as<uint16_t>();
+    p.bias = bias;
+    p.y = out;
+    p.y_row_stride = out_stride;
+    p.m = total;
+    p.n = w.rows;
+    p.k = w.cols;
+    p.beta = beta;
+    return Linear(p);
+  };
+  kernels::RopeCudaParams rope;
+  rope.x_row_stride = qkv_width;
+  rope.positions = positions_.as<int32_t>();
+  rope.inv_freq = inv_freq_.as<float>();
+  rope.num_tokens = total;
+  rope.head_dim = hd;
+
+  // Attention's batch: every item's cache as its dense tail (no compressed blocks yet).
+  const std::vector<int32_t> block_indptr(int64_t{num_items} * c.num_kv_heads + 1, 0);
+  std::vector<const float*> tail_k(num_items), tail_v(num_items);
+  kernels::SpanAttentionBatch attn;
+  attn.num_seqs = num_items;
+  attn.num_kv_heads = c.num_kv_heads;
+  attn.group = c.num_heads / c.num_kv_heads;
+  attn.head_dim = hd;
+  attn.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  attn.window = c.sliding_window;
+  attn.num_q = num_q.data();
+  attn.q = qkv;
+  attn.q_row_stride = qkv_width;
+  attn.out = attn_.as<float>();
+  attn.block_indptr = block_indptr.data();
+  attn.tail_k = tail_k.data();
+  attn.tail_v = tail_v.data();
+  attn.tail_len = tail_len.data();
+  attn.query_position = first.data();
+
+  for (int l = 0; l < c.num_layers; ++l) {
+    const Layer& w = layers_[l];
+    norm.weight = w.attn_norm.as<float>();
+    RETURN_IF_ERROR(kernels::RmsNormCuda(norm, nullptr));
+    RETURN_IF_ERROR(linear(xn, hidden, w.qkv, w.has_qkv_bias ? w.qkv_bias.as<float>() : nullptr, qkv, qkv_width, 0.0f));
+    rope.x = qkv;
+    rope.num_heads = c.num_heads;
+    RETURN_IF_ERROR(kernels::RopeCuda(rope, nullptr));
+    rope.x = qkv + q_width;
+    rope.num_heads = c.num_kv_heads;
+    RETURN_IF_ERROR(kernels::RopeCuda(rope, nullptr));
+    for (int i = 0; i < num_items; ++i) {
+      GpuKvCache& cache = *batch[i].cache;
+      kernels::KvAppendCudaParams append;
+      append.k = qkv + int64_t{offsets[i]} * qkv_width + q_width;
+      append.v = append.k + kv_width;
+      append.src_row_stride = qkv_width;
+      append.cache_k = cache.k_.as<float>() + l * cache.layer_floats_;
+      append.cache_v = cache.v_.as<float>() + l * cache.layer_floats_;
+      append.head_stride = int64_t{cache.capacity_} * hd;
+      append.first = first[i];
+      append.num_tokens = num_q[i];
+      append.num_kv_heads = c.num_kv_heads;
+      append.head_dim = hd;
+      RETURN_IF_ERROR(kernels::KvAppendCuda(append, nullptr));
+      tail_k[i] = append.cache_k;
+      tail_v[i] = append.cache_v;
+    }
+    attn.tail_head_stride = int64_t{batch[0].cache->capacity_} * hd;
+    // Caches of different capacities have different head strides: attend per capacity
+    // group only when they differ (the common case is one capacity for all).
+    bool same_capacity = true;
+    for (const GpuForwardItem& item : batch) same_capacity &= item.cache->capacity_ == batch[0].cache->capacity_;
+    attn.tail_token_stride = hd;
+    if (same_capacity) {
+      RETURN_IF_ERROR(attention_.Run(attn, nullptr));
+    } else {
+      for (int i = 0; i < num_items; ++i) {
+        kernels::SpanAttentionBatch one = attn;
+        one.num_seqs = 1;
+        one.num_q = &num_q[i];
+        one.q = qkv + int64_t{offsets[i]} * qkv_width;
+        one.out = attn_.as<float>() + int64_t{offsets[i]} * q_width;
+        one.tail_k = &tail_k[i];
+        one.tail_v = &tail_v[i];
+        one.tail_len = &tail_len[i];
+        one.query_position = &first[i];
+        one.tail_head_stride = int64_t{batch[i].cache->capacity_} * hd;
+        RETURN_IF_ERROR(attention_.Run(one, nullptr));
+      }
+    }
+    RETURN_IF_ERROR(linear(attn_.as<float>(), q_width, w.o, nullptr, x, hidden, 1.0f));
+    norm.weight = w.mlp_norm.as<float>();
+    RETURN_IF_ERROR(kernels::RmsNormCuda(norm, nullptr));
+    RETURN_IF_ERROR(linear(xn, hidden, w.gate_up, nullptr, gate_up_.as<float>(), 2 * inter, 0.0f));
+    kernels::SiluMulParams act;
+    act.gate = gate_up_.as<float>();
+    act.up = gate_up_.as<float>() + inter;
+    act.in_row_stride = 2 * inter;
+    act.out = act_.as<float>();
+    act.out_row_stride = inter;
+    act.num_rows = total;
+    act.dim = inter;
+    RETURN_IF_ERROR(kernels::SiluMulCuda(act, nullptr));
+    RETURN_IF_ERROR(linear(act_.as<float>(), inter, w.down, nullptr, x, hidden, 1.0f));
+  }
+
+  // Final norm of the rows whose logits are wanted, stacked into xn, then lm_head.
+  int r = 0;
+  for (int i = 0; i < num_items; ++i) {
+    const bool all = batch[i].logits_mode == model::LogitsMode::kAllTokens;
+    const int rows = all ? num_q[i] : 1;
+    kernels::RmsNormParams fn = norm;
+    fn.x = x + int64_t{offsets[i] + (all ? 0 : num_q[i] - 1)} * hidden;
+    fn.out = xn + int64_t{r} * hidden;
+    fn.weight = final_norm_.as<float>();
+    fn.num_rows = rows;
+    RETURN_IF_ERROR(kernels::RmsNormCuda(fn, nullptr));
+    r += rows;
+  }
+  const Matrix& out = lm_head_.rows != 0 ? lm_head_ : embed_;
+  kernels::LinearCudaParams lp;
+  lp.x = xn;
+  lp.x_row_stride = hidden;
+  lp.w = out.data.as<uint16_t>();
+  lp.y = logits_.as<float>();
+  lp.y_row_stride = c.vocab_size;
+  lp.m = logits_rows;
+  lp.n = out.rows;
+  lp.k = out.cols;
+  RETURN_IF_ERROR(Linear(lp));
+  RETURN_IF_ERROR(kernels::CudaSynchronize());
+  std::vector<float> logits(int64_t{logits_rows} * c.vocab_size);
+  RETURN_IF_ERROR(logits_.CopyToHost(logits.data(), static_cast<int64_t>(logits.size()) * 4));
+  // Everything ran: the caches take their tokens.
+  r = 0;
+  for (int i = 0; i < num_items; ++i) {
+    const int rows = batch[i].logits_mode == model::LogitsMode::kAllTokens ? num_q[i] : 1;
+    batch[i].logits->assign(logits.begin() + int64_t{r} * c.vocab_size,
+                            logits.begin() + int64_t{r + rows} * c.vocab_size);
+    batch[i].cache->num_tokens_ = tail_len[i];
+    r += rows;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kvspan::gpu

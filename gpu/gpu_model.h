@@ -1,0 +1,138 @@
+// The Llama-family forward pass on one GPU: the CPU Model's semantics (model/model.h) with
+// weights uploaded once in bf16 and every activation, key and value in device memory.
+// Built twice from this one source (gpu/CMakeLists.txt): against kvspan::kernels_cuda for
+// the GPU, and against kvspan::kernels_emulated, where the CPU emulator runs the same
+// kernels, so CI checks the whole pass against the CPU Model without a GPU.
+//
+// A step over a batch, as Model::Forward: the items' new tokens are stacked for the
+// projections and the MLP (one matrix product per weight per step); RoPE, the keys' and
+// values' append to each item's GpuKvCache, and attention for all items at once
+// (CudaSpanAttention over each cache's dense keys: num_q new queries per item, causal,
+// windowed under a sliding window); then the final norm and lm_head over the rows whose
+// logits are wanted, copied to the host.
+//
+//   ASSIGN_OR_RETURN(auto model, GpuModel::Load("models/kvspan-brown", {.device = 0}));
+//   ASSIGN_OR_RETURN(auto cache, model->NewCache(1024));
+//   std::vector<float> logits;
+//   GpuForwardItem item{.tokens = prompt, .cache = cache.get(), .logits = &logits};
+//   RETURN_IF_ERROR(model->Forward(absl::MakeSpan(&item, 1)));
+//
+// This version keeps every cache dense (fp32) on the device; compressed spans on the
+// device, the decode worker's GPU backend and CUDA graphs are the next steps (issue 13,
+// docs/architecture.md "GPU").
+//
+// Thread-safety: not thread-safe (one stream, shared scratch): one caller at a time.
+#ifndef KVSPAN_GPU_GPU_MODEL_H_
+#define KVSPAN_GPU_GPU_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/linear_cuda.h"
+#include "kernels/cuda/span_attention_cuda.h"
+#include "model/config.h"
+#include "model/model.h"
+
+namespace kvspan::gpu {
+
+enum class GpuGemm {
+  kAuto,      // cuBLASLt where the build has it, else the plain kernel
+  kPlain,     // kernels/cuda/linear_cuda.h's plain kernel (exact products)
+  kCublasLt,  // cuBLASLt (activations rounded to bf16)
+};
+
+struct GpuModelOptions {
+  int device = 0;  // cuda:N; the emulated build has one device, 0
+  GpuGemm gemm = GpuGemm::kAuto;
+};
+
+// One sequence's KV cache in device memory, all layers, dense fp32:
+// k and v [num_layers][num_kv_heads][capacity][head_dim]. Made by GpuModel::NewCache.
+// Not thread-safe.
+class GpuKvCache {
+ public:
+  int num_tokens() const { return num_tokens_; }
+  int capacity() const { return capacity_; }
+  // Drops the tokens from `num_tokens` on (keeps their slots). REQUIRES: 0 <= num_tokens <=
+  // this->num_tokens().
+  void Truncate(int num_tokens) { num_tokens_ = num_tokens; }
+  // Device bytes held.
+  int64_t memory_bytes() const { return k_.size_bytes() + v_.size_bytes(); }
+
+ private:
+  friend class GpuModel;
+  GpuKvCache() = default;
+  int num_tokens_ = 0;
+  int capacity_ = 0;
+  int64_t layer_floats_ = 0;  // num_kv_heads * capacity * head_dim
+  kernels::DeviceBuffer k_, v_;
+};
+
+struct GpuForwardItem {
+  absl::Span<const int32_t> tokens;  // >= 1 new tokens; borrowed for the call
+  GpuKvCache* cache = nullptr;       // borrowed; its num_tokens() is the position of tokens[0]
+  model::LogitsMode logits_mode = model::LogitsMode::kLastToken;
+  std::vector<float>* logits = nullptr;  // out: [1 or tokens.size(), vocab_size] (resized)
+};
+
+class GpuModel {
+ public:
+  // Loads `dir` as Model::Load does, its matrices in bf16 (exact for bf16 checkpoints; f32
+  // and f16 ones round to nearest even, and the fingerprint says so), uploads them to
+  // `options.device` and frees the host copy. Model::Load's errors; Unavailable without
+  // the device; ResourceExhausted when the weights do not fit; Unimplemented for
+  // GpuGemm::kCublasLt in a build without cuBLASLt.
+  static absl::StatusOr<std::unique_ptr<GpuModel>> Load(const std::string& dir, const GpuModelOptions& options);
+
+  const model::ModelConfig& config() const { return config_; }
+  // The GEMM path in use ("cublaslt" or "plain").
+  std::string gemm_name() const { return lt_ != nullptr ? "cublaslt" : "plain"; }
+  int64_t weight_memory_bytes() const { return weight_bytes_; }
+
+  // An empty cache for `capacity_tokens` tokens. InvalidArgument unless 1 <= capacity_tokens
+  // <= max_position_embeddings; ResourceExhausted when the device memory runs out.
+  absl::StatusOr<std::unique_ptr<GpuKvCache>> NewCache(int capacity_tokens) const;
+
+  // One step over a batch, with Model::Forward's checks and errors (InvalidArgument for an
+  // empty batch or item, a null cache or logits, a cache twice, a token outside the
+  // vocabulary or a position past max_position_embeddings; ResourceExhausted for a cache
+  // without room). On success every cache takes its tokens; on error none does (the checks
+  // come first, and a device error leaves the counts as they were).
+  absl::Status Forward(absl::Span<GpuForwardItem> batch);
+
+ private:
+  struct Matrix {
+    kernels::DeviceBuffer data;  // [rows, cols] bf16
+    int rows = 0;
+    int cols = 0;
+  };
+  struct Layer {
+    kernels::DeviceBuffer attn_norm, mlp_norm, qkv_bias;  // fp32
+    bool has_qkv_bias = false;
+    Matrix qkv, o, gate_up, down;
+  };
+
+  GpuModel() = default;
+  absl::Status Linear(const kernels::LinearCudaParams& p);
+  absl::Status Reserve(int total_tokens, int logits_rows);
+
+  model::ModelConfig config_;
+  std::unique_ptr<kernels::CublasLtLinear> lt_;  // null: the plain kernel
+  Matrix embed_, lm_head_;                        // lm_head_ empty when tied
+  std::vector<Layer> layers_;
+  kernels::DeviceBuffer final_norm_, inv_freq_;
+  int64_t weight_bytes_ = 0;
+  kernels::CudaSpanAttention attention_;
+  // Step scratch, grown as batches need: x, xn, qkv, attn, gate_up, act, ids, positions, logits.
+  kernels::DeviceBuffer x_, xn_, qkv_, attn_, gate_up_, act_, ids_, positions_, logits_;
+};
+
+}  // namespace kvspan::gpu
+
+#endif  // KVSPAN_GPU_GPU_MODEL_H_
