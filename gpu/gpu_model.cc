@@ -1,13 +1,17 @@
 #include "gpu/gpu_model.h"
 
 #include <cmath>
+#include <cstring>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "kernels/cuda/elementwise_cuda.h"
+#include "kvcache/span_geometry.h"
+#include "kvcache/span_kernel_views.h"
 #include "model/internal/weights.h"
 #include "model/safetensors.h"
 
@@ -24,6 +28,15 @@ absl::Status Upload(const void* host, int64_t bytes, DeviceBuffer* device) {
 template <typename Buffer>
 absl::Status UploadFloats(const Buffer& host, DeviceBuffer* device) {
   return Upload(host.data(), static_cast<int64_t>(host.size()) * 4, device);
+}
+
+int CodecBits(kernels::SpanCodec codec) {
+  switch (codec) {
+    case kernels::SpanCodec::kInt8: return 8;
+    case kernels::SpanCodec::kInt4: return 4;
+    case kernels::SpanCodec::kInt2: return 2;
+    default: return 16;
+  }
 }
 
 // Grows `buffer` to hold `count` elements of `bytes_each`.
@@ -83,19 +96,135 @@ absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Load(const std::string& dir,
   return m;
 }
 
-absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::NewCache(int capacity_tokens) const {
+int64_t GpuKvCache::memory_bytes() const {
+  int64_t bytes = k_.size_bytes() + v_.size_bytes();
+  for (const DeviceSpan& span : device_spans_) bytes += span.arena.size_bytes();
+  return bytes;
+}
+
+absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::NewCache(int capacity_tokens,
+                                                                const GpuCacheOptions& options) const {
   const model::ModelConfig& c = config_;
   if (capacity_tokens < 1 || capacity_tokens > c.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat("capacity_tokens = ", capacity_tokens, " is outside [1, ",
                                                    c.max_position_embeddings, "]"));
   }
+  if (options.compressor != nullptr) {
+    if (options.span_tokens < 1 || options.span_tokens > kvcache::kMaxSpanTokens) {
+      return absl::InvalidArgumentError(absl::StrCat("span_tokens = ", options.span_tokens, " is outside [1, ",
+                                                     kvcache::kMaxSpanTokens, "]"));
+    }
+    if (options.compressor->query_needs().any()) {
+      return absl::UnimplementedError("query-aware span compressors do not run on the GPU yet");
+    }
+  }
   std::unique_ptr<GpuKvCache> cache(new GpuKvCache());
   cache->capacity_ = capacity_tokens;
+  cache->num_layers_ = c.num_layers;
+  cache->num_kv_heads_ = c.num_kv_heads;
+  cache->head_dim_ = c.head_dim;
   cache->layer_floats_ = int64_t{c.num_kv_heads} * capacity_tokens * c.head_dim;
+  cache->compressor_ = options.compressor;
+  cache->span_tokens_ = options.compressor != nullptr ? options.span_tokens : 0;
   const int64_t bytes = cache->layer_floats_ * c.num_layers * 4;
   RETURN_IF_ERROR(cache->k_.Reserve(bytes));
   RETURN_IF_ERROR(cache->v_.Reserve(bytes));
   return cache;
+}
+
+absl::StatusOr<GpuKvCache::DeviceSpan> GpuModel::CompressSpan(const GpuKvCache& cache, int first_position,
+                                                              kvcache::Span* out) const {
+  const int layers = cache.num_layers_, heads = cache.num_kv_heads_, hd = cache.head_dim_, s = cache.span_tokens_;
+  // The span's dense rows, [layer][kv head][token][channel], from the device.
+  const int64_t head_floats = int64_t{s} * hd;
+  std::vector<float> k(int64_t{layers} * heads * head_floats), v(k.size());
+  for (int l = 0; l < layers; ++l) {
+    for (int h = 0; h < heads; ++h) {
+      const int64_t src =
+          (l * cache.layer_floats_ + int64_t{h} * cache.capacity_ * hd + int64_t{first_position} * hd) * 4;
+      const int64_t dst = (int64_t{l} * heads + h) * head_floats;
+      RETURN_IF_ERROR(cache.k_.CopyToHost(&k[dst], head_floats * 4, src));
+      RETURN_IF_ERROR(cache.v_.CopyToHost(&v[dst], head_floats * 4, src));
+    }
+  }
+  kvcache::DenseSpanView view;
+  view.geometry = {layers, heads, hd, s};
+  view.first_position = first_position;
+  view.span_index = first_position / s;
+  view.kv = {k.data(), v.data(), int64_t{heads} * head_floats, head_floats, hd};
+  ASSIGN_OR_RETURN(kvcache::Span span, cache.compressor_->Compress(view));
+  RETURN_IF_ERROR(kvcache::ValidateSpan(span));
+  if (!(span.header.geometry == view.geometry) || span.header.first_position != first_position ||
+      span.header.span_index != view.span_index) {
+    return absl::InternalError("GpuKvCache: the compressor returned a span of another geometry or position");
+  }
+
+  // Upload every array the kernel views read (a shared block's source arrays once) into
+  // one allocation, then the same views over device addresses.
+  const kvcache::SpanKernelViews host(span);
+  std::vector<uint8_t> staging;
+  absl::flat_hash_map<const void*, int64_t> placed;
+  auto place = [&](const void* ptr, int64_t bytes) -> int64_t {
+    if (ptr == nullptr || bytes <= 0) return -1;
+    auto [it, inserted] = placed.try_emplace(ptr, 0);
+    if (!inserted) return it->second;
+    const int64_t offset = (static_cast<int64_t>(staging.size()) + 15) / 16 * 16;
+    staging.resize(offset + bytes);
+    std::memcpy(staging.data() + offset, ptr, bytes);
+    it->second = offset;
+    return offset;
+  };
+  struct Placed {
+    int64_t key_data, value_data, key_params, value_params, log_counts, key_scales, value_scales, positions;
+  };
+  std::vector<std::vector<Placed>> offsets(int64_t{layers} * heads);
+  for (int l = 0; l < layers; ++l) {
+    for (int h = 0; h < heads; ++h) {
+      for (const kernels::SpanBlockView& b : host.head(l, h)) {
+        const int64_t n = b.num_entries;
+        const int bits = CodecBits(b.codec);
+        const int64_t row = (int64_t{b.head_dim} * bits + 7) / 8;
+        const bool quantized = bits < 16;
+        const int64_t g = quantized ? b.group_size : 1;
+        Placed p;
+        p.key_data = place(b.key_data, n * row);
+        p.value_data = place(b.value_data, n * row);
+        p.key_params = quantized ? place(b.key_params, (n + g - 1) / g * b.head_dim * 4) : -1;
+        p.value_params = quantized ? place(b.value_params, n * ((b.head_dim + g - 1) / g) * 4) : -1;
+        p.log_counts = place(b.log_counts, n * 4);
+        p.key_scales = place(b.key_scales, n * 4);
+        p.value_scales = place(b.value_scales, n * 4);
+        p.positions = place(b.positions, n * 4);
+        offsets[int64_t{l} * heads + h].push_back(p);
+      }
+    }
+  }
+  GpuKvCache::DeviceSpan device;
+  RETURN_IF_ERROR(device.arena.Reserve(std::max<int64_t>(1, staging.size())));
+  RETURN_IF_ERROR(device.arena.CopyFromHost(staging.data(), static_cast<int64_t>(staging.size())));
+  const uint8_t* base = device.arena.as<uint8_t>();
+  auto at = [&](int64_t offset) -> const uint8_t* { return offset < 0 ? nullptr : base + offset; };
+  device.heads.resize(int64_t{layers} * heads);
+  for (int l = 0; l < layers; ++l) {
+    for (int h = 0; h < heads; ++h) {
+      const std::vector<kernels::SpanBlockView>& views = host.head(l, h);
+      for (size_t i = 0; i < views.size(); ++i) {
+        const Placed& p = offsets[int64_t{l} * heads + h][i];
+        kernels::SpanBlockView d = views[i];
+        d.key_data = at(p.key_data);
+        d.value_data = at(p.value_data);
+        d.key_params = reinterpret_cast<const uint16_t*>(at(p.key_params));
+        d.value_params = reinterpret_cast<const uint16_t*>(at(p.value_params));
+        d.log_counts = reinterpret_cast<const float*>(at(p.log_counts));
+        d.key_scales = reinterpret_cast<const float*>(at(p.key_scales));
+        d.value_scales = reinterpret_cast<const float*>(at(p.value_scales));
+        d.positions = reinterpret_cast<const int32_t*>(at(p.positions));
+        device.heads[int64_t{l} * heads + h].push_back(d);
+      }
+    }
+  }
+  *out = std::move(span);
+  return device;
 }
 
 absl::Status GpuModel::Linear(const kernels::LinearCudaParams& p) {
@@ -203,25 +332,50 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
   rope.num_tokens = total;
   rope.head_dim = hd;
 
-  // Attention's batch: every item's cache as its dense tail (no compressed blocks yet).
-  const std::vector<int32_t> block_indptr(int64_t{num_items} * c.num_kv_heads + 1, 0);
+  // Attention's batch: per item, its cache's compressed blocks of the layer, then its dense
+  // tail [num_compressed_tokens, num_tokens + n) read from the dense rows.
   std::vector<const float*> tail_k(num_items), tail_v(num_items);
-  kernels::SpanAttentionBatch attn;
-  attn.num_seqs = num_items;
-  attn.num_kv_heads = c.num_kv_heads;
-  attn.group = c.num_heads / c.num_kv_heads;
-  attn.head_dim = hd;
-  attn.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  attn.window = c.sliding_window;
-  attn.num_q = num_q.data();
-  attn.q = qkv;
-  attn.q_row_stride = qkv_width;
-  attn.out = attn_.as<float>();
-  attn.block_indptr = block_indptr.data();
-  attn.tail_k = tail_k.data();
-  attn.tail_v = tail_v.data();
-  attn.tail_len = tail_len.data();
-  attn.query_position = first.data();
+  std::vector<int32_t> tail_tokens(num_items);
+  for (int i = 0; i < num_items; ++i) tail_tokens[i] = tail_len[i] - batch[i].cache->num_compressed_tokens();
+  std::vector<kernels::SpanBlockView> blocks;
+  std::vector<int32_t> block_indptr;
+  // Attention of items [i0, i1) at layer l, in one call when their caches share a capacity
+  // (hence a head stride).
+  auto attend = [&](int l, int i0, int i1) -> absl::Status {
+    blocks.clear();
+    block_indptr.assign(1, 0);
+    for (int i = i0; i < i1; ++i) {
+      for (int g = 0; g < c.num_kv_heads; ++g) {
+        for (const GpuKvCache::DeviceSpan& span : batch[i].cache->device_spans_) {
+          const std::vector<kernels::SpanBlockView>& views = span.heads[int64_t{l} * c.num_kv_heads + g];
+          blocks.insert(blocks.end(), views.begin(), views.end());
+        }
+        block_indptr.push_back(static_cast<int32_t>(blocks.size()));
+      }
+    }
+    kernels::SpanAttentionBatch a;
+    a.num_seqs = i1 - i0;
+    a.num_kv_heads = c.num_kv_heads;
+    a.group = c.num_heads / c.num_kv_heads;
+    a.head_dim = hd;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    a.window = c.sliding_window;
+    a.num_q = &num_q[i0];
+    a.q = qkv + int64_t{offsets[i0]} * qkv_width;
+    a.q_row_stride = qkv_width;
+    a.out = attn_.as<float>() + int64_t{offsets[i0]} * q_width;
+    a.block_indptr = block_indptr.data();
+    a.blocks = blocks.empty() ? nullptr : blocks.data();
+    a.tail_k = &tail_k[i0];
+    a.tail_v = &tail_v[i0];
+    a.tail_len = &tail_tokens[i0];
+    a.tail_head_stride = int64_t{batch[i0].cache->capacity_} * hd;
+    a.tail_token_stride = hd;
+    a.query_position = &first[i0];
+    return attention_.Run(a, nullptr);
+  };
+  bool same_capacity = true;
+  for (const GpuForwardItem& item : batch) same_capacity &= item.cache->capacity_ == batch[0].cache->capacity_;
 
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = layers_[l];
@@ -248,31 +402,14 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
       append.num_kv_heads = c.num_kv_heads;
       append.head_dim = hd;
       RETURN_IF_ERROR(kernels::KvAppendCuda(append, nullptr));
-      tail_k[i] = append.cache_k;
-      tail_v[i] = append.cache_v;
+      const int64_t compressed = int64_t{cache.num_compressed_tokens()} * hd;
+      tail_k[i] = append.cache_k + compressed;
+      tail_v[i] = append.cache_v + compressed;
     }
-    attn.tail_head_stride = int64_t{batch[0].cache->capacity_} * hd;
-    // Caches of different capacities have different head strides: attend per capacity
-    // group only when they differ (the common case is one capacity for all).
-    bool same_capacity = true;
-    for (const GpuForwardItem& item : batch) same_capacity &= item.cache->capacity_ == batch[0].cache->capacity_;
-    attn.tail_token_stride = hd;
     if (same_capacity) {
-      RETURN_IF_ERROR(attention_.Run(attn, nullptr));
+      RETURN_IF_ERROR(attend(l, 0, num_items));
     } else {
-      for (int i = 0; i < num_items; ++i) {
-        kernels::SpanAttentionBatch one = attn;
-        one.num_seqs = 1;
-        one.num_q = &num_q[i];
-        one.q = qkv + int64_t{offsets[i]} * qkv_width;
-        one.out = attn_.as<float>() + int64_t{offsets[i]} * q_width;
-        one.tail_k = &tail_k[i];
-        one.tail_v = &tail_v[i];
-        one.tail_len = &tail_len[i];
-        one.query_position = &first[i];
-        one.tail_head_stride = int64_t{batch[i].cache->capacity_} * hd;
-        RETURN_IF_ERROR(attention_.Run(one, nullptr));
-      }
+      for (int i = 0; i < num_items; ++i) RETURN_IF_ERROR(attend(l, i, i + 1));
     }
     RETURN_IF_ERROR(linear(attn_.as<float>(), q_width, w.o, nullptr, x, hidden, 1.0f));
     norm.weight = w.mlp_norm.as<float>();
@@ -317,13 +454,32 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
   RETURN_IF_ERROR(kernels::CudaSynchronize());
   std::vector<float> logits(int64_t{logits_rows} * c.vocab_size);
   RETURN_IF_ERROR(logits_.CopyToHost(logits.data(), static_cast<int64_t>(logits.size()) * 4));
-  // Everything ran: the caches take their tokens.
+  // The spans the new tokens complete, compressed and uploaded into staged state: a
+  // compressor's error leaves every cache as it was.
+  std::vector<std::vector<kvcache::Span>> staged_spans(num_items);
+  std::vector<std::vector<GpuKvCache::DeviceSpan>> staged_device(num_items);
+  for (int i = 0; i < num_items; ++i) {
+    const GpuKvCache& cache = *batch[i].cache;
+    if (cache.compressor_ == nullptr) continue;
+    for (int p = cache.num_compressed_tokens(); tail_len[i] - p >= cache.span_tokens_; p += cache.span_tokens_) {
+      kvcache::Span span;
+      ASSIGN_OR_RETURN(GpuKvCache::DeviceSpan device, CompressSpan(cache, p, &span));
+      staged_spans[i].push_back(std::move(span));
+      staged_device[i].push_back(std::move(device));
+    }
+  }
+  // Everything ran: the caches take their tokens and spans.
   r = 0;
   for (int i = 0; i < num_items; ++i) {
     const int rows = batch[i].logits_mode == model::LogitsMode::kAllTokens ? num_q[i] : 1;
     batch[i].logits->assign(logits.begin() + int64_t{r} * c.vocab_size,
                             logits.begin() + int64_t{r + rows} * c.vocab_size);
-    batch[i].cache->num_tokens_ = tail_len[i];
+    GpuKvCache& cache = *batch[i].cache;
+    for (size_t k = 0; k < staged_spans[i].size(); ++k) {
+      cache.spans_.push_back(std::move(staged_spans[i][k]));
+      cache.device_spans_.push_back(std::move(staged_device[i][k]));
+    }
+    cache.num_tokens_ = tail_len[i];
     r += rows;
   }
   return absl::OkStatus();

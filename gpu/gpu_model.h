@@ -17,9 +17,15 @@
 //   GpuForwardItem item{.tokens = prompt, .cache = cache.get(), .logits = &logits};
 //   RETURN_IF_ERROR(model->Forward(absl::MakeSpan(&item, 1)));
 //
-// This version keeps every cache dense (fp32) on the device; compressed spans on the
-// device, the decode worker's GPU backend and CUDA graphs are the next steps (issue 13,
-// docs/architecture.md "GPU").
+// Caches are dense or compressed (GpuCacheOptions::compressor): a compressed cache turns
+// each span of S tokens into kvcache's span format once the tokens that complete it are
+// committed, exactly as CompressedKvCache does on the CPU (the same SpanCompressor, run on
+// the host from the span's device K/V), uploads its entry blocks, and from then on
+// attention reads those blocks in their stored layout (bf16 / fp16 / int8 / int4 / int2,
+// evicted, merged or shared) and the dense tail after them. The dense buffer keeps its
+// capacity (the compressed tokens' rows are no longer read, not yet freed); the decode
+// worker's GPU backend and CUDA graphs are the next steps (issue 13, docs/architecture.md
+// "GPU").
 //
 // Thread-safety: not thread-safe (one stream, shared scratch): one caller at a time.
 #ifndef KVSPAN_GPU_GPU_MODEL_H_
@@ -36,6 +42,8 @@
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/linear_cuda.h"
 #include "kernels/cuda/span_attention_cuda.h"
+#include "kvcache/span.h"
+#include "kvcache/span_compressor.h"
 #include "model/config.h"
 #include "model/model.h"
 
@@ -52,26 +60,50 @@ struct GpuModelOptions {
   GpuGemm gemm = GpuGemm::kAuto;
 };
 
-// One sequence's KV cache in device memory, all layers, dense fp32:
-// k and v [num_layers][num_kv_heads][capacity][head_dim]. Made by GpuModel::NewCache.
-// Not thread-safe.
+struct GpuCacheOptions {
+  // Null: a dense cache. Else spans of span_tokens tokens are compressed by it (query-aware
+  // compressors, query_needs().any(), are not supported on the GPU yet: Unimplemented).
+  std::shared_ptr<kvcache::SpanCompressor> compressor;
+  int span_tokens = 64;  // S, [1, kvcache::kMaxSpanTokens]
+};
+
+// One sequence's KV cache in device memory, all layers: dense fp32 rows
+// k and v [num_layers][num_kv_heads][capacity][head_dim] indexed by position, and, for a
+// compressed cache, the spans covering [0, num_compressed_tokens()) as entry blocks in
+// device memory (the tail [num_compressed_tokens(), num_tokens()) is read from the dense
+// rows). Made by GpuModel::NewCache. Not thread-safe.
 class GpuKvCache {
  public:
   int num_tokens() const { return num_tokens_; }
   int capacity() const { return capacity_; }
-  // Drops the tokens from `num_tokens` on (keeps their slots). REQUIRES: 0 <= num_tokens <=
-  // this->num_tokens().
+  int num_compressed_tokens() const { return static_cast<int>(spans_.size()) * span_tokens_; }
+  // The compressed spans (host copies, as the cache store and the transport take them).
+  const std::vector<kvcache::Span>& spans() const { return spans_; }
+  // Drops the tail's tokens from `num_tokens` on (keeps their slots); compressed tokens stay.
+  // REQUIRES: num_compressed_tokens() <= num_tokens <= this->num_tokens().
   void Truncate(int num_tokens) { num_tokens_ = num_tokens; }
-  // Device bytes held.
-  int64_t memory_bytes() const { return k_.size_bytes() + v_.size_bytes(); }
+  // Device bytes held: the dense rows and every span's blocks.
+  int64_t memory_bytes() const;
 
  private:
   friend class GpuModel;
+  // One compressed span's blocks in one device allocation, and their device views.
+  struct DeviceSpan {
+    kernels::DeviceBuffer arena;
+    std::vector<std::vector<kernels::SpanBlockView>> heads;  // [layer * H + kv_head]
+  };
   GpuKvCache() = default;
   int num_tokens_ = 0;
   int capacity_ = 0;
+  int num_layers_ = 0;
+  int num_kv_heads_ = 0;
+  int head_dim_ = 0;
   int64_t layer_floats_ = 0;  // num_kv_heads * capacity * head_dim
   kernels::DeviceBuffer k_, v_;
+  std::shared_ptr<kvcache::SpanCompressor> compressor_;
+  int span_tokens_ = 0;
+  std::vector<kvcache::Span> spans_;
+  std::vector<DeviceSpan> device_spans_;
 };
 
 struct GpuForwardItem {
@@ -96,14 +128,16 @@ class GpuModel {
   int64_t weight_memory_bytes() const { return weight_bytes_; }
 
   // An empty cache for `capacity_tokens` tokens. InvalidArgument unless 1 <= capacity_tokens
-  // <= max_position_embeddings; ResourceExhausted when the device memory runs out.
-  absl::StatusOr<std::unique_ptr<GpuKvCache>> NewCache(int capacity_tokens) const;
+  // <= max_position_embeddings and span_tokens is in range; Unimplemented for a query-aware
+  // compressor; ResourceExhausted when the device memory runs out.
+  absl::StatusOr<std::unique_ptr<GpuKvCache>> NewCache(int capacity_tokens, const GpuCacheOptions& options = {}) const;
 
   // One step over a batch, with Model::Forward's checks and errors (InvalidArgument for an
   // empty batch or item, a null cache or logits, a cache twice, a token outside the
   // vocabulary or a position past max_position_embeddings; ResourceExhausted for a cache
-  // without room). On success every cache takes its tokens; on error none does (the checks
-  // come first, and a device error leaves the counts as they were).
+  // without room; a compressor's error as it returned it). On success every cache takes its
+  // tokens, compressing the spans they complete; on error none does (the checks come first,
+  // spans are compressed and uploaded into staged state before any cache changes).
   absl::Status Forward(absl::Span<GpuForwardItem> batch);
 
  private:
@@ -120,6 +154,9 @@ class GpuModel {
 
   GpuModel() = default;
   absl::Status Linear(const kernels::LinearCudaParams& p);
+  // Compresses the span at `first_position` of `cache` from its device rows and uploads it.
+  absl::StatusOr<GpuKvCache::DeviceSpan> CompressSpan(const GpuKvCache& cache, int first_position,
+                                                      kvcache::Span* span) const;
   absl::Status Reserve(int total_tokens, int logits_rows);
 
   model::ModelConfig config_;

@@ -6,13 +6,19 @@
 #include "gpu/gpu_model.h"
 
 #include <algorithm>
+#include <cctype>
+#include <map>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
+#include "absl/synchronization/mutex.h"
 #include "kernels/cuda/device_memory.h"
+#include "kvcache/compressed_kv_cache.h"
+#include "kvcache/policy.h"
+#include "kvcache/span_compressor.h"
 #include "model/model.h"
 
 namespace kvspan::gpu {
@@ -125,6 +131,104 @@ TEST_P(GpuModelTest, BadInputIsRejectedAndNoCacheChanges) {
   item.tokens = absl::MakeConstSpan(nine.data(), 3);
   ASSERT_OK(gpu_->Forward(absl::MakeSpan(&item, 1)));
   EXPECT_EQ(cache->num_tokens(), 3);
+}
+
+// Records the spans its inner compressor makes (the GPU cache's), so that the CPU cache can
+// attend over the very same spans (ReplayCompressor): the two passes' K/V differ in fp32
+// rounding, which can flip a quantization step or an eviction choice, and the comparison
+// is of attention over compressed spans, not of that chance.
+class RecordingCompressor : public kvcache::SpanCompressor {
+ public:
+  explicit RecordingCompressor(std::shared_ptr<kvcache::SpanCompressor> inner) : inner_(std::move(inner)) {}
+  absl::StatusOr<kvcache::Span> Compress(const kvcache::DenseSpanView& view) override {
+    ASSIGN_OR_RETURN(kvcache::Span span, inner_->Compress(view));
+    absl::MutexLock lock(&mu_);
+    spans_[view.span_index] = span;
+    return span;
+  }
+  absl::StatusOr<kvcache::Span> Recorded(int index) {
+    absl::MutexLock lock(&mu_);
+    auto it = spans_.find(index);
+    if (it == spans_.end()) return absl::NotFoundError(absl::StrCat("no span ", index, " recorded"));
+    return it->second;
+  }
+
+ private:
+  std::shared_ptr<kvcache::SpanCompressor> inner_;
+  absl::Mutex mu_;
+  std::map<int, kvcache::Span> spans_ ABSL_GUARDED_BY(mu_);
+};
+
+class ReplayCompressor : public kvcache::SpanCompressor {
+ public:
+  explicit ReplayCompressor(std::shared_ptr<RecordingCompressor> source) : source_(std::move(source)) {}
+  absl::StatusOr<kvcache::Span> Compress(const kvcache::DenseSpanView& view) override {
+    return source_->Recorded(view.span_index);
+  }
+
+ private:
+  std::shared_ptr<RecordingCompressor> source_;
+};
+
+class GpuCompressedCacheTest : public ::testing::TestWithParam<const char*> {};
+
+// Prefill compresses two spans, decode a third: at every step the GPU's attention over its
+// compressed spans (read in their stored layout on the device) and its dense tail matches
+// the CPU CompressedKvCache's (fp32 key dots) over the same spans.
+TEST_P(GpuCompressedCacheTest, AttentionOverCompressedSpansMatchesTheCpuCache) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  ASSERT_OK_AND_ASSIGN(auto gpu, GpuModel::Load(kModelDir, {.device = 0, .gemm = GpuGemm::kPlain}));
+  ASSERT_OK_AND_ASSIGN(auto cpu, model::Model::Load(kModelDir, {.num_threads = 2}));
+  ASSERT_OK_AND_ASSIGN(kvcache::Policy policy, kvcache::ParsePolicy(GetParam()));
+  auto policy_compressor = std::make_shared<kvcache::PolicySpanCompressor>(
+      kvcache::PolicySpanCompressor::Options{policy, gpu->config().fingerprint});
+  auto recording = std::make_shared<RecordingCompressor>(policy_compressor);
+  constexpr int kSpan = 16, kCapacity = 96;
+  ASSERT_OK_AND_ASSIGN(auto gcache, gpu->NewCache(kCapacity, {.compressor = recording, .span_tokens = kSpan}));
+  kvcache::CompressedKvCache::Options o = kvcache::CompressedKvCache::OptionsFor(cpu->config(), kSpan, kCapacity);
+  o.span_key_dot = kernels::SpanKeyDot::kFloat;
+  ASSERT_OK_AND_ASSIGN(auto ccache, kvcache::CompressedKvCache::Create(o, std::make_shared<ReplayCompressor>(recording)));
+  const int vocab = gpu->config().vocab_size;
+  std::vector<int32_t> tokens = {5, 17, 300, 42, 9, 1000, 77, 3, 250, 11, 64, 8, 4000, 12, 13, 2, 99, 120,
+                                 7, 18, 301, 43, 10, 1001, 78, 4, 251, 12, 65, 9, 4001, 13, 14, 3, 100, 121,
+                                 6, 19, 302, 44};
+  for (int step = 0; step < 12; ++step) {
+    std::vector<float> gl, cl;
+    const auto mode = step == 0 ? model::LogitsMode::kAllTokens : model::LogitsMode::kLastToken;
+    GpuForwardItem gi{.tokens = tokens, .cache = gcache.get(), .logits_mode = mode, .logits = &gl};
+    model::ForwardItem ci{.tokens = tokens, .cache = ccache.get(), .logits_mode = mode, .logits = &cl};
+    ASSERT_OK(gpu->Forward(absl::MakeSpan(&gi, 1)));
+    ASSERT_OK(cpu->Forward(absl::MakeSpan(&ci, 1)));
+    ExpectClose(gl, cl, vocab, 2e-4, std::string(GetParam()) + " step " + std::to_string(step));
+    ASSERT_EQ(gcache->num_tokens(), ccache->num_tokens());
+    ASSERT_EQ(gcache->num_compressed_tokens(), ccache->num_compressed_tokens());
+    tokens = {static_cast<int32_t>(ArgMax(cl, static_cast<int>(cl.size()) - vocab, vocab))};
+  }
+  EXPECT_EQ(gcache->num_compressed_tokens(), 3 * kSpan);  // 51 tokens: spans 0, 1 and 2
+  EXPECT_EQ(gcache->spans().size(), 3u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, GpuCompressedCacheTest,
+                         ::testing::Values("int4(g=32)", "sinks(n=4)+window(n=8)/int8", "keynorm(keep=0.25)/int8",
+                                           "int4(g=32)/minicache(from=0.5)", "bf16/pod(group=2,sinks=4,window=4)",
+                                           "sentinel-analogue(k=4)/bf16", "int2(g=16)", "kvmerger(sim=0.5)/int8",
+                                           "mikv(keep_hi=0.25)"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           std::string name;
+                           for (const char* p = info.param; *p; ++p) name += std::isalnum(*p) ? *p : '_';
+                           return name;
+                         });
+
+TEST(GpuCompressedCacheErrorsTest, QueryAwareCompressorsAreUnimplemented) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  ASSERT_OK_AND_ASSIGN(auto gpu, GpuModel::Load(kModelDir, {.device = 0, .gemm = GpuGemm::kPlain}));
+  ASSERT_OK_AND_ASSIGN(kvcache::Policy policy, kvcache::ParsePolicy("snapkv(keep=0.5,obs=4)/int8"));
+  auto compressor = std::make_shared<kvcache::PolicySpanCompressor>(
+      kvcache::PolicySpanCompressor::Options{policy, gpu->config().fingerprint});
+  EXPECT_THAT(gpu->NewCache(64, {.compressor = compressor, .span_tokens = 16}),
+              StatusIs(absl::StatusCode::kUnimplemented));
+  EXPECT_THAT(gpu->NewCache(64, {.compressor = compressor, .span_tokens = 0}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 INSTANTIATE_TEST_SUITE_P(Gemm, GpuModelTest, ::testing::Values(GpuGemm::kPlain, GpuGemm::kCublasLt),

@@ -99,7 +99,7 @@ TEST(KvAppendCudaTest, CopiesRowsIntoTheirSlots) {
   p.num_kv_heads = 3;
   p.head_dim = 40;
   p.first = 7;
-  p.src_row_stride = 200;
+  p.src_row_stride = 250;  // keys [0, 120) and values [120, 240) of each row
   const int capacity = 16;
   p.head_stride = capacity * p.head_dim;
   const std::vector<float> src = RandomFloats(p.num_tokens * p.src_row_stride, 1.0f, rng);
