@@ -9,6 +9,7 @@ set(KVSPAN_CUDA_DUAL_SOURCES
   kernels/cuda/elementwise_cuda.cu
   kernels/cuda/linear_cuda.cu
   kernels/cuda/span_attention_cuda.cu
+  kernels/cuda/span_codec_cuda.cu
 )
 set(KVSPAN_CUDA_ONLY_SOURCES
   kernels/cuda/attention_cuda.cu
@@ -20,6 +21,7 @@ set(KVSPAN_CUDA_EMULATED_SOURCES
   kernels/cuda/internal/cpu_emulator.cc
   kernels/cuda/linear_cuda_emulated.cc
   kernels/cuda/span_attention_cuda_emulated.cc
+  kernels/cuda/span_codec_cuda_emulated.cc
 )
 # Plain C++ shared by both libraries.
 set(KVSPAN_CUDA_PLAN_SOURCES kernels/cuda/internal/span_decode_plan.cc)
@@ -27,6 +29,7 @@ set(KVSPAN_CUDA_DUAL_TEST_SOURCES
   kernels/cuda/elementwise_cuda_test.cc
   kernels/cuda/linear_cuda_test.cc
   kernels/cuda/span_attention_cuda_test.cc
+  kernels/cuda/span_codec_cuda_test.cc
 )
 set(KVSPAN_CUDA_ONLY_TEST_SOURCES kernels/cuda/attention_cuda_test.cc)
 set(KVSPAN_CUDA_EMULATOR_TEST_SOURCES kernels/cuda/cpu_emulator_test.cc)
@@ -47,6 +50,10 @@ set(KVSPAN_CUDA_REFERENCE_SOURCES
   kernels/cpu/weight_matrix.cc
   common/cpu_features.cc
   common/thread_pool.cc
+  kvcache/entry_block.cc
+  kvcache/internal/block_checks.cc
+  kvcache/internal/quantize.cc
+  kvcache/span_geometry.cc
 )
 set(KVSPAN_CUDA_LISTS KVSPAN_CUDA_DUAL_SOURCES KVSPAN_CUDA_ONLY_SOURCES KVSPAN_CUDA_EMULATED_SOURCES
     KVSPAN_CUDA_PLAN_SOURCES KVSPAN_CUDA_DUAL_TEST_SOURCES KVSPAN_CUDA_ONLY_TEST_SOURCES

@@ -74,6 +74,8 @@ inline float Fp16BitsToFloat(uint16_t h) { return HalfToFloat(h); }
 inline float Bf16BitsToFloat(uint32_t b) { return std::bit_cast<float>(b << 16); }
 inline bool IsFiniteFloat(float v) { return std::isfinite(v); }
 inline uint32_t FloatBits(float v) { return std::bit_cast<uint32_t>(v); }
+inline uint16_t FloatToHalfBits(float v) { return FloatToHalf(v); }
+inline double RoundHalfEven(double v) { return std::nearbyint(v); }
 }  // namespace kvspan::kernels::internal
 
 #endif  // KVSPAN_KERNELS_CUDA_INTERNAL_CPU_EMULATOR_H_

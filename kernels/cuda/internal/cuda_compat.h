@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 #define KVSPAN_UNROLL _Pragma("unroll")
 #define KVSPAN_DEVICE __device__ __forceinline__
+#define KVSPAN_HOST_DEVICE __host__ __device__ inline
 #define KVSPAN_GLOBAL(threads) __global__ void __launch_bounds__(threads)
 // KVSPAN_LAUNCH(kernel, shape, stream, args...): shape has .grid and .block (dim3).
 #define KVSPAN_LAUNCH(kernel, shape, stream, ...) \
@@ -30,11 +31,16 @@ __device__ __forceinline__ float Fp16BitsToFloat(uint16_t h) { return __half2flo
 __device__ __forceinline__ float Bf16BitsToFloat(uint32_t b) { return __uint_as_float(b << 16); }
 __device__ __forceinline__ bool IsFiniteFloat(float v) { return isfinite(v); }
 __device__ __forceinline__ uint32_t FloatBits(float v) { return __float_as_uint(v); }
+// fp32 -> fp16 bits, round to nearest even (IEEE, subnormals included).
+__device__ __forceinline__ uint16_t FloatToHalfBits(float v) { return __half_as_ushort(__float2half_rn(v)); }
+// Round to nearest, ties to even (the default rounding mode's nearbyint).
+__device__ __forceinline__ double RoundHalfEven(double v) { return rint(v); }
 }  // namespace kvspan::kernels::internal
 #else
 #include "kernels/cuda/internal/cpu_emulator.h"
 #define KVSPAN_UNROLL
 #define KVSPAN_DEVICE inline
+#define KVSPAN_HOST_DEVICE inline
 #define KVSPAN_GLOBAL(threads) void
 #define KVSPAN_LAUNCH(kernel, shape, stream, ...) \
   ::kvspan::kernels::cuda_emulation::EmulateGrid((shape).grid, (shape).block, [&] { kernel(__VA_ARGS__); })
