@@ -30,15 +30,6 @@ absl::Status UploadFloats(const Buffer& host, DeviceBuffer* device) {
   return Upload(host.data(), static_cast<int64_t>(host.size()) * 4, device);
 }
 
-int CodecBits(kernels::SpanCodec codec) {
-  switch (codec) {
-    case kernels::SpanCodec::kInt8: return 8;
-    case kernels::SpanCodec::kInt4: return 4;
-    case kernels::SpanCodec::kInt2: return 2;
-    default: return 16;
-  }
-}
-
 // Grows `buffer` to hold `count` elements of `bytes_each`.
 absl::Status Grow(DeviceBuffer& buffer, int64_t count, int64_t bytes_each) {
   return buffer.Reserve(std::max<int64_t>(1, count) * bytes_each);
@@ -182,7 +173,7 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuModel::CompressSpan(const GpuKvCache& 
     for (int h = 0; h < heads; ++h) {
       for (const kernels::SpanBlockView& b : host.head(l, h)) {
         const int64_t n = b.num_entries;
-        const int bits = CodecBits(b.codec);
+        const int bits = kernels::SpanCodecBits(b.codec);
         const int64_t row = (int64_t{b.head_dim} * bits + 7) / 8;
         const bool quantized = bits < 16;
         const int64_t g = quantized ? b.group_size : 1;

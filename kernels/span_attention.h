@@ -58,6 +58,16 @@ enum class SpanCodec : uint8_t {
   kInt2 = 5,
 };
 
+// Bits per stored element: 16 (bf16, fp16), 8, 4, 2.
+inline int SpanCodecBits(SpanCodec codec) {
+  switch (codec) {
+    case SpanCodec::kInt8: return 8;
+    case SpanCodec::kInt4: return 4;
+    case SpanCodec::kInt2: return 2;
+    default: return 16;
+  }
+}
+
 // One entry block of one KV head, borrowed; layout exactly as kvcache::EntryBlock stores
 // it. n = num_entries, D = head_dim, G = group_size, B = bits (16, 16, 8, 4, 2),
 // R = ceil(D * B / 8) bytes per row.

@@ -15,23 +15,12 @@
 namespace kvspan::kernels {
 namespace {
 
-int Bits(SpanCodec codec) {
-  switch (codec) {
-    case SpanCodec::kBF16:
-    case SpanCodec::kFP16: return 16;
-    case SpanCodec::kInt8: return 8;
-    case SpanCodec::kInt4: return 4;
-    case SpanCodec::kInt2: return 2;
-  }
-  return 16;
-}
-
-int64_t RowBytes(SpanCodec codec, int head_dim) { return (int64_t{head_dim} * Bits(codec) + 7) / 8; }
+int64_t RowBytes(SpanCodec codec, int head_dim) { return (int64_t{head_dim} * SpanCodecBits(codec) + 7) / 8; }
 
 // The stored code of (row e, channel d): a 16-bit pattern or an unsigned B-bit integer.
 uint32_t Code(const uint8_t* data, SpanCodec codec, int head_dim, int e, int d) {
   const uint8_t* row = data + e * RowBytes(codec, head_dim);
-  const int bits = Bits(codec);
+  const int bits = SpanCodecBits(codec);
   if (bits == 16) return row[2 * d] | (uint32_t{row[2 * d + 1]} << 8);
   const int bit = d * bits;
   return (row[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
@@ -63,7 +52,7 @@ float Dequantize(const SpanBlockView& b, bool is_key, int e, int d) {
 // the header specifies (qs in fp32 exactly as stated there; all sums in double).
 void Int8QueryDots(const SpanBlockView& b, const float* q, float scale, std::vector<double>* dots) {
   const int hd = b.head_dim;
-  const int bits = Bits(b.codec);
+  const int bits = SpanCodecBits(b.codec);
   const double center = 1 << (bits - 1);
   std::vector<float> qs(hd);
   std::vector<int8_t> qhat(hd);
@@ -106,7 +95,7 @@ void SpanAttentionRef(const SpanAttentionParams& p) {
   if (n == 0) return;
   std::vector<double> logits(n), int8_query_dots(n);
   std::vector<double> o(hd);
-  const bool int8_query = p.key_dot == SpanKeyDot::kInt8Query && Bits(b.codec) < 16;
+  const bool int8_query = p.key_dot == SpanKeyDot::kInt8Query && SpanCodecBits(b.codec) < 16;
   for (int j = 0; j < p.num_q; ++j) {
     for (int h = 0; h < p.group; ++h) {
       const float* q = p.q + j * p.q_row_stride + int64_t{h} * hd;

@@ -8,20 +8,11 @@
 namespace kvspan::kernels {
 namespace {
 
-int Bits(SpanCodec codec) {
-  switch (codec) {
-    case SpanCodec::kInt8: return 8;
-    case SpanCodec::kInt4: return 4;
-    case SpanCodec::kInt2: return 2;
-    default: return 16;
-  }
-}
-
-bool Quantized(SpanCodec codec) { return Bits(codec) < 16; }
+bool Quantized(SpanCodec codec) { return SpanCodecBits(codec) < 16; }
 
 }  // namespace
 
-int64_t SpanCodecRowBytes(SpanCodec codec, int head_dim) { return (int64_t{head_dim} * Bits(codec) + 7) / 8; }
+int64_t SpanCodecRowBytes(SpanCodec codec, int head_dim) { return (int64_t{head_dim} * SpanCodecBits(codec) + 7) / 8; }
 
 int64_t SpanCodecKeyParamCount(SpanCodec codec, int group_size, int num_entries, int head_dim) {
   if (!Quantized(codec)) return 0;
@@ -48,7 +39,7 @@ absl::Status EncodeSpanCuda(const SpanCodecCudaParams& p, void* stream) {
   RETURN_IF_ERROR(error.CopyFromHost(&zero, sizeof(int)));
   internal::SpanCodecArgs a;
   a.p = p;
-  a.bits = Bits(p.codec);
+  a.bits = SpanCodecBits(p.codec);
   a.row_bytes = SpanCodecRowBytes(p.codec, p.head_dim);
   a.key_param_count = SpanCodecKeyParamCount(p.codec, p.group_size, p.num_entries, p.head_dim);
   a.value_param_count = SpanCodecValueParamCount(p.codec, p.group_size, p.num_entries, p.head_dim);
@@ -70,7 +61,7 @@ absl::Status EncodeSpanCuda(const SpanCodecCudaParams& p, void* stream) {
   RETURN_IF_ERROR(error.CopyToHost(&flag, sizeof(int)));
   if (flag != 0) {
     return absl::InvalidArgumentError(absl::StrCat("EncodeSpanCuda: a key or value is not finite",
-                                                   Bits(p.codec) == 16 && p.codec == SpanCodec::kBF16
+                                                   SpanCodecBits(p.codec) == 16 && p.codec == SpanCodec::kBF16
                                                        ? ""
                                                        : " or beyond fp16's range (|x| > 65504)"));
   }

@@ -43,7 +43,8 @@ void DispatchChannelsPerLane(int head_dim, F&& f) {
   }
 }
 
-KVSPAN_DEVICE int SpanCodecBits(SpanCodec codec) {
+// SpanCodecBits (span_attention.h) for device code.
+KVSPAN_DEVICE int DeviceCodecBits(SpanCodec codec) {
   switch (codec) {
     case SpanCodec::kInt8: return 8;
     case SpanCodec::kInt4: return 4;
@@ -166,7 +167,7 @@ KVSPAN_GLOBAL(kSpanDecodeThreads) SpanDecodePartialKernel(SpanDecodePartialArgs 
   float k[kCpl], v[kCpl], dot[kSpanDecodeRows];
   for (int bi = w.block_begin; bi < w.block_end; ++bi) {
     const SpanBlockView b = a.blocks[bi];
-    const int bits = SpanCodecBits(b.codec);
+    const int bits = DeviceCodecBits(b.codec);
     for (int e = warp; e < b.num_entries; e += kSpanDecodeWarps) {
       // Under a sliding window an entry at or before position_j - window is hidden from
       // query j; from every row when hidden from the earliest.

@@ -21,14 +21,6 @@
 
 namespace kvspan::kernels::internal {
 
-inline int Bits(SpanCodec codec) {
-  switch (codec) {
-    case SpanCodec::kInt8: return 8;
-    case SpanCodec::kInt4: return 4;
-    case SpanCodec::kInt2: return 2;
-    default: return 16;
-  }
-}
 
 struct Case {
   std::string name;
@@ -166,7 +158,7 @@ class RandomBatch {
     v.head_dim = hd;
     v.num_entries = std::uniform_int_distribution<int>(0, c_.max_entries)(rng_);
     const int n = v.num_entries;
-    const int bits = Bits(v.codec);
+    const int bits = SpanCodecBits(v.codec);
     const int64_t row_bytes = (int64_t{hd} * bits + 7) / 8;
     std::vector<uint8_t> keys(std::max<int64_t>(1, n * row_bytes)), values(keys.size());
     if (bits == 16) {
