@@ -19,7 +19,8 @@
 //               formula: s_x = max|x| / 127, q = round(x · 127 / max|x|)), and
 //               y[i, j] = s_x[i] · scales[j] · Σ_c q[i, c] · codes[j, c] (+ bias), the
 //               integer sum exact: tiled kernels for every m, avx512 by vpdpbusd (unsigned ×
-//               signed: it takes q + 128 and subtracts 128 · row_sums[j]), avx2 by vpmaddubsw on |q|
+//               signed: it takes q + 128 and subtracts 128 · row_sums[j]; at m = 1 the tile's
+//               rows one after another, one sequential stream of W), avx2 by vpmaddubsw on |q|
 //               and sign-adjusted codes. So every m gives the same values.
 //   kInt4       x quantized per row as for kInt8, y[i, j] = s_x[i] · Σ_g s_g[j] · Σ_{c in g}
 //               q[i, c] · code[j, c] (+ bias): a tile is one panel of 4 rows (weight_matrix.h:

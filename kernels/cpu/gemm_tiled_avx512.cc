@@ -290,6 +290,32 @@ KVSPAN_AVX512 void Tile(const TiledOperands& b, int j0, int i0, float* dots) {
     for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = Op::Finish(acc[i][r], b, j0 + r);
 }
 
+// Decode (one x row) over int8 weights: the tile's rows one after another, so that W is read
+// as one sequential stream (rows are contiguous) rather than NW interleaved ones, which the
+// hardware prefetchers follow worse. Two accumulators per row hide vpdpbusd's latency.
+template <int NW, int MX>
+KVSPAN_AVX512 void Int8RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
+  static_assert(MX == 1);
+  const int k = b.p->w.cols;
+  const int8_t* w = static_cast<const int8_t*>(b.p->w.data) + int64_t{j0} * k;
+  const uint8_t* x = static_cast<const uint8_t*>(b.x) + int64_t{i0} * b.ldx;
+  for (int r = 0; r < NW; ++r, w += k) {
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    int c = 0;
+    for (; c + 128 <= k; c += 128) {
+      acc0 = Int8Op::Madd(acc0, Int8Op::LoadX(b, i0, c, 0), _mm512_loadu_si512(w + c));
+      acc1 = Int8Op::Madd(acc1, Int8Op::LoadX(b, i0, c + 64, 0), _mm512_loadu_si512(w + c + 64));
+    }
+    for (; c < k; c += 64) acc0 = Int8Op::Madd(acc0, _mm512_loadu_si512(x + c), Int8Op::LoadW(w + c, k - c, b, 0, 0));
+    dots[r] = Int8Op::Finish(_mm512_add_epi32(acc0, acc1), b, j0 + r);
+  }
+}
+
+template <int NW, int MX>
+struct Int8RowsT {
+  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int8RowsTile<NW, MX>(b, j0, i0, d); }
+};
+
 template <class Op>
 struct TilesOf {
   template <int NW, int MX>
@@ -305,6 +331,7 @@ constexpr TileTable<TilesOf<Bf16Op>::T, kMaxMX> kBf16Tiles;
 constexpr TileTable<TilesOf<Bf16DotOp>::T, kMaxMX> kBf16DotTiles;
 constexpr TileTable<TilesOf<F16Op>::T, kMaxMX> kF16Tiles;
 constexpr TileTable<TilesOf<Int8Op>::T, kMaxMX> kInt8Tiles;
+constexpr TileTable<Int8RowsT, 1> kInt8DecodeTiles;
 constexpr TileTable<Int4PanelTiles<Int4X::kQ>::T, 1> kInt4DecodeTiles;
 constexpr TileTable<Int4PanelTiles<Int4X::kWithSums>::T, kMaxMX> kInt4Tiles;
 
@@ -345,7 +372,12 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       return;
     case WeightFormat::kInt8: {
       // q + 128 as uint8 (q XOR 0x80), zero past k: the padding adds nothing.
-      RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0x80), kInt8Tiles.fns, kMaxMX);
+      const TiledOperands b8 = PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0x80);
+      if (p.m == 1) {
+        RunTiles(b8, kInt8DecodeTiles.fns, 1);
+      } else {
+        RunTiles(b8, kInt8Tiles.fns, kMaxMX);
+      }
       return;
     }
     case WeightFormat::kInt4:
