@@ -49,6 +49,7 @@ struct Bf16Op {
   using X = W;
   static constexpr int kStep = 32;
   KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
+  KVSPAN_AVX512_INLINE Acc Add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
   static int64_t Offset(int c) { return c; }
   KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining, const TiledOperands&, int, int) {
     const __mmask32 mask = remaining >= 32 ? ~__mmask32{0} : (__mmask32{1} << remaining) - 1;
@@ -118,6 +119,7 @@ struct Int8Op {
   using X = __m512i;
   static constexpr int kStep = 64;
   KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_si512(); }
+  KVSPAN_AVX512_INLINE Acc Add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
   static int64_t Offset(int c) { return c; }
   KVSPAN_AVX512_INLINE W LoadW(const int8_t* w, int remaining, const TiledOperands&, int, int) {
     const __mmask64 mask = remaining >= 64 ? ~__mmask64{0} : (__mmask64{1} << remaining) - 1;
@@ -290,30 +292,42 @@ KVSPAN_AVX512 void Tile(const TiledOperands& b, int j0, int i0, float* dots) {
     for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = Op::Finish(acc[i][r], b, j0 + r);
 }
 
-// Decode (one x row) over int8 weights: the tile's rows one after another, so that W is read
-// as one sequential stream (rows are contiguous) rather than NW interleaved ones, which the
-// hardware prefetchers follow worse. Two accumulators per row hide vpdpbusd's latency.
-template <int NW, int MX>
-KVSPAN_AVX512 void Int8RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
-  static_assert(MX == 1);
+// Decode (one x row): the tile's rows one after another, so that W is read as one sequential
+// stream (rows are contiguous) rather than NW interleaved ones, which the hardware
+// prefetchers follow worse. Each row reads all of packed x, so this needs x to stay in L1
+// beside the stream (UseRowsTile). Two accumulators per row hide the multiply's latency; W's last
+// partial chunk is loaded under a mask, as in Tile.
+template <class Op, int NW>
+KVSPAN_AVX512 void RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
-  const int8_t* w = static_cast<const int8_t*>(b.p->w.data) + int64_t{j0} * k;
-  const uint8_t* x = static_cast<const uint8_t*>(b.x) + int64_t{i0} * b.ldx;
-  for (int r = 0; r < NW; ++r, w += k) {
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+  const int64_t stride = WeightRowBytes(b.p->w.format, k) / int64_t{sizeof(typename Op::Element)};
+  const typename Op::Element* w = static_cast<const typename Op::Element*>(b.p->w.data) + int64_t{j0} * stride;
+  #pragma GCC unroll 1
+  for (int r = 0; r < NW; ++r, w += stride) {
+    typename Op::Acc acc0 = Op::Zero(), acc1 = Op::Zero();
     int c = 0;
-    for (; c + 128 <= k; c += 128) {
-      acc0 = Int8Op::Madd(acc0, Int8Op::LoadX(b, i0, c, 0), _mm512_loadu_si512(w + c));
-      acc1 = Int8Op::Madd(acc1, Int8Op::LoadX(b, i0, c + 64, 0), _mm512_loadu_si512(w + c + 64));
+    for (; c + 2 * Op::kStep <= k; c += 2 * Op::kStep) {  // whole chunks: constant (all-ones) masks
+      acc0 = Op::Madd(acc0, Op::LoadX(b, i0, c, Op::kStep), Op::LoadW(w + c, Op::kStep, b, j0 + r, c));
+      const int c1 = c + Op::kStep;
+      acc1 = Op::Madd(acc1, Op::LoadX(b, i0, c1, Op::kStep), Op::LoadW(w + c1, Op::kStep, b, j0 + r, c1));
     }
-    for (; c < k; c += 64) acc0 = Int8Op::Madd(acc0, _mm512_loadu_si512(x + c), Int8Op::LoadW(w + c, k - c, b, 0, 0));
-    dots[r] = Int8Op::Finish(_mm512_add_epi32(acc0, acc1), b, j0 + r);
+    for (; c < k; c += Op::kStep) acc0 = Op::Madd(acc0, Op::LoadX(b, i0, c, k - c), Op::LoadW(w + c, k - c, b, j0 + r, c));
+    dots[r] = Op::Finish(Op::Add(acc0, acc1), b, j0 + r);
   }
 }
 
-template <int NW, int MX>
-struct Int8RowsT {
-  KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int8RowsTile<NW, MX>(b, j0, i0, d); }
+// Whether a one-row call takes RowsTile: when its packed x row fits in half the 32 KB L1D
+// (linear_bench at m = 1, bf16: 16384x2048 (8 KB of x) faster by rows, 2048x8192 (32 KB)
+// slower).
+bool UseRowsTile(const LinearParams& p, int64_t x_row_bytes) { return p.m == 1 && x_row_bytes <= (16 << 10); }
+
+template <class Op>
+struct RowsOf {
+  template <int NW, int MX>
+  struct T {
+    static_assert(MX == 1);
+    KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { RowsTile<Op, NW>(b, j0, i0, d); }
+  };
 };
 
 template <class Op>
@@ -331,7 +345,8 @@ constexpr TileTable<TilesOf<Bf16Op>::T, kMaxMX> kBf16Tiles;
 constexpr TileTable<TilesOf<Bf16DotOp>::T, kMaxMX> kBf16DotTiles;
 constexpr TileTable<TilesOf<F16Op>::T, kMaxMX> kF16Tiles;
 constexpr TileTable<TilesOf<Int8Op>::T, kMaxMX> kInt8Tiles;
-constexpr TileTable<Int8RowsT, 1> kInt8DecodeTiles;
+constexpr TileTable<RowsOf<Int8Op>::T, 1> kInt8DecodeTiles;
+constexpr TileTable<RowsOf<Bf16Op>::T, 1> kBf16DecodeTiles;
 constexpr TileTable<Int4PanelTiles<Int4X::kQ>::T, 1> kInt4DecodeTiles;
 constexpr TileTable<Int4PanelTiles<Int4X::kWithSums>::T, kMaxMX> kInt4Tiles;
 
@@ -364,7 +379,7 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
           for (int c = 0; c < k; ++c) dst[(c & ~31) + (c & 1) * 16 + (c & 31) / 2] = p.x[int64_t{i} * k + c];
         }
         b.x = xf.data();
-        RunTiles(b, kBf16Tiles.fns, kMaxMX);
+        RunTiles(b, UseRowsTile(p, b.ldx * sizeof(float)) ? kBf16DecodeTiles.fns : kBf16Tiles.fns, kMaxMX);
       }
       return;
     case WeightFormat::kF16:
@@ -372,12 +387,8 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       return;
     case WeightFormat::kInt8: {
       // q + 128 as uint8 (q XOR 0x80), zero past k: the padding adds nothing.
-      const TiledOperands b8 = PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0x80);
-      if (p.m == 1) {
-        RunTiles(b8, kInt8DecodeTiles.fns, 1);
-      } else {
-        RunTiles(b8, kInt8Tiles.fns, kMaxMX);
-      }
+      RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0x80),
+               UseRowsTile(p, RoundUp(k, 64)) ? kInt8DecodeTiles.fns : kInt8Tiles.fns, kMaxMX);
       return;
     }
     case WeightFormat::kInt4:
