@@ -9,7 +9,8 @@
 //               for m <= kAvx2TiledMaxRows (above it, blocks of W converted to fp32 and
 //               cblas_sgemm, which is faster there):
 //                 avx512: bf16 converted exactly (shift / mask of 32-bit lanes), fp16 by
-//                 vcvtph2ps, FMA with fp32 x: only fp32 accumulation error.
+//                 vcvtph2ps, FMA with fp32 x: only fp32 accumulation error. bf16 at m = 1
+//                 with k <= 4096: the tile's rows one after another (one stream of W).
 //                 avx2: bf16 (a 16-bit shift) and fp16 (vcvtph2ps) converted, FMA: the same.
 //                 avx512-bf16dot (opt-in, cpu_isa.h): bf16 by vdpbf16ps with x rounded to
 //                 bf16 (round to nearest even, 8 significant bits: a relative error <= 2^-8
@@ -19,14 +20,16 @@
 //               formula: s_x = max|x| / 127, q = round(x · 127 / max|x|)), and
 //               y[i, j] = s_x[i] · scales[j] · Σ_c q[i, c] · codes[j, c] (+ bias), the
 //               integer sum exact: tiled kernels for every m, avx512 by vpdpbusd (unsigned ×
-//               signed: it takes q + 128 and subtracts 128 · row_sums[j]), avx2 by
-//               vpmaddubsw on |q| and sign-adjusted codes. So every m gives the same values.
+//               signed: it takes q + 128 and subtracts 128 · row_sums[j]; at m = 1 and k <=
+//               16384 the tile's rows one after another, one sequential stream of W), avx2 by vpmaddubsw on |q|
+//               and sign-adjusted codes. So every m gives the same values.
 //   kInt4       x quantized per row as for kInt8, y[i, j] = s_x[i] · Σ_g s_g[j] · Σ_{c in g}
-//               q[i, c] · code[j, c] (+ bias): each chunk of 64 codes unpacked from its
-//               nibbles (as code + 8, unsigned), multiplied with q by vpdpbusd (avx512) or
-//               vpmaddubsw + vpmaddwd (avx2), the integer sum started from -8 · Σ q (so it
-//               is Σ q · code exactly), converted to fp32 and accumulated with its group's
-//               scale by FMA: fp32 rounding once per chunk. Every m the same values.
+//               q[i, c] · code[j, c] (+ bias): a tile is one panel of 4 rows (weight_matrix.h:
+//               one sequential stream); each 32 codes of a row unpacked from their nibbles (as
+//               code + 8, unsigned), multiplied with q by vpdpbusd (avx512) or vpmaddubsw +
+//               vpmaddwd (avx2), the integer sum started from -8 · Σ q (so it is Σ q · code
+//               exactly), converted to fp32 and accumulated with its group's scale by FMA:
+//               fp32 rounding once per 32 codes. Every m the same values.
 // Thread-safe (OpenBLAS 0.3.21 serializes its own thread pool between callers).
 #ifndef KVSPAN_KERNELS_GEMM_H_
 #define KVSPAN_KERNELS_GEMM_H_

@@ -11,9 +11,10 @@
 //     of vdpbf16ps far more sharply.
 //   int8: the integer dot product is exact; an int32 -> float conversion and three float
 //     operations follow: c = 8 · 2^-24.
-//   int4: each chunk of 64 codes has an exact integer sum per lane, then one fp32 FMA per
-//     chunk into the lane's accumulator and a 16-lane reduction: c = (ceil(k / 64) + 8) ·
-//     2^-24, here (k / 32 + 8) · 2^-24, of Σ |s_x q · ŵ| (the quantized x, as for int8).
+//   int4: each 32 codes of a row have an exact integer sum per lane, then one fp32 FMA per
+//     32 codes into the lane's accumulator (avx512: 2 per 64-column block; avx2: the same
+//     count) and a reduction over at most 8 lanes (3 additions) and the epilogue (3):
+//     c = (2 · ceil(k / 64) + 8) · 2^-24 of Σ |s_x q · ŵ| (the quantized x, as for int8).
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -124,7 +125,7 @@ TEST_P(LinearFormatTest, MatchesReferenceOverShapes) {
         if (format == WeightFormat::kInt8) {
           ExpectWithin(y, ref, scale, 8 * kU, what);
         } else if (format == WeightFormat::kInt4) {
-          ExpectWithin(y, ref, scale, (k / 32.0 + 8) * kU, what + " group " + std::to_string(group_size));
+          ExpectWithin(y, ref, scale, (2 * ((k + 63) / 64) + 8) * kU, what + " group " + std::to_string(group_size));
         } else if (format == WeightFormat::kBF16 && isa == CpuIsa::kAvx512Bf16Dot) {
           ExpectWithin(y, ref, scale, 1.0 / 256 + (k + 4) * kU, what + " (exact x)");
           std::vector<float> x_bf16(x.size());
@@ -232,32 +233,49 @@ TEST(QuantizeRowsInt8Test, RowSumsAndDequantizedValues) {
 
 TEST(QuantizeRowsInt4Test, LayoutScalesAndDequantizedValues) {
   std::mt19937 rng(7);
-  for (const auto& [cols, group] : std::vector<std::pair<int, int>>{{64, 32}, {100, 32}, {130, 64}, {200, 96}, {7, 32}}) {
-    const int rows = 3;
+  for (const auto& [rows, cols, group] :
+       std::vector<std::tuple<int, int, int>>{{3, 64, 32}, {5, 100, 32}, {8, 130, 64}, {6, 200, 96}, {3, 7, 32}}) {
     std::vector<float> w = RandomVector(rows * cols, rng, -0.5f, 0.5f);
     w[0] = 0.7f;  // row 0, group 0: the largest magnitude, code 7
     for (int c = 0; c < std::min(cols, group); ++c) w[cols + c] = 0.0f;  // row 1, group 0: all zero
     const int64_t row_bytes = WeightRowBytes(WeightFormat::kInt4, cols);
     EXPECT_EQ(row_bytes, (cols + 63) / 64 * 32);
+    const int panels = (rows + 3) / 4, blocks = (cols + 63) / 64;
+    EXPECT_EQ(WeightDataBytes(WeightFormat::kInt4, rows, cols), panels * 4 * row_bytes);
     const int groups = (cols + group - 1) / group;
-    std::vector<uint8_t> packed(rows * row_bytes);
-    std::vector<uint16_t> scales(rows * groups);
-    QuantizeRowsInt4(w.data(), 0, rows, cols, group, packed.data(), scales.data());
+    std::vector<uint8_t> packed(WeightDataBytes(WeightFormat::kInt4, rows, cols), 0);
+    std::vector<uint16_t> scales(panels * 4 * groups, 0);
+    // Two calls that split a panel (rows [0, 2) and [2, rows)) write what one call would.
+    QuantizeRowsInt4(w.data(), 2, cols, group, 0, packed.data(), scales.data());
+    QuantizeRowsInt4(w.data() + 2 * cols, rows - 2, cols, group, 2, packed.data(), scales.data());
+    std::vector<uint8_t> packed_once(packed.size(), 0);
+    std::vector<uint16_t> scales_once(scales.size(), 0);
+    QuantizeRowsInt4(w.data(), rows, cols, group, 0, packed_once.data(), scales_once.data());
+    EXPECT_EQ(packed, packed_once);
+    EXPECT_EQ(scales, scales_once);
     WeightMatrix m{WeightFormat::kInt4, packed.data(), nullptr, nullptr, rows, cols, scales.data(), group};
     EXPECT_EQ(m.num_groups(), groups);
-    EXPECT_EQ(m.size_bytes(), rows * row_bytes + rows * groups * 2);
-    EXPECT_EQ(HalfToFloat(scales[0]), HalfToFloat(FloatToHalf(0.7f / 7)));
-    EXPECT_EQ(Int4Code(packed.data(), 0), 7);
-    EXPECT_EQ(scales[groups], 0);  // the all-zero group
+    EXPECT_EQ(m.size_bytes(), panels * 4 * (row_bytes + groups * 2));
+    // The layout of weight_matrix.h, written out: row r's scale of group g at
+    // ((r / 4) * groups + g) * 4 + r % 4; element c in byte ((r / 4) * blocks + c / 64) * 128 +
+    // (r % 4) * 32 + c % 32, the low nibble for c % 64 < 32, holding code + 8.
+    auto scale_of = [&](int r, int g) { return scales[((r / 4) * groups + g) * 4 + r % 4]; };
+    auto code_of = [&](int r, int c) {
+      const uint8_t byte = packed[((r / 4) * blocks + c / 64) * 128 + (r % 4) * 32 + c % 32];
+      return ((c % 64) < 32 ? byte & 0x0f : byte >> 4) - 8;
+    };
+    EXPECT_EQ(HalfToFloat(scale_of(0, 0)), HalfToFloat(FloatToHalf(0.7f / 7)));
+    EXPECT_EQ(code_of(0, 0), 7);
+    EXPECT_EQ(scale_of(1, 0), 0);  // the all-zero group
     std::vector<float> row(cols);
     for (int r = 0; r < rows; ++r) {
-      const uint8_t* bytes = packed.data() + r * row_bytes;
-      // Element c sits in byte (c / 64) * 32 + c % 32, low nibble for c % 64 < 32; padding is code 0.
-      for (int c = cols; c < row_bytes * 2; ++c) EXPECT_EQ(Int4Code(bytes, c), 0) << "padding c=" << c;
+      // Padding past cols is code 0.
+      for (int c = cols; c < blocks * 64; ++c) EXPECT_EQ(code_of(r, c), 0) << "padding r=" << r << " c=" << c;
       DequantizeRow(m, r, row.data());
       for (int c = 0; c < cols; ++c) {
-        const float s = HalfToFloat(scales[r * groups + c / group]);
-        const int code = Int4Code(bytes, c);
+        const float s = HalfToFloat(scale_of(r, c / group));
+        const int code = code_of(r, c);
+        ASSERT_EQ(Int4Code(m, r, c), code) << "r=" << r << " c=" << c;
         ASSERT_GE(code, -7);
         ASSERT_LE(code, 7);
         EXPECT_EQ(row[c], s * code);

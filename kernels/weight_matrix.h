@@ -16,12 +16,19 @@
 //          (a multiple of 32; a row's last group may be shorter), one fp16 scale per group,
 //          s = fp16(max |w| over the group / 7) (0 for an all-zero group), codes
 //          q = round-half-even(w / s) clamped to [-7, 7], value = fp32(s) * q. The codes are
-//          stored as q + 8 (in [1, 15]; 8 is code 0) in nibbles, each row in
-//          ceil(cols / 64) blocks of 32 bytes: byte b of block t holds element 64t + b in
-//          its low nibble and element 64t + 32 + b in its high nibble (one 32-byte load and
+//          stored as q + 8 (in [1, 15]; 8 is code 0) in nibbles, in panels of kInt4PanelRows
+//          = 4 consecutive rows (panel p holds rows 4p .. 4p + 3; the last panel is padded to
+//          4 rows), so that one sequential stream feeds the 4 rows of a kernel's tile. Panel p
+//          is ceil(cols / 64) blocks of 128 bytes at data + p * 128 * ceil(cols / 64); bytes
+//          [32 r, 32 r + 32) of block t belong to row 4p + r: its byte b holds element 64t + b
+//          in its low nibble and element 64t + 32 + b in its high nibble (one 32-byte load and
 //          two masks give 64 codes in order); nibbles past cols hold 8. group_scales is
-//          [rows, ceil(cols / group_size)] fp16 bits. 4.5 bits per weight at group 32 (as
-//          llama.cpp's q4_0). Made at load by QuantizeRowsInt4.
+//          [ceil(rows / 4), num_groups, 4] fp16 bits: the scale of row 4p + r, group g, at
+//          (p * num_groups + g) * 4 + r (the 4 rows' scales of a group side by side). Padding
+//          rows (past `rows`) have unspecified codes and scales (OwnedWeightMatrix and the
+//          model's loader zero them); kernels compute and discard their dot products. 4.5 bits
+//          per weight at group 32 (as llama.cpp's q4_0). Made at load by QuantizeRowsInt4;
+//          Int4CodeOffset and Int4ScaleIndex below are this layout in code.
 //
 // Thread-safety: the view and the functions are pure; the data is read-only.
 #ifndef KVSPAN_KERNELS_WEIGHT_MATRIX_H_
@@ -42,13 +49,13 @@ absl::string_view WeightFormatName(WeightFormat format);
 struct WeightMatrix {
   WeightFormat format = WeightFormat::kF32;
   // [rows, cols] row-major: float (kF32), uint16_t bits (kBF16, kF16), int8_t (kInt8);
-  // kInt4: rows of WeightRowBytes(kInt4, cols) bytes of packed nibbles (above).
+  // kInt4: WeightDataBytes(kInt4, rows, cols) bytes of packed nibbles in panels (above).
   const void* data = nullptr;
   const float* scales = nullptr;      // [rows] kInt8 only; null otherwise
   const int32_t* row_sums = nullptr;  // [rows] kInt8 only: sum of each row's codes
   int rows = 0;                       // out features, >= 1
   int cols = 0;                       // in features, >= 1
-  const uint16_t* group_scales = nullptr;  // kInt4 only: [rows, num_groups()] fp16 bits
+  const uint16_t* group_scales = nullptr;  // kInt4 only: [ceil(rows / 4), num_groups(), 4] fp16
   int group_size = 0;                      // kInt4 only: a multiple of 32
 
   static WeightMatrix F32(const float* data, int rows, int cols) {
@@ -62,9 +69,30 @@ struct WeightMatrix {
   int64_t size_bytes() const;
 };
 
+// Rows of a kInt4 panel (above).
+inline constexpr int kInt4PanelRows = 4;
+
+// kInt4: rows rounded up to whole panels (the rows of group_scales, and of data's codes).
+inline int64_t Int4PaddedRows(int64_t rows) { return (rows + kInt4PanelRows - 1) / kInt4PanelRows * kInt4PanelRows; }
+
 // Bytes one row of `cols` elements of `format` occupies in `data` (cols * 4, 2, 2, 1; for
-// kInt4, 32 * ceil(cols / 64)).
+// kInt4, 32 * ceil(cols / 64), its share of a panel: kInt4 rows are not contiguous).
 int64_t WeightRowBytes(WeightFormat format, int64_t cols);
+
+// Bytes of `data` of a [rows, cols] matrix of `format`: rows * WeightRowBytes, with kInt4's
+// rows rounded up to whole panels.
+int64_t WeightDataBytes(WeightFormat format, int64_t rows, int64_t cols);
+
+// kInt4: the byte of `data` that holds element c of `row` (the low nibble for c % 64 < 32).
+inline int64_t Int4CodeOffset(int64_t cols, int64_t row, int64_t c) {
+  const int64_t blocks = (cols + 63) / 64;
+  return ((row / kInt4PanelRows) * blocks + c / 64) * (32 * kInt4PanelRows) + (row % kInt4PanelRows) * 32 + c % 32;
+}
+
+// kInt4: the index in group_scales of the scale of `row`, group g.
+inline int64_t Int4ScaleIndex(int64_t num_groups, int64_t row, int64_t g) {
+  return ((row / kInt4PanelRows) * num_groups + g) * kInt4PanelRows + row % kInt4PanelRows;
+}
 
 // out[c] = the fp32 value of w[row, c] for c in [0, cols) (exact for kF32/kBF16/kF16; for
 // kInt8 the fp32 product scales[row] * code, for kInt4 fp32(group scale) * code).
@@ -83,12 +111,13 @@ float QuantizeRowInt8(const float* x, int k, int8_t* q);
 void QuantizeRowsInt8(const float* w, int64_t row_begin, int64_t row_end, int cols, int8_t* codes,
                       float* scales, int32_t* row_sums);
 
-// Quantizes rows [row_begin, row_end) of the fp32 matrix `w` ([*, cols]) into the kInt4
-// format above: packed rows of WeightRowBytes(kInt4, cols) bytes at codes + r * that, and
-// scales[r * num_groups + g] with num_groups = ceil(cols / group_size). A group whose scale
-// rounds to 0 in fp16 (max |w| < ~2e-7) keeps code 0. REQUIRES: cols >= 1; group_size a
-// positive multiple of 32; all values finite with max |w| / 7 <= 65504.
-void QuantizeRowsInt4(const float* w, int64_t row_begin, int64_t row_end, int cols, int group_size,
+// Quantizes the fp32 rows `w` ([num_rows, cols]) into rows [first_row, first_row + num_rows)
+// of the kInt4 matrix (format above) whose storage is `codes` (WeightDataBytes(kInt4, *,
+// cols) bytes) and `scales` ([panels, num_groups, 4], num_groups = ceil(cols / group_size)),
+// writing only those rows' bytes and scales: calls for disjoint row ranges may run at once.
+// A group whose scale rounds to 0 in fp16 (max |w| < ~2e-7) keeps code 0. REQUIRES: cols >=
+// 1; group_size a positive multiple of 32; all values finite with max |w| / 7 <= 65504.
+void QuantizeRowsInt4(const float* w, int64_t num_rows, int cols, int group_size, int64_t first_row,
                       uint8_t* codes, uint16_t* scales);
 
 // A WeightMatrix with its own storage, made from fp32 values in any format (tests and
@@ -113,9 +142,9 @@ class OwnedWeightMatrix {
   std::vector<uint16_t> group_scales_;
 };
 
-// The code (in [-7, 7]) of element c of a kInt4 row (`row` points at its first byte).
-inline int Int4Code(const uint8_t* row, int c) {
-  const uint8_t byte = row[(c / 64) * 32 + c % 32];
+// The code (in [-7, 7]) of element (row, c) of the kInt4 matrix `w`.
+inline int Int4Code(const WeightMatrix& w, int row, int c) {
+  const uint8_t byte = static_cast<const uint8_t*>(w.data)[Int4CodeOffset(w.cols, row, c)];
   return ((c % 64) < 32 ? (byte & 0x0f) : (byte >> 4)) - 8;
 }
 

@@ -31,13 +31,12 @@ void LinearRef(const LinearParams& p) {
         sum = static_cast<double>(x_scales[i]) * p.w.scales[j] * static_cast<double>(dot);
       } else if (p.w.format == WeightFormat::kInt4) {
         // s_x · Σ_g s_g · Σ_{l in g} q_l · code_l, each group's integer sum exact.
-        const uint8_t* row = static_cast<const uint8_t*>(p.w.data) + int64_t{j} * WeightRowBytes(p.w.format, k);
         for (int g = 0; g < p.w.num_groups(); ++g) {
           int64_t dot = 0;
           for (int l = g * p.w.group_size; l < std::min(k, (g + 1) * p.w.group_size); ++l) {
-            dot += int64_t{q[int64_t{i} * k + l]} * Int4Code(row, l);
+            dot += int64_t{q[int64_t{i} * k + l]} * Int4Code(p.w, j, l);
           }
-          sum += static_cast<double>(HalfToFloat(p.w.group_scales[int64_t{j} * p.w.num_groups() + g])) *
+          sum += static_cast<double>(HalfToFloat(p.w.group_scales[Int4ScaleIndex(p.w.num_groups(), j, g)])) *
                  static_cast<double>(dot);
         }
         sum *= x_scales[i];

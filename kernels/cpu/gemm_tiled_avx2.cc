@@ -123,21 +123,23 @@ void Int8Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   }
 }
 
-// int4 weights (one x row per tile); x is the int8 codes q ([m, ldx], ldx a multiple of 64,
-// zero past k). Per 32 elements (one group's worth: group_size is a multiple of 32) the
-// codes + 8 in [1, 15] are one nibble mask of a packed 32-byte block (low nibbles for the
-// first 32 elements of the block, high for the next 32); vpmaddubsw (unsigned codes × signed
-// q, pairs <= 2 · 15 · 127: no saturation) and vpmaddwd give 8 lane sums, minus 8 · Σ q of
-// the lane's 4 elements that is Σ q · code exactly; converted and accumulated by FMA times
-// the group's scale. dots = Σ_g s_g Σ q · code.
+// int4 weights (one x row per tile; j0 is a multiple of 4, so the tile's rows are one panel of
+// weight_matrix.h: row r's 32 bytes of block t at panel + 128 t + 32 r, its scale of group g
+// at panel_scales + 4 g + r); x is the int8 codes q ([m, ldx], ldx a multiple of 64, zero
+// past k). Per 32 elements (one group's worth: group_size is a multiple of 32) the codes + 8
+// in [1, 15] are one nibble mask of a row's packed 32 bytes (low nibbles for the first 32
+// elements of the block, high for the next 32); vpmaddubsw (unsigned codes × signed q, pairs
+// <= 2 · 15 · 127: no saturation) and vpmaddwd give 8 lane sums, minus 8 · Σ q of the lane's
+// 4 elements that is Σ q · code exactly; converted and accumulated by FMA times the group's
+// scale. dots = Σ_g s_g Σ q · code.
 template <int NW, int MX>
 void Int4Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   static_assert(MX == 1);
   const WeightMatrix& m = b.p->w;
   const int k = m.cols;
-  const int64_t row_bytes = WeightRowBytes(m.format, k);
-  const uint8_t* w = static_cast<const uint8_t*>(m.data) + int64_t{j0} * row_bytes;
-  const uint16_t* scales = m.group_scales + int64_t{j0} * m.num_groups();
+  const int num_groups = m.num_groups();
+  const uint8_t* panel = static_cast<const uint8_t*>(m.data) + Int4CodeOffset(k, j0, 0);
+  const uint16_t* panel_scales = m.group_scales + Int4ScaleIndex(num_groups, j0, 0);
   const int8_t* q = static_cast<const int8_t*>(b.x) + int64_t{i0} * b.ldx;
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i nibble = _mm256_set1_epi8(0x0f);
@@ -149,14 +151,14 @@ void Int4Tile(const TiledOperands& b, int j0, int i0, float* dots) {
     const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
     const __m256i plus_8_sum = _mm256_madd_epi16(_mm256_maddubs_epi16(eights, qv), ones);
     const int shift = (c & 32) != 0 ? 4 : 0;
+    const uint8_t* block = panel + (c / 64) * 32 * kInt4PanelRows;
+    const uint16_t* group_scales = panel_scales + (c / m.group_size) * kInt4PanelRows;
     #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) {
-      const uint8_t* block = w + int64_t{r} * row_bytes + (c / 64) * 32;
-      if ((c & 63) == 0) PrefetchNextTile(block, row_bytes);
-      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block));
+      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32 * r));
       const __m256i codes = _mm256_and_si256(_mm256_srli_epi16(packed, shift), nibble);
       const __m256i sums = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, qv), ones), plus_8_sum);
-      const __m256 scale = _mm256_set1_ps(_cvtsh_ss(scales[int64_t{r} * m.num_groups() + c / m.group_size]));
+      const __m256 scale = _mm256_set1_ps(_cvtsh_ss(group_scales[r]));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[r]);
     }
   }

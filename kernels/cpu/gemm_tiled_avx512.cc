@@ -49,6 +49,7 @@ struct Bf16Op {
   using X = W;
   static constexpr int kStep = 32;
   KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
+  KVSPAN_AVX512_INLINE Acc Add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
   static int64_t Offset(int c) { return c; }
   KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining, const TiledOperands&, int, int) {
     const __mmask32 mask = remaining >= 32 ? ~__mmask32{0} : (__mmask32{1} << remaining) - 1;
@@ -118,6 +119,7 @@ struct Int8Op {
   using X = __m512i;
   static constexpr int kStep = 64;
   KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_si512(); }
+  KVSPAN_AVX512_INLINE Acc Add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
   static int64_t Offset(int c) { return c; }
   KVSPAN_AVX512_INLINE W LoadW(const int8_t* w, int remaining, const TiledOperands&, int, int) {
     const __mmask64 mask = remaining >= 64 ? ~__mmask64{0} : (__mmask64{1} << remaining) - 1;
@@ -132,49 +134,129 @@ struct Int8Op {
   }
 };
 
-// int4 by vpdpbusd: W's 64 codes of a chunk (32 packed bytes: low nibbles elements 0-31,
-// high nibbles 32-63) unpacked to the unsigned code + 8 in [1, 15]; x is the signed int8 q
-// ([m, ldx], ldx a multiple of 64, zero past k). Each chunk's 16 lane sums start from
-// -8 · (the lane's Σ q), so vpdpbusd leaves Σ q · code exactly (|.| <= 4 · 127 · 8 per lane),
-// then convert to fp32 and accumulate times the lane's group scale (lanes 0-7 hold elements
-// 0-31 of the chunk, lanes 8-15 elements 32-63: one group each, group_size being a multiple
-// of 32). The tile's dots are Σ_g s_g Σ q · code; RunTiles multiplies by s_x.
-struct Int4Op {
-  using Element = uint8_t;
-  using Acc = __m512;
-  struct W {
-    __m512i codes;
-    __m512 scale;
+// int4 by vpdpbusd, one panel of 4 rows (weight_matrix.h) per tile: each 64-column block is
+// 128 contiguous bytes (32 per row), so the tile reads one sequential stream. A 64-byte half
+// of a block holds two rows' 32 packed bytes; its low nibbles are the two rows' codes + 8 of
+// elements 0-31 of the block, its high nibbles those of elements 32-63. Against them: q of
+// elements 0-31 in both 256-bit halves of a register, q of elements 32-63 likewise, and
+// vpdpbusd started from the lanes' -8 · Σ q (lane l: its 4 elements) leaves Σ q · code
+// exactly (|.| <= 4 · 127 · 8 per lane). Lanes 0-7 of a result are one row's 32 elements (one
+// group: group_size is a multiple of 32), lanes 8-15 the other row's; converted to fp32 and
+// accumulated by FMA times the matching scales (a vpermps of the 4 rows' scales of the
+// group). dots = Σ_g s_g Σ q · code for the panel's 4 rows (padding rows included; RunTiles
+// drops them); RunTiles multiplies by s_x.
+// x comes in one of two packings. kQ (decode, m = 1): the signed int8 q ([m, ldx], ldx a
+// multiple of 64, zero past k), the halves and sums made in registers per block: x stays
+// k bytes, which L1 holds beside the stream. kWithSums (m > 1, where x is reused by every
+// panel of a task and compute bounds the tile): PackInt4Activations' q and sums per block,
+// 2 k bytes, the halves of each shuffled out in registers.
+enum class Int4X { kQ, kWithSums };
+constexpr int kInt4XBlockBytes = 128;  // kWithSums: x bytes per 64-column block and x row
+
+template <Int4X X, int MX>
+KVSPAN_AVX512 void Int4PanelTile(const TiledOperands& b, int j0, int i0, float* dots) {
+  const WeightMatrix& m = b.p->w;
+  const int blocks = (m.cols + 63) / 64;
+  const int num_groups = m.num_groups();
+  const int halves_per_group = m.group_size / 32;
+  const uint8_t* w = static_cast<const uint8_t*>(m.data) + Int4CodeOffset(m.cols, j0, 0);
+  const uint16_t* scales = m.group_scales + Int4ScaleIndex(num_groups, j0, 0);
+  const uint8_t* x = static_cast<const uint8_t*>(b.x) + int64_t{i0} * b.ldx;
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  const __m512i eights = _mm512_set1_epi8(8);
+  const __m512i rows01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i rows23 = _mm512_add_epi32(rows01, _mm512_set1_epi32(2));
+  __m512 acc[MX][2];  // [x row][rows 0-1, rows 2-3]
+  #pragma GCC unroll 4
+  for (int i = 0; i < MX; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  // The group of each 32-element half of a block, counted up (clamped: halves past cols,
+  // whose codes and x are 0, keep the last group).
+  int group = 0, halves_left = halves_per_group;
+  auto next_half = [&] {
+    if (--halves_left == 0) {
+      halves_left = halves_per_group;
+      if (group < num_groups - 1) ++group;
+    }
   };
-  struct X {
-    __m512i q;
-    __m512i minus_8_sum;  // per lane: -8 · Σ of its 4 q's
+  for (int t = 0; t < blocks; ++t) {
+    const __m512i v01 = _mm512_loadu_si512(w + int64_t{t} * 128);
+    const __m512i v23 = _mm512_loadu_si512(w + int64_t{t} * 128 + 64);
+    const __m512i low01 = _mm512_and_si512(v01, nibble), low23 = _mm512_and_si512(v23, nibble);
+    const __m512i high01 = _mm512_and_si512(_mm512_srli_epi16(v01, 4), nibble);
+    const __m512i high23 = _mm512_and_si512(_mm512_srli_epi16(v23, 4), nibble);
+    const __m512 s_low = _mm512_castps128_ps512(
+        _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + group * kInt4PanelRows))));
+    next_half();
+    const __m512 s_high = _mm512_castps128_ps512(
+        _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + group * kInt4PanelRows))));
+    next_half();
+    const __m512 s_low01 = _mm512_permutexvar_ps(rows01, s_low), s_low23 = _mm512_permutexvar_ps(rows23, s_low);
+    const __m512 s_high01 = _mm512_permutexvar_ps(rows01, s_high), s_high23 = _mm512_permutexvar_ps(rows23, s_high);
+    #pragma GCC unroll 4
+    for (int i = 0; i < MX; ++i) {
+      __m512i q_low, q_high, c_low, c_high;
+      if constexpr (X == Int4X::kQ) {
+        const __m512i q = _mm512_loadu_si512(x + i * b.ldx + int64_t{t} * 64);
+        q_low = _mm512_shuffle_i64x2(q, q, 0x44);
+        q_high = _mm512_shuffle_i64x2(q, q, 0xee);
+        const __m512i zero = _mm512_setzero_si512();
+        c_low = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eights, q_low));
+        c_high = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eights, q_high));
+      } else {
+        const uint8_t* xb = x + i * b.ldx + int64_t{t} * kInt4XBlockBytes;
+        const __m512i q = _mm512_loadu_si512(xb), sums = _mm512_loadu_si512(xb + 64);
+        q_low = _mm512_shuffle_i64x2(q, q, 0x44);
+        q_high = _mm512_shuffle_i64x2(q, q, 0xee);
+        c_low = _mm512_shuffle_i64x2(sums, sums, 0x44);
+        c_high = _mm512_shuffle_i64x2(sums, sums, 0xee);
+      }
+      acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_low, low01, q_low)), s_low01, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_low, low23, q_low)), s_low23, acc[i][1]);
+      acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_high, high01, q_high)), s_high01, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_high, high23, q_high)), s_high23, acc[i][1]);
+    }
+  }
+  #pragma GCC unroll 4
+  for (int i = 0; i < MX; ++i) {
+    // Lanes 0-7 / 8-15 of acc[i][0] are rows 0 / 1, of acc[i][1] rows 2 / 3.
+    const __m256 h01 = _mm256_hadd_ps(_mm512_castps512_ps256(acc[i][0]), _mm512_extractf32x8_ps(acc[i][0], 1));
+    const __m256 h23 = _mm256_hadd_ps(_mm512_castps512_ps256(acc[i][1]), _mm512_extractf32x8_ps(acc[i][1], 1));
+    const __m256 h = _mm256_hadd_ps(h01, h23);  // per 128-bit half: rows 0, 1, 2, 3
+    _mm_storeu_ps(dots + i * kMaxTileRowsW, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+  }
+}
+
+// RunTiles' tables: every nw runs the whole panel (j0 is a multiple of 4 there).
+template <Int4X X>
+struct Int4PanelTiles {
+  template <int NW, int MX>
+  struct T {
+    KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int4PanelTile<X, MX>(b, j0, i0, d); }
   };
-  static constexpr int kStep = 64;
-  static int64_t Offset(int c) { return c / 2; }
-  KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
-  KVSPAN_AVX512_INLINE W LoadW(const uint8_t* w, int, const TiledOperands& b, int row, int c) {
-    const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));  // rows are padded
-    const __m256i nibble = _mm256_set1_epi8(0x0f);
-    const __m256i low = _mm256_and_si256(packed, nibble);
-    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
-    const WeightMatrix& m = b.p->w;
-    const uint16_t* scales = m.group_scales + int64_t{row} * m.num_groups();
-    const int g_low = c / m.group_size;
-    const int g_high = std::min(m.num_groups() - 1, (c + 32) / m.group_size);
-    return {_mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1),
-            _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(scales[g_low])), _mm256_set1_ps(_cvtsh_ss(scales[g_high])), 1)};
-  }
-  KVSPAN_AVX512_INLINE X LoadX(const TiledOperands& b, int i, int c, int) {
-    const __m512i q = _mm512_loadu_si512(static_cast<const int8_t*>(b.x) + i * b.ldx + c);
-    const __m512i sum8 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), q);
-    return {q, _mm512_sub_epi32(_mm512_setzero_si512(), sum8)};
-  }
-  KVSPAN_AVX512_INLINE Acc Madd(Acc acc, const X& x, const W& w) {
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(x.minus_8_sum, w.codes, x.q)), w.scale, acc);
-  }
-  KVSPAN_AVX512_INLINE float Finish(Acc acc, const TiledOperands&, int) { return _mm512_reduce_add_ps(acc); }
 };
+
+// Int4X::kWithSums' x: per 64-column block (kInt4XBlockBytes per x row) PackInt8Activations'
+// 64 codes q, then 16 int32 lanes: -8 · Σ q over the 4 elements of lane l (lanes 0-7: the
+// block's elements 0-31, lanes 8-15: 32-63). The storage is thread_local: valid until this
+// thread's next call.
+KVSPAN_AVX512 TiledOperands PackInt4Activations(const LinearParams& p) {
+  const int blocks = (p.w.cols + 63) / 64;
+  TiledOperands b = PackInt8Activations(p, int64_t{blocks} * 64, /*flip=*/0);
+  thread_local std::vector<uint8_t> packed;
+  packed.resize(int64_t{p.m} * blocks * kInt4XBlockBytes);
+  for (int64_t e = 0; e < int64_t{p.m} * blocks; ++e) {
+    const __m512i q = _mm512_loadu_si512(static_cast<const uint8_t*>(b.x) + e * 64);
+    const __m512i minus_8_sum =
+        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), q));
+    uint8_t* dst = packed.data() + e * kInt4XBlockBytes;
+    _mm512_storeu_si512(dst, q);
+    _mm512_storeu_si512(dst + 64, minus_8_sum);
+  }
+  b.x = packed.data();
+  b.ldx = int64_t{blocks} * kInt4XBlockBytes;
+  b.x_row_bytes = b.ldx;
+  return b;
+}
 
 // The tile of every family: rows [j0, j0 + NW) of W against packed x rows [i0, i0 + MX).
 // W's last partial chunk is loaded under a mask (zeros), so x's zero padding adds nothing.
@@ -210,6 +292,44 @@ KVSPAN_AVX512 void Tile(const TiledOperands& b, int j0, int i0, float* dots) {
     for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = Op::Finish(acc[i][r], b, j0 + r);
 }
 
+// Decode (one x row): the tile's rows one after another, so that W is read as one sequential
+// stream (rows are contiguous) rather than NW interleaved ones, which the hardware
+// prefetchers follow worse. Each row reads all of packed x, so this needs x to stay in L1
+// beside the stream (UseRowsTile). Two accumulators per row hide the multiply's latency; W's last
+// partial chunk is loaded under a mask, as in Tile.
+template <class Op, int NW>
+KVSPAN_AVX512 void RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
+  const int k = b.p->w.cols;
+  const int64_t stride = WeightRowBytes(b.p->w.format, k) / int64_t{sizeof(typename Op::Element)};
+  const typename Op::Element* w = static_cast<const typename Op::Element*>(b.p->w.data) + int64_t{j0} * stride;
+  #pragma GCC unroll 1
+  for (int r = 0; r < NW; ++r, w += stride) {
+    typename Op::Acc acc0 = Op::Zero(), acc1 = Op::Zero();
+    int c = 0;
+    for (; c + 2 * Op::kStep <= k; c += 2 * Op::kStep) {  // whole chunks: constant (all-ones) masks
+      acc0 = Op::Madd(acc0, Op::LoadX(b, i0, c, Op::kStep), Op::LoadW(w + c, Op::kStep, b, j0 + r, c));
+      const int c1 = c + Op::kStep;
+      acc1 = Op::Madd(acc1, Op::LoadX(b, i0, c1, Op::kStep), Op::LoadW(w + c1, Op::kStep, b, j0 + r, c1));
+    }
+    for (; c < k; c += Op::kStep) acc0 = Op::Madd(acc0, Op::LoadX(b, i0, c, k - c), Op::LoadW(w + c, k - c, b, j0 + r, c));
+    dots[r] = Op::Finish(Op::Add(acc0, acc1), b, j0 + r);
+  }
+}
+
+// Whether a one-row call takes RowsTile: when its packed x row fits in half the 32 KB L1D
+// (linear_bench at m = 1, bf16: 16384x2048 (8 KB of x) faster by rows, 2048x8192 (32 KB)
+// slower).
+bool UseRowsTile(const LinearParams& p, int64_t x_row_bytes) { return p.m == 1 && x_row_bytes <= (16 << 10); }
+
+template <class Op>
+struct RowsOf {
+  template <int NW, int MX>
+  struct T {
+    static_assert(MX == 1);
+    KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { RowsTile<Op, NW>(b, j0, i0, d); }
+  };
+};
+
 template <class Op>
 struct TilesOf {
   template <int NW, int MX>
@@ -225,7 +345,10 @@ constexpr TileTable<TilesOf<Bf16Op>::T, kMaxMX> kBf16Tiles;
 constexpr TileTable<TilesOf<Bf16DotOp>::T, kMaxMX> kBf16DotTiles;
 constexpr TileTable<TilesOf<F16Op>::T, kMaxMX> kF16Tiles;
 constexpr TileTable<TilesOf<Int8Op>::T, kMaxMX> kInt8Tiles;
-constexpr TileTable<TilesOf<Int4Op>::T, kMaxMX> kInt4Tiles;
+constexpr TileTable<RowsOf<Int8Op>::T, 1> kInt8DecodeTiles;
+constexpr TileTable<RowsOf<Bf16Op>::T, 1> kBf16DecodeTiles;
+constexpr TileTable<Int4PanelTiles<Int4X::kQ>::T, 1> kInt4DecodeTiles;
+constexpr TileTable<Int4PanelTiles<Int4X::kWithSums>::T, kMaxMX> kInt4Tiles;
 
 }  // namespace
 
@@ -256,7 +379,7 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
           for (int c = 0; c < k; ++c) dst[(c & ~31) + (c & 1) * 16 + (c & 31) / 2] = p.x[int64_t{i} * k + c];
         }
         b.x = xf.data();
-        RunTiles(b, kBf16Tiles.fns, kMaxMX);
+        RunTiles(b, UseRowsTile(p, b.ldx * sizeof(float)) ? kBf16DecodeTiles.fns : kBf16Tiles.fns, kMaxMX);
       }
       return;
     case WeightFormat::kF16:
@@ -264,11 +387,16 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       return;
     case WeightFormat::kInt8: {
       // q + 128 as uint8 (q XOR 0x80), zero past k: the padding adds nothing.
-      RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0x80), kInt8Tiles.fns, kMaxMX);
+      RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0x80),
+               UseRowsTile(p, RoundUp(k, 64)) ? kInt8DecodeTiles.fns : kInt8Tiles.fns, kMaxMX);
       return;
     }
     case WeightFormat::kInt4:
-      RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0), kInt4Tiles.fns, kMaxMX);
+      if (p.m == 1) {
+        RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0), kInt4DecodeTiles.fns, 1);
+      } else {
+        RunTiles(PackInt4Activations(p), kInt4Tiles.fns, kMaxMX);
+      }
       return;
     case WeightFormat::kF32:
       break;  // LinearF32's

@@ -42,10 +42,16 @@ int64_t WeightRowBytes(WeightFormat format, int64_t cols) {
   return 0;
 }
 
+int64_t WeightDataBytes(WeightFormat format, int64_t rows, int64_t cols) {
+  if (format == WeightFormat::kInt4) rows = Int4PaddedRows(rows);
+  return rows * WeightRowBytes(format, cols);
+}
+
 int64_t WeightMatrix::size_bytes() const {
-  int64_t bytes = int64_t{rows} * WeightRowBytes(format, cols);
+  int64_t bytes = WeightDataBytes(format, rows, cols);
   if (format == WeightFormat::kInt8) bytes += int64_t{rows} * (sizeof(float) + sizeof(int32_t));
-  if (format == WeightFormat::kInt4) bytes += int64_t{rows} * num_groups() * sizeof(uint16_t);
+  // Scales of whole panels, like the codes.
+  if (format == WeightFormat::kInt4) bytes += Int4PaddedRows(rows) * num_groups() * sizeof(uint16_t);
   return bytes;
 }
 
@@ -71,14 +77,12 @@ void DequantizeRow(const WeightMatrix& w, int row, float* out) {
       for (int c = 0; c < w.cols; ++c) out[c] = scale * static_cast<float>(src[c]);
       return;
     }
-    case WeightFormat::kInt4: {
-      const uint8_t* src = static_cast<const uint8_t*>(w.data) + int64_t{row} * WeightRowBytes(w.format, w.cols);
-      const uint16_t* scales = w.group_scales + int64_t{row} * w.num_groups();
+    case WeightFormat::kInt4:
       for (int c = 0; c < w.cols; ++c) {
-        out[c] = HalfToFloat(scales[c / w.group_size]) * static_cast<float>(Int4Code(src, c));
+        const float scale = HalfToFloat(w.group_scales[Int4ScaleIndex(w.num_groups(), row, c / w.group_size)]);
+        out[c] = scale * static_cast<float>(Int4Code(w, row, c));
       }
       return;
-    }
   }
 }
 
@@ -127,27 +131,28 @@ void QuantizeRowsInt8(const float* w, int64_t row_begin, int64_t row_end, int co
   }
 }
 
-void QuantizeRowsInt4(const float* w, int64_t row_begin, int64_t row_end, int cols, int group_size,
+void QuantizeRowsInt4(const float* w, int64_t num_rows, int cols, int group_size, int64_t first_row,
                       uint8_t* codes, uint16_t* scales) {
-  const int64_t row_bytes = WeightRowBytes(WeightFormat::kInt4, cols);
   const int num_groups = (cols + group_size - 1) / group_size;
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const float* src = w + r * cols;
-    uint8_t* dst = codes + r * row_bytes;
-    std::fill_n(dst, row_bytes, uint8_t{0x88});  // code 0 in both nibbles, past cols too
+  const int padded_cols = (cols + 63) / 64 * 64;
+  for (int64_t i = 0; i < num_rows; ++i) {
+    const float* src = w + i * cols;
+    const int64_t r = first_row + i;
+    // Code 0 in both nibbles, past cols too; a row's 32 bytes per block are contiguous.
+    for (int c = 0; c < padded_cols; c += 64) std::fill_n(codes + Int4CodeOffset(cols, r, c), 32, uint8_t{0x88});
     for (int g = 0; g < num_groups; ++g) {
       const int begin = g * group_size, end = std::min(cols, begin + group_size);
       float max_abs = 0.0f;
       for (int c = begin; c < end; ++c) max_abs = std::max(max_abs, std::abs(src[c]));
       const uint16_t scale_bits = FloatToHalf(max_abs / 7.0f);
-      scales[r * num_groups + g] = scale_bits;
+      scales[Int4ScaleIndex(num_groups, r, g)] = scale_bits;
       const float scale = HalfToFloat(scale_bits);
       if (scale == 0.0f) continue;
       // Codes from the stored (fp16-rounded) scale, so that the clamp only guards values at
       // ±max_abs when the scale rounded down.
       for (int c = begin; c < end; ++c) {
         const int q = static_cast<int>(std::clamp(std::nearbyint(src[c] / scale), -7.0f, 7.0f)) + 8;
-        uint8_t& byte = dst[(c / 64) * 32 + c % 32];
+        uint8_t& byte = codes[Int4CodeOffset(cols, r, c)];
         byte = (c % 64) < 32 ? static_cast<uint8_t>((byte & 0xf0) | q) : static_cast<uint8_t>((byte & 0x0f) | (q << 4));
       }
     }
@@ -159,7 +164,7 @@ OwnedWeightMatrix::OwnedWeightMatrix(WeightFormat format, const float* w, int ro
   view_.rows = rows;
   view_.cols = cols;
   const int64_t n = int64_t{rows} * cols;
-  data_.resize(rows * WeightRowBytes(format, cols));
+  data_.resize(WeightDataBytes(format, rows, cols));  // zeros: kInt4's padding rows too
   switch (format) {
     case WeightFormat::kF32:
       std::copy_n(w, n, reinterpret_cast<float*>(data_.data()));
@@ -179,8 +184,8 @@ OwnedWeightMatrix::OwnedWeightMatrix(WeightFormat format, const float* w, int ro
       break;
     case WeightFormat::kInt4:
       view_.group_size = group_size;
-      group_scales_.resize(int64_t{rows} * view_.num_groups());
-      QuantizeRowsInt4(w, 0, rows, cols, group_size, data_.data(), group_scales_.data());
+      group_scales_.resize(Int4PaddedRows(rows) * view_.num_groups());
+      QuantizeRowsInt4(w, rows, cols, group_size, 0, data_.data(), group_scales_.data());
       view_.group_scales = group_scales_.data();
       break;
   }

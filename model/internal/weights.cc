@@ -19,14 +19,17 @@ void WeightBuffer::Allocate(kernels::WeightFormat f, int64_t num_rows, int64_t n
   format = f;
   rows = static_cast<int>(num_rows);
   cols = static_cast<int>(num_cols);
-  data.resize(num_rows * kernels::WeightRowBytes(f, num_cols));
+  data.resize(kernels::WeightDataBytes(f, num_rows, num_cols));
   if (f == kernels::WeightFormat::kInt8) {
     scales.resize(num_rows);
     row_sums.resize(num_rows);
   }
   if (f == kernels::WeightFormat::kInt4) {
     group_size = int4_group_size;
-    group_scales.resize(num_rows * view().num_groups());
+    group_scales.resize(kernels::Int4PaddedRows(num_rows) * view().num_groups());  // zeros
+    // The padding rows of the last panel, which no tensor fills: zero, as the format says.
+    const int64_t panel_bytes = kernels::WeightDataBytes(f, kernels::kInt4PanelRows, num_cols);
+    std::fill(data.end() - panel_bytes, data.end(), uint8_t{0});
   }
 }
 
@@ -57,7 +60,7 @@ struct Job {
 absl::Status ConvertRows(const TensorInfo& src, int64_t num_rows, int64_t cols, WeightBuffer* dst, int64_t first_row) {
   using kernels::WeightFormat;
   const int64_t n = num_rows * cols;
-  uint8_t* out = dst->data.data() + first_row * kernels::WeightRowBytes(dst->format, cols);
+  uint8_t* out = dst->data.data() + first_row * kernels::WeightRowBytes(dst->format, cols);  // not kInt4's
   const bool same = (dst->format == WeightFormat::kF32 && src.dtype == DType::kF32) ||
                     (dst->format == WeightFormat::kBF16 && src.dtype == DType::kBF16) ||
                     (dst->format == WeightFormat::kF16 && src.dtype == DType::kF16);
@@ -80,8 +83,10 @@ absl::Status ConvertRows(const TensorInfo& src, int64_t num_rows, int64_t cols, 
                                 dst->scales.data() + first_row, dst->row_sums.data() + first_row);
       break;
     case WeightFormat::kInt4:
-      kernels::QuantizeRowsInt4(values.data(), 0, num_rows, static_cast<int>(cols), dst->group_size, out,
-                                dst->group_scales.data() + first_row * dst->view().num_groups());
+      // Rows of a panel may come from two tensors (q_proj, k_proj) or chunks: each call writes
+      // only its own rows' bytes.
+      kernels::QuantizeRowsInt4(values.data(), num_rows, static_cast<int>(cols), dst->group_size, first_row,
+                                dst->data.data(), dst->group_scales.data());
       break;
     case WeightFormat::kF32:
       break;

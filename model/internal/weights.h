@@ -69,10 +69,10 @@ struct WeightBuffer {
   kernels::WeightFormat format = kernels::WeightFormat::kF32;
   int rows = 0;
   int cols = 0;
-  std::vector<uint8_t, WeightAllocator<uint8_t>> data;  // [rows, cols] elements of `format`
+  std::vector<uint8_t, WeightAllocator<uint8_t>> data;  // [rows, cols] elements of `format` (kInt4: panels)
   std::vector<float> scales;                             // [rows] kInt8 only
   std::vector<int32_t> row_sums;                         // [rows] kInt8 only
-  std::vector<uint16_t> group_scales;                    // [rows, groups] kInt4 only
+  std::vector<uint16_t> group_scales;                    // [panels, groups, 4] kInt4 only
   int group_size = 0;                                    // kInt4 only
 
   // Sizes the storage (contents uninitialized). REQUIRES: rows, cols >= 1; for kInt4
