@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -10,6 +11,7 @@
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "kernels/cuda/elementwise_cuda.h"
+#include "kernels/cuda/span_codec_cuda.h"
 #include "kvcache/span_geometry.h"
 #include "kvcache/span_kernel_views.h"
 #include "model/internal/weights.h"
@@ -29,6 +31,20 @@ template <typename Buffer>
 absl::Status UploadFloats(const Buffer& host, DeviceBuffer* device) {
   return Upload(host.data(), static_cast<int64_t>(host.size()) * 4, device);
 }
+
+// The codec of a policy that only encodes (no reducer, no sharing, a plain codec), or none.
+std::optional<kernels::SpanCodec> PlainCodec(const kvcache::Policy& policy) {
+  if (!policy.reducers.empty() || policy.sharing.has_value()) return std::nullopt;
+  const std::string& name = policy.codec.name;
+  if (name == "bf16") return kernels::SpanCodec::kBF16;
+  if (name == "fp16") return kernels::SpanCodec::kFP16;
+  if (name == "int8") return kernels::SpanCodec::kInt8;
+  if (name == "int4") return kernels::SpanCodec::kInt4;
+  if (name == "int2") return kernels::SpanCodec::kInt2;
+  return std::nullopt;  // mikv: several blocks per head
+}
+
+bool CodecOnly(const kvcache::Policy& policy) { return PlainCodec(policy).has_value(); }
 
 // Grows `buffer` to hold `count` elements of `bytes_each`.
 absl::Status Grow(DeviceBuffer& buffer, int64_t count, int64_t bytes_each) {
@@ -116,6 +132,10 @@ absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::NewCache(int capacity_toke
   cache->head_dim_ = c.head_dim;
   cache->layer_floats_ = int64_t{c.num_kv_heads} * capacity_tokens * c.head_dim;
   cache->compressor_ = options.compressor;
+  if (const auto* policy = dynamic_cast<const kvcache::PolicySpanCompressor*>(options.compressor.get());
+      policy != nullptr && CodecOnly(policy->options().policy)) {
+    cache->device_codec_ = policy;
+  }
   cache->span_tokens_ = options.compressor != nullptr ? options.span_tokens : 0;
   const int64_t bytes = cache->layer_floats_ * c.num_layers * 4;
   RETURN_IF_ERROR(cache->k_.Reserve(bytes));
@@ -214,6 +234,92 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuModel::CompressSpan(const GpuKvCache& 
       }
     }
   }
+  *out = std::move(span);
+  return device;
+}
+
+absl::StatusOr<GpuKvCache::DeviceSpan> GpuModel::EncodeSpanOnDevice(const GpuKvCache& cache, int first_position,
+                                                                    kvcache::Span* out) const {
+  const kvcache::Policy& policy = cache.device_codec_->options().policy;
+  const kernels::SpanCodec codec = *PlainCodec(policy);
+  const bool quantized = kernels::SpanCodecBits(codec) < 16;
+  const int group_size = quantized ? static_cast<int>(policy.codec.Number("g")) : 0;
+  const int layers = cache.num_layers_, heads = cache.num_kv_heads_, hd = cache.head_dim_, n = cache.span_tokens_;
+  const int64_t blocks = int64_t{layers} * heads;
+  const int64_t codes = n * kernels::SpanCodecRowBytes(codec, hd);
+  const int64_t kpc = kernels::SpanCodecKeyParamCount(codec, group_size, n, hd);
+  const int64_t vpc = kernels::SpanCodecValueParamCount(codec, group_size, n, hd);
+  // One allocation: [key codes | value codes | key params | value params | positions], each
+  // [blocks][per block].
+  auto align = [](int64_t x) { return (x + 255) / 256 * 256; };
+  const int64_t vd_off = align(blocks * codes);
+  const int64_t kp_off = align(vd_off + blocks * codes);
+  const int64_t vp_off = align(kp_off + blocks * kpc * 2);
+  const int64_t pos_off = align(vp_off + blocks * vpc * 2);
+  const int64_t total = pos_off + int64_t{n} * 4;
+  GpuKvCache::DeviceSpan device;
+  RETURN_IF_ERROR(device.arena.Reserve(total));
+  std::vector<int32_t> positions(n);
+  for (int e = 0; e < n; ++e) positions[e] = first_position + e;
+  RETURN_IF_ERROR(device.arena.CopyFromHost(positions.data(), int64_t{n} * 4, pos_off));
+  uint8_t* base = device.arena.as<uint8_t>();
+  kernels::SpanCodecCudaParams p;
+  p.codec = codec;
+  p.group_size = group_size;
+  p.num_layers = layers;
+  p.num_kv_heads = heads;
+  p.num_entries = n;
+  p.head_dim = hd;
+  p.keys = cache.k_.as<float>() + int64_t{first_position} * hd;
+  p.values = cache.v_.as<float>() + int64_t{first_position} * hd;
+  p.layer_stride = cache.layer_floats_;
+  p.head_stride = int64_t{cache.capacity_} * hd;
+  p.token_stride = hd;
+  p.key_data = base;
+  p.value_data = base + vd_off;
+  p.key_params = reinterpret_cast<uint16_t*>(base + kp_off);
+  p.value_params = reinterpret_cast<uint16_t*>(base + vp_off);
+  RETURN_IF_ERROR(kernels::EncodeSpanCuda(p, nullptr));
+
+  // The host copy (the cache store and the transport take spans), as the compressor makes it.
+  std::vector<uint8_t> host(total);
+  RETURN_IF_ERROR(device.arena.CopyToHost(host.data(), total));
+  kvcache::Span span;
+  span.header.model_fingerprint = cache.device_codec_->options().model_fingerprint;
+  span.header.policy = policy.ToString();
+  span.header.geometry = {layers, heads, hd, n};
+  span.header.first_position = first_position;
+  span.header.span_index = first_position / n;
+  span.heads.resize(blocks);
+  device.heads.resize(blocks);
+  for (int64_t b = 0; b < blocks; ++b) {
+    kvcache::EntryBlock block;
+    block.codec = static_cast<kvcache::Codec>(codec);
+    block.group_size = group_size;
+    block.head_dim = hd;
+    block.positions = positions;
+    block.log_counts.assign(n, 0.0f);
+    block.key_data.assign(host.begin() + b * codes, host.begin() + (b + 1) * codes);
+    block.value_data.assign(host.begin() + vd_off + b * codes, host.begin() + vd_off + (b + 1) * codes);
+    const auto* kp = reinterpret_cast<const uint16_t*>(host.data() + kp_off) + b * kpc;
+    const auto* vp = reinterpret_cast<const uint16_t*>(host.data() + vp_off) + b * vpc;
+    block.key_params.assign(kp, kp + kpc);
+    block.value_params.assign(vp, vp + vpc);
+    span.heads[b].blocks.push_back(std::move(block));
+
+    kernels::SpanBlockView v;
+    v.codec = codec;
+    v.group_size = group_size;
+    v.num_entries = n;
+    v.head_dim = hd;
+    v.key_data = base + b * codes;
+    v.value_data = base + vd_off + b * codes;
+    v.key_params = quantized ? p.key_params + b * kpc : nullptr;
+    v.value_params = quantized ? p.value_params + b * vpc : nullptr;
+    v.positions = reinterpret_cast<const int32_t*>(base + pos_off);
+    device.heads[b].push_back(v);
+  }
+  RETURN_IF_ERROR(kvcache::ValidateSpan(span));
   *out = std::move(span);
   return device;
 }
@@ -454,7 +560,9 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
     if (cache.compressor_ == nullptr) continue;
     for (int p = cache.num_compressed_tokens(); tail_len[i] - p >= cache.span_tokens_; p += cache.span_tokens_) {
       kvcache::Span span;
-      ASSIGN_OR_RETURN(GpuKvCache::DeviceSpan device, CompressSpan(cache, p, &span));
+      ASSIGN_OR_RETURN(GpuKvCache::DeviceSpan device, cache.device_codec_ != nullptr
+                                                          ? EncodeSpanOnDevice(cache, p, &span)
+                                                          : CompressSpan(cache, p, &span));
       staged_spans[i].push_back(std::move(span));
       staged_device[i].push_back(std::move(device));
     }

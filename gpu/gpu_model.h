@@ -63,6 +63,10 @@ struct GpuModelOptions {
 struct GpuCacheOptions {
   // Null: a dense cache. Else spans of span_tokens tokens are compressed by it (query-aware
   // compressors, query_needs().any(), are not supported on the GPU yet: Unimplemented).
+  // A kvcache::PolicySpanCompressor with a codec-only policy (no reducer, no sharing; bf16,
+  // fp16, int8, int4 or int2) is run on the device by kernels::EncodeSpanCuda, whose blocks
+  // are EncodeBlock's bit for bit, so the spans are the ones it would have made; any other
+  // compressor runs on the host from the span's rows read back.
   std::shared_ptr<kvcache::SpanCompressor> compressor;
   int span_tokens = 64;  // S, [1, kvcache::kMaxSpanTokens]
 };
@@ -79,6 +83,8 @@ class GpuKvCache {
   int num_compressed_tokens() const { return static_cast<int>(spans_.size()) * span_tokens_; }
   // The compressed spans (host copies, as the cache store and the transport take them).
   const std::vector<kvcache::Span>& spans() const { return spans_; }
+  // True when its spans are encoded on the device (a codec-only PolicySpanCompressor).
+  bool encodes_on_device() const { return device_codec_ != nullptr; }
   // Drops the tail's tokens from `num_tokens` on (keeps their slots); compressed tokens stay.
   // REQUIRES: num_compressed_tokens() <= num_tokens <= this->num_tokens().
   void Truncate(int num_tokens) { num_tokens_ = num_tokens; }
@@ -101,6 +107,8 @@ class GpuKvCache {
   int64_t layer_floats_ = 0;  // num_kv_heads * capacity * head_dim
   kernels::DeviceBuffer k_, v_;
   std::shared_ptr<kvcache::SpanCompressor> compressor_;
+  // Set when compressor_ is a codec-only PolicySpanCompressor: encoded on the device.
+  const kvcache::PolicySpanCompressor* device_codec_ = nullptr;
   int span_tokens_ = 0;
   std::vector<kvcache::Span> spans_;
   std::vector<DeviceSpan> device_spans_;
@@ -157,6 +165,9 @@ class GpuModel {
   // Compresses the span at `first_position` of `cache` from its device rows and uploads it.
   absl::StatusOr<GpuKvCache::DeviceSpan> CompressSpan(const GpuKvCache& cache, int first_position,
                                                       kvcache::Span* span) const;
+  // The same for a codec-only policy, encoded on the device (the host copy is read back).
+  absl::StatusOr<GpuKvCache::DeviceSpan> EncodeSpanOnDevice(const GpuKvCache& cache, int first_position,
+                                                            kvcache::Span* span) const;
   absl::Status Reserve(int total_tokens, int logits_rows);
 
   model::ModelConfig config_;

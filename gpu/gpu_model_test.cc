@@ -219,6 +219,46 @@ INSTANTIATE_TEST_SUITE_P(Policies, GpuCompressedCacheTest,
                            return name;
                          });
 
+// A codec-only policy is encoded on the device (EncodeSpanCuda); the same compressor behind
+// a wrapper runs on the host. Both caches must hold the same spans, byte for byte, and give
+// the same logits bit for bit (their K/V come from the same kernels).
+class GpuDeviceCodecTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(GpuDeviceCodecTest, DeviceEncodingMakesTheHostCompressorsSpans) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  ASSERT_OK_AND_ASSIGN(auto gpu, GpuModel::Load(kModelDir, {.device = 0, .gemm = GpuGemm::kPlain}));
+  ASSERT_OK_AND_ASSIGN(kvcache::Policy policy, kvcache::ParsePolicy(GetParam()));
+  auto compressor = std::make_shared<kvcache::PolicySpanCompressor>(
+      kvcache::PolicySpanCompressor::Options{policy, gpu->config().fingerprint});
+  constexpr int kSpan = 16;
+  ASSERT_OK_AND_ASSIGN(auto on_device, gpu->NewCache(64, {.compressor = compressor, .span_tokens = kSpan}));
+  ASSERT_OK_AND_ASSIGN(auto on_host, gpu->NewCache(64, {.compressor = std::make_shared<RecordingCompressor>(compressor),
+                                                        .span_tokens = kSpan}));
+  ASSERT_TRUE(on_device->encodes_on_device());
+  ASSERT_FALSE(on_host->encodes_on_device());
+  std::vector<int32_t> tokens = {5, 17, 300, 42, 9, 1000, 77, 3, 250, 11, 64, 8, 4000, 12, 13, 2, 99, 120, 7, 18};
+  for (int step = 0; step < 15; ++step) {
+    std::vector<float> a, b;
+    GpuForwardItem da{.tokens = tokens, .cache = on_device.get(), .logits = &a};
+    GpuForwardItem hb{.tokens = tokens, .cache = on_host.get(), .logits = &b};
+    ASSERT_OK(gpu->Forward(absl::MakeSpan(&da, 1)));
+    ASSERT_OK(gpu->Forward(absl::MakeSpan(&hb, 1)));
+    ASSERT_EQ(a, b) << "step " << step;
+    tokens = {static_cast<int32_t>(ArgMax(a, 0, gpu->config().vocab_size))};
+  }
+  ASSERT_EQ(on_device->spans().size(), 2u);  // 34 tokens
+  EXPECT_TRUE(on_device->spans() == on_host->spans());
+  EXPECT_OK(kvcache::ValidateSpan(on_device->spans()[1]));
+}
+
+INSTANTIATE_TEST_SUITE_P(Codecs, GpuDeviceCodecTest,
+                         ::testing::Values("int4(g=32)", "int8(g=16)", "int2(g=8)", "bf16", "fp16"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           std::string name;
+                           for (const char* p = info.param; *p; ++p) name += std::isalnum(*p) ? *p : '_';
+                           return name;
+                         });
+
 TEST(GpuCompressedCacheErrorsTest, QueryAwareCompressorsAreUnimplemented) {
   if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   ASSERT_OK_AND_ASSIGN(auto gpu, GpuModel::Load(kModelDir, {.device = 0, .gemm = GpuGemm::kPlain}));

@@ -58,6 +58,9 @@ class PolicySpanCompressor final : public SpanCompressor {
   // InvalidArgument for values the codec rejects.
   absl::StatusOr<Span> Compress(const DenseSpanView& view) override;
   QueryNeeds query_needs() const override { return QueryNeedsOf(options_.policy); }
+  // The policy and fingerprint every span's header carries (a GPU cache encodes codec-only
+  // policies on the device from them: gpu/gpu_model.h).
+  const Options& options() const { return options_; }
 
  private:
   const Options options_;
