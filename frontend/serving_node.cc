@@ -119,7 +119,7 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   std::string service_name;
   grpc::Service* grpc_service = nullptr;
   if (client_facing) {
-    ASSIGN_OR_RETURN(node->sessions_, prefill::SessionStore::Create({.client = node->client_}));
+    ASSIGN_OR_RETURN(node->sessions_, prefill::SessionStore::Create({.client = node->client_, .now_ms = {}}));
     ServingParts parts{.config = &node->config_, .tokenizer = node->tokenizer_.get(),
                        .backend = node->backend_.get(), .sessions = node->sessions_.get(),
                        .metrics = node->metrics_.get(), .api_keys = node->api_keys_.get()};
