@@ -130,7 +130,9 @@ absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::NewCache(int capacity_toke
   cache->num_layers_ = c.num_layers;
   cache->num_kv_heads_ = c.num_kv_heads;
   cache->head_dim_ = c.head_dim;
-  cache->layer_floats_ = int64_t{c.num_kv_heads} * capacity_tokens * c.head_dim;
+  cache->dense_capacity_ = options.compressor != nullptr ? std::min(capacity_tokens, 2 * options.span_tokens)
+                                                          : capacity_tokens;
+  cache->layer_floats_ = int64_t{c.num_kv_heads} * cache->dense_capacity_ * c.head_dim;
   cache->compressor_ = options.compressor;
   if (const auto* policy = dynamic_cast<const kvcache::PolicySpanCompressor*>(options.compressor.get());
       policy != nullptr && CodecOnly(policy->options().policy)) {
@@ -151,8 +153,8 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuModel::CompressSpan(const GpuKvCache& 
   std::vector<float> k(int64_t{layers} * heads * head_floats), v(k.size());
   for (int l = 0; l < layers; ++l) {
     for (int h = 0; h < heads; ++h) {
-      const int64_t src =
-          (l * cache.layer_floats_ + int64_t{h} * cache.capacity_ * hd + int64_t{first_position} * hd) * 4;
+      const int64_t row = first_position - cache.num_compressed_tokens();
+      const int64_t src = (l * cache.layer_floats_ + (int64_t{h} * cache.dense_capacity_ + row) * hd) * 4;
       const int64_t dst = (int64_t{l} * heads + h) * head_floats;
       RETURN_IF_ERROR(cache.k_.CopyToHost(&k[dst], head_floats * 4, src));
       RETURN_IF_ERROR(cache.v_.CopyToHost(&v[dst], head_floats * 4, src));
@@ -270,10 +272,11 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuModel::EncodeSpanOnDevice(const GpuKvC
   p.num_kv_heads = heads;
   p.num_entries = n;
   p.head_dim = hd;
-  p.keys = cache.k_.as<float>() + int64_t{first_position} * hd;
-  p.values = cache.v_.as<float>() + int64_t{first_position} * hd;
+  const int64_t row = first_position - cache.num_compressed_tokens();
+  p.keys = cache.k_.as<float>() + row * hd;
+  p.values = cache.v_.as<float>() + row * hd;
   p.layer_stride = cache.layer_floats_;
-  p.head_stride = int64_t{cache.capacity_} * hd;
+  p.head_stride = int64_t{cache.dense_capacity_} * hd;
   p.token_stride = hd;
   p.key_data = base;
   p.value_data = base + vd_off;
@@ -322,6 +325,50 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuModel::EncodeSpanOnDevice(const GpuKvC
   RETURN_IF_ERROR(kvcache::ValidateSpan(span));
   *out = std::move(span);
   return device;
+}
+
+absl::Status GpuModel::EnsureDense(GpuKvCache& cache, int tokens) {
+  if (tokens <= cache.dense_capacity_) return absl::OkStatus();
+  const int grown = std::min(cache.capacity_, std::max(tokens, 2 * cache.dense_capacity_));
+  const int used = cache.num_tokens_ - cache.num_compressed_tokens();
+  const int64_t hd = cache.head_dim_;
+  const int64_t layer_floats = int64_t{cache.num_kv_heads_} * grown * hd;
+  kernels::DeviceBuffer k, v;
+  RETURN_IF_ERROR(k.Reserve(layer_floats * cache.num_layers_ * 4));
+  RETURN_IF_ERROR(v.Reserve(layer_floats * cache.num_layers_ * 4));
+  for (int l = 0; l < cache.num_layers_; ++l) {
+    for (int h = 0; h < cache.num_kv_heads_; ++h) {
+      const int64_t to = (l * layer_floats + int64_t{h} * grown * hd) * 4;
+      const int64_t from = (l * cache.layer_floats_ + int64_t{h} * cache.dense_capacity_ * hd) * 4;
+      RETURN_IF_ERROR(k.CopyFromDevice(cache.k_, used * hd * 4, to, from));
+      RETURN_IF_ERROR(v.CopyFromDevice(cache.v_, used * hd * 4, to, from));
+    }
+  }
+  cache.k_ = std::move(k);
+  cache.v_ = std::move(v);
+  cache.dense_capacity_ = grown;
+  cache.layer_floats_ = layer_floats;
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::DropDenseRows(GpuKvCache& cache, int drop, int used) {
+  const int keep = used - drop;
+  if (drop == 0 || keep <= 0) return absl::OkStatus();
+  const int64_t hd = cache.head_dim_;
+  // Through a scratch copy: the kept rows may overlap their destination.
+  kernels::DeviceBuffer scratch;
+  RETURN_IF_ERROR(scratch.Reserve(int64_t{keep} * hd * 4));
+  for (kernels::DeviceBuffer* buffer : {&cache.k_, &cache.v_}) {
+    for (int l = 0; l < cache.num_layers_; ++l) {
+      for (int h = 0; h < cache.num_kv_heads_; ++h) {
+        const int64_t head = (l * cache.layer_floats_ + int64_t{h} * cache.dense_capacity_ * hd) * 4;
+        absl::Status s = scratch.CopyFromDevice(*buffer, keep * hd * 4, 0, head + drop * hd * 4);
+        if (s.ok()) s = buffer->CopyFromDevice(scratch, keep * hd * 4, head, 0);
+        if (!s.ok()) return absl::InternalError(absl::StrCat("GpuKvCache: moving the tail failed: ", s.message()));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status GpuModel::Linear(const kernels::LinearCudaParams& p) {
@@ -382,6 +429,9 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
       ids[row] = batch[i].tokens[j];
       positions[row] = first[i] + j;
     }
+  }
+  for (int i = 0; i < num_items; ++i) {
+    RETURN_IF_ERROR(EnsureDense(*batch[i].cache, tail_len[i] - batch[i].cache->num_compressed_tokens()));
   }
   RETURN_IF_ERROR(ids_.CopyFromHost(ids.data(), int64_t{total} * 4));
   RETURN_IF_ERROR(positions_.CopyFromHost(positions.data(), int64_t{total} * 4));
@@ -466,13 +516,15 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
     a.tail_k = &tail_k[i0];
     a.tail_v = &tail_v[i0];
     a.tail_len = &tail_tokens[i0];
-    a.tail_head_stride = int64_t{batch[i0].cache->capacity_} * hd;
+    a.tail_head_stride = int64_t{batch[i0].cache->dense_capacity_} * hd;
     a.tail_token_stride = hd;
     a.query_position = &first[i0];
     return attention_.Run(a, nullptr);
   };
   bool same_capacity = true;
-  for (const GpuForwardItem& item : batch) same_capacity &= item.cache->capacity_ == batch[0].cache->capacity_;
+  for (const GpuForwardItem& item : batch) {
+    same_capacity &= item.cache->dense_capacity_ == batch[0].cache->dense_capacity_;
+  }
 
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = layers_[l];
@@ -493,15 +545,14 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
       append.src_row_stride = qkv_width;
       append.cache_k = cache.k_.as<float>() + l * cache.layer_floats_;
       append.cache_v = cache.v_.as<float>() + l * cache.layer_floats_;
-      append.head_stride = int64_t{cache.capacity_} * hd;
-      append.first = first[i];
+      append.head_stride = int64_t{cache.dense_capacity_} * hd;
+      append.first = first[i] - cache.num_compressed_tokens();
       append.num_tokens = num_q[i];
       append.num_kv_heads = c.num_kv_heads;
       append.head_dim = hd;
       RETURN_IF_ERROR(kernels::KvAppendCuda(append, nullptr));
-      const int64_t compressed = int64_t{cache.num_compressed_tokens()} * hd;
-      tail_k[i] = append.cache_k + compressed;
-      tail_v[i] = append.cache_v + compressed;
+      tail_k[i] = append.cache_k;
+      tail_v[i] = append.cache_v;
     }
     if (same_capacity) {
       RETURN_IF_ERROR(attend(l, 0, num_items));
@@ -574,6 +625,8 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
     batch[i].logits->assign(logits.begin() + int64_t{r} * c.vocab_size,
                             logits.begin() + int64_t{r + rows} * c.vocab_size);
     GpuKvCache& cache = *batch[i].cache;
+    RETURN_IF_ERROR(DropDenseRows(cache, static_cast<int>(staged_spans[i].size()) * cache.span_tokens_,
+                                  tail_len[i] - cache.num_compressed_tokens()));
     for (size_t k = 0; k < staged_spans[i].size(); ++k) {
       cache.spans_.push_back(std::move(staged_spans[i][k]));
       cache.device_spans_.push_back(std::move(staged_device[i][k]));

@@ -72,10 +72,13 @@ struct GpuCacheOptions {
 };
 
 // One sequence's KV cache in device memory, all layers: dense fp32 rows
-// k and v [num_layers][num_kv_heads][capacity][head_dim] indexed by position, and, for a
+// k and v [num_layers][num_kv_heads][dense capacity][head_dim] for the positions from
+// num_compressed_tokens() on (row t is position num_compressed_tokens() + t), and, for a
 // compressed cache, the spans covering [0, num_compressed_tokens()) as entry blocks in
-// device memory (the tail [num_compressed_tokens(), num_tokens()) is read from the dense
-// rows). Made by GpuModel::NewCache. Not thread-safe.
+// device memory. A dense cache's rows hold its whole capacity; a compressed cache's start
+// at 2 spans, grow (doubling, up to the capacity) when a step needs more, and drop the
+// rows of each span it compresses (the tail moves to row 0), so its memory is its spans
+// plus its recent tokens. Made by GpuModel::NewCache. Not thread-safe.
 class GpuKvCache {
  public:
   int num_tokens() const { return num_tokens_; }
@@ -90,6 +93,8 @@ class GpuKvCache {
   void Truncate(int num_tokens) { num_tokens_ = num_tokens; }
   // Device bytes held: the dense rows and every span's blocks.
   int64_t memory_bytes() const;
+  // Tokens the dense rows can hold now.
+  int dense_capacity() const { return dense_capacity_; }
 
  private:
   friend class GpuModel;
@@ -104,7 +109,8 @@ class GpuKvCache {
   int num_layers_ = 0;
   int num_kv_heads_ = 0;
   int head_dim_ = 0;
-  int64_t layer_floats_ = 0;  // num_kv_heads * capacity * head_dim
+  int dense_capacity_ = 0;    // tokens per (layer, head) in k_ / v_
+  int64_t layer_floats_ = 0;  // num_kv_heads * dense_capacity_ * head_dim
   kernels::DeviceBuffer k_, v_;
   std::shared_ptr<kvcache::SpanCompressor> compressor_;
   // Set when compressor_ is a codec-only PolicySpanCompressor: encoded on the device.
@@ -165,6 +171,11 @@ class GpuModel {
   // Compresses the span at `first_position` of `cache` from its device rows and uploads it.
   absl::StatusOr<GpuKvCache::DeviceSpan> CompressSpan(const GpuKvCache& cache, int first_position,
                                                       kvcache::Span* span) const;
+  // Grows `cache`'s dense rows to hold `tokens` tokens, keeping the rows in use (nothing
+  // changes on failure). Moves the rows after the first `drop` to row 0 (after spans are
+  // compressed; Internal if a device copy fails half-way).
+  static absl::Status EnsureDense(GpuKvCache& cache, int tokens);
+  static absl::Status DropDenseRows(GpuKvCache& cache, int drop, int used);
   // The same for a codec-only policy, encoded on the device (the host copy is read back).
   absl::StatusOr<GpuKvCache::DeviceSpan> EncodeSpanOnDevice(const GpuKvCache& cache, int first_position,
                                                             kvcache::Span* span) const;

@@ -206,6 +206,12 @@ TEST_P(GpuCompressedCacheTest, AttentionOverCompressedSpansMatchesTheCpuCache) {
   }
   EXPECT_EQ(gcache->num_compressed_tokens(), 3 * kSpan);  // 51 tokens: spans 0, 1 and 2
   EXPECT_EQ(gcache->spans().size(), 3u);
+  // The dense rows grew for the 40-token prompt and dropped each span's rows: less than a
+  // dense cache's full capacity.
+  EXPECT_GE(gcache->dense_capacity(), 40);
+  EXPECT_LT(gcache->dense_capacity(), kCapacity);
+  ASSERT_OK_AND_ASSIGN(auto dense, gpu->NewCache(kCapacity));
+  EXPECT_LT(gcache->memory_bytes(), dense->memory_bytes());
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, GpuCompressedCacheTest,
