@@ -22,26 +22,17 @@ namespace {
 
 using kernels::DeviceBuffer;
 
-absl::Status Upload(const void* host, int64_t bytes, DeviceBuffer* device) {
-  RETURN_IF_ERROR(device->Reserve(bytes));
-  return device->CopyFromHost(host, bytes);
-}
-
 template <typename Buffer>
 absl::Status UploadFloats(const Buffer& host, DeviceBuffer* device) {
-  return Upload(host.data(), static_cast<int64_t>(host.size()) * 4, device);
+  return device->Assign(host.data(), static_cast<int64_t>(host.size()) * 4);
 }
 
 // The codec of a policy that only encodes (no reducer, no sharing, a plain codec), or none.
 std::optional<kernels::SpanCodec> PlainCodec(const kvcache::Policy& policy) {
   if (!policy.reducers.empty() || policy.sharing.has_value()) return std::nullopt;
-  const std::string& name = policy.codec.name;
-  if (name == "bf16") return kernels::SpanCodec::kBF16;
-  if (name == "fp16") return kernels::SpanCodec::kFP16;
-  if (name == "int8") return kernels::SpanCodec::kInt8;
-  if (name == "int4") return kernels::SpanCodec::kInt4;
-  if (name == "int2") return kernels::SpanCodec::kInt2;
-  return std::nullopt;  // mikv: several blocks per head
+  const absl::StatusOr<kvcache::Codec> codec = kvcache::CodecByName(policy.codec.name);
+  if (!codec.ok()) return std::nullopt;  // mikv: several blocks per head
+  return static_cast<kernels::SpanCodec>(*codec);  // the ids mirror (span_attention.h)
 }
 
 bool CodecOnly(const kvcache::Policy& policy) { return PlainCodec(policy).has_value(); }
@@ -81,7 +72,7 @@ absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Load(const std::string& dir,
     out->rows = w.rows;
     out->cols = w.cols;
     m->weight_bytes_ += static_cast<int64_t>(w.data.size());
-    return Upload(w.data.data(), static_cast<int64_t>(w.data.size()), &out->data);
+    return out->data.Assign(w.data.data(), static_cast<int64_t>(w.data.size()));
   };
   RETURN_IF_ERROR(upload_matrix(weights.embed, &m->embed_));
   if (weights.lm_head.rows != 0) RETURN_IF_ERROR(upload_matrix(weights.lm_head, &m->lm_head_));
@@ -195,15 +186,13 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuModel::CompressSpan(const GpuKvCache& 
     for (int h = 0; h < heads; ++h) {
       for (const kernels::SpanBlockView& b : host.head(l, h)) {
         const int64_t n = b.num_entries;
-        const int bits = kernels::SpanCodecBits(b.codec);
-        const int64_t row = (int64_t{b.head_dim} * bits + 7) / 8;
-        const bool quantized = bits < 16;
-        const int64_t g = quantized ? b.group_size : 1;
+        const int64_t codes = n * kernels::SpanCodecRowBytes(b.codec, b.head_dim);
         Placed p;
-        p.key_data = place(b.key_data, n * row);
-        p.value_data = place(b.value_data, n * row);
-        p.key_params = quantized ? place(b.key_params, (n + g - 1) / g * b.head_dim * 4) : -1;
-        p.value_params = quantized ? place(b.value_params, n * ((b.head_dim + g - 1) / g) * 4) : -1;
+        p.key_data = place(b.key_data, codes);
+        p.value_data = place(b.value_data, codes);
+        p.key_params = place(b.key_params, 2 * kernels::SpanCodecKeyParamCount(b.codec, b.group_size, n, b.head_dim));
+        p.value_params =
+            place(b.value_params, 2 * kernels::SpanCodecValueParamCount(b.codec, b.group_size, n, b.head_dim));
         p.log_counts = place(b.log_counts, n * 4);
         p.key_scales = place(b.key_scales, n * 4);
         p.value_scales = place(b.value_scales, n * 4);
@@ -213,8 +202,8 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuModel::CompressSpan(const GpuKvCache& 
     }
   }
   GpuKvCache::DeviceSpan device;
-  RETURN_IF_ERROR(device.arena.Reserve(std::max<int64_t>(1, staging.size())));
-  RETURN_IF_ERROR(device.arena.CopyFromHost(staging.data(), static_cast<int64_t>(staging.size())));
+  RETURN_IF_ERROR(device.arena.Reserve(1));  // an allocation even for an empty span
+  RETURN_IF_ERROR(device.arena.Assign(staging.data(), static_cast<int64_t>(staging.size())));
   const uint8_t* base = device.arena.as<uint8_t>();
   auto at = [&](int64_t offset) -> const uint8_t* { return offset < 0 ? nullptr : base + offset; };
   device.heads.resize(int64_t{layers} * heads);
@@ -484,14 +473,32 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
   std::vector<const float*> tail_k(num_items), tail_v(num_items);
   std::vector<int32_t> tail_tokens(num_items);
   for (int i = 0; i < num_items; ++i) tail_tokens[i] = tail_len[i] - batch[i].cache->num_compressed_tokens();
+  std::vector<int64_t> tail_head_strides(num_items);
+  for (int i = 0; i < num_items; ++i) tail_head_strides[i] = int64_t{batch[i].cache->dense_capacity_} * hd;
   std::vector<kernels::SpanBlockView> blocks;
   std::vector<int32_t> block_indptr;
-  // Attention of items [i0, i1) at layer l, in one call when their caches share a capacity
-  // (hence a head stride).
-  auto attend = [&](int l, int i0, int i1) -> absl::Status {
+  kernels::SpanAttentionBatch attn;
+  attn.num_seqs = num_items;
+  attn.num_kv_heads = c.num_kv_heads;
+  attn.group = c.num_heads / c.num_kv_heads;
+  attn.head_dim = hd;
+  attn.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  attn.window = c.sliding_window;
+  attn.num_q = num_q.data();
+  attn.q = qkv;
+  attn.q_row_stride = qkv_width;
+  attn.out = attn_.as<float>();
+  attn.tail_k = tail_k.data();
+  attn.tail_v = tail_v.data();
+  attn.tail_len = tail_tokens.data();
+  attn.tail_head_strides = tail_head_strides.data();
+  attn.tail_token_stride = hd;
+  attn.query_position = first.data();
+  // The blocks of layer l: per (item, KV head), its cache's spans in order.
+  auto gather_blocks = [&](int l) {
     blocks.clear();
     block_indptr.assign(1, 0);
-    for (int i = i0; i < i1; ++i) {
+    for (int i = 0; i < num_items; ++i) {
       for (int g = 0; g < c.num_kv_heads; ++g) {
         for (const GpuKvCache::DeviceSpan& span : batch[i].cache->device_spans_) {
           const std::vector<kernels::SpanBlockView>& views = span.heads[int64_t{l} * c.num_kv_heads + g];
@@ -500,31 +507,9 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
         block_indptr.push_back(static_cast<int32_t>(blocks.size()));
       }
     }
-    kernels::SpanAttentionBatch a;
-    a.num_seqs = i1 - i0;
-    a.num_kv_heads = c.num_kv_heads;
-    a.group = c.num_heads / c.num_kv_heads;
-    a.head_dim = hd;
-    a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    a.window = c.sliding_window;
-    a.num_q = &num_q[i0];
-    a.q = qkv + int64_t{offsets[i0]} * qkv_width;
-    a.q_row_stride = qkv_width;
-    a.out = attn_.as<float>() + int64_t{offsets[i0]} * q_width;
-    a.block_indptr = block_indptr.data();
-    a.blocks = blocks.empty() ? nullptr : blocks.data();
-    a.tail_k = &tail_k[i0];
-    a.tail_v = &tail_v[i0];
-    a.tail_len = &tail_tokens[i0];
-    a.tail_head_stride = int64_t{batch[i0].cache->dense_capacity_} * hd;
-    a.tail_token_stride = hd;
-    a.query_position = &first[i0];
-    return attention_.Run(a, nullptr);
+    attn.block_indptr = block_indptr.data();
+    attn.blocks = blocks.empty() ? nullptr : blocks.data();
   };
-  bool same_capacity = true;
-  for (const GpuForwardItem& item : batch) {
-    same_capacity &= item.cache->dense_capacity_ == batch[0].cache->dense_capacity_;
-  }
 
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& w = layers_[l];
@@ -554,11 +539,8 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
       tail_k[i] = append.cache_k;
       tail_v[i] = append.cache_v;
     }
-    if (same_capacity) {
-      RETURN_IF_ERROR(attend(l, 0, num_items));
-    } else {
-      for (int i = 0; i < num_items; ++i) RETURN_IF_ERROR(attend(l, i, i + 1));
-    }
+    gather_blocks(l);
+    RETURN_IF_ERROR(attention_.Run(attn, nullptr));
     RETURN_IF_ERROR(linear(attn_.as<float>(), q_width, w.o, nullptr, x, hidden, 1.0f));
     norm.weight = w.mlp_norm.as<float>();
     RETURN_IF_ERROR(kernels::RmsNormCuda(norm, nullptr));

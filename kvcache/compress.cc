@@ -26,13 +26,6 @@ using reducers::ReducedEntries;
 using reducers::SpanContext;
 using reducers::TokenRows;
 
-absl::StatusOr<Codec> CodecByName(const std::string& name) {
-  for (Codec c : {Codec::kBF16, Codec::kFP16, Codec::kInt8, Codec::kInt4, Codec::kInt2}) {
-    if (name == CodecName(c)) return c;
-  }
-  return absl::InvalidArgumentError(absl::StrCat("CompressSpan: unknown codec '", name, "'"));
-}
-
 CodecSpec SpecFor(Codec codec, int group_size) {
   return CodecSpec{codec, IsQuantized(codec) ? group_size : 0};
 }

@@ -131,6 +131,13 @@ const char* CodecName(Codec codec) {
   return "unknown";
 }
 
+absl::StatusOr<Codec> CodecByName(absl::string_view name) {
+  for (Codec c : {Codec::kBF16, Codec::kFP16, Codec::kInt8, Codec::kInt4, Codec::kInt2}) {
+    if (name == CodecName(c)) return c;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown codec '", name, "'"));
+}
+
 int CodecBits(Codec codec) {
   switch (codec) {
     case Codec::kBF16:

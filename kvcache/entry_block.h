@@ -40,6 +40,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace kvspan::kvcache {
@@ -59,6 +60,8 @@ inline constexpr int kMaxGroupSize = 65536;
 bool IsKnownCodec(uint8_t id);
 bool IsQuantized(Codec codec);
 const char* CodecName(Codec codec);  // "bf16", "fp16", "int8", "int4", "int2"
+// The inverse of CodecName. InvalidArgument for any other name.
+absl::StatusOr<Codec> CodecByName(absl::string_view name);
 // Bits per stored element: 16, 16, 8, 4, 2.
 int CodecBits(Codec codec);
 // Bytes of one entry's key (or value) row: ceil(head_dim * CodecBits / 8).

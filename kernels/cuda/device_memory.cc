@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace kvspan::kernels {
 
@@ -55,6 +56,11 @@ absl::Status DeviceBuffer::Reserve(int64_t size_bytes) {
   }
   size_bytes_ = size_bytes;
   return absl::OkStatus();
+}
+
+absl::Status DeviceBuffer::Assign(const void* src, int64_t size_bytes) {
+  RETURN_IF_ERROR(Reserve(size_bytes));
+  return CopyFromHost(src, size_bytes);
 }
 
 absl::Status DeviceBuffer::CopyFromHost(const void* src, int64_t size_bytes, int64_t offset) {

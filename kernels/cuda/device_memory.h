@@ -41,6 +41,10 @@ class DeviceBuffer {
   // kernel still reads it). ResourceExhausted when the device is out of memory.
   absl::Status Reserve(int64_t size_bytes);
 
+  // Reserve(size_bytes), then CopyFromHost(src, size_bytes): the buffer now holds a copy of
+  // those host bytes.
+  absl::Status Assign(const void* src, int64_t size_bytes);
+
   // Synchronous copies between host memory and [offset, offset + size_bytes) of the buffer.
   // REQUIRES: the range lies inside the buffer.
   absl::Status CopyFromHost(const void* src, int64_t size_bytes, int64_t offset = 0);

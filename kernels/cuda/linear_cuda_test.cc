@@ -69,14 +69,10 @@ void CheckPath(Path path) {
       LinearRef(rp);
 
       DeviceBuffer dx, dw, db, dy;
-      ASSERT_OK(dx.Reserve(x.size() * 4));
-      ASSERT_OK(dx.CopyFromHost(x.data(), x.size() * 4));
-      ASSERT_OK(dw.Reserve(w16.size() * 2));
-      ASSERT_OK(dw.CopyFromHost(w16.data(), w16.size() * 2));
-      ASSERT_OK(db.Reserve(bias.size() * 4));
-      ASSERT_OK(db.CopyFromHost(bias.data(), bias.size() * 4));
-      ASSERT_OK(dy.Reserve(y0.size() * 4));
-      ASSERT_OK(dy.CopyFromHost(y0.data(), y0.size() * 4));
+      ASSERT_OK(dx.Assign(x.data(), x.size() * 4));
+      ASSERT_OK(dw.Assign(w16.data(), w16.size() * 2));
+      ASSERT_OK(db.Assign(bias.data(), bias.size() * 4));
+      ASSERT_OK(dy.Assign(y0.data(), y0.size() * 4));
       LinearCudaParams p;
       p.x = dx.as<float>();
       p.x_row_stride = xs;

@@ -60,9 +60,7 @@ absl::Status CudaSpanAttention::Plan(const SpanAttentionBatch& b, void* stream_p
   // NOTE: from pageable memory, so the copy waits for the stream's earlier work (which may
   // still read the scratch), and staging_ is free again when it returns.
   RETURN_IF_ERROR(scratch_.CopyFromHostAsync(staging_.data(), staged_bytes, 0, stream_ptr));
-  const int64_t offsets[6] = {blocks_off, indptr_off, m_off, s_off, o_off, num_items};
-  std::copy(offsets, offsets + 6, offsets_);
-  max_item_rows_ = plan.max_item_rows;
+  layout_ = {num_items, plan.max_item_rows, blocks_off, indptr_off, m_off, s_off, o_off};
   planned_ = true;
   return absl::OkStatus();
 }
@@ -72,20 +70,18 @@ absl::Status CudaSpanAttention::Launch(void* stream_ptr) {
   if (!planned_) return absl::FailedPreconditionError("CudaSpanAttention::Launch before a successful Plan");
   const SpanAttentionBatch& b = batch_;
   if (b.num_seqs == 0) return absl::OkStatus();
-  const int num_items = static_cast<int>(offsets_[5]);
+  const int num_items = layout_.num_items;
   char* base = scratch_.as<char>();
   SpanDecodeBuffers buffers;
   buffers.items = reinterpret_cast<const SpanDecodeWorkItem*>(base);
-  buffers.blocks = reinterpret_cast<const SpanBlockView*>(base + offsets_[0]);
-  buffers.slot_indptr = reinterpret_cast<const int32_t*>(base + offsets_[1]);
-  buffers.part_m = reinterpret_cast<float*>(base + offsets_[2]);
-  buffers.part_s = reinterpret_cast<float*>(base + offsets_[3]);
-  buffers.part_o = reinterpret_cast<float*>(base + offsets_[4]);
-  SpanDecodePlan shape;  // what the arguments read of the plan
-  shape.max_item_rows = max_item_rows_;
-  const SpanDecodePartialArgs pa = MakeSpanDecodePartialArgs(b, shape, buffers);
+  buffers.blocks = reinterpret_cast<const SpanBlockView*>(base + layout_.blocks);
+  buffers.slot_indptr = reinterpret_cast<const int32_t*>(base + layout_.slot_indptr);
+  buffers.part_m = reinterpret_cast<float*>(base + layout_.part_m);
+  buffers.part_s = reinterpret_cast<float*>(base + layout_.part_s);
+  buffers.part_o = reinterpret_cast<float*>(base + layout_.part_o);
+  const SpanDecodePartialArgs pa = MakeSpanDecodePartialArgs(b, layout_.max_item_rows, buffers);
   if (num_items > 0) {
-    const LaunchShape shape{dim3(num_items, (max_item_rows_ + kSpanDecodeRows - 1) / kSpanDecodeRows),
+    const LaunchShape shape{dim3(num_items, (layout_.max_item_rows + kSpanDecodeRows - 1) / kSpanDecodeRows),
                             dim3(kSpanDecodeThreads)};
     DispatchChannelsPerLane(b.head_dim, [&](auto cpl) {
       KVSPAN_LAUNCH(SpanDecodePartialKernel<decltype(cpl)::value>, shape, stream_ptr, pa);

@@ -84,6 +84,9 @@ struct SpanAttentionBatch {
   const float* const* tail_v = nullptr;
   const int32_t* tail_len = nullptr;  // host [num_seqs], >= 0
   int64_t tail_head_stride = 0;       // floats
+  // Host [num_seqs]: each sequence's own head stride (caches of different capacities);
+  // null = tail_head_stride for every sequence.
+  const int64_t* tail_head_strides = nullptr;
   int64_t tail_token_stride = 0;      // floats, >= D
   // Host [num_seqs]: the position of each sequence's first query (query j at + j); read
   // only under a window.
@@ -121,8 +124,14 @@ class CudaSpanAttention {
   int last_num_work_items_ = 0;
   bool planned_ = false;
   SpanAttentionBatch batch_;     // the planned batch's shape and device pointers (host arrays not kept)
-  int max_item_rows_ = 0;
-  int64_t offsets_[6] = {};  // scratch offsets of blocks, slot indptr, m, s, o; then the item count
+  // The last plan's shape and where its parts sit in scratch_ (byte offsets; the work items
+  // at 0).
+  struct PlannedLayout {
+    int num_items = 0;
+    int max_item_rows = 0;
+    int64_t blocks = 0, slot_indptr = 0, part_m = 0, part_s = 0, part_o = 0;
+  };
+  PlannedLayout layout_;
   std::vector<uint8_t> staging_;  // host image of the device scratch's head
   DeviceBuffer scratch_;          // work items, block views, slot indptr, then partials
 };

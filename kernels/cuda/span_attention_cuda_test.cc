@@ -29,13 +29,10 @@ class SpanAttentionCudaTest : public ::testing::TestWithParam<Case> {};
 std::vector<float> RunOnDevice(const RandomBatch& rb, int entries_per_split, int* num_items) {
   DeviceBuffer arena, q, out;
   const size_t n = rb.num_out_floats();
-  EXPECT_OK(arena.Reserve(rb.arena().size()));
-  EXPECT_OK(arena.CopyFromHost(rb.arena().data(), rb.arena().size()));
-  EXPECT_OK(q.Reserve(rb.q().size() * 4));
-  EXPECT_OK(q.CopyFromHost(rb.q().data(), rb.q().size() * 4));
-  EXPECT_OK(out.Reserve(n * 4));
+  EXPECT_OK(arena.Assign(rb.arena().data(), rb.arena().size()));
+  EXPECT_OK(q.Assign(rb.q().data(), rb.q().size() * 4));
   const std::vector<float> poison(n, std::numeric_limits<float>::quiet_NaN());
-  EXPECT_OK(out.CopyFromHost(poison.data(), n * 4));
+  EXPECT_OK(out.Assign(poison.data(), n * 4));
   std::vector<SpanBlockView> views;
   std::vector<const float*> tail_k, tail_v;
   rb.Place(arena.as<uint8_t>(), &views, &tail_k, &tail_v);

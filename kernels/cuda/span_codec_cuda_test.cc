@@ -48,10 +48,8 @@ TEST_P(SpanCodecCudaTest, MatchesEncodeBlockBitForBit) {
   for (int d = 0; d < c.head_dim; ++d) values[0 * token_stride + d] = -2.5f;
 
   DeviceBuffer dk, dv, kd, vd, kp, vp;
-  ASSERT_OK(dk.Reserve(keys.size() * 4));
-  ASSERT_OK(dk.CopyFromHost(keys.data(), keys.size() * 4));
-  ASSERT_OK(dv.Reserve(values.size() * 4));
-  ASSERT_OK(dv.CopyFromHost(values.data(), values.size() * 4));
+  ASSERT_OK(dk.Assign(keys.data(), keys.size() * 4));
+  ASSERT_OK(dv.Assign(values.data(), values.size() * 4));
   const int blocks = kLayers * kHeads;
   const int64_t row = SpanCodecRowBytes(c.codec, c.head_dim);
   const int64_t kpc = SpanCodecKeyParamCount(c.codec, c.group_size, c.num_entries, c.head_dim);
@@ -127,10 +125,8 @@ TEST(SpanCodecCudaErrorsTest, RejectsWhatEncodeBlockRejects) {
       std::vector<float> keys(kEntries * kDim, 0.5f), values(keys.size(), -0.5f);
       values[13] = bad;
       DeviceBuffer dk, dv, kd, vd, kp, vp;
-      ASSERT_OK(dk.Reserve(keys.size() * 4));
-      ASSERT_OK(dk.CopyFromHost(keys.data(), keys.size() * 4));
-      ASSERT_OK(dv.Reserve(values.size() * 4));
-      ASSERT_OK(dv.CopyFromHost(values.data(), values.size() * 4));
+      ASSERT_OK(dk.Assign(keys.data(), keys.size() * 4));
+      ASSERT_OK(dv.Assign(values.data(), values.size() * 4));
       ASSERT_OK(kd.Reserve(kEntries * kDim * 2));
       ASSERT_OK(vd.Reserve(kEntries * kDim * 2));
       ASSERT_OK(kp.Reserve(1024));

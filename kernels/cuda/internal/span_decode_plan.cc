@@ -103,8 +103,9 @@ SpanDecodePlan PlanSpanDecode(const SpanAttentionBatch& b, int entries_per_split
     base.tail_len = b.tail_len[s];
     base.query_position = b.query_position == nullptr ? 0 : b.query_position[s];
     if (base.tail_len > 0) {
-      base.tail_k = b.tail_k[s] + g * b.tail_head_stride;
-      base.tail_v = b.tail_v[s] + g * b.tail_head_stride;
+      const int64_t head_stride = b.tail_head_strides != nullptr ? b.tail_head_strides[s] : b.tail_head_stride;
+      base.tail_k = b.tail_k[s] + g * head_stride;
+      base.tail_v = b.tail_v[s] + g * head_stride;
     }
     const int end = b.block_indptr[sh + 1];
     int bi = b.block_indptr[sh];
@@ -137,11 +138,11 @@ SpanDecodePlan PlanSpanDecode(const SpanAttentionBatch& b, int entries_per_split
   return plan;
 }
 
-SpanDecodePartialArgs MakeSpanDecodePartialArgs(const SpanAttentionBatch& b, const SpanDecodePlan& plan,
+SpanDecodePartialArgs MakeSpanDecodePartialArgs(const SpanAttentionBatch& b, int max_item_rows,
                                                 const SpanDecodeBuffers& buffers) {
   SpanDecodePartialArgs a;
   a.items = buffers.items;
-  a.max_item_rows = plan.max_item_rows;
+  a.max_item_rows = max_item_rows;
   a.blocks = buffers.blocks;
   a.q = b.q;
   a.q_row_stride = b.q_row_stride != 0 ? b.q_row_stride : int64_t{b.num_kv_heads} * b.group * b.head_dim;

@@ -81,7 +81,8 @@ struct SpanDecodeBuffers {
   float* part_s = nullptr;
   float* part_o = nullptr;                    // [num_rows, D]
 };
-SpanDecodePartialArgs MakeSpanDecodePartialArgs(const SpanAttentionBatch& batch, const SpanDecodePlan& plan,
+// `max_item_rows`: SpanDecodePlan::max_item_rows of the plan the buffers hold.
+SpanDecodePartialArgs MakeSpanDecodePartialArgs(const SpanAttentionBatch& batch, int max_item_rows,
                                                 const SpanDecodeBuffers& buffers);
 SpanDecodeMergeArgs MakeSpanDecodeMergeArgs(const SpanAttentionBatch& batch, const SpanDecodeBuffers& buffers);
 
