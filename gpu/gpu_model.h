@@ -41,9 +41,8 @@
 #include "absl/types/span.h"
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/linear_cuda.h"
+#include "gpu/gpu_kv_cache.h"
 #include "kernels/cuda/span_attention_cuda.h"
-#include "kvcache/span.h"
-#include "kvcache/span_compressor.h"
 #include "model/config.h"
 #include "model/model.h"
 
@@ -58,66 +57,6 @@ enum class GpuGemm {
 struct GpuModelOptions {
   int device = 0;  // cuda:N; the emulated build has one device, 0
   GpuGemm gemm = GpuGemm::kAuto;
-};
-
-struct GpuCacheOptions {
-  // Null: a dense cache. Else spans of span_tokens tokens are compressed by it (query-aware
-  // compressors, query_needs().any(), are not supported on the GPU yet: Unimplemented).
-  // A kvcache::PolicySpanCompressor with a codec-only policy (no reducer, no sharing; bf16,
-  // fp16, int8, int4 or int2) is run on the device by kernels::EncodeSpanCuda, whose blocks
-  // are EncodeBlock's bit for bit, so the spans are the ones it would have made; any other
-  // compressor runs on the host from the span's rows read back.
-  std::shared_ptr<kvcache::SpanCompressor> compressor;
-  int span_tokens = 64;  // S, [1, kvcache::kMaxSpanTokens]
-};
-
-// One sequence's KV cache in device memory, all layers: dense fp32 rows
-// k and v [num_layers][num_kv_heads][dense capacity][head_dim] for the positions from
-// num_compressed_tokens() on (row t is position num_compressed_tokens() + t), and, for a
-// compressed cache, the spans covering [0, num_compressed_tokens()) as entry blocks in
-// device memory. A dense cache's rows hold its whole capacity; a compressed cache's start
-// at 2 spans, grow (doubling, up to the capacity) when a step needs more, and drop the
-// rows of each span it compresses (the tail moves to row 0), so its memory is its spans
-// plus its recent tokens. Made by GpuModel::NewCache. Not thread-safe.
-class GpuKvCache {
- public:
-  int num_tokens() const { return num_tokens_; }
-  int capacity() const { return capacity_; }
-  int num_compressed_tokens() const { return static_cast<int>(spans_.size()) * span_tokens_; }
-  // The compressed spans (host copies, as the cache store and the transport take them).
-  const std::vector<kvcache::Span>& spans() const { return spans_; }
-  // True when its spans are encoded on the device (a codec-only PolicySpanCompressor).
-  bool encodes_on_device() const { return device_codec_ != nullptr; }
-  // Drops the tail's tokens from `num_tokens` on (keeps their slots); compressed tokens stay.
-  // REQUIRES: num_compressed_tokens() <= num_tokens <= this->num_tokens().
-  void Truncate(int num_tokens) { num_tokens_ = num_tokens; }
-  // Device bytes held: the dense rows and every span's blocks.
-  int64_t memory_bytes() const;
-  // Tokens the dense rows can hold now.
-  int dense_capacity() const { return dense_capacity_; }
-
- private:
-  friend class GpuModel;
-  // One compressed span's blocks in one device allocation, and their device views.
-  struct DeviceSpan {
-    kernels::DeviceBuffer arena;
-    std::vector<std::vector<kernels::SpanBlockView>> heads;  // [layer * H + kv_head]
-  };
-  GpuKvCache() = default;
-  int num_tokens_ = 0;
-  int capacity_ = 0;
-  int num_layers_ = 0;
-  int num_kv_heads_ = 0;
-  int head_dim_ = 0;
-  int dense_capacity_ = 0;    // tokens per (layer, head) in k_ / v_
-  int64_t layer_floats_ = 0;  // num_kv_heads * dense_capacity_ * head_dim
-  kernels::DeviceBuffer k_, v_;
-  std::shared_ptr<kvcache::SpanCompressor> compressor_;
-  // Set when compressor_ is a codec-only PolicySpanCompressor: encoded on the device.
-  const kvcache::PolicySpanCompressor* device_codec_ = nullptr;
-  int span_tokens_ = 0;
-  std::vector<kvcache::Span> spans_;
-  std::vector<DeviceSpan> device_spans_;
 };
 
 struct GpuForwardItem {
@@ -168,17 +107,6 @@ class GpuModel {
 
   GpuModel() = default;
   absl::Status Linear(const kernels::LinearCudaParams& p);
-  // Compresses the span at `first_position` of `cache` from its device rows and uploads it.
-  absl::StatusOr<GpuKvCache::DeviceSpan> CompressSpan(const GpuKvCache& cache, int first_position,
-                                                      kvcache::Span* span) const;
-  // Grows `cache`'s dense rows to hold `tokens` tokens, keeping the rows in use (nothing
-  // changes on failure). Moves the rows after the first `drop` to row 0 (after spans are
-  // compressed; Internal if a device copy fails half-way).
-  static absl::Status EnsureDense(GpuKvCache& cache, int tokens);
-  static absl::Status DropDenseRows(GpuKvCache& cache, int drop, int used);
-  // The same for a codec-only policy, encoded on the device (the host copy is read back).
-  absl::StatusOr<GpuKvCache::DeviceSpan> EncodeSpanOnDevice(const GpuKvCache& cache, int first_position,
-                                                            kvcache::Span* span) const;
   absl::Status Reserve(int total_tokens, int logits_rows);
 
   model::ModelConfig config_;
