@@ -18,7 +18,11 @@ double MsBetween(Clock::time_point a, Clock::time_point b) {
 
 DecodeWorker::DecodeWorker(const model::Model* model, const model::Tokenizer* tokenizer,
                            std::shared_ptr<prefill::StoreRouter> stores, const DecodeWorkerOptions& options)
-    : model_(model), tokenizer_(tokenizer), stores_(std::move(stores)), options_(options) {
+    : DecodeWorker(std::make_unique<CpuBackend>(model), tokenizer, std::move(stores), options) {}
+
+DecodeWorker::DecodeWorker(std::unique_ptr<DecodeBackend> backend, const model::Tokenizer* tokenizer,
+                           std::shared_ptr<prefill::StoreRouter> stores, const DecodeWorkerOptions& options)
+    : backend_(std::move(backend)), tokenizer_(tokenizer), stores_(std::move(stores)), options_(options) {
   loader_ = std::thread([this] { LoaderLoop(); });
   thread_ = std::thread([this] { Loop(); });
 }
@@ -43,7 +47,8 @@ DecodeWorker::~DecodeWorker() {
 }
 
 absl::Status DecodeWorker::Submit(SequenceHandoff handoff) {
-  const model::ModelConfig& config = model_->config();
+  const model::ModelConfig& config = backend_->config();
+  RETURN_IF_ERROR(backend_->CheckPolicy(*handoff.policy));
   const int num_prompt = static_cast<int>(handoff.tokens.size());
   if (num_prompt == 0) return absl::InvalidArgumentError("the prompt has no tokens");
   if (num_prompt > config.max_position_embeddings) {
@@ -298,8 +303,8 @@ void DecodeWorker::Admit() {
 }
 
 void DecodeWorker::ReportSpans(Sequence& seq) {
-  if (!seq.handoff.prefill_only || seq.compressed == nullptr) return;
-  const std::vector<kvcache::Span>& spans = seq.compressed->spans();
+  if (!seq.handoff.prefill_only) return;
+  const std::vector<kvcache::Span>& spans = seq.cache->spans();
   for (int s = seq.num_spans_reported; s < static_cast<int>(spans.size()); ++s) {
     seq.handoff.sink->OnSpan(s, spans[s]);
   }
@@ -319,8 +324,7 @@ absl::StatusOr<bool> DecodeWorker::Attach(Sequence& seq) {
         resident.has_value() && resident->policy == policy.canonical() &&
         resident->tokens.size() < seq.tokens.size() &&
         std::equal(resident->tokens.begin(), resident->tokens.end(), seq.tokens.begin()) &&
-        (!policy.dense() ||
-         seq.capacity_tokens <= static_cast<model::DenseKvCache*>(resident->cache.get())->capacity_tokens());
+        seq.capacity_tokens <= resident->cache->capacity_tokens();
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++(usable ? stats_.resident_hits : stats_.resident_misses);
@@ -335,7 +339,7 @@ absl::StatusOr<bool> DecodeWorker::Attach(Sequence& seq) {
   }
   if (seq.cache == nullptr) {
     const int num_prefix = static_cast<int>(seq.handoff.prefix.size());
-    ASSIGN_OR_RETURN(seq.cache, policy.NewCache(*model_, seq.capacity_tokens, std::move(seq.handoff.prefix)));
+    ASSIGN_OR_RETURN(seq.cache, backend_->NewCache(policy, seq.capacity_tokens, std::move(seq.handoff.prefix)));
     seq.handoff.prefix.clear();
     seq.num_fed = num_prefix * policy.span_tokens();
     if (!seq.started) seq.store_prompt_tokens = seq.num_fed;
@@ -352,20 +356,18 @@ absl::StatusOr<bool> DecodeWorker::Attach(Sequence& seq) {
       seq.continue_from_logits = true;
     }
   }
-  seq.compressed = policy.dense() ? nullptr : static_cast<kvcache::CompressedKvCache*>(seq.cache.get());
-  seq.num_spans_stored = seq.compressed == nullptr ? 0 : static_cast<int>(seq.compressed->spans().size());
+  seq.num_spans_stored = static_cast<int>(seq.cache->spans().size());
   return true;
 }
 
 void DecodeWorker::Step() {
   ++step_counter_;
-  std::vector<model::ForwardItem> items;
+  std::vector<BackendItem> items;
   std::vector<Sequence*> fed;
   int budget = options_.step_tokens;
   for (auto& seq : running_) {  // decode tokens first
     if (static_cast<int>(seq->tokens.size()) - seq->num_fed != 1) continue;
-    items.push_back({absl::MakeConstSpan(&seq->tokens[seq->num_fed], 1), seq->cache.get(),
-                     model::LogitsMode::kLastToken, &seq->logits});
+    items.push_back({absl::MakeConstSpan(&seq->tokens[seq->num_fed], 1), seq->cache.get(), &seq->logits});
     fed.push_back(seq.get());
     --budget;
   }
@@ -375,8 +377,7 @@ void DecodeWorker::Step() {
     const int limit = budget > 0 ? budget : (any_prefill ? 0 : options_.step_tokens);
     const int n = seq->NextChunk(limit, options_.dense_chunk_tokens);
     if (n <= 0) break;
-    items.push_back({absl::MakeConstSpan(seq->tokens).subspan(seq->num_fed, n), seq->cache.get(),
-                     model::LogitsMode::kLastToken, &seq->logits});
+    items.push_back({absl::MakeConstSpan(seq->tokens).subspan(seq->num_fed, n), seq->cache.get(), &seq->logits});
     fed.push_back(seq.get());
     budget -= n;
     any_prefill = true;
@@ -384,13 +385,13 @@ void DecodeWorker::Step() {
   if (items.empty()) return;
 
   std::vector<absl::Status> results(items.size());
-  absl::Status batch_status = model_->Forward(absl::MakeSpan(items));
+  absl::Status batch_status = backend_->Forward(absl::MakeSpan(items));
   if (!batch_status.ok()) {
     // Forward changed no cache: find the failing sequence(s) by running each alone.
     LOG(WARNING) << "decode: a batch of " << items.size() << " failed (" << batch_status
                  << "); retrying its sequences one by one";
     for (size_t i = 0; i < items.size(); ++i) {
-      results[i] = items.size() == 1 ? batch_status : model_->Forward(absl::MakeSpan(&items[i], 1));
+      results[i] = items.size() == 1 ? batch_status : backend_->Forward(absl::MakeSpan(&items[i], 1));
     }
   }
   const Clock::time_point now = Clock::now();
@@ -421,8 +422,8 @@ void DecodeWorker::Step() {
 }
 
 void DecodeWorker::AfterFeed(Sequence& seq, Clock::time_point now) {
-  if (seq.store != nullptr && seq.compressed != nullptr) {
-    const std::vector<kvcache::Span>& spans = seq.compressed->spans();
+  if (seq.store != nullptr) {
+    const std::vector<kvcache::Span>& spans = seq.cache->spans();
     for (int s = seq.num_spans_stored; s < static_cast<int>(spans.size()); ++s) {
       seq.store->PutAsync(seq.KeyOf(s), spans[s]);
     }
@@ -475,7 +476,6 @@ void DecodeWorker::Preempt(std::unique_ptr<Sequence> seq) {
   LOG(INFO) << "decode: preempting request " << seq->handoff.request_id << " at " << seq->num_fed
             << " tokens (KV budget)";
   seq->cache.reset();
-  seq->compressed = nullptr;
   seq->num_fed = 0;
   seq->num_spans_stored = 0;
   ++seq->preemptions;

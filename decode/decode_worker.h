@@ -1,6 +1,6 @@
 // DecodeWorker: continuous batching over compressed KV caches. One scheduler thread owns
-// every admitted sequence and its cache; each step is one model::Model::Forward over the
-// running sequences: their decode tokens first, then prefill chunks of the sequences still
+// every admitted sequence and its cache; each step is one DecodeBackend::Forward
+// (backend.h: the CPU model, or a GPU's) over the running sequences: their decode tokens first, then prefill chunks of the sequences still
 // prefilling, up to a per-step token budget (chunked prefill mixed with decode). Chunks of
 // a compressed sequence end at span boundaries, so a cold prefill attends to its earlier
 // spans in their compressed form exactly as a warm one (spans from the cache store) does.
@@ -41,6 +41,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "decode/backend.h"
 #include "decode/handoff.h"
 #include "decode/sequence.h"
 #include "model/model.h"
@@ -78,8 +79,11 @@ struct DecodeWorkerStats {
 
 class DecodeWorker {
  public:
-  // Starts the scheduler thread. `model` and `tokenizer` are borrowed and must outlive the
-  // worker; `stores` (shared) gives each sequence's cache-store namespace.
+  // Starts the scheduler thread over `backend` (owned). `tokenizer` is borrowed and must
+  // outlive the worker; `stores` (shared) gives each sequence's cache-store namespace.
+  DecodeWorker(std::unique_ptr<DecodeBackend> backend, const model::Tokenizer* tokenizer,
+               std::shared_ptr<prefill::StoreRouter> stores, const DecodeWorkerOptions& options);
+  // Over the CPU: a CpuBackend of `model` (borrowed, must outlive the worker).
   DecodeWorker(const model::Model* model, const model::Tokenizer* tokenizer,
                std::shared_ptr<prefill::StoreRouter> stores, const DecodeWorkerOptions& options);
   // Stops the thread: sequences still running or waiting end with Unavailable.
@@ -89,6 +93,7 @@ class DecodeWorker {
 
   // Queues a sequence for admission; its sink receives everything from now on.
   // InvalidArgument for options GenerationState rejects or a prompt past the context;
+  // Unimplemented for a policy the backend cannot keep (DecodeBackend::CheckPolicy);
   // ResourceExhausted when the queue is full or the sequence could never fit the KV budget
   // (its planned size at prompt + max_tokens tokens exceeds it). On error the sink is not
   // called.
@@ -110,13 +115,14 @@ class DecodeWorker {
 
   DecodeWorkerStats Stats() const;
   const DecodeWorkerOptions& options() const { return options_; }
+  const DecodeBackend& backend() const { return *backend_; }
 
   // Blocks until no sequence is running or waiting (tests, shutdown drain).
   void WaitIdle();
 
  private:
   struct Resident {
-    std::unique_ptr<model::KvCache> cache;
+    std::unique_ptr<BackendCache> cache;
     std::vector<int32_t> tokens;  // the tokens in the cache
     std::string policy;
     int64_t last_use = 0;         // step counter
@@ -164,7 +170,7 @@ class DecodeWorker {
   // each step and before a sink hears its sequence's end. Scheduler thread.
   void PublishStats() ABSL_LOCKS_EXCLUDED(mu_);
 
-  const model::Model* const model_;
+  const std::unique_ptr<DecodeBackend> backend_;
   const model::Tokenizer* const tokenizer_;
   const std::shared_ptr<prefill::StoreRouter> stores_;
   const DecodeWorkerOptions options_;

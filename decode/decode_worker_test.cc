@@ -1,6 +1,10 @@
 // DecodeWorker in-process over the shipped model and a real embedded cache store:
 // concurrent submitters (label tsan), batch invariance, cancellation, max_tokens 0,
-// admission errors.
+// admission errors. Built twice: over the CPU backend (decode_worker_test), and with
+// KVSPAN_DECODE_TEST_GPU over gpu::GpuBackend (gpu/CMakeLists.txt: in the CPU emulator,
+// decode_worker_gpu_emulated_test, in CI; on a device, decode_worker_gpu_test), where the
+// same scheduler tests run on the GPU's caches and the GPU's tokens are checked against
+// the CPU's.
 #include "decode/decode_worker.h"
 
 #include <condition_variable>
@@ -12,6 +16,13 @@
 #include "common/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#ifndef KVSPAN_DECODE_TEST_GPU
+#define KVSPAN_DECODE_TEST_GPU 0
+#endif
+#if KVSPAN_DECODE_TEST_GPU
+#include "gpu/gpu_backend.h"
+#include "kernels/cuda/device_memory.h"
+#endif
 
 namespace kvspan::decode {
 namespace {
@@ -108,6 +119,9 @@ class DecodeWorkerTest : public ::testing::Test {
     delete tokenizer_;
   }
   void SetUp() override {
+#if KVSPAN_DECODE_TEST_GPU
+    if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+#endif
     cachestore::StoreOptions so;
     so.path = dir_.Sub("store");
     auto store = cachestore::CacheStore::Open(so);
@@ -118,8 +132,17 @@ class DecodeWorkerTest : public ::testing::Test {
     ro.geometry = {model_->config().num_layers, model_->config().num_kv_heads, model_->config().head_dim, 64};
     router_ = std::make_shared<prefill::StoreRouter>(ro);
   }
+  // A worker over the backend under test.
   std::unique_ptr<DecodeWorker> NewWorker(DecodeWorkerOptions options = {}) {
+#if KVSPAN_DECODE_TEST_GPU
+    return std::make_unique<DecodeWorker>(gpu::GpuBackend::Load(kModel, {}).value(), tokenizer_, router_, options);
+#else
     return std::make_unique<DecodeWorker>(model_, tokenizer_, router_, options);
+#endif
+  }
+  // A worker over the CPU model, whatever the backend under test.
+  std::unique_ptr<DecodeWorker> NewCpuWorker() {
+    return std::make_unique<DecodeWorker>(model_, tokenizer_, router_, DecodeWorkerOptions{});
   }
   SequenceHandoff Handoff(const std::string& policy, std::vector<int32_t> tokens, int max_tokens,
                           std::shared_ptr<TokenSink> sink) {
@@ -149,7 +172,7 @@ model::Tokenizer* DecodeWorkerTest::tokenizer_ = nullptr;
 
 TEST_F(DecodeWorkerTest, ConcurrentSubmittersGetTheirSoloOutputs) {
   auto worker = NewWorker();
-  constexpr int kSequences = 6;
+  constexpr int kSequences = KVSPAN_DECODE_TEST_GPU ? 4 : 6;  // the emulator is slow
   std::vector<std::vector<int32_t>> solo(kSequences);
   for (int i = 0; i < kSequences; ++i) {
     auto sink = std::make_shared<RecordingSink>();
@@ -207,9 +230,10 @@ TEST_F(DecodeWorkerTest, MaxTokensZeroPrefillsAndStoresTheSpans) {
 TEST_F(DecodeWorkerTest, PrefillOnlyThenShippedGivesTheSameTokens) {
   auto prefiller = NewWorker();
   auto decoder = NewWorker();
+  constexpr int kSpans = KVSPAN_DECODE_TEST_GPU ? 2 : 3;  // the emulator is slow
   for (const char* policy : {"int4(g=32)", "dense"}) {
     SCOPED_TRACE(policy);
-    const std::vector<int32_t> prompt = Prompt(5, 3 * 64 + 17);
+    const std::vector<int32_t> prompt = Prompt(5, kSpans * 64 + 17);
     auto whole = std::make_shared<RecordingSink>();
     ASSERT_OK(decoder->Submit(Handoff(policy, prompt, 8, whole)));
     ASSERT_OK(whole->Wait());
@@ -221,8 +245,8 @@ TEST_F(DecodeWorkerTest, PrefillOnlyThenShippedGivesTheSameTokens) {
     ASSERT_OK(p->Wait());
     ASSERT_TRUE(p->prefilled().has_value());
     const bool dense = std::string(policy) == "dense";
-    EXPECT_EQ(p->spans().size(), dense ? 0u : 3u);
-    EXPECT_EQ(p->prefilled()->rows.num_tokens, dense ? 3 * 64 + 17 : 17);
+    EXPECT_EQ(p->spans().size(), dense ? 0u : static_cast<size_t>(kSpans));
+    EXPECT_EQ(p->prefilled()->rows.num_tokens, dense ? kSpans * 64 + 17 : 17);
     EXPECT_TRUE(p->ids().empty());
 
     auto d = std::make_shared<RecordingSink>();
@@ -279,6 +303,89 @@ TEST_F(DecodeWorkerTest, AdmissionErrorsAreReturnedAndTheSinkIsNotCalled) {
   ASSERT_OK(sink->Wait());
   EXPECT_EQ(sink->ids().size(), 2u);
 }
+
+TEST_F(DecodeWorkerTest, BackendNamesWhereItRuns) {
+  auto worker = NewWorker();
+#if KVSPAN_DECODE_TEST_GPU
+  EXPECT_THAT(worker->backend().name(), HasSubstr("cuda:0"));
+#else
+  EXPECT_EQ(worker->backend().name(), "cpu");
+#endif
+  EXPECT_EQ(worker->backend().config().fingerprint, model_->config().fingerprint);
+}
+
+#if KVSPAN_DECODE_TEST_GPU
+// The GPU worker's greedy tokens are the CPU worker's, for the dense cache and for policies
+// whose spans are encoded on the device and on the host, with prompts that end mid-span and
+// sequences batched together; and a second turn that shares a prefix loads its spans from
+// the store (on the GPU, from the spans the GPU put there) and still matches.
+TEST_F(DecodeWorkerTest, GpuTokensAreTheCpuTokens) {
+  auto gpu = NewWorker();
+  auto cpu = NewCpuWorker();
+  for (const char* policy : {"dense", "int4(g=32)", "keynorm(keep=0.5)/int8"}) {
+    SCOPED_TRACE(policy);
+    std::vector<std::shared_ptr<RecordingSink>> on_gpu, on_cpu;
+    for (int i = 0; i < 2; ++i) {
+      on_gpu.push_back(std::make_shared<RecordingSink>());
+      on_cpu.push_back(std::make_shared<RecordingSink>());
+      ASSERT_OK(gpu->Submit(Handoff(policy, Prompt(20 + i, 64 * (i + 1) + 9), 6, on_gpu.back())));
+    }
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_OK(on_gpu[i]->Wait());
+      ASSERT_OK(cpu->Submit(Handoff(policy, Prompt(20 + i, 64 * (i + 1) + 9), 6, on_cpu[i])));
+      ASSERT_OK(on_cpu[i]->Wait());
+      EXPECT_EQ(on_gpu[i]->ids().size(), 6u);
+      EXPECT_EQ(on_gpu[i]->ids(), on_cpu[i]->ids()) << "sequence " << i;
+    }
+    if (std::string(policy) != "int4(g=32)") continue;
+    // A longer prompt that shares the second one's first two spans: they are the store's now
+    // (put by the GPU worker), and the GPU starts from them (uploaded, not recomputed).
+    router_->FlushAll();
+    std::vector<int32_t> longer = Prompt(21, 2 * 64 + 9);
+    longer.resize(2 * 64 + 30, 7);
+    auto h = kvcache::CachePolicy::Resolve(policy, model_->config(), 64).value();
+    prefill::LoadedPrefix loaded = router_->For(*h, "")->LoadPrefix(longer, 2);
+    ASSERT_EQ(loaded.spans.size(), 2u);
+    auto warm = std::make_shared<RecordingSink>();
+    SequenceHandoff handoff = Handoff(policy, longer, 6, warm);
+    handoff.prefix = std::move(loaded.spans);
+    ASSERT_OK(gpu->Submit(std::move(handoff)));
+    ASSERT_OK(warm->Wait());
+    EXPECT_EQ(warm->finished().cached_prompt_tokens, 2 * 64);
+    auto reference = std::make_shared<RecordingSink>();
+    ASSERT_OK(cpu->Submit(Handoff(policy, longer, 6, reference)));
+    ASSERT_OK(reference->Wait());
+    EXPECT_EQ(warm->ids(), reference->ids());
+  }
+  gpu->WaitIdle();
+  EXPECT_EQ(gpu->Stats().kv_bytes_in_use, 0);
+}
+
+TEST_F(DecodeWorkerTest, GpuRefusesQueryAwarePoliciesAtAdmission) {
+  auto worker = NewWorker();
+  auto sink = std::make_shared<RecordingSink>();
+  EXPECT_THAT(worker->Submit(Handoff("snapkv(keep=0.5,obs=8)/bf16", Prompt(1, 100), 4, sink)),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("query-aware")));
+  ASSERT_OK(worker->Submit(Handoff("int8(g=32)", Prompt(1, 100), 2, sink)));  // still serving
+  ASSERT_OK(sink->Wait());
+}
+
+TEST_F(DecodeWorkerTest, GpuKvBudgetComesFromDeviceMemory) {
+  auto backend = gpu::GpuBackend::Load(kModel, {}).value();
+  const kernels::CudaMemoryInfo info = kernels::CudaMemGetInfo().value();
+  ASSERT_OK_AND_ASSIGN(int64_t budget, backend->KvBudgetBytes(0.9, 512));
+  EXPECT_GT(budget, 0);
+  // No more than the fraction of the device less what is in use and the step's scratch.
+  EXPECT_LE(budget, static_cast<int64_t>(0.9 * info.total_bytes) - (info.total_bytes - info.free_bytes) -
+                        backend->model().StepScratchBytes(512, 512) + (int64_t{64} << 20));
+  ASSERT_OK_AND_ASSIGN(int64_t half, backend->KvBudgetBytes(0.45, 512));
+  EXPECT_LT(half, budget);
+  EXPECT_THAT(backend->KvBudgetBytes(0, 512), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(backend->KvBudgetBytes(1.5, 512), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(backend->KvBudgetBytes(0.9, 0), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(backend->KvBudgetBytes(1e-9, 512), StatusIs(absl::StatusCode::kResourceExhausted));
+}
+#endif  // KVSPAN_DECODE_TEST_GPU
 
 }  // namespace
 }  // namespace kvspan::decode

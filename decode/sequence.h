@@ -11,10 +11,9 @@
 #include <vector>
 
 #include "cachestore/span_key.h"
+#include "decode/backend.h"
 #include "decode/handoff.h"
-#include "kvcache/compressed_kv_cache.h"
 #include "model/generation_state.h"
-#include "model/kv_cache.h"
 #include "prefill/span_store.h"
 
 namespace kvspan::decode {
@@ -27,8 +26,7 @@ struct Sequence {
   std::vector<int32_t> tokens;
   int num_prompt = 0;
   int num_fed = 0;
-  std::unique_ptr<model::KvCache> cache;  // null while waiting or reloading
-  kvcache::CompressedKvCache* compressed = nullptr;  // `cache` when it is compressed (borrowed)
+  std::unique_ptr<BackendCache> cache;    // null while waiting or reloading
   int capacity_tokens = 0;                // positions the cache must hold (prompt + max_tokens)
   bool done = false;                      // finished or failed: leaves the running set
   std::optional<model::GenerationState> state;

@@ -7,14 +7,20 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cachestore/embedded_client.h"
 #include "cachestore/remote_client.h"
 #include "cachestore/store.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "frontend/chat_template.h"
 #include "frontend/openai_routes.h"
 #include "transport/prefill_client.h"
+#if KVSPAN_HAVE_CUDA
+#include "gpu/gpu_backend.h"
+#endif
 
 namespace kvspan::frontend {
 namespace {
@@ -60,6 +66,48 @@ const char* NodeRoleName(NodeRole role) {
   return "?";
 }
 
+namespace {
+
+// The device index of "cuda" / "cuda:N"; -1 for "cpu".
+absl::StatusOr<int> ParseDevice(const std::string& device) {
+  if (device == "cpu") return -1;
+  if (device == "cuda") return 0;
+  int index = 0;
+  if (absl::StartsWith(device, "cuda:") && absl::SimpleAtoi(device.substr(5), &index) && index >= 0) return index;
+  return absl::InvalidArgumentError(absl::StrCat("device '", device, "' is not cpu, cuda or cuda:N"));
+}
+
+// The workers' backend for `options.device` (the CPU model is kept in *cpu_model, which the
+// backend borrows), with the KV budget resolved into *kv_budget_bytes when it is 0.
+absl::StatusOr<std::unique_ptr<decode::DecodeBackend>> LoadBackend(const ServingNodeOptions& options,
+                                                                    std::unique_ptr<model::Model>* cpu_model,
+                                                                    int64_t* kv_budget_bytes) {
+  ASSIGN_OR_RETURN(const int device, ParseDevice(options.device));
+  if (device < 0) {
+    ASSIGN_OR_RETURN(*cpu_model, model::Model::Load(options.model_dir,
+                                                    {.num_threads = options.num_threads, .weights = options.weights}));
+    if (*kv_budget_bytes == 0) *kv_budget_bytes = decode::DecodeWorkerOptions{}.kv_budget_bytes;
+    return std::make_unique<decode::CpuBackend>(cpu_model->get());
+  }
+  if (options.weights.mode != model::WeightsMode::kAuto && options.weights.mode != model::WeightsMode::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("--weights ", model::WeightsModeName(options.weights.mode),
+                                                   ": the GPU backend keeps its weights in bf16 (--weights bf16)"));
+  }
+#if KVSPAN_HAVE_CUDA
+  ASSIGN_OR_RETURN(std::unique_ptr<gpu::GpuBackend> gpu, gpu::GpuBackend::Load(options.model_dir, {.device = device}));
+  if (*kv_budget_bytes == 0) {
+    ASSIGN_OR_RETURN(*kv_budget_bytes, gpu->KvBudgetBytes(options.gpu_memory_fraction, options.decode.step_tokens));
+  }
+  return std::unique_ptr<decode::DecodeBackend>(std::move(gpu));
+#else
+  return absl::FailedPreconditionError(absl::StrCat(
+      "--device ", options.device, ": this kvspan was built without CUDA (configure found no nvcc; see "
+      "docs/architecture.md, \"GPU\")"));
+#endif
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNodeOptions& options) {
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {
@@ -74,11 +122,15 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeServerCredentials(options.tls));
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> peer_credentials, MakePeerCredentials(options.peer_tls));
   std::unique_ptr<ServingNode> node(new ServingNode());
+  std::unique_ptr<decode::DecodeBackend> backend;  // the workers' (every role but the frontend)
+  decode::DecodeWorkerOptions decode_options = options.decode;
   if (role == NodeRole::kFrontend) {
     ASSIGN_OR_RETURN(node->config_, model::Model::LoadConfig(options.model_dir, options.weights));
   } else {
-    ASSIGN_OR_RETURN(node->model_, model::Model::Load(options.model_dir, {.num_threads = options.num_threads, .weights = options.weights}));
-    node->config_ = node->model_->config();
+    ASSIGN_OR_RETURN(backend, LoadBackend(options, &node->model_, &decode_options.kv_budget_bytes));
+    node->config_ = backend->config();
+    LOG(INFO) << "model " << options.model_dir << " on " << backend->name() << ", KV budget "
+              << decode_options.kv_budget_bytes << " bytes";
   }
   ASSIGN_OR_RETURN(node->tokenizer_, model::Tokenizer::LoadFromDir(options.model_dir));
   ASSIGN_OR_RETURN(node->client_, OpenStore(options));
@@ -97,8 +149,8 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
     ASSIGN_OR_RETURN(std::unique_ptr<ClusterBackend> backend, ClusterBackend::Create(cluster, config));
     node->backend_ = std::move(backend);
   } else {
-    node->decode_ = std::make_unique<decode::DecodeWorker>(node->model_.get(), node->tokenizer_.get(), node->stores_,
-                                                           options.decode);
+    node->decode_ = std::make_unique<decode::DecodeWorker>(std::move(backend), node->tokenizer_.get(), node->stores_,
+                                                           decode_options);
     node->transport_ = std::make_unique<transport::InProcessTransport>(node->decode_.get());
     node->prefill_ = std::make_unique<prefill::PrefillWorker>(node->stores_, node->transport_.get(),
                                                               options.prefill_threads);

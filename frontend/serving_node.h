@@ -85,8 +85,18 @@ struct ServingNodeOptions {
   int64_t store_memory_budget_bytes = int64_t{256} << 20;  // embedded store's memory tier
   int num_threads = 0;       // model threads; 0 = all cores
   model::WeightsChoice weights;  // weight matrices in memory
+  // Where the workers' model runs: "cpu", or "cuda:N" (or "cuda", device 0) for the GPU
+  // backend (gpu/gpu_backend.h: weights in bf16, KV caches in device memory), in a build
+  // with CUDA. Not kFrontend.
+  std::string device = "cpu";
+  // With a GPU and decode.kv_budget_bytes = 0: the share of the device's memory the
+  // process may fill (weights, step scratch and KV), as vLLM's --gpu-memory-utilization.
+  double gpu_memory_fraction = 0.9;
   int prefill_threads = 2;   // concurrent cache-store loads
   ServingOptions service;    // default policy, S, sessions
+  // The decode worker's options; kv_budget_bytes = 0 means automatic: the
+  // DecodeWorkerOptions default on the CPU, on a GPU what gpu_memory_fraction of its memory
+  // leaves beside the weights and the step scratch (GpuBackend::KvBudgetBytes).
   decode::DecodeWorkerOptions decode;
 };
 
@@ -95,7 +105,9 @@ class ServingNode {
   // Loads the model, opens the store, starts the workers and the gRPC server. Errors:
   // those of Model::Load / Tokenizer::LoadFromDir / CacheStore::Open, InvalidArgument for a
   // bad default policy or option or (with HTTP) a chat template that is not recognised or
-  // inconsistent TLS flags, MakeServerCredentials' errors for TLS files, Unavailable when an address (gRPC or HTTP) cannot be bound.
+  // inconsistent TLS flags or a device that is not "cpu" / "cuda:N" or --weights other than
+  // bf16 on a GPU, FailedPrecondition for a GPU device in a build without CUDA, GpuModel's
+  // errors (Unavailable without the device), MakeServerCredentials' errors for TLS files, Unavailable when an address (gRPC or HTTP) cannot be bound.
   static absl::StatusOr<std::unique_ptr<ServingNode>> Start(const ServingNodeOptions& options);
   // Shuts down (Shutdown(0)) if not done yet.
   ~ServingNode();
@@ -112,6 +124,10 @@ class ServingNode {
 
   // The model's config (every role has it; kFrontend loads no weights).
   const model::ModelConfig& config() const { return config_; }
+  // The workers' KV budget in bytes (resolved when options gave 0) and their backend's
+  // name ("cpu", "cuda:0 (...)"); 0 and "" for kFrontend.
+  int64_t kv_budget_bytes() const { return decode_ == nullptr ? 0 : decode_->options().kv_budget_bytes; }
+  std::string device_name() const { return decode_ == nullptr ? "" : decode_->backend().name(); }
 
  private:
   ServingNode() = default;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cuda/span_codec_cuda.h"
+#include "kvcache/compressed_kv_cache.h"
 #include "kvcache/entry_block.h"
 #include "kvcache/policy.h"
 #include "kvcache/span_geometry.h"
@@ -54,6 +55,7 @@ absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuKvCache::Create(const model::Mode
   cache->capacity_ = capacity_tokens;
   cache->num_layers_ = c.num_layers;
   cache->num_kv_heads_ = c.num_kv_heads;
+  cache->num_heads_ = c.num_heads;
   cache->head_dim_ = c.head_dim;
   cache->dense_capacity_ = options.compressor != nullptr ? std::min(capacity_tokens, 2 * options.span_tokens)
                                                           : capacity_tokens;
@@ -96,7 +98,13 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuKvCache::CompressSpan(int first_positi
       span.header.span_index != view.span_index) {
     return absl::InternalError("GpuKvCache: the compressor returned a span of another geometry or position");
   }
+  ASSIGN_OR_RETURN(DeviceSpan device, UploadSpan(span));
+  *out = std::move(span);
+  return device;
+}
 
+absl::StatusOr<GpuKvCache::DeviceSpan> GpuKvCache::UploadSpan(const kvcache::Span& span) const {
+  const int layers = num_layers_, heads = num_kv_heads_;
   // Upload every array the kernel views read (a shared block's source arrays once) into
   // one allocation, then the same views over device addresses.
   const kvcache::SpanKernelViews host(span);
@@ -159,7 +167,6 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuKvCache::CompressSpan(int first_positi
       }
     }
   }
-  *out = std::move(span);
   return device;
 }
 
@@ -293,6 +300,86 @@ absl::Status GpuKvCache::DropDenseRows(int drop, int used) {
       }
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status GpuKvCache::AdoptPrefix(std::vector<kvcache::Span> prefix) {
+  if (prefix.empty()) return absl::OkStatus();
+  if (compressor_ == nullptr) return absl::InvalidArgumentError("GpuKvCache: a dense cache has no span prefix");
+  if (num_tokens_ != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("GpuKvCache: a prefix into a cache of ", num_tokens_, " tokens"));
+  }
+  RETURN_IF_ERROR(kvcache::CheckPrefixSpans(prefix, {num_layers_, num_kv_heads_, head_dim_, span_tokens_}, capacity_,
+                                            "GpuKvCache::AdoptPrefix"));
+  std::vector<DeviceSpan> device(prefix.size());
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    ASSIGN_OR_RETURN(device[i], UploadSpan(prefix[i]));
+  }
+  spans_ = std::move(prefix);
+  device_spans_ = std::move(device);
+  num_tokens_ = num_compressed_tokens();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<model::DenseRows> GpuKvCache::ExportDenseRows() const {
+  model::DenseRows rows;
+  rows.first_position = num_compressed_tokens();
+  rows.num_tokens = num_tokens_ - rows.first_position;
+  rows.num_layers = num_layers_;
+  rows.num_kv_heads = num_kv_heads_;
+  rows.num_heads = num_heads_;
+  rows.head_dim = head_dim_;
+  const int n = rows.num_tokens, hd = head_dim_;
+  rows.k.resize(int64_t{num_layers_} * n * num_kv_heads_ * hd);
+  rows.v.resize(rows.k.size());
+  // Device [layer][kv head][token][channel] -> rows' [layer][token][kv head][channel].
+  std::vector<float> head_rows(int64_t{n} * hd);
+  for (int l = 0; l < num_layers_ && n > 0; ++l) {
+    for (int h = 0; h < num_kv_heads_; ++h) {
+      const int64_t src = (l * layer_floats_ + int64_t{h} * dense_capacity_ * hd) * 4;
+      for (auto [buffer, out] : {std::pair{&k_, &rows.k}, std::pair{&v_, &rows.v}}) {
+        RETURN_IF_ERROR(buffer->CopyToHost(head_rows.data(), int64_t{n} * hd * 4, src));
+        for (int t = 0; t < n; ++t) {
+          std::copy_n(&head_rows[int64_t{t} * hd], hd, &(*out)[((int64_t{l} * n + t) * num_kv_heads_ + h) * hd]);
+        }
+      }
+    }
+  }
+  return rows;
+}
+
+absl::Status GpuKvCache::ImportDenseRows(const model::DenseRows& rows) {
+  RETURN_IF_ERROR(model::CheckDenseRows(rows, num_layers_, num_kv_heads_, num_heads_, head_dim_, false));
+  if (rows.first_position != num_tokens_) {
+    return absl::InvalidArgumentError(absl::StrCat("GpuKvCache: rows at position ", rows.first_position,
+                                                   " into a cache of ", num_tokens_, " tokens"));
+  }
+  const int n = rows.num_tokens, hd = head_dim_;
+  if (compressor_ != nullptr && (num_tokens_ != num_compressed_tokens() || n >= span_tokens_)) {
+    return absl::InvalidArgumentError(absl::StrCat("GpuKvCache: ", n, " rows into a tail of ",
+                                                   num_tokens_ - num_compressed_tokens(),
+                                                   " tokens; want an empty tail and fewer than a span of ",
+                                                   span_tokens_));
+  }
+  if (n > capacity_ - num_tokens_) {
+    return absl::ResourceExhaustedError(absl::StrCat("GpuKvCache: ", num_tokens_, " + ", n,
+                                                     " tokens exceed the capacity of ", capacity_));
+  }
+  const int used = num_tokens_ - num_compressed_tokens();
+  RETURN_IF_ERROR(EnsureDense(used + n));
+  std::vector<float> head_rows(int64_t{n} * hd);
+  for (int l = 0; l < num_layers_ && n > 0; ++l) {
+    for (int h = 0; h < num_kv_heads_; ++h) {
+      const int64_t dst = (l * layer_floats_ + (int64_t{h} * dense_capacity_ + used) * hd) * 4;
+      for (auto [buffer, in] : {std::pair{&k_, &rows.k}, std::pair{&v_, &rows.v}}) {
+        for (int t = 0; t < n; ++t) {
+          std::copy_n(&(*in)[((int64_t{l} * n + t) * num_kv_heads_ + h) * hd], hd, &head_rows[int64_t{t} * hd]);
+        }
+        RETURN_IF_ERROR(buffer->CopyFromHost(head_rows.data(), int64_t{n} * hd * 4, dst));
+      }
+    }
+  }
+  num_tokens_ += n;
   return absl::OkStatus();
 }
 

@@ -14,6 +14,7 @@
 #include "kvcache/span.h"
 #include "kvcache/span_compressor.h"
 #include "model/config.h"
+#include "model/kv_cache.h"
 
 namespace kvspan::gpu {
 
@@ -55,6 +56,21 @@ class GpuKvCache {
   // Tokens the dense rows can hold now.
   int dense_capacity() const { return dense_capacity_; }
 
+  // Makes `prefix` (spans 0 .. k-1 of this cache's geometry and S, e.g. loaded from the
+  // cache store) the committed tokens of an empty compressed cache, uploading their blocks.
+  // InvalidArgument as kvcache::CheckPrefixSpans, for a dense cache given spans or for a
+  // cache that is not empty; ResourceExhausted when device memory runs out. On error
+  // nothing changes.
+  absl::Status AdoptPrefix(std::vector<kvcache::Span> prefix);
+  // model::KvCache's ExportDenseRows / ImportDenseRows over the device rows (no queries:
+  // query-aware compressors do not run here): the committed tokens after the spans, and
+  // rows appended at num_tokens() (a compressed cache takes them only into an empty tail
+  // and fewer than a span, as CompressedKvCache). InvalidArgument for rows of another
+  // geometry or position; ResourceExhausted past the capacity. On error nothing visible
+  // changes.
+  absl::StatusOr<model::DenseRows> ExportDenseRows() const;
+  absl::Status ImportDenseRows(const model::DenseRows& rows);
+
  private:
   friend class GpuModel;  // its Forward appends, attends and commits
   // One compressed span's blocks in one device allocation, and their device views.
@@ -71,6 +87,9 @@ class GpuKvCache {
   // device (the host copy read back).
   absl::StatusOr<DeviceSpan> CompressSpan(int first_position, kvcache::Span* span) const;
   absl::StatusOr<DeviceSpan> EncodeSpanOnDevice(int first_position, kvcache::Span* span) const;
+  // Uploads a span's arrays (a shared block's source arrays once) into one allocation with
+  // its blocks' device views.
+  absl::StatusOr<DeviceSpan> UploadSpan(const kvcache::Span& span) const;
   // Grows the dense rows to hold `tokens` tokens, keeping the rows in use (nothing changes
   // on failure). DropDenseRows moves the rows after the first `drop` of `used` to row 0
   // (after spans are compressed; Internal if a device copy fails half-way).
@@ -81,6 +100,7 @@ class GpuKvCache {
   int capacity_ = 0;
   int num_layers_ = 0;
   int num_kv_heads_ = 0;
+  int num_heads_ = 0;
   int head_dim_ = 0;
   int dense_capacity_ = 0;    // tokens per (layer, head) in k_ / v_
   int64_t layer_floats_ = 0;  // num_kv_heads * dense_capacity_ * head_dim

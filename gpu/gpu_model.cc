@@ -1,5 +1,6 @@
 #include "gpu/gpu_model.h"
 
+#include <array>
 #include <cmath>
 #include <utility>
 
@@ -35,6 +36,7 @@ absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Load(const std::string& dir,
   }
   RETURN_IF_ERROR(kernels::CudaSetDevice(options.device));
   std::unique_ptr<GpuModel> m(new GpuModel());
+  m->device_ = options.device;
   if (options.gemm != GpuGemm::kPlain) {
     absl::StatusOr<std::unique_ptr<kernels::CublasLtLinear>> lt = kernels::CublasLtLinear::Create();
     if (lt.ok()) {
@@ -87,18 +89,31 @@ absl::Status GpuModel::Linear(const kernels::LinearCudaParams& p) {
   return lt_ != nullptr ? lt_->Run(p, nullptr) : kernels::LinearCuda(p, nullptr);
 }
 
-absl::Status GpuModel::Reserve(int total, int logits_rows) {
+std::array<int64_t, GpuModel::kScratchBuffers> GpuModel::ScratchFloats(int total, int logits_rows) const {
   const model::ModelConfig& c = config_;
   const int64_t qkv_width = int64_t{c.num_heads + 2 * c.num_kv_heads} * c.head_dim;
-  RETURN_IF_ERROR(Grow(x_, int64_t{total} * c.hidden_size, 4));
-  RETURN_IF_ERROR(Grow(xn_, int64_t{total} * c.hidden_size, 4));
-  RETURN_IF_ERROR(Grow(qkv_, total * qkv_width, 4));
-  RETURN_IF_ERROR(Grow(attn_, int64_t{total} * c.num_heads * c.head_dim, 4));
-  RETURN_IF_ERROR(Grow(gate_up_, int64_t{total} * 2 * c.intermediate_size, 4));
-  RETURN_IF_ERROR(Grow(act_, int64_t{total} * c.intermediate_size, 4));
-  RETURN_IF_ERROR(Grow(ids_, total, 4));
-  RETURN_IF_ERROR(Grow(positions_, total, 4));
-  return Grow(logits_, int64_t{logits_rows} * c.vocab_size, 4);
+  // The order of scratch_: x, xn, qkv, attn, gate_up, act, ids, positions, logits.
+  return {int64_t{total} * c.hidden_size,
+          int64_t{total} * c.hidden_size,
+          total * qkv_width,
+          int64_t{total} * c.num_heads * c.head_dim,
+          int64_t{total} * 2 * c.intermediate_size,
+          int64_t{total} * c.intermediate_size,
+          total,
+          total,
+          int64_t{logits_rows} * c.vocab_size};
+}
+
+int64_t GpuModel::StepScratchBytes(int tokens, int logits_rows) const {
+  int64_t bytes = 0;
+  for (int64_t floats : ScratchFloats(tokens, logits_rows)) bytes += std::max<int64_t>(1, floats) * 4;
+  return bytes;
+}
+
+absl::Status GpuModel::Reserve(int total, int logits_rows) {
+  const std::array<int64_t, kScratchBuffers> floats = ScratchFloats(total, logits_rows);
+  for (int i = 0; i < kScratchBuffers; ++i) RETURN_IF_ERROR(Grow(*scratch_[i], floats[i], 4));
+  return absl::OkStatus();
 }
 
 absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {

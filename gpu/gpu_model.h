@@ -22,15 +22,14 @@
 // committed, exactly as CompressedKvCache does on the CPU (the same SpanCompressor, run on
 // the host from the span's device K/V), uploads its entry blocks, and from then on
 // attention reads those blocks in their stored layout (bf16 / fp16 / int8 / int4 / int2,
-// evicted, merged or shared) and the dense tail after them. The dense buffer keeps its
-// capacity (the compressed tokens' rows are no longer read, not yet freed); the decode
-// worker's GPU backend and CUDA graphs are the next steps (issue 13, docs/architecture.md
-// "GPU").
+// evicted, merged or shared) and the dense tail after them. The dense rows hold only the tokens after the spans (gpu_kv_cache.h). The decode worker runs over
+// it through gpu::GpuBackend (gpu_backend.h).
 //
 // Thread-safety: not thread-safe (one stream, shared scratch): one caller at a time.
 #ifndef KVSPAN_GPU_GPU_MODEL_H_
 #define KVSPAN_GPU_GPU_MODEL_H_
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -79,6 +78,11 @@ class GpuModel {
   // The GEMM path in use ("cublaslt" or "plain").
   std::string gemm_name() const { return lt_ != nullptr ? "cublaslt" : "plain"; }
   int64_t weight_memory_bytes() const { return weight_bytes_; }
+  int device() const { return device_; }
+  // Device bytes of the step scratch Forward grows to for `tokens` new tokens with
+  // `logits_rows` rows of logits (the attention's split scratch not counted): what a KV
+  // budget leaves aside for the steps.
+  int64_t StepScratchBytes(int tokens, int logits_rows) const;
 
   // An empty cache for `capacity_tokens` tokens. InvalidArgument unless 1 <= capacity_tokens
   // <= max_position_embeddings and span_tokens is in range; Unimplemented for a query-aware
@@ -107,6 +111,9 @@ class GpuModel {
 
   GpuModel() = default;
   absl::Status Linear(const kernels::LinearCudaParams& p);
+  static constexpr int kScratchBuffers = 9;
+  // Elements of each scratch buffer for a step (scratch_'s order).
+  std::array<int64_t, kScratchBuffers> ScratchFloats(int total_tokens, int logits_rows) const;
   absl::Status Reserve(int total_tokens, int logits_rows);
 
   model::ModelConfig config_;
@@ -116,8 +123,11 @@ class GpuModel {
   kernels::DeviceBuffer final_norm_, inv_freq_;
   int64_t weight_bytes_ = 0;
   kernels::CudaSpanAttention attention_;
-  // Step scratch, grown as batches need: x, xn, qkv, attn, gate_up, act, ids, positions, logits.
+  int device_ = 0;
+  // Step scratch, grown as batches need.
   kernels::DeviceBuffer x_, xn_, qkv_, attn_, gate_up_, act_, ids_, positions_, logits_;
+  const std::array<kernels::DeviceBuffer*, kScratchBuffers> scratch_{&x_,       &xn_,  &qkv_,       &attn_,  &gate_up_,
+                                                                     &act_,     &ids_, &positions_, &logits_};
 };
 
 }  // namespace kvspan::gpu

@@ -52,6 +52,8 @@ class CachePolicy {
   // Whether this policy's caches keep the tail's queries (a compressor that reads them):
   // then model::DenseRows of its caches carry q.
   bool keeps_queries() const { return compressor_ != nullptr && compressor_->query_needs().any(); }
+  // The compressor its caches run (shared, thread-safe); null when dense.
+  const std::shared_ptr<SpanCompressor>& compressor() const { return compressor_; }
   // Measured heap bytes of one span of this policy (SpanMemoryBytes of a span compressed from
   // random K/V at Resolve time): the per-span cost admission plans with.
   int64_t span_bytes() const { return span_bytes_; }

@@ -47,6 +47,19 @@ absl::Status CheckSpanFits(const Span& span, const SpanGeometry& geometry, int i
 
 }  // namespace
 
+absl::Status CheckPrefixSpans(const std::vector<Span>& spans, const SpanGeometry& geometry, int capacity_tokens,
+                              const char* who) {
+  if (static_cast<int64_t>(spans.size()) * geometry.span_tokens > capacity_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": ", spans.size(), " spans of ", geometry.span_tokens,
+                                                   " tokens exceed capacity ", capacity_tokens));
+  }
+  for (size_t i = 0; i < spans.size(); ++i) {
+    absl::Status s = CheckSpanFits(spans[i], geometry, static_cast<int>(i), who);
+    if (!s.ok()) return absl::InvalidArgumentError(s.message());
+  }
+  return absl::OkStatus();
+}
+
 CompressedKvCache::Options CompressedKvCache::OptionsFor(const model::ModelConfig& config, int span_tokens,
                                                          int capacity_tokens) {
   Options o;
@@ -97,15 +110,8 @@ absl::StatusOr<std::unique_ptr<CompressedKvCache>> CompressedKvCache::FromSpans(
     const Options& o, std::shared_ptr<SpanCompressor> compressor, std::vector<Span> spans) {
   auto cache = Create(o, std::move(compressor));
   if (!cache.ok()) return cache.status();
-  const SpanGeometry geometry{o.num_layers, o.num_kv_heads, o.head_dim, o.span_tokens};
-  if (static_cast<int64_t>(spans.size()) * o.span_tokens > o.capacity_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("CompressedKvCache::FromSpans: ", spans.size(), " spans of ",
-                                                   o.span_tokens, " tokens exceed capacity ", o.capacity_tokens));
-  }
-  for (size_t i = 0; i < spans.size(); ++i) {
-    absl::Status s = CheckSpanFits(spans[i], geometry, static_cast<int>(i), "CompressedKvCache::FromSpans");
-    if (!s.ok()) return absl::InvalidArgumentError(s.message());
-  }
+  RETURN_IF_ERROR(CheckPrefixSpans(spans, {o.num_layers, o.num_kv_heads, o.head_dim, o.span_tokens},
+                                   o.capacity_tokens, "CompressedKvCache::FromSpans"));
   (*cache)->spans_ = std::move(spans);
   for (const Span& span : (*cache)->spans_) (*cache)->views_.emplace_back(span);
   (*cache)->num_tokens_ = (*cache)->num_compressed_tokens();

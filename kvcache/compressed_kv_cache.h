@@ -43,6 +43,12 @@
 
 namespace kvspan::kvcache {
 
+// The checks a cache makes of the spans it starts from (CompressedKvCache::FromSpans, the GPU
+// cache's too): spans.size() * S <= capacity_tokens, and span i has `geometry`, first_position
+// i * S and span_index i, and passes ValidateSpan. InvalidArgument, naming `who`.
+absl::Status CheckPrefixSpans(const std::vector<Span>& spans, const SpanGeometry& geometry, int capacity_tokens,
+                              const char* who);
+
 class CompressedKvCache final : public model::KvCache {
  public:
   struct Options {

@@ -2,7 +2,7 @@
 // decode, and an embedded cache store in --data, or --store ADDR for a running
 // `kvspan cachestore`). The disaggregated roles, the same binary:
 //   kvspan prefill  --model DIR --listen ADDR --store ADDR
-//   kvspan decode   --model DIR --listen ADDR --store ADDR --kv-budget-bytes N
+//   kvspan decode   --model DIR --listen ADDR --store ADDR --kv-budget-bytes N [--device cuda:N]
 //   kvspan frontend --listen ADDR --prefill ADDR[,ADDR...] --decode ADDR[,ADDR...] --store ADDR
 // Each prints `kvspan <role>: listening on HOST:PORT` and then `kvspan <role>: ready` on
 // stdout. SIGTERM or SIGINT: stop accepting, let in-flight streams finish within
@@ -122,7 +122,15 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
   }
   flags.Add("span-tokens", &o.service.span_tokens, "tokens per compressed span (S); equal on every role");
   if (runs_model) {
-    flags.Add("kv-budget-bytes", &o.decode.kv_budget_bytes, "KV memory over all sequences, bytes (measured)");
+    o.decode.kv_budget_bytes = 0;  // automatic unless given
+    flags.Add("kv-budget-bytes", &o.decode.kv_budget_bytes,
+              "KV memory over all sequences, bytes (measured); 0 = automatic: 1 GiB on the CPU, on a GPU what "
+              "--gpu-memory-fraction leaves beside the weights and the step scratch");
+    flags.Add("device", &o.device,
+              "where the model runs: cpu, or cuda:N (the GPU backend: bf16 weights, KV caches in device memory; "
+              "one worker per GPU)");
+    flags.Add("gpu-memory-fraction", &o.gpu_memory_fraction,
+              "with --device cuda:N and an automatic KV budget: the share of the GPU's memory this process may fill");
     flags.Add("max-queue", &o.decode.max_queue, "requests waiting for admission at most");
     flags.Add("max-running", &o.decode.max_running, "sequences in the running batch at most");
     flags.Add("step-tokens", &o.decode.step_tokens, "tokens per batch step (decode first, then prefill chunks)");
@@ -187,12 +195,13 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
                 o.model_dir.c_str(), o.cluster.prefill_addresses.size(), o.cluster.decode_addresses.size(),
                 o.service.span_tokens);
   } else if (role == NodeRole::kAll) {
-    std::printf("%s: ready (model %s, policy %s, S=%d, KV budget %lld bytes)\n", name.c_str(), o.model_dir.c_str(),
-                o.service.default_policy.c_str(), o.service.span_tokens,
-                static_cast<long long>(o.decode.kv_budget_bytes));
+    std::printf("%s: ready (model %s on %s, policy %s, S=%d, KV budget %lld bytes)\n", name.c_str(),
+                o.model_dir.c_str(), (*node)->device_name().c_str(), o.service.default_policy.c_str(),
+                o.service.span_tokens, static_cast<long long>((*node)->kv_budget_bytes()));
   } else {
-    std::printf("%s: ready (model %s, S=%d, KV budget %lld bytes)\n", name.c_str(), o.model_dir.c_str(),
-                o.service.span_tokens, static_cast<long long>(o.decode.kv_budget_bytes));
+    std::printf("%s: ready (model %s on %s, S=%d, KV budget %lld bytes)\n", name.c_str(), o.model_dir.c_str(),
+                (*node)->device_name().c_str(), o.service.span_tokens,
+                static_cast<long long>((*node)->kv_budget_bytes()));
   }
   std::fflush(stdout);
 

@@ -18,6 +18,7 @@
 #include "common/temp_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/run_command.h"
 #include "tests/serve_process.h"
 
 namespace kvspan::tests {
@@ -273,6 +274,24 @@ TEST_F(ServeTest, BadInputsGetTheirCodeAndTheServerKeepsServing) {
   EXPECT_EQ(good.finished.finish_reason(), v1::FINISH_REASON_MAX_TOKENS);
   EXPECT_TRUE(CloseSession(*stub_, session).ok());
   EXPECT_EQ(WaitDrained(*stub_).kv_bytes_in_use(), 0);
+}
+
+// --device: a name that is not a device, a quantized format on a GPU and a GPU that is not
+// there each end the process with their error before it listens (exit 2 for bad flags, 1
+// for a missing device, whether or not this build has CUDA).
+TEST(ServeDeviceTest, BadOrMissingDevicesEndWithTheirError) {
+  TempDir dir;
+  const std::string serve = kBinary + " serve --model " + kModel + " --data " + dir.Sub("d") + " --listen 127.0.0.1:0";
+  auto [code, out] = RunCommand(serve + " --device gpu7");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_THAT(out, HasSubstr("is not cpu, cuda or cuda:N"));
+  std::tie(code, out) = RunCommand(serve + " --device cuda:0 --weights int8");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_THAT(out, HasSubstr("bf16"));
+  std::tie(code, out) = RunCommand(serve + " --device cuda:99");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, ::testing::AnyOf(HasSubstr("no CUDA device 99"), HasSubstr("built without CUDA")));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("listening on")));
 }
 
 TEST(ServeLimitsTest, BudgetAndQueueLimitsAreResourceExhausted) {

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -104,6 +105,21 @@ absl::Status DeviceBuffer::CopyFromDevice(const DeviceBuffer& src, int64_t size_
 }
 
 absl::Status CudaSynchronize() { return CudaStatus(cudaDeviceSynchronize(), "synchronize"); }
+
+absl::StatusOr<CudaMemoryInfo> CudaMemGetInfo() {
+  size_t free_bytes = 0, total_bytes = 0;
+  RETURN_IF_ERROR(CudaStatus(cudaMemGetInfo(&free_bytes, &total_bytes), "memory info"));
+  return CudaMemoryInfo{.free_bytes = static_cast<int64_t>(free_bytes), .total_bytes = static_cast<int64_t>(total_bytes)};
+}
+
+std::string CudaDeviceName(int device) {
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return absl::StrCat("device ", device);
+  }
+  return prop.name;
+}
 
 absl::Status CudaSetDevice(int device) {
   if (device < 0 || device >= CudaDeviceCount()) {

@@ -11,8 +11,10 @@
 #define KVSPAN_KERNELS_CUDA_DEVICE_MEMORY_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace kvspan::kernels {
 
@@ -74,6 +76,18 @@ absl::Status CudaSynchronize();
 // Makes `device` the calling thread's current device (cudaSetDevice). InvalidArgument for a
 // device outside [0, CudaDeviceCount()).
 absl::Status CudaSetDevice(int device);
+
+// Memory of the calling thread's current device (cudaMemGetInfo): what is free now and the
+// total. The emulated build reports the host's available and physical memory.
+struct CudaMemoryInfo {
+  int64_t free_bytes = 0;
+  int64_t total_bytes = 0;
+};
+absl::StatusOr<CudaMemoryInfo> CudaMemGetInfo();
+
+// The device's name for logs ("NVIDIA H200"; "CPU emulator" in the emulated build), or
+// "device N" when the driver cannot say.
+std::string CudaDeviceName(int device);
 
 // Times work on a stream with a pair of CUDA events (benchmarks). Not thread-safe.
 class CudaEventTimer {

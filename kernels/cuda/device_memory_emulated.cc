@@ -3,6 +3,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
+
+#include <unistd.h>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +15,13 @@
 namespace kvspan::kernels {
 
 int CudaDeviceCount() { return 1; }  // the emulated device
+
+absl::StatusOr<CudaMemoryInfo> CudaMemGetInfo() {
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  return CudaMemoryInfo{.free_bytes = sysconf(_SC_AVPHYS_PAGES) * page, .total_bytes = sysconf(_SC_PHYS_PAGES) * page};
+}
+
+std::string CudaDeviceName(int) { return "CPU emulator"; }
 
 absl::Status CudaStatus(int cuda_error, const char* what) {
   if (cuda_error == 0) return absl::OkStatus();
