@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cuda/span_codec_cuda.h"
+#include "kvcache/compress.h"
 #include "kvcache/compressed_kv_cache.h"
 #include "kvcache/entry_block.h"
 #include "kvcache/policy.h"
@@ -18,15 +19,23 @@
 namespace kvspan::gpu {
 namespace {
 
-// The codec of a policy that only encodes (no reducer, no sharing, a plain codec), or none.
+// The codec of a policy whose spans the device encodes, or none: no main reducer (sinks
+// and / or window at most: every head keeps kvcache::ProtectedTokens, unchanged), no
+// sharing stage, a plain codec.
 std::optional<kernels::SpanCodec> PlainCodec(const kvcache::Policy& policy) {
-  if (!policy.reducers.empty() || policy.sharing.has_value()) return std::nullopt;
+  if (policy.main_reducer() != nullptr || policy.sharing.has_value()) return std::nullopt;
   const absl::StatusOr<kvcache::Codec> codec = kvcache::CodecByName(policy.codec.name);
   if (!codec.ok()) return std::nullopt;  // mikv: several blocks per head
   return static_cast<kernels::SpanCodec>(*codec);  // the ids mirror (span_attention.h)
 }
 
-bool CodecOnly(const kvcache::Policy& policy) { return PlainCodec(policy).has_value(); }
+// PlainCodec, for a policy as ParsePolicy produces it (CompressSpan's own check: a
+// hand-built one goes to the host path, which rejects it with InvalidArgument).
+bool EncodedOnDevice(const kvcache::Policy& policy) {
+  if (!PlainCodec(policy).has_value()) return false;
+  const absl::StatusOr<kvcache::Policy> reparsed = kvcache::ParsePolicy(policy.ToString());
+  return reparsed.ok() && *reparsed == policy;
+}
 
 }  // namespace
 
@@ -62,7 +71,7 @@ absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuKvCache::Create(const model::Mode
   cache->layer_floats_ = int64_t{c.num_kv_heads} * cache->dense_capacity_ * c.head_dim;
   cache->compressor_ = options.compressor;
   if (const auto* policy = dynamic_cast<const kvcache::PolicySpanCompressor*>(options.compressor.get());
-      policy != nullptr && CodecOnly(policy->options().policy)) {
+      policy != nullptr && EncodedOnDevice(policy->options().policy)) {
     cache->device_codec_ = policy;
   }
   cache->span_tokens_ = options.compressor != nullptr ? options.span_tokens : 0;
@@ -176,24 +185,31 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuKvCache::EncodeSpanOnDevice(int first_
   const kernels::SpanCodec codec = *PlainCodec(policy);
   const bool quantized = kernels::SpanCodecBits(codec) < 16;
   const int group_size = quantized ? static_cast<int>(policy.codec.Number("g")) : 0;
-  const int layers = cache.num_layers_, heads = cache.num_kv_heads_, hd = cache.head_dim_, n = cache.span_tokens_;
+  const int layers = cache.num_layers_, heads = cache.num_kv_heads_, hd = cache.head_dim_, s = cache.span_tokens_;
+  // The tokens every head keeps, as CompressSpan keeps them (all S for a codec-only policy).
+  const std::vector<int> kept = kvcache::ProtectedTokens(policy, first_position, s);
+  const int n = static_cast<int>(kept.size());
+  const bool gathered = n < s;
   const int64_t blocks = int64_t{layers} * heads;
   const int64_t codes = n * kernels::SpanCodecRowBytes(codec, hd);
   const int64_t kpc = kernels::SpanCodecKeyParamCount(codec, group_size, n, hd);
   const int64_t vpc = kernels::SpanCodecValueParamCount(codec, group_size, n, hd);
-  // One allocation: [key codes | value codes | key params | value params | positions], each
-  // [blocks][per block].
+  // One allocation: [key codes | value codes | key params | value params | positions |
+  // token index (gathered only)], the first four [blocks][per block], the last two [n].
   auto align = [](int64_t x) { return (x + 255) / 256 * 256; };
   const int64_t vd_off = align(blocks * codes);
   const int64_t kp_off = align(vd_off + blocks * codes);
   const int64_t vp_off = align(kp_off + blocks * kpc * 2);
   const int64_t pos_off = align(vp_off + blocks * vpc * 2);
-  const int64_t total = pos_off + int64_t{n} * 4;
+  const int64_t index_off = pos_off + int64_t{n} * 4;
+  const int64_t total = index_off + (gathered ? int64_t{n} * 4 : 0);
   GpuKvCache::DeviceSpan device;
-  RETURN_IF_ERROR(device.arena.Reserve(total));
+  RETURN_IF_ERROR(device.arena.Reserve(std::max<int64_t>(total, 1)));  // an allocation even for an empty span
   std::vector<int32_t> positions(n);
-  for (int e = 0; e < n; ++e) positions[e] = first_position + e;
-  RETURN_IF_ERROR(device.arena.CopyFromHost(positions.data(), int64_t{n} * 4, pos_off));
+  for (int e = 0; e < n; ++e) positions[e] = first_position + kept[e];
+  std::vector<int32_t> meta = positions;  // positions, then the token index
+  if (gathered) meta.insert(meta.end(), kept.begin(), kept.end());
+  if (n > 0) RETURN_IF_ERROR(device.arena.CopyFromHost(meta.data(), static_cast<int64_t>(meta.size()) * 4, pos_off));
   uint8_t* base = device.arena.as<uint8_t>();
   kernels::SpanCodecCudaParams p;
   p.codec = codec;
@@ -208,21 +224,22 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuKvCache::EncodeSpanOnDevice(int first_
   p.layer_stride = cache.layer_floats_;
   p.head_stride = int64_t{cache.dense_capacity_} * hd;
   p.token_stride = hd;
+  p.token_index = gathered ? reinterpret_cast<const int32_t*>(base + index_off) : nullptr;
   p.key_data = base;
   p.value_data = base + vd_off;
   p.key_params = reinterpret_cast<uint16_t*>(base + kp_off);
   p.value_params = reinterpret_cast<uint16_t*>(base + vp_off);
-  RETURN_IF_ERROR(kernels::EncodeSpanCuda(p, nullptr));
+  if (n > 0) RETURN_IF_ERROR(kernels::EncodeSpanCuda(p, nullptr));  // nothing kept: empty blocks
 
   // The host copy (the cache store and the transport take spans), as the compressor makes it.
-  std::vector<uint8_t> host(total);
-  RETURN_IF_ERROR(device.arena.CopyToHost(host.data(), total));
+  std::vector<uint8_t> host(pos_off);
+  if (pos_off > 0) RETURN_IF_ERROR(device.arena.CopyToHost(host.data(), pos_off));
   kvcache::Span span;
   span.header.model_fingerprint = cache.device_codec_->options().model_fingerprint;
   span.header.policy = policy.ToString();
-  span.header.geometry = {layers, heads, hd, n};
+  span.header.geometry = {layers, heads, hd, s};
   span.header.first_position = first_position;
-  span.header.span_index = first_position / n;
+  span.header.span_index = first_position / s;
   span.heads.resize(blocks);
   device.heads.resize(blocks);
   for (int64_t b = 0; b < blocks; ++b) {
@@ -240,16 +257,18 @@ absl::StatusOr<GpuKvCache::DeviceSpan> GpuKvCache::EncodeSpanOnDevice(int first_
     block.value_params.assign(vp, vp + vpc);
     span.heads[b].blocks.push_back(std::move(block));
 
-    kernels::SpanBlockView v;
+    kernels::SpanBlockView v;  // an empty block's pointers stay null, as CompressSpan's upload leaves them
     v.codec = codec;
     v.group_size = group_size;
     v.num_entries = n;
     v.head_dim = hd;
-    v.key_data = base + b * codes;
-    v.value_data = base + vd_off + b * codes;
-    v.key_params = quantized ? p.key_params + b * kpc : nullptr;
-    v.value_params = quantized ? p.value_params + b * vpc : nullptr;
-    v.positions = reinterpret_cast<const int32_t*>(base + pos_off);
+    if (n > 0) {
+      v.key_data = base + b * codes;
+      v.value_data = base + vd_off + b * codes;
+      v.key_params = quantized ? p.key_params + b * kpc : nullptr;
+      v.value_params = quantized ? p.value_params + b * vpc : nullptr;
+      v.positions = reinterpret_cast<const int32_t*>(base + pos_off);
+    }
     device.heads[b].push_back(v);
   }
   RETURN_IF_ERROR(kvcache::ValidateSpan(span));

@@ -23,10 +23,12 @@ class GpuModel;
 struct GpuCacheOptions {
   // Null: a dense cache. Else spans of span_tokens tokens are compressed by it (query-aware
   // compressors, query_needs().any(), are not supported on the GPU yet: Unimplemented).
-  // A kvcache::PolicySpanCompressor with a codec-only policy (no reducer, no sharing; bf16,
-  // fp16, int8, int4 or int2) is run on the device by kernels::EncodeSpanCuda, whose blocks
-  // are EncodeBlock's bit for bit, so the spans are the ones it would have made; any other
-  // compressor runs on the host from the span's rows read back.
+  // A kvcache::PolicySpanCompressor whose policy has no main reducer and no sharing stage
+  // (codec-only, or sinks and / or window; bf16, fp16, int8, int4 or int2) is run on the
+  // device by kernels::EncodeSpanCuda: it gathers the span's kvcache::ProtectedTokens (the
+  // same for every head) and encodes them as EncodeBlock does, bit for bit, so the spans
+  // are the ones the compressor would have made; any other compressor runs on the host
+  // from the span's rows read back.
   std::shared_ptr<kvcache::SpanCompressor> compressor;
   int span_tokens = 64;  // S, [1, kvcache::kMaxSpanTokens]
 };
@@ -46,7 +48,8 @@ class GpuKvCache {
   int num_compressed_tokens() const { return static_cast<int>(spans_.size()) * span_tokens_; }
   // The compressed spans (host copies, as the cache store and the transport take them).
   const std::vector<kvcache::Span>& spans() const { return spans_; }
-  // True when its spans are encoded on the device (a codec-only PolicySpanCompressor).
+  // True when its spans are encoded on the device: a PolicySpanCompressor whose policy is
+  // codec-only or sinks / window only (GpuCacheOptions::compressor); false for a dense cache.
   bool encodes_on_device() const { return device_codec_ != nullptr; }
   // Drops the tail's tokens from `num_tokens` on (keeps their slots); compressed tokens stay.
   // REQUIRES: num_compressed_tokens() <= num_tokens <= this->num_tokens().
@@ -83,8 +86,8 @@ class GpuKvCache {
   static absl::StatusOr<std::unique_ptr<GpuKvCache>> Create(const model::ModelConfig& config, int capacity_tokens,
                                                            const GpuCacheOptions& options);
   // Compresses the span at `first_position` from its dense rows with compressor_ (on the
-  // host) and uploads it; EncodeSpanOnDevice does the same for a codec-only policy on the
-  // device (the host copy read back).
+  // host) and uploads it; EncodeSpanOnDevice does the same on the device for a policy
+  // without main reducer or sharing (the host copy read back; nothing kept: empty blocks).
   absl::StatusOr<DeviceSpan> CompressSpan(int first_position, kvcache::Span* span) const;
   absl::StatusOr<DeviceSpan> EncodeSpanOnDevice(int first_position, kvcache::Span* span) const;
   // Uploads a span's arrays (a shared block's source arrays once) into one allocation with
@@ -106,7 +109,8 @@ class GpuKvCache {
   int64_t layer_floats_ = 0;  // num_kv_heads * dense_capacity_ * head_dim
   kernels::DeviceBuffer k_, v_;
   std::shared_ptr<kvcache::SpanCompressor> compressor_;
-  // Set when compressor_ is a codec-only PolicySpanCompressor: encoded on the device.
+  // Set when compressor_ is a PolicySpanCompressor with a codec-only or sinks / window
+  // policy: encoded on the device.
   const kvcache::PolicySpanCompressor* device_codec_ = nullptr;
   int span_tokens_ = 0;
   std::vector<kvcache::Span> spans_;

@@ -225,36 +225,45 @@ INSTANTIATE_TEST_SUITE_P(Policies, GpuCompressedCacheTest,
                            return name;
                          });
 
-// A codec-only policy is encoded on the device (EncodeSpanCuda); the same compressor behind
-// a wrapper runs on the host. Both caches must hold the same spans, byte for byte, and give
-// the same logits bit for bit (their K/V come from the same kernels).
-class GpuDeviceCodecTest : public ::testing::TestWithParam<const char*> {};
-
-TEST_P(GpuDeviceCodecTest, DeviceEncodingMakesTheHostCompressorsSpans) {
-  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-  ASSERT_OK_AND_ASSIGN(auto gpu, GpuModel::Load(kModelDir, {.device = 0, .gemm = GpuGemm::kPlain}));
-  ASSERT_OK_AND_ASSIGN(kvcache::Policy policy, kvcache::ParsePolicy(GetParam()));
+// A policy with no main reducer and no sharing (codec-only, or sinks / window) is encoded on
+// the device (EncodeSpanCuda); the same compressor behind a wrapper runs on the host. Both
+// caches must hold the same spans, byte for byte, and give the same logits bit for bit
+// (their K/V come from the same kernels): `steps` greedy steps from `tokens`, spans of
+// `span_tokens` tokens, `num_spans` of them at the end.
+void ExpectDeviceEncodingMakesTheHostCompressorsSpans(GpuModel& gpu, const std::string& policy_text, int span_tokens,
+                                                      std::vector<int32_t> tokens, int steps, size_t num_spans) {
+  SCOPED_TRACE(policy_text);
+  ASSERT_OK_AND_ASSIGN(kvcache::Policy policy, kvcache::ParsePolicy(policy_text));
   auto compressor = std::make_shared<kvcache::PolicySpanCompressor>(
-      kvcache::PolicySpanCompressor::Options{policy, gpu->config().fingerprint});
-  constexpr int kSpan = 16;
-  ASSERT_OK_AND_ASSIGN(auto on_device, gpu->NewCache(64, {.compressor = compressor, .span_tokens = kSpan}));
-  ASSERT_OK_AND_ASSIGN(auto on_host, gpu->NewCache(64, {.compressor = std::make_shared<RecordingCompressor>(compressor),
-                                                        .span_tokens = kSpan}));
+      kvcache::PolicySpanCompressor::Options{policy, gpu.config().fingerprint});
+  ASSERT_OK_AND_ASSIGN(auto on_device, gpu.NewCache(64, {.compressor = compressor, .span_tokens = span_tokens}));
+  ASSERT_OK_AND_ASSIGN(auto on_host, gpu.NewCache(64, {.compressor = std::make_shared<RecordingCompressor>(compressor),
+                                                       .span_tokens = span_tokens}));
   ASSERT_TRUE(on_device->encodes_on_device());
   ASSERT_FALSE(on_host->encodes_on_device());
-  std::vector<int32_t> tokens = {5, 17, 300, 42, 9, 1000, 77, 3, 250, 11, 64, 8, 4000, 12, 13, 2, 99, 120, 7, 18};
-  for (int step = 0; step < 15; ++step) {
+  for (int step = 0; step < steps; ++step) {
     std::vector<float> a, b;
     GpuForwardItem da{.tokens = tokens, .cache = on_device.get(), .logits = &a};
     GpuForwardItem hb{.tokens = tokens, .cache = on_host.get(), .logits = &b};
-    ASSERT_OK(gpu->Forward(absl::MakeSpan(&da, 1)));
-    ASSERT_OK(gpu->Forward(absl::MakeSpan(&hb, 1)));
+    ASSERT_OK(gpu.Forward(absl::MakeSpan(&da, 1)));
+    ASSERT_OK(gpu.Forward(absl::MakeSpan(&hb, 1)));
     ASSERT_EQ(a, b) << "step " << step;
-    tokens = {static_cast<int32_t>(ArgMax(a, 0, gpu->config().vocab_size))};
+    tokens = {static_cast<int32_t>(ArgMax(a, 0, gpu.config().vocab_size))};
   }
-  ASSERT_EQ(on_device->spans().size(), 2u);  // 34 tokens
+  ASSERT_EQ(on_device->spans().size(), num_spans);
   EXPECT_TRUE(on_device->spans() == on_host->spans());
-  EXPECT_OK(kvcache::ValidateSpan(on_device->spans()[1]));
+  for (const kvcache::Span& span : on_device->spans()) EXPECT_OK(kvcache::ValidateSpan(span));
+}
+
+class GpuDeviceCodecTest : public ::testing::TestWithParam<const char*> {};
+
+// Spans of 16 tokens, a 20-token prompt and 14 decode steps: span 0 is compressed by the
+// prefill, span 1 by a decode step.
+TEST_P(GpuDeviceCodecTest, DeviceEncodingMakesTheHostCompressorsSpans) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  ASSERT_OK_AND_ASSIGN(auto gpu, GpuModel::Load(kModelDir, {.device = 0, .gemm = GpuGemm::kPlain}));
+  ExpectDeviceEncodingMakesTheHostCompressorsSpans(
+      *gpu, GetParam(), 16, {5, 17, 300, 42, 9, 1000, 77, 3, 250, 11, 64, 8, 4000, 12, 13, 2, 99, 120, 7, 18}, 15, 2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Codecs, GpuDeviceCodecTest,
@@ -264,6 +273,23 @@ INSTANTIATE_TEST_SUITE_P(Codecs, GpuDeviceCodecTest,
                            for (const char* p = info.param; *p; ++p) name += std::isalnum(*p) ? *p : '_';
                            return name;
                          });
+
+// Sinks / window policies gather each span's kept tokens (kvcache::ProtectedTokens) on the
+// device. One model for all of them and a short run to keep the emulated test quick (the
+// prefill is most of its time): spans of 8 tokens, a 17-token prompt compresses spans 0 and
+// 1 (positions [0, 8) and [8, 16)), a decode step attends over them. Sinks and window
+// together; a window alone; sinks alone, so span 1 keeps nothing (empty blocks); sinks past
+// the first span (span 0 whole, span 1 its first 2 tokens); a window longer than the span
+// (every token, no gather).
+TEST(GpuDeviceSinksWindowTest, DeviceEncodingMakesTheHostCompressorsSpans) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  ASSERT_OK_AND_ASSIGN(auto gpu, GpuModel::Load(kModelDir, {.device = 0, .gemm = GpuGemm::kPlain}));
+  const std::vector<int32_t> prompt = {5, 17, 300, 42, 9, 1000, 77, 3, 250, 11, 64, 8, 4000, 12, 13, 2, 99};
+  for (const char* policy : {"sinks(n=2)+window(n=3)/int8", "window(n=4)/int4(g=32)", "sinks(n=4)/bf16",
+                             "sinks(n=10)/int2(g=4)", "sinks(n=1)+window(n=12)/fp16"}) {
+    ExpectDeviceEncodingMakesTheHostCompressorsSpans(*gpu, policy, 8, prompt, 2, 2);
+  }
+}
 
 TEST(GpuCompressedCacheErrorsTest, QueryAwareCompressorsAreUnimplemented) {
   if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";

@@ -148,6 +148,19 @@ QueryNeeds QueryNeedsOf(const Policy& policy) {
   return needs;
 }
 
+std::vector<int> ProtectedTokens(const Policy& policy, int32_t first_position, int span_tokens) {
+  std::vector<int> kept;
+  const SpanContext ctx{first_position, span_tokens};
+  const PolicyStage* sinks = policy.FindReducer("sinks");
+  const PolicyStage* window = policy.FindReducer("window");
+  const reducers::SinksWindowOptions protect{sinks ? static_cast<int>(sinks->Number("n")) : 0,
+                                             window ? static_cast<int>(window->Number("n")) : 0};
+  for (int t = 0; t < span_tokens; ++t) {
+    if (policy.reducers.empty() || reducers::InSinksOrWindow(protect, ctx, first_position + t)) kept.push_back(t);
+  }
+  return kept;
+}
+
 absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header,
                                   const DenseKvView& kv, const DenseQueryView* queries) {
   RETURN_IF_ERROR(internal::CheckHeader(header, absl::StatusCode::kInvalidArgument));
@@ -189,12 +202,11 @@ absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header
     return span;
   }
   const SpanContext ctx{header.first_position, g.span_tokens};
-  const PolicyStage* sinks = policy.FindReducer("sinks");
-  const PolicyStage* window = policy.FindReducer("window");
-  const reducers::SinksWindowOptions protect{sinks ? static_cast<int>(sinks->Number("n")) : 0,
-                                             window ? static_cast<int>(window->Number("n")) : 0};
+  // Which tokens are kept verbatim: the same for every head (and what the GPU cache's
+  // device encoder gathers, gpu/gpu_kv_cache.h).
+  std::vector<uint8_t> is_kept(g.span_tokens, 0);
+  for (const int t : ProtectedTokens(policy, header.first_position, g.span_tokens)) is_kept[t] = 1;
   const PolicyStage* main = policy.main_reducer();
-  const bool keep_all = policy.reducers.empty();
   // expected-attn's RoPE tables depend on the span's positions only: once per span.
   reducers::ExpectedAttentionRope rope;
   if (QueryNeedsOf(policy).own) {
@@ -217,8 +229,7 @@ absl::StatusOr<Span> CompressSpan(const Policy& policy, const SpanHeader& header
         const int32_t position = header.first_position + t;
         const float* key = kv.keys + base + t * kv.token_stride;
         const float* value = kv.values + base + t * kv.token_stride;
-        const bool is_kept = keep_all || reducers::InSinksOrWindow(protect, ctx, position);
-        (is_kept ? kept : candidates).Append(position, 0.0f, key, value);
+        (is_kept[t] ? kept : candidates).Append(position, 0.0f, key, value);
       }
       if (main != nullptr && candidates.size() > 0) {
         const TokenRows rows{g.head_dim, candidates.positions, candidates.keys, candidates.values};

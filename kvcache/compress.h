@@ -22,6 +22,7 @@
 #define KVSPAN_KVCACHE_COMPRESS_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -53,6 +54,17 @@ struct QueryNeeds {
   bool any() const { return own || observation_tokens > 0; }
 };
 QueryNeeds QueryNeedsOf(const Policy& policy);
+
+// The span-relative indices t in [0, span_tokens), increasing, of the tokens `policy` keeps
+// verbatim in the span at `first_position`; the set depends only on the policy and the
+// span's place, so it is the same for every (layer, KV head): every token for a policy
+// without reducers, else the tokens its sinks / window stages protect
+// (reducers::InSinksOrWindow; possibly none). With no main reducer, no sharing stage and
+// a block codec (not mikv) these are exactly the entries of each head's one block in
+// CompressSpan's output (entry e: position first_position + t[e], log count 0, in this
+// order); a main reducer adds entries built from the other tokens. REQUIRES: `policy` as
+// ParsePolicy produces it.
+std::vector<int> ProtectedTokens(const Policy& policy, int32_t first_position, int span_tokens);
 
 // Returns the compressed span. Its header is `header` with `policy` replaced by
 // policy.ToString() (so every output names its policy, e.g. "sentinel-analogue(...)").

@@ -85,6 +85,36 @@ TEST(CompressSpanTest, SinksAndWindowPerSpan) {
   }
 }
 
+TEST(CompressSpanTest, ProtectedTokensAreTheEntriesWithoutAMainReducer) {
+  auto protected_tokens = [](const std::string& policy, int32_t first_position, int span_tokens) {
+    absl::StatusOr<Policy> p = ParsePolicy(policy);
+    EXPECT_OK(p.status());
+    return ProtectedTokens(*p, first_position, span_tokens);
+  };
+  EXPECT_THAT(protected_tokens("sinks(3)+window(2)/bf16", 0, 8), ElementsAre(0, 1, 2, 6, 7));
+  EXPECT_THAT(protected_tokens("sinks(3)+window(2)/bf16", 8, 8), ElementsAre(6, 7));
+  EXPECT_THAT(protected_tokens("sinks(4)/int8", 8, 8), ElementsAre());         // no sink after span 0
+  EXPECT_THAT(protected_tokens("sinks(10)/int8", 8, 8), ElementsAre(0, 1));    // sinks past span 0
+  EXPECT_THAT(protected_tokens("window(12)/int8", 8, 4), ElementsAre(0, 1, 2, 3));  // window > S
+  EXPECT_THAT(protected_tokens("window(0)/int8", 0, 4), ElementsAre());
+  EXPECT_THAT(protected_tokens("int4(g=8)", 4, 4), ElementsAre(0, 1, 2, 3));   // no reducer: all
+  EXPECT_THAT(protected_tokens("sinks(2)+keynorm(0.5)/int8", 0, 4), ElementsAre(0, 1));  // protected only
+  // Without a main reducer they are exactly CompressSpan's entries, in every head.
+  const Sequence seq(2 * kS, 7);
+  for (const char* policy : {"sinks(3)+window(5)/int4(g=4)", "window(1)/bf16", "sinks(20)/int2(g=8)"}) {
+    for (int span = 0; span < 2; ++span) {
+      ASSERT_OK_AND_ASSIGN(Span s, Compress(policy, seq, span));
+      std::vector<int32_t> want;
+      for (const int t : protected_tokens(policy, span * kS, kS)) want.push_back(span * kS + t);
+      for (const HeadEntries& head : s.heads) {
+        ASSERT_EQ(head.blocks.size(), 1u);
+        EXPECT_EQ(head.blocks[0].positions, want) << policy << " span " << span;
+        EXPECT_EQ(head.blocks[0].log_counts, std::vector<float>(want.size(), 0.0f));
+      }
+    }
+  }
+}
+
 TEST(CompressSpanTest, KeyNormAfterSinksKeepsLowestNormOfTheRest) {
   const Sequence seq(kS, 3);
   ASSERT_OK_AND_ASSIGN(Span s, Compress("sinks(2)+keynorm(keep=0.25)/bf16", seq, 0));

@@ -59,7 +59,7 @@ class PolicySpanCompressor final : public SpanCompressor {
   absl::StatusOr<Span> Compress(const DenseSpanView& view) override;
   QueryNeeds query_needs() const override { return QueryNeedsOf(options_.policy); }
   // The policy and fingerprint every span's header carries (a GPU cache encodes codec-only
-  // policies on the device from them: gpu/gpu_model.h).
+  // and sinks / window policies on the device from them: gpu/gpu_kv_cache.h).
   const Options& options() const { return options_; }
 
  private:

@@ -4,11 +4,14 @@
 // grouped per channel over G entries and values per token over G channels, fp16 scale and
 // zero per group) bit for bit as kvcache::EncodeBlock encodes them, so a codec-only policy
 // compresses on the device what the CPU would have, without a host round trip of the K/V.
+// The entries may be a gathered subset of the span's tokens (token_index: the tokens a
+// sinks / window policy keeps, the same list for every block), so such a policy does too.
 //
 // Contract: for block b = layer * num_kv_heads + head, EncodeBlock({codec, group_size},
-// {the block's n entries}) gives exactly key_data, value_data, key_params and value_params
-// at b's slots below; tested against it (span_codec_cuda_test.cc, on the GPU and in the
-// CPU emulator). This header never includes CUDA headers (STYLE.md).
+// {the block's n entries: tokens token_index[0..n), or 0..n-1}) gives exactly key_data,
+// value_data, key_params and value_params at b's slots below; tested against it
+// (span_codec_cuda_test.cc, on the GPU and in the CPU emulator). This header never
+// includes CUDA headers (STYLE.md).
 #ifndef KVSPAN_KERNELS_CUDA_SPAN_CODEC_CUDA_H_
 #define KVSPAN_KERNELS_CUDA_SPAN_CODEC_CUDA_H_
 
@@ -26,13 +29,16 @@ struct SpanCodecCudaParams {
   int num_kv_heads = 0;
   int num_entries = 0;  // n >= 1
   int head_dim = 0;     // D in [1, 1024]
-  // Device fp32 input: entry e, channel d of block (l, h) at
-  // keys[l * layer_stride + h * head_stride + e * token_stride + d]; values alike.
+  // Device fp32 input: token t, channel d of block (l, h) at
+  // keys[l * layer_stride + h * head_stride + t * token_stride + d]; values alike.
   const float* keys = nullptr;
   const float* values = nullptr;
   int64_t layer_stride = 0;
   int64_t head_stride = 0;
   int64_t token_stride = 0;  // >= D
+  // Device [n]: entry e of every block is token token_index[e] (any tokens the strides
+  // address, in the order the entries are to have; not checked). Null: entry e is token e.
+  const int32_t* token_index = nullptr;
   // Device outputs, block b's arrays at b * (their per-block size):
   uint8_t* key_data = nullptr;     // [blocks][n][R], R = ceil(D * bits / 8)
   uint8_t* value_data = nullptr;   // [blocks][n][R]

@@ -64,6 +64,11 @@ KVSPAN_DEVICE const float* BlockRows(const SpanCodecCudaParams& p, const float* 
   return base + (block / p.num_kv_heads) * p.layer_stride + (block % p.num_kv_heads) * p.head_stride;
 }
 
+// The row of entry e in a block's rows (BlockRows): token token_index[e], or e.
+KVSPAN_DEVICE int64_t EntryRow(const SpanCodecCudaParams& p, int e) {
+  return (p.token_index != nullptr ? p.token_index[e] : e) * p.token_stride;
+}
+
 KVSPAN_HOST_DEVICE int64_t SpanCodecBlocks(const SpanCodecCudaParams& p) { return int64_t{p.num_layers} * p.num_kv_heads; }
 
 // Key params: one thread per (block, key group, channel).
@@ -84,7 +89,7 @@ KVSPAN_GLOBAL(kCodecThreads) KeyParamsKernel(SpanCodecArgs a) {
   float lo = INFINITY, hi = -INFINITY;
   bool bad = false;
   for (int e = g * p.group_size; e < e_end; ++e) {
-    const float x = rows[e * p.token_stride + d];
+    const float x = rows[EntryRow(p, e) + d];
     bad |= Rejected(x, true);
     lo = fminf(lo, x);
     hi = fmaxf(hi, x);
@@ -110,7 +115,7 @@ KVSPAN_GLOBAL(kCodecThreads) ValueParamsKernel(SpanCodecArgs a) {
   const int64_t block = i / per_block;
   const int e = static_cast<int>((i % per_block) / groups);
   const int g = static_cast<int>(i % groups);
-  const float* row = BlockRows(p, p.values, block) + e * p.token_stride;
+  const float* row = BlockRows(p, p.values, block) + EntryRow(p, e);
   const int d_end = (g + 1) * p.group_size < p.head_dim ? (g + 1) * p.group_size : p.head_dim;
   float lo = INFINITY, hi = -INFINITY;
   bool bad = false;
@@ -142,7 +147,7 @@ KVSPAN_GLOBAL(kCodecThreads) CodesKernel(SpanCodecArgs a) {
   const int64_t block = i / per_block;
   const int e = static_cast<int>((i % per_block) / a.row_bytes);
   const int byte = static_cast<int>(i % a.row_bytes);
-  const float* row = BlockRows(p, is_key ? p.keys : p.values, block) + e * p.token_stride;
+  const float* row = BlockRows(p, is_key ? p.keys : p.values, block) + EntryRow(p, e);
   uint8_t* out = (is_key ? p.key_data : p.value_data) + block * per_block + int64_t{e} * a.row_bytes + byte;
   if (a.bits == 16) {
     const int d = byte / 2;
