@@ -57,8 +57,13 @@ GenerationState::GenerationState(const GenerationOptions& options, const Tokeniz
 
 absl::StatusOr<StepResult> GenerationState::Step(absl::Span<const float> logits) {
   if (finished_) return absl::FailedPreconditionError("GenerationState::Step after the sequence finished");
+  return Accept(sampler_.Sample(logits));
+}
+
+absl::StatusOr<StepResult> GenerationState::Accept(int32_t token_id) {
+  if (finished_) return absl::FailedPreconditionError("GenerationState::Accept after the sequence finished");
   StepResult step;
-  step.token_id = sampler_.Sample(logits);
+  step.token_id = token_id;
   if (std::find(stop_ids_.begin(), stop_ids_.end(), step.token_id) != stop_ids_.end()) {
     FinishWith(FinishReason::kStopToken, &step);
     return step;

@@ -95,6 +95,12 @@ class GenerationState {
   // REQUIRES: !logits.empty().
   absl::StatusOr<StepResult> Step(absl::Span<const float> logits);
 
+  // Step for a token sampled elsewhere (on a GPU, from the same options and random stream:
+  // sampler()): the finish rules and errors of Step, without sampling.
+  absl::StatusOr<StepResult> Accept(int32_t token_id);
+  // The sequence's sampler (its options and random stream), for sampling elsewhere.
+  Sampler& sampler() { return sampler_; }
+
   // Generated ids; a final stop token is not included.
   const std::vector<int32_t>& output_ids() const { return output_ids_; }
   // Generated text so far, cut before a stop string: the concatenated StepResult texts.

@@ -88,6 +88,33 @@ TEST_F(GenerationStateTest, StopTokenEndsWithoutBeingEmitted) {
   EXPECT_THAT(state.Step(Pick(ids[0])), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
+// Accept (a token sampled elsewhere) applies Step's rules: the same results, step by step,
+// through a stop string, and the same errors.
+TEST_F(GenerationStateTest, AcceptIsStepWithoutSampling) {
+  const std::vector<int32_t> ids = tokenizer_->Encode(" the jury said that the city");
+  GenerationOptions o = Greedy(32);
+  o.stop_strings = {"said"};
+  ASSERT_OK_AND_ASSIGN(GenerationState stepped, GenerationState::Create(o, tokenizer_, config_, 5));
+  ASSERT_OK_AND_ASSIGN(GenerationState accepted, GenerationState::Create(o, tokenizer_, config_, 5));
+  for (int32_t id : ids) {
+    if (stepped.finished()) break;
+    ASSERT_OK_AND_ASSIGN(StepResult a, stepped.Step(Pick(id)));
+    ASSERT_OK_AND_ASSIGN(StepResult b, accepted.Accept(id));
+    EXPECT_EQ(a.token_id, b.token_id);
+    EXPECT_EQ(a.in_output, b.in_output);
+    EXPECT_EQ(a.text, b.text);
+    EXPECT_EQ(a.finished, b.finished);
+  }
+  ASSERT_TRUE(stepped.finished());
+  EXPECT_TRUE(accepted.finished());
+  EXPECT_EQ(accepted.finish_reason(), FinishReason::kStopString);
+  EXPECT_EQ(accepted.text(), stepped.text());
+  EXPECT_EQ(accepted.output_ids(), stepped.output_ids());
+  EXPECT_THAT(accepted.Accept(ids[0]), StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK_AND_ASSIGN(GenerationState fresh, GenerationState::Create(o, tokenizer_, config_, 5));
+  EXPECT_THAT(fresh.Accept(config_.vocab_size + 3), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 // The tokenizer's and the config's eos ids stop generation unless ignore_eos.
 TEST_F(GenerationStateTest, EosStopsUnlessIgnored) {
   const int32_t config_eos = config_.eos_token_ids[0];
