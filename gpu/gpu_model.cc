@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "kernels/cuda/elementwise_cuda.h"
+#include "kernels/cuda/sampling_cuda.h"
 #include "model/internal/weights.h"
 #include "model/safetensors.h"
 
@@ -25,6 +26,19 @@ absl::Status UploadFloats(const Buffer& host, DeviceBuffer* device) {
 // Grows `buffer` to hold `count` elements of `bytes_each`.
 absl::Status Grow(DeviceBuffer& buffer, int64_t count, int64_t bytes_each) {
   return buffer.Reserve(std::max<int64_t>(1, count) * bytes_each);
+}
+
+absl::Status CheckSample(const GpuDeviceSample& sample, model::LogitsMode mode, size_t item) {
+  if (mode != model::LogitsMode::kLastToken || sample.token_out == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Forward: item ", item, ": a device sample needs kLastToken logits and a token_out"));
+  }
+  const absl::Status valid = model::ValidateSamplingOptions(sample.options);
+  if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("Forward: item ", item, ": ", valid.message()));
+  if (sample.options.temperature != 0 && !(sample.u >= 0 && sample.u < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: item ", item, ": u must be in [0, 1), got ", sample.u));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -123,9 +137,11 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
   int total = 0, logits_rows = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const GpuForwardItem& item = batch[i];
-    if (item.cache == nullptr || item.logits == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " has a null cache or logits"));
+    if (item.cache == nullptr || (item.logits == nullptr && item.sample == nullptr)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Forward: item ", i, " has a null cache or neither logits nor sample"));
     }
+    if (item.sample != nullptr) RETURN_IF_ERROR(CheckSample(*item.sample, item.logits_mode, i));
     if (!caches.insert(item.cache).second) {
       return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, " reuses another item's cache"));
     }
@@ -137,6 +153,19 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
     }
     total += static_cast<int>(item.tokens.size());
     logits_rows += item.logits_mode == model::LogitsMode::kAllTokens ? static_cast<int>(item.tokens.size()) : 1;
+  }
+
+  // Logits rows: the sampled items' first (one SampleCuda over rows [0, num_sampled)), then
+  // the others' in batch order.
+  std::vector<int> logits_row(batch.size());
+  int num_sampled = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].sample != nullptr) logits_row[i] = num_sampled++;
+  }
+  for (size_t i = 0, r = num_sampled; i < batch.size(); ++i) {
+    if (batch[i].sample != nullptr) continue;
+    logits_row[i] = static_cast<int>(r);
+    r += batch[i].logits_mode == model::LogitsMode::kAllTokens ? batch[i].tokens.size() : 1;
   }
 
   const int hidden = c.hidden_size, hd = c.head_dim, inter = c.intermediate_size;
@@ -296,17 +325,14 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
   }
 
   // Final norm of the rows whose logits are wanted, stacked into xn, then lm_head.
-  int r = 0;
   for (int i = 0; i < num_items; ++i) {
     const bool all = batch[i].logits_mode == model::LogitsMode::kAllTokens;
-    const int rows = all ? num_q[i] : 1;
     kernels::RmsNormParams fn = norm;
     fn.x = x + int64_t{offsets[i] + (all ? 0 : num_q[i] - 1)} * hidden;
-    fn.out = xn + int64_t{r} * hidden;
+    fn.out = xn + int64_t{logits_row[i]} * hidden;
     fn.weight = final_norm_.as<float>();
-    fn.num_rows = rows;
+    fn.num_rows = all ? num_q[i] : 1;
     RETURN_IF_ERROR(kernels::RmsNormCuda(fn, nullptr));
-    r += rows;
   }
   const Matrix& out = lm_head_.rows != 0 ? lm_head_ : embed_;
   kernels::LinearCudaParams lp;
@@ -319,9 +345,37 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
   lp.n = out.rows;
   lp.k = out.cols;
   RETURN_IF_ERROR(Linear(lp));
+  std::vector<int32_t> tokens(num_sampled);
+  if (num_sampled > 0) {
+    std::vector<kernels::SampleCudaRow> rows(num_sampled);
+    for (int i = 0; i < num_items; ++i) {
+      const GpuDeviceSample* sample = batch[i].sample;
+      if (sample == nullptr) continue;
+      rows[logits_row[i]] = {.temperature = sample->options.temperature,
+                             .top_k = sample->options.top_k,
+                             .top_p = sample->options.top_p,
+                             .u = sample->u};
+    }
+    RETURN_IF_ERROR(Grow(tokens_, num_sampled, 4));
+    kernels::SampleCudaParams sp;
+    sp.logits = logits_.as<float>();
+    sp.row_stride = c.vocab_size;
+    sp.rows = rows.data();
+    sp.out = tokens_.as<int32_t>();
+    sp.num_rows = num_sampled;
+    sp.vocab = c.vocab_size;
+    RETURN_IF_ERROR(kernels::SampleCuda(sp, nullptr));
+  }
   RETURN_IF_ERROR(kernels::CudaSynchronize());
-  std::vector<float> logits(int64_t{logits_rows} * c.vocab_size);
-  RETURN_IF_ERROR(logits_.CopyToHost(logits.data(), static_cast<int64_t>(logits.size()) * 4));
+  // Back to the host: the tokens, and the logits rows from the first one an item wants.
+  int first_row = logits_rows;
+  for (int i = 0; i < num_items; ++i) {
+    if (batch[i].logits != nullptr) first_row = std::min(first_row, logits_row[i]);
+  }
+  std::vector<float> logits(int64_t{logits_rows - first_row} * c.vocab_size);
+  RETURN_IF_ERROR(logits_.CopyToHost(logits.data(), static_cast<int64_t>(logits.size()) * 4,
+                                     int64_t{first_row} * c.vocab_size * 4));
+  if (num_sampled > 0) RETURN_IF_ERROR(tokens_.CopyToHost(tokens.data(), int64_t{num_sampled} * 4));
   // The spans the new tokens complete, compressed and uploaded into staged state: a
   // compressor's error leaves every cache as it was.
   std::vector<std::vector<kvcache::Span>> staged_spans(num_items);
@@ -339,11 +393,13 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
     }
   }
   // Everything ran: the caches take their tokens and spans.
-  r = 0;
   for (int i = 0; i < num_items; ++i) {
     const int rows = batch[i].logits_mode == model::LogitsMode::kAllTokens ? num_q[i] : 1;
-    batch[i].logits->assign(logits.begin() + int64_t{r} * c.vocab_size,
-                            logits.begin() + int64_t{r + rows} * c.vocab_size);
+    if (batch[i].logits != nullptr) {
+      const int64_t begin = int64_t{logits_row[i] - first_row} * c.vocab_size;
+      batch[i].logits->assign(logits.begin() + begin, logits.begin() + begin + int64_t{rows} * c.vocab_size);
+    }
+    if (batch[i].sample != nullptr) *batch[i].sample->token_out = tokens[logits_row[i]];
     GpuKvCache& cache = *batch[i].cache;
     RETURN_IF_ERROR(cache.DropDenseRows(static_cast<int>(staged_spans[i].size()) * cache.span_tokens_,
                                         tail_len[i] - cache.num_compressed_tokens()));
@@ -352,7 +408,6 @@ absl::Status GpuModel::Forward(absl::Span<GpuForwardItem> batch) {
       cache.device_spans_.push_back(std::move(staged_device[i][k]));
     }
     cache.num_tokens_ = tail_len[i];
-    r += rows;
   }
   return absl::OkStatus();
 }

@@ -9,7 +9,8 @@
 // values' append to each item's GpuKvCache, and attention for all items at once
 // (CudaSpanAttention over each cache's dense keys: num_q new queries per item, causal,
 // windowed under a sliding window); then the final norm and lm_head over the rows whose
-// logits are wanted, copied to the host.
+// logits are wanted, copied to the host, or sampled on the device (GpuDeviceSample) so that
+// only the token comes back.
 //
 //   ASSIGN_OR_RETURN(auto model, GpuModel::Load("models/kvspan-brown", {.device = 0}));
 //   ASSIGN_OR_RETURN(auto cache, model->NewCache(1024));
@@ -44,6 +45,7 @@
 #include "kernels/cuda/span_attention_cuda.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "model/sampler.h"
 
 namespace kvspan::gpu {
 
@@ -58,11 +60,21 @@ struct GpuModelOptions {
   GpuGemm gemm = GpuGemm::kAuto;
 };
 
+// A token sampled on the device from an item's last-token logits (kernels/cuda/
+// sampling_cuda.h): model::SampleWithUniform(logits, options, u) within that header's stated
+// bound, and only the token (4 bytes) is copied back to the host.
+struct GpuDeviceSample {
+  model::SamplingOptions options;  // the seed is unused: u is the draw
+  double u = 0;                    // the sequence's next draw in [0, 1) (Sampler::DrawUniform); unused when greedy
+  int32_t* token_out = nullptr;    // out: the token id; borrowed for the call
+};
+
 struct GpuForwardItem {
   absl::Span<const int32_t> tokens;  // >= 1 new tokens; borrowed for the call
   GpuKvCache* cache = nullptr;       // borrowed; its num_tokens() is the position of tokens[0]
   model::LogitsMode logits_mode = model::LogitsMode::kLastToken;
-  std::vector<float>* logits = nullptr;  // out: [1 or tokens.size(), vocab_size] (resized)
+  std::vector<float>* logits = nullptr;  // out: [1 or tokens.size(), vocab_size] (resized); may be null with sample
+  const GpuDeviceSample* sample = nullptr;  // optional, borrowed for the call; REQUIRES kLastToken
 };
 
 class GpuModel {
@@ -90,11 +102,14 @@ class GpuModel {
   absl::StatusOr<std::unique_ptr<GpuKvCache>> NewCache(int capacity_tokens, const GpuCacheOptions& options = {}) const;
 
   // One step over a batch, with Model::Forward's checks and errors (InvalidArgument for an
-  // empty batch or item, a null cache or logits, a cache twice, a token outside the
-  // vocabulary or a position past max_position_embeddings; ResourceExhausted for a cache
-  // without room; a compressor's error as it returned it). On success every cache takes its
-  // tokens, compressing the spans they complete; on error none does (the checks come first,
-  // spans are compressed and uploaded into staged state before any cache changes).
+  // empty batch or item, a null cache, neither logits nor sample, a cache twice, a token
+  // outside the vocabulary or a position past max_position_embeddings, a sample with
+  // kAllTokens, a null token_out, options ValidateSamplingOptions rejects or, unless greedy,
+  // u outside [0, 1); ResourceExhausted for a cache without room; a compressor's error as
+  // it returned it). On success every cache takes its tokens, compressing the spans they
+  // complete, and every logits and token_out is written; on error no cache changes (the
+  // checks come first, spans are compressed and uploaded into staged state before any cache
+  // changes). Only the rows of items with logits are copied to the host.
   absl::Status Forward(absl::Span<GpuForwardItem> batch);
 
  private:
@@ -124,8 +139,8 @@ class GpuModel {
   int64_t weight_bytes_ = 0;
   kernels::CudaSpanAttention attention_;
   int device_ = 0;
-  // Step scratch, grown as batches need.
-  kernels::DeviceBuffer x_, xn_, qkv_, attn_, gate_up_, act_, ids_, positions_, logits_;
+  // Step scratch, grown as batches need (ScratchFloats), and the sampled tokens.
+  kernels::DeviceBuffer x_, xn_, qkv_, attn_, gate_up_, act_, ids_, positions_, logits_, tokens_;
   const std::array<kernels::DeviceBuffer*, kScratchBuffers> scratch_{&x_,       &xn_,  &qkv_,       &attn_,  &gate_up_,
                                                                      &act_,     &ids_, &positions_, &logits_};
 };

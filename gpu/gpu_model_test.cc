@@ -20,6 +20,7 @@
 #include "kvcache/policy.h"
 #include "kvcache/span_compressor.h"
 #include "model/model.h"
+#include "model/sampler.h"
 
 namespace kvspan::gpu {
 namespace {
@@ -131,6 +132,109 @@ TEST_P(GpuModelTest, BadInputIsRejectedAndNoCacheChanges) {
   item.tokens = absl::MakeConstSpan(nine.data(), 3);
   ASSERT_OK(gpu_->Forward(absl::MakeSpan(&item, 1)));
   EXPECT_EQ(cache->num_tokens(), 3);
+}
+
+// The device sample over a step's last-token logits is model::SampleWithUniform over the
+// logits the same step returns. One batch holds items that ask for both, one that asks for
+// the token only and a kAllTokens item without a sample (so the logits rows are reordered:
+// sampled items first); a second batch, identical but for the token-only item also asking
+// for logits, runs on its own caches: the same kernels on the same inputs give the same
+// logits bit for bit, so it shows the logits the first batch sampled from. Exact equality:
+// only a u within sampling_cuda.h's eps (4096 · (2^-51 + 2^-50) ≈ 5e-12 at vocab 4096) of a CDF
+// boundary could differ, and the seeds are fixed.
+TEST_P(GpuModelTest, DeviceSampleIsSampleWithUniformOverTheSameLogits) {
+  const int vocab = gpu_->config().vocab_size;
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 300, 42}, {8, 4000, 12}, {9, 1000, 77, 3, 250}, {64, 11}};
+  const std::vector<model::SamplingOptions> options = {
+      {.temperature = 0},
+      {.temperature = 1.0, .top_k = 40, .seed = 1},
+      {.temperature = 0.7, .top_p = 0.9, .seed = 2},
+      {.temperature = 1.5, .top_k = 100, .top_p = 0.5, .seed = 3}};
+  constexpr int kPlain = 1;  // the kAllTokens item, logits only
+  constexpr int kTokenOnly = 2;
+  std::vector<model::Sampler> samplers;
+  std::vector<std::unique_ptr<GpuKvCache>> caches_a, caches_b;
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    ASSERT_OK_AND_ASSIGN(model::Sampler sampler, model::Sampler::Create(options[s]));
+    samplers.push_back(std::move(sampler));
+    ASSERT_OK_AND_ASSIGN(auto a, gpu_->NewCache(32));
+    ASSERT_OK_AND_ASSIGN(auto b, gpu_->NewCache(32));
+    caches_a.push_back(std::move(a));
+    caches_b.push_back(std::move(b));
+  }
+  std::vector<std::vector<int32_t>> tokens = prompts;
+  for (int step = 0; step < 3; ++step) {
+    const size_t n = prompts.size();
+    std::vector<std::vector<float>> logits_a(n), logits_b(n);
+    std::vector<int32_t> token_a(n, -1), token_b(n, -1);
+    std::vector<GpuDeviceSample> sample_a(n), sample_b(n);
+    std::vector<GpuForwardItem> a, b;
+    for (size_t s = 0; s < n; ++s) {
+      const double u = samplers[s].greedy() ? 0.0 : samplers[s].DrawUniform();
+      sample_a[s] = {.options = options[s], .u = u, .token_out = &token_a[s]};
+      sample_b[s] = {.options = options[s], .u = u, .token_out = &token_b[s]};
+      const bool plain = s == kPlain;
+      const auto mode = plain ? model::LogitsMode::kAllTokens : model::LogitsMode::kLastToken;
+      a.push_back({.tokens = tokens[s], .cache = caches_a[s].get(), .logits_mode = mode,
+                   .logits = s == kTokenOnly ? nullptr : &logits_a[s], .sample = plain ? nullptr : &sample_a[s]});
+      b.push_back({.tokens = tokens[s], .cache = caches_b[s].get(), .logits_mode = mode, .logits = &logits_b[s],
+                   .sample = plain ? nullptr : &sample_b[s]});
+    }
+    ASSERT_OK(gpu_->Forward(absl::MakeSpan(a)));
+    ASSERT_OK(gpu_->Forward(absl::MakeSpan(b)));
+    EXPECT_TRUE(logits_a[kTokenOnly].empty());
+    for (size_t s = 0; s < n; ++s) {
+      const std::string where = "step " + std::to_string(step) + " item " + std::to_string(s);
+      const size_t rows = s == kPlain ? tokens[s].size() : 1;
+      ASSERT_EQ(logits_b[s].size(), rows * vocab) << where;
+      if (s != kTokenOnly) {
+        ASSERT_EQ(logits_a[s], logits_b[s]) << where;
+      }
+      if (s == kPlain) {
+        tokens[s] = {ArgMax(logits_b[s], static_cast<int>(rows - 1) * vocab, vocab)};
+        continue;
+      }
+      EXPECT_EQ(token_a[s], token_b[s]) << where;
+      EXPECT_EQ(token_b[s], model::SampleWithUniform(logits_b[s], options[s], sample_b[s].u)) << where;
+      tokens[s] = {token_a[s]};
+    }
+  }
+  // Three steps: the prompt, then two sampled tokens.
+  EXPECT_EQ(caches_a[0]->num_tokens(), static_cast<int>(prompts[0].size()) + 2);
+}
+
+TEST_P(GpuModelTest, BadDeviceSamplesAreRejectedAndNoCacheChanges) {
+  ASSERT_OK_AND_ASSIGN(auto cache, gpu_->NewCache(8));
+  const std::vector<int32_t> tokens = {5, 17};
+  int32_t token = -1;
+  std::vector<float> logits;
+  auto expect_invalid = [&](GpuForwardItem item, const std::string& what) {
+    EXPECT_THAT(gpu_->Forward(absl::MakeSpan(&item, 1)), StatusIs(absl::StatusCode::kInvalidArgument)) << what;
+    EXPECT_EQ(cache->num_tokens(), 0) << what;
+  };
+  const GpuDeviceSample good{.options = {.temperature = 1.0}, .u = 0.5, .token_out = &token};
+  expect_invalid({.tokens = tokens, .cache = cache.get()}, "neither logits nor sample");
+  expect_invalid({.tokens = tokens, .cache = cache.get(), .logits_mode = model::LogitsMode::kAllTokens,
+                  .logits = &logits, .sample = &good},
+                 "a sample with kAllTokens");
+  std::vector<GpuDeviceSample> bad(6, good);
+  bad[0].token_out = nullptr;
+  bad[1].options.temperature = -1;
+  bad[2].options.top_k = -3;
+  bad[3].options.top_p = 0;
+  bad[4].u = 1.0;
+  bad[5].u = -0.5;
+  for (size_t k = 0; k < bad.size(); ++k) {
+    expect_invalid({.tokens = tokens, .cache = cache.get(), .sample = &bad[k]}, "bad sample " + std::to_string(k));
+  }
+  EXPECT_EQ(token, -1);
+  // A greedy sample ignores u; the token alone comes back.
+  const GpuDeviceSample greedy{.options = {.temperature = 0}, .u = 7.0, .token_out = &token};
+  GpuForwardItem item{.tokens = tokens, .cache = cache.get(), .sample = &greedy};
+  ASSERT_OK(gpu_->Forward(absl::MakeSpan(&item, 1)));
+  EXPECT_EQ(cache->num_tokens(), 2);
+  EXPECT_GE(token, 0);
+  EXPECT_LT(token, gpu_->config().vocab_size);
 }
 
 // Records the spans its inner compressor makes (the GPU cache's), so that the CPU cache can

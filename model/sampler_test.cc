@@ -1,5 +1,6 @@
 #include "model/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -88,6 +89,27 @@ TEST(SamplerTest, SameSeedSameTokensDifferentSeedDifferentTokens) {
   }
   EXPECT_EQ(ta, tb);
   EXPECT_NE(ta, tc);
+}
+
+// Sample is SampleWithUniform of the stream's next draw: a twin sampler that only draws
+// (what a device sampler's caller does) gives the same tokens, as long as it draws exactly
+// when Sample does (not greedy, some logit finite).
+TEST(SamplerTest, SampleIsSampleWithUniformOfTheNextDraw) {
+  const SamplingOptions options{.temperature = 0.8, .top_k = 5, .top_p = 0.9, .seed = 11};
+  ASSERT_OK_AND_ASSIGN(Sampler sampler, Sampler::Create(options));
+  ASSERT_OK_AND_ASSIGN(Sampler twin, Sampler::Create(options));
+  const std::vector<float> rows[] = {LogProbs({0.1, 0.2, 0.3, 0.15, 0.05, 0.2}), LogProbs({0.6, 0.4}),
+                                     {NAN, -INFINITY}, LogProbs({0.25, 0.25, 0.25, 0.25})};
+  SamplingScratch scratch;
+  for (int i = 0; i < 200; ++i) {
+    const std::vector<float>& x = rows[i % 4];
+    const bool draws = std::any_of(x.begin(), x.end(), [](float v) { return std::isfinite(v); });
+    const int32_t want = draws ? SampleWithUniform(x, twin.options(), twin.DrawUniform(), &scratch) : 0;
+    ASSERT_EQ(sampler.Sample(x), want) << "step " << i;
+  }
+  // Greedy ignores u.
+  const std::vector<float> x = {0.1f, 3.0f, -1.0f, 3.0f};
+  for (double u : {0.0, 0.5, 0.999}) EXPECT_EQ(SampleWithUniform(x, {.temperature = 0}, u), 1);
 }
 
 TEST(SamplerTest, RejectsBadOptions) {

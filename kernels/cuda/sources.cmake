@@ -8,6 +8,7 @@
 set(KVSPAN_CUDA_DUAL_SOURCES
   kernels/cuda/elementwise_cuda.cu
   kernels/cuda/linear_cuda.cu
+  kernels/cuda/sampling_cuda.cu
   kernels/cuda/span_attention_cuda.cu
   kernels/cuda/span_codec_cuda.cu
 )
@@ -20,6 +21,7 @@ set(KVSPAN_CUDA_EMULATED_SOURCES
   kernels/cuda/elementwise_cuda_emulated.cc
   kernels/cuda/internal/cpu_emulator.cc
   kernels/cuda/linear_cuda_emulated.cc
+  kernels/cuda/sampling_cuda_emulated.cc
   kernels/cuda/span_attention_cuda_emulated.cc
   kernels/cuda/span_codec_cuda_emulated.cc
 )
@@ -28,6 +30,7 @@ set(KVSPAN_CUDA_PLAN_SOURCES kernels/cuda/internal/span_decode_plan.cc)
 set(KVSPAN_CUDA_DUAL_TEST_SOURCES
   kernels/cuda/elementwise_cuda_test.cc
   kernels/cuda/linear_cuda_test.cc
+  kernels/cuda/sampling_cuda_test.cc
   kernels/cuda/span_attention_cuda_test.cc
   kernels/cuda/span_codec_cuda_test.cc
 )
@@ -54,6 +57,7 @@ set(KVSPAN_CUDA_REFERENCE_SOURCES
   kvcache/internal/block_checks.cc
   kvcache/internal/quantize.cc
   kvcache/span_geometry.cc
+  model/sampler.cc
 )
 set(KVSPAN_CUDA_LISTS KVSPAN_CUDA_DUAL_SOURCES KVSPAN_CUDA_ONLY_SOURCES KVSPAN_CUDA_EMULATED_SOURCES
     KVSPAN_CUDA_PLAN_SOURCES KVSPAN_CUDA_DUAL_TEST_SOURCES KVSPAN_CUDA_ONLY_TEST_SOURCES

@@ -69,6 +69,19 @@ inline int __shfl_xor_sync(unsigned mask, int v, int lane_mask) {
       ::kvspan::kernels::cuda_emulation::ShuffleXorBits(mask, static_cast<uint32_t>(v), lane_mask));
 }
 
+// Integer atomics: a fiber runs uninterrupted until a barrier or a shuffle, so a plain
+// read-modify-write is atomic here.
+inline unsigned atomicAdd(unsigned* address, unsigned v) {
+  const unsigned old = *address;
+  *address = old + v;
+  return old;
+}
+inline unsigned long long atomicAdd(unsigned long long* address, unsigned long long v) {
+  const unsigned long long old = *address;
+  *address = old + v;
+  return old;
+}
+
 namespace kvspan::kernels::internal {
 inline float Fp16BitsToFloat(uint16_t h) { return HalfToFloat(h); }
 inline float Bf16BitsToFloat(uint32_t b) { return std::bit_cast<float>(b << 16); }

@@ -3,9 +3,10 @@
 // tests run them without a GPU: a "dual" source X.cu is built by nvcc into
 // kvspan_kernels_cuda and, through a one-line X_emulated.cc that includes it, by g++ into
 // kvspan_kernels_emulated. Kernel bodies use only: threadIdx, blockIdx, blockDim, gridDim,
-// __syncthreads, __shfl_xor_sync over full warps, static __shared__ arrays,
-// expf/fmaf/fmaxf/sqrtf/cosf/sinf, the fp16/bf16 bit conversions below, and KVSPAN_UNROLL for
-// `#pragma unroll`. Host code launches with KVSPAN_LAUNCH and checks KvspanLaunchStatus,
+// __syncthreads, __shfl_xor_sync over full warps, static __shared__ arrays, integer
+// atomicAdd (unsigned, unsigned long long: exact in any order, so still deterministic),
+// expf/fmaf/fmaxf/sqrtf/cosf/sinf and double exp, the fp16/bf16 bit conversions below, and
+// KVSPAN_UNROLL for `#pragma unroll`. Host code launches with KVSPAN_LAUNCH and checks KvspanLaunchStatus,
 // and touches memory only through device_memory.h.
 #ifndef KVSPAN_KERNELS_CUDA_INTERNAL_CUDA_COMPAT_H_
 #define KVSPAN_KERNELS_CUDA_INTERNAL_CUDA_COMPAT_H_

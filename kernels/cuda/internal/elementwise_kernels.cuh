@@ -10,24 +10,10 @@
 #include "kernels/activation.h"
 #include "kernels/cuda/elementwise_cuda.h"
 #include "kernels/cuda/internal/cuda_compat.h"
+#include "kernels/cuda/internal/row_reductions.cuh"
 #include "kernels/rms_norm.h"
 
 namespace kvspan::kernels::internal {
-
-inline constexpr int kRowThreads = 256;  // one block per row: RMSNorm, argmax
-
-// The block's sum of v, in every thread. REQUIRES: all kRowThreads threads call it.
-KVSPAN_DEVICE float BlockSum(float v) {
-  __shared__ float partial[kRowThreads / 32];
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-  __syncthreads();
-  float total = 0.0f;
-  KVSPAN_UNROLL
-  for (int w = 0; w < kRowThreads / 32; ++w) total += partial[w];
-  __syncthreads();  // the next call may overwrite partial
-  return total;
-}
 
 inline LaunchShape RmsNormShape(const RmsNormParams& p) { return {dim3(p.num_rows), dim3(kRowThreads)}; }
 
@@ -93,41 +79,8 @@ inline LaunchShape ArgmaxShape(const ArgmaxCudaParams& p) { return {dim3(p.num_r
 
 // model::ArgMax: the largest finite logit, lowest id on ties; 0 when none is finite.
 KVSPAN_GLOBAL(kRowThreads) ArgmaxKernel(ArgmaxCudaParams p) {
-  const float* row = p.logits + blockIdx.x * p.row_stride;
-  float best = -INFINITY;
-  int best_id = -1;  // -1: no finite value seen
-  for (int i = threadIdx.x; i < p.vocab; i += kRowThreads) {
-    const float v = row[i];
-    if (IsFiniteFloat(v) && (best_id < 0 || v > best)) {
-      best = v;
-      best_id = i;
-    }
-  }
-  // Reduce (value, id) pairs: larger value wins, then the lower id; -1 loses to any id.
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
-    const int other_id = __shfl_xor_sync(0xffffffffu, best_id, offset);
-    if (other_id >= 0 && (best_id < 0 || other > best || (other == best && other_id < best_id))) {
-      best = other;
-      best_id = other_id;
-    }
-  }
-  __shared__ float warp_best[kRowThreads / 32];
-  __shared__ int warp_id[kRowThreads / 32];
-  if (threadIdx.x % 32 == 0) {
-    warp_best[threadIdx.x / 32] = best;
-    warp_id[threadIdx.x / 32] = best_id;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kRowThreads / 32; ++w) {
-      if (warp_id[w] >= 0 && (best_id < 0 || warp_best[w] > best || (warp_best[w] == best && warp_id[w] < best_id))) {
-        best = warp_best[w];
-        best_id = warp_id[w];
-      }
-    }
-    p.out[blockIdx.x] = best_id < 0 ? 0 : best_id;
-  }
+  const int best_id = BlockArgmax(p.logits + blockIdx.x * p.row_stride, p.vocab);
+  if (threadIdx.x == 0) p.out[blockIdx.x] = best_id < 0 ? 0 : best_id;
 }
 
 inline LaunchShape KvAppendShape(const KvAppendCudaParams& p) {
