@@ -29,6 +29,7 @@
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "model/sampler.h"
 
 namespace kvspan::decode {
 
@@ -53,11 +54,21 @@ class BackendCache {
   virtual absl::Status ImportDenseRows(const model::DenseRows& rows) = 0;
 };
 
+// The next token sampled by the backend from an item's last-token logits:
+// model::SampleWithUniform(logits, *options, u) (a GPU: kernels/cuda/sampling_cuda.h, within
+// its stated bound), so that only the token comes back.
+struct BackendSample {
+  const model::SamplingOptions* options = nullptr;  // borrowed for the call
+  double u = 0;                  // the sequence's draw (Sampler::DrawUniform); unused when greedy
+  int32_t* token_out = nullptr;  // out
+};
+
 // One sequence's part of a step: model::ForwardItem with the last token's logits.
 struct BackendItem {
   absl::Span<const int32_t> tokens;      // >= 1 new tokens; borrowed for the call
   BackendCache* cache = nullptr;         // from this backend's NewCache; borrowed
-  std::vector<float>* logits = nullptr;  // out: the last token's logits [vocab_size] (resized)
+  std::vector<float>* logits = nullptr;  // out: the last token's logits [vocab_size] (resized); null with sample
+  const BackendSample* sample = nullptr;  // only for a backend that samples_tokens(); borrowed
 };
 
 class DecodeBackend {
@@ -66,6 +77,9 @@ class DecodeBackend {
   virtual const model::ModelConfig& config() const = 0;
   // Where it runs, for logs and metrics: "cpu", "cuda:0".
   virtual std::string name() const = 0;
+  // Whether Forward takes BackendItem::sample (sampling where the logits are: a GPU); else
+  // the caller samples the logits on the host.
+  virtual bool samples_tokens() const { return false; }
   // OK when this backend can keep caches of `policy`; Unimplemented, naming what is missing,
   // otherwise (a GPU does not run query-aware compressors). Checked at admission.
   virtual absl::Status CheckPolicy(const kvcache::CachePolicy& policy) const = 0;

@@ -364,10 +364,25 @@ void DecodeWorker::Step() {
   ++step_counter_;
   std::vector<BackendItem> items;
   std::vector<Sequence*> fed;
+  std::vector<BackendSample> samples;
+  samples.reserve(running_.size());  // items point into it
+  // A sequence whose tokens this step feeds to the end samples next: where the backend
+  // samples, it gets the options and the sequence's next draw, and no logits come back.
+  auto sample_in_backend = [&](Sequence& seq, int n, BackendItem& item) {
+    if (!backend_->samples_tokens() || seq.handoff.prefill_only || seq.state->finished() ||
+        seq.num_fed + n != static_cast<int>(seq.tokens.size())) {
+      return;
+    }
+    model::Sampler& sampler = seq.state->sampler();
+    samples.push_back({&sampler.options(), sampler.greedy() ? 0.0 : sampler.DrawUniform(), &seq.sampled_out});
+    item.sample = &samples.back();
+    item.logits = nullptr;
+  };
   int budget = options_.step_tokens;
   for (auto& seq : running_) {  // decode tokens first
     if (static_cast<int>(seq->tokens.size()) - seq->num_fed != 1) continue;
     items.push_back({absl::MakeConstSpan(&seq->tokens[seq->num_fed], 1), seq->cache.get(), &seq->logits});
+    sample_in_backend(*seq, 1, items.back());
     fed.push_back(seq.get());
     --budget;
   }
@@ -378,6 +393,7 @@ void DecodeWorker::Step() {
     const int n = seq->NextChunk(limit, options_.dense_chunk_tokens);
     if (n <= 0) break;
     items.push_back({absl::MakeConstSpan(seq->tokens).subspan(seq->num_fed, n), seq->cache.get(), &seq->logits});
+    sample_in_backend(*seq, n, items.back());
     fed.push_back(seq.get());
     budget -= n;
     any_prefill = true;
@@ -402,6 +418,7 @@ void DecodeWorker::Step() {
       continue;
     }
     seq.num_fed += static_cast<int>(items[i].tokens.size());
+    if (items[i].sample != nullptr) seq.sampled = seq.sampled_out;
     AfterFeed(seq, now);
   }
   running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
@@ -440,7 +457,8 @@ void DecodeWorker::AfterFeed(Sequence& seq, Clock::time_point now) {
     Finish(seq);
     return;
   }
-  absl::StatusOr<model::StepResult> r = seq.state->Step(seq.logits);
+  absl::StatusOr<model::StepResult> r =
+      seq.sampled.has_value() ? seq.state->Accept(*std::exchange(seq.sampled, std::nullopt)) : seq.state->Step(seq.logits);
   if (!r.ok()) {
     Fail(seq, r.status());
     return;

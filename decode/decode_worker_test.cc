@@ -310,6 +310,7 @@ TEST_F(DecodeWorkerTest, BackendNamesWhereItRuns) {
   EXPECT_THAT(worker->backend().name(), HasSubstr("cuda:0"));
 #else
   EXPECT_EQ(worker->backend().name(), "cpu");
+  EXPECT_FALSE(worker->backend().samples_tokens());
 #endif
   EXPECT_EQ(worker->backend().config().fingerprint, model_->config().fingerprint);
 }
@@ -359,6 +360,47 @@ TEST_F(DecodeWorkerTest, GpuTokensAreTheCpuTokens) {
   }
   gpu->WaitIdle();
   EXPECT_EQ(gpu->Stats().kv_bytes_in_use, 0);
+}
+
+// Sampling on the device (temperature, top-k, top-p; the sequence's draws from its seeded
+// stream): the same tokens as the same GPU worker returning its logits for the host to
+// sample. One sequence at a time, so that both see the same logits bit for bit: a sampled
+// token depends on the order of near-equal logits in the distribution's tail, which
+// another batch's GEMM shapes (or the CPU's float sums) may swap, so neither a CPU worker
+// nor a differently batched run is a fair reference.
+TEST_F(DecodeWorkerTest, GpuSamplesOnTheDeviceWhatTheHostSamples) {
+  auto device = NewWorker();
+  ASSERT_TRUE(device->backend().samples_tokens());
+  DecodeWorker host(gpu::GpuBackend::Load(kModel, {}, {.sample_on_device = false}).value(), tokenizer_, router_, {});
+  ASSERT_FALSE(host.backend().samples_tokens());
+  struct Case {
+    double temperature;
+    int top_k;
+    double top_p;
+  };
+  const std::vector<Case> cases = {{0.8, 0, 1.0}, {1.0, 40, 0.9}, {1.3, 0, 0.5}, {0, 0, 1.0}};
+  auto handoff = [&](size_t i, uint64_t seed, std::shared_ptr<RecordingSink> sink) {
+    SequenceHandoff h = Handoff("int8(g=32)", Prompt(40 + static_cast<int>(i), 40), 6, std::move(sink));
+    h.generation.sampling = {.temperature = cases[i].temperature, .top_k = cases[i].top_k,
+                             .top_p = cases[i].top_p, .seed = seed};
+    return h;
+  };
+  std::vector<std::shared_ptr<RecordingSink>> on_device, on_host;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    on_device.push_back(std::make_shared<RecordingSink>());
+    on_host.push_back(std::make_shared<RecordingSink>());
+    ASSERT_OK(device->Submit(handoff(i, 1000 + i, on_device.back())));
+    ASSERT_OK(on_device[i]->Wait());
+    ASSERT_OK(host.Submit(handoff(i, 1000 + i, on_host.back())));
+    ASSERT_OK(on_host[i]->Wait());
+    EXPECT_EQ(on_device[i]->ids().size(), 6u);
+    EXPECT_EQ(on_device[i]->ids(), on_host[i]->ids()) << "case " << i;
+  }
+  // The draws matter: another seed samples other tokens (so the comparison can fail).
+  auto other = std::make_shared<RecordingSink>();
+  ASSERT_OK(device->Submit(handoff(0, 77, other)));
+  ASSERT_OK(other->Wait());
+  EXPECT_NE(other->ids(), on_device[0]->ids());
 }
 
 TEST_F(DecodeWorkerTest, GpuRefusesQueryAwarePoliciesAtAdmission) {

@@ -28,9 +28,10 @@ class GpuCache final : public decode::BackendCache {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GpuBackend>> GpuBackend::Load(const std::string& dir, const GpuModelOptions& options) {
+absl::StatusOr<std::unique_ptr<GpuBackend>> GpuBackend::Load(const std::string& dir, const GpuModelOptions& options,
+                                                             const GpuBackendOptions& backend) {
   ASSIGN_OR_RETURN(std::unique_ptr<GpuModel> model, GpuModel::Load(dir, options));
-  return std::unique_ptr<GpuBackend>(new GpuBackend(std::move(model)));
+  return std::unique_ptr<GpuBackend>(new GpuBackend(std::move(model), backend));
 }
 
 std::string GpuBackend::name() const {
@@ -64,11 +65,17 @@ absl::StatusOr<std::unique_ptr<decode::BackendCache>> GpuBackend::NewCache(const
 absl::Status GpuBackend::Forward(absl::Span<decode::BackendItem> batch) {
   RETURN_IF_ERROR(kernels::CudaSetDevice(model_->device()));
   std::vector<GpuForwardItem> items(batch.size());
+  std::vector<GpuDeviceSample> samples(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     items[i].tokens = batch[i].tokens;
     items[i].cache = batch[i].cache == nullptr ? nullptr : static_cast<GpuCache*>(batch[i].cache)->gpu();
     items[i].logits_mode = model::LogitsMode::kLastToken;
     items[i].logits = batch[i].logits;
+    if (const decode::BackendSample* sample = batch[i].sample; sample != nullptr) {
+      if (sample->options == nullptr) return absl::InvalidArgumentError(absl::StrCat("Forward: item ", i, "'s sample has no options"));
+      samples[i] = {.options = *sample->options, .u = sample->u, .token_out = sample->token_out};
+      items[i].sample = &samples[i];
+    }
   }
   return model_->Forward(absl::MakeSpan(items));
 }

@@ -28,14 +28,25 @@
 
 namespace kvspan::gpu {
 
+struct GpuBackendOptions {
+  // Sample each decoding sequence's next token on the device (only the token comes back);
+  // false returns the logits for the worker to sample on the host (the same stream and
+  // rule: the tests compare the two).
+  bool sample_on_device = true;
+};
+
 class GpuBackend final : public decode::DecodeBackend {
  public:
   // GpuModel::Load's contract and errors.
-  static absl::StatusOr<std::unique_ptr<GpuBackend>> Load(const std::string& dir, const GpuModelOptions& options);
+  static absl::StatusOr<std::unique_ptr<GpuBackend>> Load(const std::string& dir, const GpuModelOptions& options,
+                                                          const GpuBackendOptions& backend = {});
 
   const model::ModelConfig& config() const override { return model_->config(); }
   // "cuda:N (name)".
   std::string name() const override;
+  // Tokens are sampled on the device (GpuDeviceSample): a step returns a token per
+  // decoding sequence, not its logits.
+  bool samples_tokens() const override { return options_.sample_on_device; }
   // Unimplemented for a query-aware policy (GpuKvCache runs none); OK otherwise.
   absl::Status CheckPolicy(const kvcache::CachePolicy& policy) const override;
   // A GpuKvCache with the policy's compressor and S (dense for "dense"), then its prefix
@@ -43,7 +54,7 @@ class GpuBackend final : public decode::DecodeBackend {
   absl::StatusOr<std::unique_ptr<decode::BackendCache>> NewCache(const kvcache::CachePolicy& policy,
                                                                  int capacity_tokens,
                                                                  std::vector<kvcache::Span> prefix) override;
-  // GpuModel::Forward of the items, last-token logits.
+  // GpuModel::Forward of the items: last-token logits, or the token sampled on the device.
   absl::Status Forward(absl::Span<decode::BackendItem> batch) override;
 
   // The KV budget this device can hold, as vLLM's gpu_memory_utilization: `memory_fraction`
@@ -56,8 +67,10 @@ class GpuBackend final : public decode::DecodeBackend {
   GpuModel& model() { return *model_; }
 
  private:
-  explicit GpuBackend(std::unique_ptr<GpuModel> model) : model_(std::move(model)) {}
+  GpuBackend(std::unique_ptr<GpuModel> model, const GpuBackendOptions& options)
+      : model_(std::move(model)), options_(options) {}
   std::unique_ptr<GpuModel> model_;
+  const GpuBackendOptions options_;
 };
 
 }  // namespace kvspan::gpu
