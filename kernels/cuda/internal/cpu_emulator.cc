@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/cuda/internal/cpu_emulator.h"
@@ -170,7 +171,11 @@ uint32_t ShuffleXorBits(uint32_t mask, uint32_t bits, int lane_mask) {
 }
 
 void EmulateGrid(dim3 grid, dim3 block, const std::function<void()>& body) {
-  if (g_launch != nullptr) Fail("EmulateGrid does not nest");
+  // One launch at a time in the process: static __shared__ arrays are process-wide, and two
+  // threads' launches (two emulated GPU workers) would otherwise share them.
+  if (g_launch != nullptr) Fail("EmulateGrid does not nest");  // before the lock, which would deadlock
+  static std::mutex launches;
+  std::lock_guard<std::mutex> lock(launches);
   const int threads = static_cast<int>(block.x * block.y * block.z);
   if (threads < 1 || threads > 1024) Fail("block size out of [1, 1024]");
   const int64_t num_blocks = int64_t{grid.x} * grid.y * grid.z;

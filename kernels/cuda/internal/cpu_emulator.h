@@ -13,8 +13,9 @@
 // scheduling, timing, and anything a kernel body does not use from cuda_compat.h's list.
 // It is a test of the kernels' arithmetic and indexing, not of their speed.
 //
-// Not thread-safe: one EmulateGrid at a time per process (static __shared__ arrays are
-// process-wide); calls do not nest.
+// Thread-safe: launches from several threads (several emulated GPU workers in one process)
+// run one at a time, under a process-wide lock, because static __shared__ arrays are
+// process-wide; calls do not nest.
 #ifndef KVSPAN_KERNELS_CUDA_INTERNAL_CPU_EMULATOR_H_
 #define KVSPAN_KERNELS_CUDA_INTERNAL_CPU_EMULATOR_H_
 
