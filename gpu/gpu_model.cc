@@ -2,7 +2,10 @@
 
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -41,9 +44,36 @@ absl::Status CheckSample(const GpuDeviceSample& sample, model::LogitsMode mode, 
   return absl::OkStatus();
 }
 
+// CreateRandom's shape checks: what its matrices and the forward pass need.
+absl::Status CheckRandomShape(const model::ModelConfig& c) {
+  const std::pair<const char*, int> positive[] = {
+      {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
+      {"num_layers", c.num_layers}, {"num_heads", c.num_heads},     {"num_kv_heads", c.num_kv_heads},
+      {"head_dim", c.head_dim},     {"max_position_embeddings", c.max_position_embeddings}};
+  for (const auto& [name, value] : positive) {
+    if (value < 1) return absl::InvalidArgumentError(absl::StrCat("CreateRandom: ", name, " = ", value, " < 1"));
+  }
+  if (c.num_heads % c.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CreateRandom: num_heads ", c.num_heads, " is not a multiple of num_kv_heads ", c.num_kv_heads));
+  }
+  if (c.head_dim % 2 != 0 || c.head_dim > kernels::kCudaSpanMaxHeadDim) {
+    return absl::InvalidArgumentError(absl::StrCat("CreateRandom: head_dim ", c.head_dim, " is odd or above ",
+                                                   kernels::kCudaSpanMaxHeadDim));
+  }
+  return absl::OkStatus();
+}
+
+// The dimensions that fix CreateRandom's weights, for its fingerprint.
+std::string ShapeLabel(const model::ModelConfig& c) {
+  return absl::StrCat("v", c.vocab_size, "-h", c.hidden_size, "-i", c.intermediate_size, "-l", c.num_layers, "-q",
+                      c.num_heads, "-kv", c.num_kv_heads, "-d", c.head_dim, c.tie_word_embeddings ? "-tied" : "",
+                      c.qkv_bias ? "-qkvbias" : "");
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Load(const std::string& dir, const GpuModelOptions& options) {
+absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::OnDevice(const GpuModelOptions& options) {
   const int devices = kernels::CudaDeviceCount();
   if (options.device < 0 || options.device >= devices) {
     return absl::UnavailableError(absl::StrCat("no CUDA device ", options.device, " (", devices, " visible)"));
@@ -59,6 +89,11 @@ absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Load(const std::string& dir,
       return lt.status();
     }
   }
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Load(const std::string& dir, const GpuModelOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<GpuModel> m, OnDevice(options));
   const model::WeightsChoice bf16{model::WeightsMode::kBF16, 32};
   ASSIGN_OR_RETURN(m->config_, model::Model::LoadConfig(dir, bf16));
   const model::ModelConfig& c = m->config_;
@@ -91,6 +126,49 @@ absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Load(const std::string& dir,
   }
   RETURN_IF_ERROR(UploadFloats(weights.final_norm, &m->final_norm_));
   RETURN_IF_ERROR(UploadFloats(model::RopeInvFreqFor(c), &m->inv_freq_));
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::CreateRandom(const model::ModelConfig& config, uint64_t seed,
+                                                                  const GpuModelOptions& options) {
+  RETURN_IF_ERROR(CheckRandomShape(config));
+  ASSIGN_OR_RETURN(std::unique_ptr<GpuModel> m, OnDevice(options));
+  m->config_ = config;
+  m->config_.fingerprint = absl::StrCat("random:", seed, ":", ShapeLabel(config),
+                                        config.fingerprint.empty() ? "" : ":", config.fingerprint);
+  const model::ModelConfig& c = m->config_;
+  uint64_t tensor = 0;  // the matrix's index t in the contract's order
+  auto random_matrix = [&](int rows, int cols, Matrix* out) -> absl::Status {
+    out->rows = rows;
+    out->cols = cols;
+    const int64_t count = int64_t{rows} * cols;
+    RETURN_IF_ERROR(out->data.Reserve(count * 2));
+    m->weight_bytes_ += count * 2;
+    kernels::RandomUniformBf16Params p;
+    p.out = out->data.as<uint16_t>();
+    p.count = count;
+    p.seed = kernels::RandomFillSeed(seed, tensor++);
+    p.bound = 1.0f / std::sqrt(static_cast<float>(cols));
+    return kernels::RandomUniformBf16Cuda(p, nullptr);
+  };
+  const int q_width = c.num_heads * c.head_dim, kv_width = c.num_kv_heads * c.head_dim;
+  const std::vector<float> ones(c.hidden_size, 1.0f), zero_bias(c.qkv_bias ? q_width + 2 * kv_width : 0, 0.0f);
+  RETURN_IF_ERROR(random_matrix(c.vocab_size, c.hidden_size, &m->embed_));
+  m->layers_.resize(c.num_layers);
+  for (Layer& g : m->layers_) {
+    RETURN_IF_ERROR(UploadFloats(ones, &g.attn_norm));
+    RETURN_IF_ERROR(UploadFloats(ones, &g.mlp_norm));
+    g.has_qkv_bias = c.qkv_bias;
+    if (g.has_qkv_bias) RETURN_IF_ERROR(UploadFloats(zero_bias, &g.qkv_bias));
+    RETURN_IF_ERROR(random_matrix(q_width + 2 * kv_width, c.hidden_size, &g.qkv));
+    RETURN_IF_ERROR(random_matrix(c.hidden_size, q_width, &g.o));
+    RETURN_IF_ERROR(random_matrix(2 * c.intermediate_size, c.hidden_size, &g.gate_up));
+    RETURN_IF_ERROR(random_matrix(c.hidden_size, c.intermediate_size, &g.down));
+  }
+  if (!c.tie_word_embeddings) RETURN_IF_ERROR(random_matrix(c.vocab_size, c.hidden_size, &m->lm_head_));
+  RETURN_IF_ERROR(UploadFloats(ones, &m->final_norm_));
+  RETURN_IF_ERROR(UploadFloats(model::RopeInvFreqFor(c), &m->inv_freq_));
+  RETURN_IF_ERROR(kernels::CudaSynchronize());
   return m;
 }
 

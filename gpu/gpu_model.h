@@ -85,6 +85,17 @@ class GpuModel {
   // the device; ResourceExhausted when the weights do not fit; Unimplemented for
   // GpuGemm::kCublasLt in a build without cuBLASLt.
   static absl::StatusOr<std::unique_ptr<GpuModel>> Load(const std::string& dir, const GpuModelOptions& options);
+  // A model of `config`'s shape whose weights are random, made on the device (no checkpoint
+  // and no host copy; for benchmarks at full size, bench/gpu_model_bench.cc): matrix t of
+  // the model (embedding, then per layer qkv, o, gate_up, down, then lm_head unless tied) is
+  // kernels::RandomUniformBf16Cuda with bound 1 / sqrt(cols) and seed
+  // kernels::RandomFillSeed(seed, t); norms are 1 and q/k/v biases (qkv_bias) 0. The same seed and shape give the
+  // same weights on any device and in the emulator. The config's fingerprint becomes
+  // "random:<seed>:<shape>[:<config's own fingerprint>]", so such a model's spans never pass
+  // for a checkpoint's. InvalidArgument for a shape out of range (a dimension < 1, heads not
+  // a multiple of KV heads, an odd or too large head_dim, no positions); Load's device errors.
+  static absl::StatusOr<std::unique_ptr<GpuModel>> CreateRandom(const model::ModelConfig& config, uint64_t seed,
+                                                                 const GpuModelOptions& options);
 
   const model::ModelConfig& config() const { return config_; }
   // The GEMM path in use ("cublaslt" or "plain").
@@ -125,6 +136,9 @@ class GpuModel {
   };
 
   GpuModel() = default;
+  // An empty model on options.device with its GEMM path chosen (Load's and CreateRandom's
+  // first step).
+  static absl::StatusOr<std::unique_ptr<GpuModel>> OnDevice(const GpuModelOptions& options);
   absl::Status Linear(const kernels::LinearCudaParams& p);
   static constexpr int kScratchBuffers = 9;
   // Elements of each scratch buffer for a step (scratch_'s order).

@@ -1,6 +1,7 @@
 // GpuModel against the CPU Model on the shipped kvspan-brown (a bf16 checkpoint, so both
 // hold the same weights exactly): prefill, batched decode of sequences of different
-// lengths, logits of every token, and the error paths. Built twice (gpu/CMakeLists.txt):
+// lengths, logits of every token, and the error paths; and CreateRandom's models (random
+// weights made on the device, for the benchmarks). Built twice (gpu/CMakeLists.txt):
 // gpu_model_emulated_test runs the kernels in the CPU emulator (CI), gpu_model_test on a
 // GPU (skips without one).
 #include "gpu/gpu_model.h"
@@ -411,6 +412,92 @@ INSTANTIATE_TEST_SUITE_P(Gemm, GpuModelTest, ::testing::Values(GpuGemm::kPlain, 
                          [](const ::testing::TestParamInfo<GpuGemm>& info) {
                            return std::string(info.param == GpuGemm::kPlain ? "plain" : "cublaslt");
                          });
+
+// A Llama-3-like shape small enough for the emulator: GQA (2 query heads per KV head),
+// llama3 RoPE, untied lm_head.
+model::ModelConfig TinyRandomConfig() {
+  model::ModelConfig c;
+  c.architecture_name = "LlamaForCausalLM";
+  c.vocab_size = 96;
+  c.hidden_size = 64;
+  c.intermediate_size = 160;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 16;
+  c.max_position_embeddings = 256;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 500000.0;
+  c.rope_scaling.type = model::RopeScaling::Type::kLlama3;
+  c.rope_scaling.factor = 8.0;
+  return c;
+}
+
+// A prefill of 12 tokens (every token's logits) and one decode step, concatenated.
+std::vector<float> PrefillAndStep(GpuModel& gpu) {
+  std::vector<float> all, step;
+  auto cache = gpu.NewCache(32);
+  EXPECT_OK(cache.status());
+  if (!cache.ok()) return {};
+  const std::vector<int32_t> prompt = {5, 17, 30, 42, 9, 95, 77, 3, 0, 11, 64, 8};
+  GpuForwardItem item{.tokens = prompt, .cache = cache->get(), .logits_mode = model::LogitsMode::kAllTokens,
+                      .logits = &all};
+  EXPECT_OK(gpu.Forward(absl::MakeSpan(&item, 1)));
+  const int32_t next = 50;
+  item = {.tokens = absl::MakeConstSpan(&next, 1), .cache = cache->get(), .logits = &step};
+  EXPECT_OK(gpu.Forward(absl::MakeSpan(&item, 1)));
+  all.insert(all.end(), step.begin(), step.end());
+  return all;
+}
+
+// Random weights made on the device: the forward pass runs on them with finite logits, the
+// same seed gives the same weights (bit-identical logits: the plain GEMM is deterministic)
+// and fingerprint, another seed other weights; the weight bytes are the shape's matrices.
+TEST(GpuModelRandomTest, ForwardIsFiniteAndDeterministicForASeed) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  const model::ModelConfig config = TinyRandomConfig();
+  ASSERT_OK_AND_ASSIGN(auto a, GpuModel::CreateRandom(config, 7, {.device = 0, .gemm = GpuGemm::kPlain}));
+  ASSERT_OK_AND_ASSIGN(auto b, GpuModel::CreateRandom(config, 7, {.device = 0, .gemm = GpuGemm::kPlain}));
+  ASSERT_OK_AND_ASSIGN(auto c, GpuModel::CreateRandom(config, 8, {.device = 0, .gemm = GpuGemm::kPlain}));
+  EXPECT_EQ(a->config().fingerprint, "random:7:v96-h64-i160-l2-q4-kv2-d16");
+  EXPECT_EQ(a->config().fingerprint, b->config().fingerprint);
+  EXPECT_NE(a->config().fingerprint, c->config().fingerprint);
+  const int64_t per_layer = int64_t{(4 + 2 * 2) * 16} * 64 + 64 * 64 + 2 * 160 * 64 + 64 * 160;
+  EXPECT_EQ(a->weight_memory_bytes(), 2 * (2 * 96 * 64 + 2 * per_layer));  // embed + lm_head + layers
+  const std::vector<float> la = PrefillAndStep(*a), lb = PrefillAndStep(*b), lc = PrefillAndStep(*c);
+  ASSERT_EQ(la.size(), size_t{13 * 96});
+  for (float v : la) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(la, lb);
+  EXPECT_NE(la, lc);
+  // Not a constant: the logits of a row differ across the vocabulary.
+  EXPECT_NE(*std::min_element(la.begin(), la.begin() + 96), *std::max_element(la.begin(), la.begin() + 96));
+}
+
+TEST(GpuModelRandomTest, TiedEmbeddingsAndBiasesFollowTheConfig) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  model::ModelConfig config = TinyRandomConfig();
+  config.tie_word_embeddings = true;
+  config.qkv_bias = true;
+  config.fingerprint = "abc";
+  ASSERT_OK_AND_ASSIGN(auto m, GpuModel::CreateRandom(config, 1, {.device = 0, .gemm = GpuGemm::kPlain}));
+  EXPECT_EQ(m->config().fingerprint, "random:1:v96-h64-i160-l2-q4-kv2-d16-tied-qkvbias:abc");
+  const int64_t per_layer = int64_t{(4 + 2 * 2) * 16} * 64 + 64 * 64 + 2 * 160 * 64 + 64 * 160;
+  EXPECT_EQ(m->weight_memory_bytes(), 2 * (96 * 64 + 2 * per_layer));  // no lm_head
+  for (float v : PrefillAndStep(*m)) ASSERT_TRUE(std::isfinite(v));
+}
+
+TEST(GpuModelRandomTest, BadShapeOrDeviceIsAnError) {
+  model::ModelConfig config = TinyRandomConfig();
+  EXPECT_THAT(GpuModel::CreateRandom(config, 1, {.device = 99}), StatusIs(absl::StatusCode::kUnavailable));
+  config.num_kv_heads = 3;  // 4 heads
+  EXPECT_THAT(GpuModel::CreateRandom(config, 1, {.device = 0}), StatusIs(absl::StatusCode::kInvalidArgument));
+  config = TinyRandomConfig();
+  config.head_dim = 15;
+  EXPECT_THAT(GpuModel::CreateRandom(config, 1, {.device = 0}), StatusIs(absl::StatusCode::kInvalidArgument));
+  config = TinyRandomConfig();
+  config.vocab_size = 0;
+  EXPECT_THAT(GpuModel::CreateRandom(config, 1, {.device = 0}), StatusIs(absl::StatusCode::kInvalidArgument));
+}
 
 TEST(GpuModelLoadTest, MissingDeviceOrModelIsAnError) {
   EXPECT_THAT(GpuModel::Load(kModelDir, {.device = 99}), StatusIs(absl::StatusCode::kUnavailable));

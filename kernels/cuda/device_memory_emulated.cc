@@ -1,5 +1,6 @@
 // device_memory.h for the CPU emulator's builds: "device" memory is host memory.
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -17,8 +18,22 @@ namespace kvspan::kernels {
 int CudaDeviceCount() { return 1; }  // the emulated device
 
 absl::StatusOr<CudaMemoryInfo> CudaMemGetInfo() {
+  // The host's: physical memory, and MemAvailable (free memory plus what the kernel can
+  // reclaim, such as the page cache; not MemFree, which a busy page cache drives to zero).
   const int64_t page = sysconf(_SC_PAGESIZE);
-  return CudaMemoryInfo{.free_bytes = sysconf(_SC_AVPHYS_PAGES) * page, .total_bytes = sysconf(_SC_PHYS_PAGES) * page};
+  CudaMemoryInfo info{.free_bytes = sysconf(_SC_AVPHYS_PAGES) * page, .total_bytes = sysconf(_SC_PHYS_PAGES) * page};
+  if (std::FILE* f = std::fopen("/proc/meminfo", "r"); f != nullptr) {
+    char line[256];
+    long long kib = 0;
+    while (std::fgets(line, sizeof(line), f) != nullptr) {
+      if (std::sscanf(line, "MemAvailable: %lld kB", &kib) == 1) {
+        info.free_bytes = kib * 1024;
+        break;
+      }
+    }
+    std::fclose(f);
+  }
+  return info;
 }
 
 std::string CudaDeviceName(int) { return "CPU emulator"; }

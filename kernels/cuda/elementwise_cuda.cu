@@ -1,5 +1,7 @@
 #include "kernels/cuda/elementwise_cuda.h"
 
+#include <cmath>
+
 #include "common/status_macros.h"
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/internal/elementwise_kernels.cuh"
@@ -79,6 +81,20 @@ absl::Status ArgmaxCuda(const ArgmaxCudaParams& p, void* stream) {
   const internal::LaunchShape s = internal::ArgmaxShape(p);
   KVSPAN_LAUNCH(internal::ArgmaxKernel, s, stream, p);
   return Launched("ArgmaxCuda launch");
+}
+
+uint64_t RandomFillSeed(uint64_t seed, uint64_t stream) {
+  return internal::SplitMix64Mix(seed + (stream + 1) * 0xD1B54A32D192ED03ull);
+}
+
+absl::Status RandomUniformBf16Cuda(const RandomUniformBf16Params& p, void* stream) {
+  RETURN_IF_ERROR(Check(p.count >= 0 && p.count <= internal::kRandomFillMaxCount && std::isfinite(p.bound) &&
+                            p.bound >= 0.0f && (p.count == 0 || p.out != nullptr),
+                        "RandomUniformBf16Cuda: count or bound out of range or null pointer"));
+  if (p.count == 0) return absl::OkStatus();
+  const internal::LaunchShape s = internal::RandomUniformBf16Shape(p);
+  KVSPAN_LAUNCH(internal::RandomUniformBf16Kernel, s, stream, p);
+  return Launched("RandomUniformBf16Cuda launch");
 }
 
 }  // namespace kvspan::kernels

@@ -1,5 +1,5 @@
 // elementwise_cuda.h against the CPU contracts (RmsNormRef, SiluMulRef, the CPU's RoPE,
-// exact rows and slots, model::ArgMax's rule): built twice, on the GPU (kernels_cuda_test; skips without a device) and in the CPU emulator
+// exact rows and slots, model::ArgMax's rule, the random fill's formula): built twice, on the GPU (kernels_cuda_test; skips without a device) and in the CPU emulator
 // (kernels_cuda_emulated_test, which runs everywhere). The input checks run in both.
 #include "kernels/cuda/elementwise_cuda.h"
 
@@ -310,6 +310,49 @@ TEST(KvAppendCudaTest, CopiesRowsIntoTheirSlots) {
   }
 }
 
+// RandomUniformBf16Params' formula, written out on the host (the specification).
+uint16_t RandomUniformBf16Spec(uint64_t seed, int64_t i, float bound) {
+  uint64_t z = seed + static_cast<uint64_t>(i + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  const float u = std::ldexp(static_cast<float>(z >> 40), -24);
+  return FloatToBf16((u * 2.0f - 1.0f) * bound);
+}
+
+// Every element written, each the formula's bits (counts around the block's 2048 elements,
+// and a seed that wraps the 64-bit sum); the values span [-bound, bound] and two seeds differ.
+TEST(RandomUniformBf16CudaTest, EachElementIsTheFormulasBits) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  for (const int64_t count : {int64_t{1}, int64_t{255}, int64_t{2048}, int64_t{2049}, int64_t{70001}}) {
+    for (const uint64_t seed : {uint64_t{0}, uint64_t{7}, ~uint64_t{0} - 3}) {
+      const float bound = count == 1 ? 0.0f : 0.0625f;
+      DeviceBuffer d = Upload(std::vector<uint16_t>(count + 5, 0x7fc1));  // NaN poison, 5 past the end
+      RandomUniformBf16Params p;
+      p.out = d.as<uint16_t>();
+      p.count = count;
+      p.seed = seed;
+      p.bound = bound;
+      ASSERT_OK(RandomUniformBf16Cuda(p, nullptr));
+      const std::vector<uint16_t> got = Download<uint16_t>(d, count + 5);
+      float lo = 0.0f, hi = 0.0f;
+      for (int64_t i = 0; i < count; ++i) {
+        ASSERT_EQ(got[i], RandomUniformBf16Spec(seed, i, bound)) << "count " << count << " seed " << seed << " i " << i;
+        lo = std::min(lo, Bf16ToFloat(got[i]));
+        hi = std::max(hi, Bf16ToFloat(got[i]));
+      }
+      for (int64_t i = count; i < count + 5; ++i) ASSERT_EQ(got[i], 0x7fc1) << "written past the end";
+      EXPECT_GE(lo, -bound);
+      EXPECT_LE(hi, bound);
+      if (count > 1000) {
+        EXPECT_LT(lo, -0.9f * bound);
+        EXPECT_GT(hi, 0.9f * bound);
+      }
+    }
+  }
+  EXPECT_NE(RandomUniformBf16Spec(1, 0, 1.0f), RandomUniformBf16Spec(2, 0, 1.0f));
+}
+
 TEST(ElementwiseCudaErrorsTest, BadShapesAreInvalidArgument) {
   RmsNormParams norm;  // dim 0
   EXPECT_THAT(RmsNormCuda(norm, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
@@ -323,6 +366,16 @@ TEST(ElementwiseCudaErrorsTest, BadShapesAreInvalidArgument) {
   argmax.vocab = 10;
   argmax.row_stride = 10;  // null pointers
   EXPECT_THAT(ArgmaxCuda(argmax, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  RandomUniformBf16Params fill;
+  fill.count = 4;  // null out
+  EXPECT_THAT(RandomUniformBf16Cuda(fill, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  uint16_t one = 0;
+  fill.out = &one;
+  fill.count = 1;
+  fill.bound = std::numeric_limits<float>::infinity();
+  EXPECT_THAT(RandomUniformBf16Cuda(fill, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
+  fill.bound = -1.0f;
+  EXPECT_THAT(RandomUniformBf16Cuda(fill, nullptr), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 }  // namespace

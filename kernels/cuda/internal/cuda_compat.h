@@ -56,6 +56,12 @@ struct LaunchShape {
   dim3 grid;
   dim3 block;
 };
+
+// fp32 -> bf16 bits, round to nearest even: common/float16.h's FloatToBf16 for finite inputs.
+KVSPAN_DEVICE uint16_t FloatToBf16Bits(float v) {
+  const uint32_t bits = FloatBits(v);
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
 }  // namespace kvspan::kernels::internal
 
 #endif  // KVSPAN_KERNELS_CUDA_INTERNAL_CUDA_COMPAT_H_

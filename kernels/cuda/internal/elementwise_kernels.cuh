@@ -98,6 +98,36 @@ KVSPAN_GLOBAL(256) KvAppendKernel(KvAppendCudaParams p) {
   p.cache_v[dst] = p.v[t * p.src_row_stride + i];
 }
 
+// RandomUniformBf16Params' formula: each thread fills kRandomPerThread elements, a block's
+// 256 threads adjacent at each of them (coalesced stores).
+inline constexpr int kRandomPerThread = 8;
+inline constexpr int64_t kRandomElementsPerBlock = int64_t{256} * kRandomPerThread;
+// The most elements one fill takes: its blocks fit a grid's x dimension.
+inline constexpr int64_t kRandomFillMaxCount = int64_t{0x7fffffff} * kRandomElementsPerBlock;
+
+// SplitMix64's finalizer (the mix of RandomUniformBf16Params' formula).
+KVSPAN_HOST_DEVICE uint64_t SplitMix64Mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+inline LaunchShape RandomUniformBf16Shape(const RandomUniformBf16Params& p) {
+  return {dim3(static_cast<unsigned>((p.count + kRandomElementsPerBlock - 1) / kRandomElementsPerBlock)), dim3(256)};
+}
+
+KVSPAN_GLOBAL(256) RandomUniformBf16Kernel(RandomUniformBf16Params p) {
+  const int64_t first = int64_t{blockIdx.x} * kRandomElementsPerBlock + threadIdx.x;
+  KVSPAN_UNROLL
+  for (int k = 0; k < kRandomPerThread; ++k) {
+    const int64_t i = first + int64_t{k} * 256;
+    if (i >= p.count) return;
+    const uint64_t z = SplitMix64Mix(p.seed + static_cast<uint64_t>(i + 1) * 0x9E3779B97F4A7C15ull);
+    const float u = static_cast<float>(z >> 40) * 0x1p-24f;
+    p.out[i] = FloatToBf16Bits((u * 2.0f - 1.0f) * p.bound);
+  }
+}
+
 }  // namespace kvspan::kernels::internal
 
 #endif  // KVSPAN_KERNELS_CUDA_INTERNAL_ELEMENTWISE_KERNELS_CUH_

@@ -60,8 +60,7 @@ inline LaunchShape ToBf16Shape(const ToBf16Params& p) { return {dim3((p.k + 255)
 KVSPAN_GLOBAL(256) ToBf16Kernel(ToBf16Params p) {
   const int c = blockIdx.x * 256 + threadIdx.x;
   if (c >= p.k) return;
-  const uint32_t bits = FloatBits(p.x[blockIdx.y * p.x_row_stride + c]);
-  p.out[int64_t{blockIdx.y} * p.k + c] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  p.out[int64_t{blockIdx.y} * p.k + c] = FloatToBf16Bits(p.x[blockIdx.y * p.x_row_stride + c]);
 }
 
 }  // namespace kvspan::kernels::internal
