@@ -1,4 +1,4 @@
-# The source lists of kvspan::tokenizer and kvspan::model, shared by model/CMakeLists.txt
+# The source lists of kvspan::tokenizer, kvspan::model and kvspan::sampler, shared by model/CMakeLists.txt
 # and gpu/standalone (cmake/KvspanSources.cmake). Paths are relative to the repository root.
 set(KVSPAN_TOKENIZER_SOURCES
   model/tokenizer.cc
@@ -21,4 +21,7 @@ set(KVSPAN_MODEL_SOURCES
   model/safetensors.cc
   model/internal/weights.cc
 )
-set(KVSPAN_MODEL_LISTS KVSPAN_TOKENIZER_SOURCES KVSPAN_MODEL_SOURCES)
+set(KVSPAN_SAMPLER_SOURCES
+  model/sampler.cc
+)
+set(KVSPAN_MODEL_LISTS KVSPAN_TOKENIZER_SOURCES KVSPAN_MODEL_SOURCES KVSPAN_SAMPLER_SOURCES)
