@@ -364,8 +364,12 @@ void DecodeWorker::Step() {
   ++step_counter_;
   std::vector<BackendItem> items;
   std::vector<Sequence*> fed;
-  std::vector<BackendSample> samples;
-  samples.reserve(running_.size());  // items point into it
+  struct Drawn {
+    BackendSample sample;
+    int32_t token = 0;  // sample.token_out
+  };
+  std::vector<Drawn> drawn;
+  drawn.reserve(running_.size());  // items point into it
   // A sequence whose tokens this step feeds to the end samples next: where the backend
   // samples, it gets the options and the sequence's next draw, and no logits come back.
   auto sample_in_backend = [&](Sequence& seq, int n, BackendItem& item) {
@@ -374,8 +378,9 @@ void DecodeWorker::Step() {
       return;
     }
     model::Sampler& sampler = seq.state->sampler();
-    samples.push_back({&sampler.options(), sampler.greedy() ? 0.0 : sampler.DrawUniform(), &seq.sampled_out});
-    item.sample = &samples.back();
+    Drawn& d = drawn.emplace_back();
+    d.sample = {&sampler.options(), sampler.greedy() ? 0.0 : sampler.DrawUniform(), &d.token};
+    item.sample = &d.sample;
     item.logits = nullptr;
   };
   int budget = options_.step_tokens;
@@ -418,8 +423,7 @@ void DecodeWorker::Step() {
       continue;
     }
     seq.num_fed += static_cast<int>(items[i].tokens.size());
-    if (items[i].sample != nullptr) seq.sampled = seq.sampled_out;
-    AfterFeed(seq, now);
+    AfterFeed(seq, now, items[i].sample == nullptr ? std::nullopt : std::optional(*items[i].sample->token_out));
   }
   running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
                  running_.end());
@@ -438,7 +442,7 @@ void DecodeWorker::Step() {
   }
 }
 
-void DecodeWorker::AfterFeed(Sequence& seq, Clock::time_point now) {
+void DecodeWorker::AfterFeed(Sequence& seq, Clock::time_point now, std::optional<int32_t> sampled) {
   if (seq.store != nullptr) {
     const std::vector<kvcache::Span>& spans = seq.cache->spans();
     for (int s = seq.num_spans_stored; s < static_cast<int>(spans.size()); ++s) {
@@ -457,8 +461,7 @@ void DecodeWorker::AfterFeed(Sequence& seq, Clock::time_point now) {
     Finish(seq);
     return;
   }
-  absl::StatusOr<model::StepResult> r =
-      seq.sampled.has_value() ? seq.state->Accept(*std::exchange(seq.sampled, std::nullopt)) : seq.state->Step(seq.logits);
+  absl::StatusOr<model::StepResult> r = sampled.has_value() ? seq.state->Accept(*sampled) : seq.state->Step(seq.logits);
   if (!r.ok()) {
     Fail(seq, r.status());
     return;

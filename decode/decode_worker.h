@@ -33,6 +33,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -142,8 +143,9 @@ class DecodeWorker {
   void Reload(std::unique_ptr<Sequence> seq);
   void LoaderLoop();
   // After the sequence's tokens were fed (or it arrived shipped): stores and reports new
-  // spans, then continues the prompt, ends a prefill-only sequence, or samples the next token.
-  void AfterFeed(Sequence& seq, Clock::time_point now);
+  // spans, then continues the prompt, ends a prefill-only sequence, or takes the next token:
+  // `sampled` when the backend sampled it, else sampled from seq.logits.
+  void AfterFeed(Sequence& seq, Clock::time_point now, std::optional<int32_t> sampled = std::nullopt);
   // Prefill-only: gives the sink the spans it has not seen yet.
   void ReportSpans(Sequence& seq);
   // Prefill-only: the prompt is computed; exports the dense rows and ends with OnPrefilled.

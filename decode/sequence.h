@@ -39,10 +39,6 @@ struct Sequence {
   bool continue_from_logits = false;
   double shipped_prefill_ms = 0;  // the prefill worker's time on a shipped sequence
   std::vector<float> logits;
-  // Set by a step whose backend sampled the next token (DecodeBackend::samples_tokens): the
-  // token, taken by the next AfterFeed instead of sampling `logits`.
-  std::optional<int32_t> sampled;
-  int32_t sampled_out = 0;  // where the backend writes it
   int64_t admission = 0;     // admission order: higher is younger
   bool started = false;      // OnStarted sent
   int store_prompt_tokens = 0;

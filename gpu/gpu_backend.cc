@@ -50,7 +50,6 @@ absl::Status GpuBackend::CheckPolicy(const kvcache::CachePolicy& policy) const {
 absl::StatusOr<std::unique_ptr<decode::BackendCache>> GpuBackend::NewCache(const kvcache::CachePolicy& policy,
                                                                            int capacity_tokens,
                                                                            std::vector<kvcache::Span> prefix) {
-  RETURN_IF_ERROR(CheckPolicy(policy));
   RETURN_IF_ERROR(kernels::CudaSetDevice(model_->device()));  // the calling thread's device
   GpuCacheOptions options;
   if (!policy.dense()) {

@@ -50,7 +50,8 @@ class GpuBackend final : public decode::DecodeBackend {
   // Unimplemented for a query-aware policy (GpuKvCache runs none); OK otherwise.
   absl::Status CheckPolicy(const kvcache::CachePolicy& policy) const override;
   // A GpuKvCache with the policy's compressor and S (dense for "dense"), then its prefix
-  // uploaded (GpuKvCache::AdoptPrefix); their errors.
+  // uploaded (GpuKvCache::AdoptPrefix); their errors (GpuKvCache's Unimplemented for a
+  // query-aware policy among them).
   absl::StatusOr<std::unique_ptr<decode::BackendCache>> NewCache(const kvcache::CachePolicy& policy,
                                                                  int capacity_tokens,
                                                                  std::vector<kvcache::Span> prefix) override;
