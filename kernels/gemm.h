@@ -11,11 +11,15 @@
 //                 avx512: bf16 converted exactly (shift / mask of 32-bit lanes), fp16 by
 //                 vcvtph2ps, FMA with fp32 x: only fp32 accumulation error. bf16 at m = 1
 //                 with k <= 4096: the tile's rows one after another (one stream of W).
+//                 bf16 at m >= 32 (prefill): panels of 32 rows of W repacked per call (the
+//                 pairs of columns side by side), a register tile of 12 rows of x × 32
+//                 outputs, no horizontal sums; exact as above, or vdpbf16ps below.
 //                 avx2: bf16 (a 16-bit shift) and fp16 (vcvtph2ps) converted, FMA: the same.
 //                 avx512-bf16dot (opt-in, cpu_isa.h): bf16 by vdpbf16ps with x rounded to
 //                 bf16 (round to nearest even, 8 significant bits: a relative error <= 2^-8
 //                 per element of x, so |y - exact| <= 2^-8 · Σ|x·w| plus fp32 accumulation;
-//                 products of two bf16 values are exact in fp32).
+//                 products of two bf16 values are exact in fp32). Its m = 1 tile reads the
+//                 rows one after another too (x is k bf16, within half the L1 up to k = 8192).
 //   kInt8       x quantized per row by QuantizeRowInt8 (weight_matrix.h, the weights'
 //               formula: s_x = max|x| / 127, q = round(x · 127 / max|x|)), and
 //               y[i, j] = s_x[i] · scales[j] · Σ_c q[i, c] · codes[j, c] (+ bias), the

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "common/float16.h"
@@ -75,6 +76,7 @@ struct Bf16DotOp {
   using X = __m512i;
   static constexpr int kStep = 32;
   KVSPAN_AVX512_INLINE Acc Zero() { return _mm512_setzero_ps(); }
+  KVSPAN_AVX512_INLINE Acc Add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
   static int64_t Offset(int c) { return c; }
   KVSPAN_AVX512_INLINE W LoadW(const uint16_t* w, int remaining, const TiledOperands&, int, int) {
     const __mmask32 mask = remaining >= 32 ? ~__mmask32{0} : (__mmask32{1} << remaining) - 1;
@@ -338,6 +340,207 @@ struct TilesOf {
   };
 };
 
+// Prefill (m >= kBf16PanelMinRows): bf16 weights as a GEMM whose register tile is 32
+// output columns (two zmm, lane l of vector v = W row j0 + 16 v + l) by up to 12 rows of x,
+// so that no horizontal sums are left at the end and each W load serves 12 rows. A task
+// packs its 32 rows of W once ("a panel": per pair of columns (2c, 2c + 1), the 32 rows'
+// two bf16 side by side as one 32-bit lane, [ceil(k / 2)][32] uint32, zero past k and past
+// the last row), then runs every row of x against it; the panel (128 KB at k = 2048) stays
+// in L2. Per column pair and x row: vdpbf16ps with x's pair broadcast (x rounded to bf16,
+// kAvx512Bf16Dot), or, exactly, the panel's lanes shifted / masked to fp32 (the even and
+// odd columns) and two FMAs with x[2c] and x[2c + 1] broadcast. linear_bench, m = 128, 2
+// threads: see docs/performance.md.
+constexpr int kBf16PanelCols = 32;
+constexpr int kBf16PanelMaxRows = 12;
+// Rows of x from which bf16 takes the panels (below: the tiles of RunTiles).
+constexpr int kBf16PanelMinRows = 32;
+
+// x rounded to bf16 the way FloatToBf16 does (nearest even; NaN kept quiet), 16 at a time.
+KVSPAN_AVX512_INLINE __m256i FloatToBf16x16(__m512 f) {
+  const __m512i x = _mm512_castps_si512(f);
+  const __m512i rounded = _mm512_add_epi32(
+      x, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1))));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  const __m512i nan_bits = _mm512_or_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, _mm512_srli_epi32(rounded, 16), nan_bits));
+}
+
+// Rows of p.x as bf16 into dst ([m, ldx], zero past k). REQUIRES: ldx >= k.
+KVSPAN_AVX512 void RoundRowsToBf16(const LinearParams& p, int64_t ldx, uint16_t* dst) {
+  const int k = p.w.cols;
+  for (int i = 0; i < p.m; ++i) {
+    const float* src = p.x + int64_t{i} * k;
+    uint16_t* out = dst + i * ldx;
+    for (int64_t c = 0; c < ldx; c += 16) {
+      const int64_t left = std::min<int64_t>(16, std::max<int64_t>(0, k - c));
+      const __mmask16 mask = static_cast<__mmask16>((uint32_t{1} << left) - 1);
+      const __m256i b = FloatToBf16x16(_mm512_maskz_loadu_ps(mask, src + c));
+      _mm256_mask_storeu_epi16(out + c, static_cast<__mmask16>((uint32_t{1} << std::min<int64_t>(16, ldx - c)) - 1), b);
+    }
+  }
+}
+
+// Transposes the 16 x 16 matrix of 32-bit lanes in r[0..15] in place.
+KVSPAN_AVX512_INLINE void Transpose16x16(__m512i (&r)[16]) {
+  __m512i t[16];
+  #pragma GCC unroll 8
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  #pragma GCC unroll 4
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // r[4b + q] now holds, in its 128-bit lane L, column 4L + q of rows 4b .. 4b + 3; two
+  // rounds of 128-bit shuffles gather column c = 4L + q's four lanes into t[c].
+  #pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const __m512i a = _mm512_shuffle_i32x4(r[q], r[4 + q], 0x88), b = _mm512_shuffle_i32x4(r[q], r[4 + q], 0xdd);
+    const __m512i c = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0x88), d = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0xdd);
+    t[q] = _mm512_shuffle_i32x4(a, c, 0x88);
+    t[8 + q] = _mm512_shuffle_i32x4(a, c, 0xdd);
+    t[4 + q] = _mm512_shuffle_i32x4(b, d, 0x88);
+    t[12 + q] = _mm512_shuffle_i32x4(b, d, 0xdd);
+  }
+  #pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Packs W rows [j0, j0 + 32) into `panel` ([ceil(k / 2)][32] uint32, layout above): 16 rows
+// by 16 column pairs at a time, transposed in registers, so that the panel is written in
+// whole lines.
+KVSPAN_AVX512 void PackBf16Panel(const WeightMatrix& w, int j0, uint32_t* panel) {
+  const int k = w.cols, pairs = (k + 1) / 2;
+  const uint16_t* base = static_cast<const uint16_t*>(w.data);
+  for (int half = 0; half < 2; ++half) {
+    const int r0 = j0 + 16 * half;
+    for (int c2 = 0; c2 < pairs; c2 += 16) {
+      const int elements = std::min(32, k - 2 * c2);
+      const __mmask32 mask = elements >= 32 ? ~__mmask32{0} : (__mmask32{1} << elements) - 1;
+      __m512i r[16];
+      #pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        r[i] = r0 + i < w.rows ? _mm512_maskz_loadu_epi16(mask, base + int64_t{r0 + i} * k + 2 * c2) : _mm512_setzero_si512();
+      }
+      Transpose16x16(r);
+      const int n_out = std::min(16, pairs - c2);
+      for (int q = 0; q < n_out; ++q) _mm512_storeu_si512(panel + (c2 + q) * kBf16PanelCols + 16 * half, r[q]);
+    }
+  }
+}
+
+// y rows [i0, i0 + MR), columns [j0, j0 + 32) from the panel. x: bf16 pairs (kDot: uint16_t
+// [m, ldx], ldx even) or fp32 (exact: float [m, ldx], ldx even, x[2c + 1] readable).
+template <bool kDot, int MR>
+KVSPAN_AVX512 void Bf16PanelTile(const LinearParams& p, const uint32_t* panel, const void* x, int64_t ldx, int j0,
+                                 int i0) {
+  const int pairs = (p.w.cols + 1) / 2;
+  __m512 acc[MR][2];
+  #pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int c2 = 0; c2 < pairs; ++c2) {
+    const __m512i w0 = _mm512_loadu_si512(panel + c2 * kBf16PanelCols);
+    const __m512i w1 = _mm512_loadu_si512(panel + c2 * kBf16PanelCols + 16);
+    if constexpr (kDot) {
+      const uint16_t* xb = static_cast<const uint16_t*>(x) + int64_t{i0} * ldx + 2 * c2;
+      #pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i) {
+        uint32_t pair;
+        std::memcpy(&pair, xb + i * ldx, sizeof(pair));
+        const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int32_t>(pair));
+        acc[i][0] = _mm512_dpbf16_ps(acc[i][0], xv, (__m512bh)w0);
+        acc[i][1] = _mm512_dpbf16_ps(acc[i][1], xv, (__m512bh)w1);
+      }
+    } else {
+      const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
+      const __m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), o0 = _mm512_castsi512_ps(_mm512_and_si512(w0, high));
+      const __m512 e1 = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), o1 = _mm512_castsi512_ps(_mm512_and_si512(w1, high));
+      const float* xf = static_cast<const float*>(x) + int64_t{i0} * ldx + 2 * c2;
+      #pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i) {
+        const __m512 xe = _mm512_set1_ps(xf[i * ldx]), xo = _mm512_set1_ps(xf[i * ldx + 1]);
+        acc[i][0] = _mm512_fmadd_ps(xo, o0, _mm512_fmadd_ps(xe, e0, acc[i][0]));
+        acc[i][1] = _mm512_fmadd_ps(xo, o1, _mm512_fmadd_ps(xe, e1, acc[i][1]));
+      }
+    }
+  }
+  const int n = p.w.rows;
+  const int cols = std::min(kBf16PanelCols, n - j0);
+  const __mmask16 m0 = static_cast<__mmask16>((uint32_t{1} << std::min(16, cols)) - 1);
+  const __mmask16 m1 = static_cast<__mmask16>((uint32_t{1} << std::max(0, cols - 16)) - 1);
+  const __m512 bias0 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m0, p.bias + j0) : _mm512_setzero_ps();
+  const __m512 bias1 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m1, p.bias + j0 + 16) : _mm512_setzero_ps();
+  #pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    float* y = p.y + int64_t{i0 + i} * n + j0;
+    __m512 v0 = _mm512_add_ps(acc[i][0], bias0), v1 = _mm512_add_ps(acc[i][1], bias1);
+    if (p.beta != 0.0f) {
+      const __m512 beta = _mm512_set1_ps(p.beta);
+      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, y), v0);
+      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, y + 16), v1);
+    }
+    _mm512_mask_storeu_ps(y, m0, v0);
+    _mm512_mask_storeu_ps(y + 16, m1, v1);
+  }
+}
+
+using Bf16PanelTileFn = void (*)(const LinearParams&, const uint32_t*, const void*, int64_t, int, int);
+
+template <bool kDot>
+struct Bf16PanelTiles {
+  Bf16PanelTileFn fns[kBf16PanelMaxRows] = {};
+  constexpr Bf16PanelTiles() { Fill<1>(); }
+  template <int MR>
+  constexpr void Fill() {
+    fns[MR - 1] = &Bf16PanelTile<kDot, MR>;
+    if constexpr (MR < kBf16PanelMaxRows) Fill<MR + 1>();
+  }
+};
+constexpr Bf16PanelTiles<true> kBf16DotPanelTiles;
+constexpr Bf16PanelTiles<false> kBf16ExactPanelTiles;
+
+// The whole product by panels, one task per 32 rows of W. x is packed as the tiles take
+// it: bf16 (kDot), or fp32 copied only when k is odd (the last pair's x[2c + 1] is then a
+// zero of the copy, not past the row).
+void Bf16PanelLinear(const LinearParams& p, bool dot) {
+  const int k = p.w.cols, pairs = (k + 1) / 2;
+  const int64_t ldx = 2 * int64_t{pairs};
+  const void* x = p.x;
+  thread_local std::vector<uint16_t> xb;
+  thread_local std::vector<float> xf;
+  if (dot) {
+    xb.resize(p.m * ldx);
+    RoundRowsToBf16(p, ldx, xb.data());
+    x = xb.data();
+  } else if (k % 2 != 0) {
+    xf.assign(p.m * ldx, 0.0f);
+    for (int i = 0; i < p.m; ++i) std::copy(p.x + int64_t{i} * k, p.x + int64_t{i + 1} * k, xf.data() + i * ldx);
+    x = xf.data();
+  }
+  const Bf16PanelTileFn* tiles = dot ? kBf16DotPanelTiles.fns : kBf16ExactPanelTiles.fns;
+  const int num_panels = (p.w.rows + kBf16PanelCols - 1) / kBf16PanelCols;
+  auto run = [&](int64_t task) {
+    // The running thread's own panel (a thread_local named here is that thread's).
+    thread_local std::vector<uint32_t> panel;
+    panel.resize(int64_t{pairs} * kBf16PanelCols);
+    const int j0 = static_cast<int>(task) * kBf16PanelCols;
+    PackBf16Panel(p.w, j0, panel.data());
+    for (int i0 = 0; i0 < p.m; i0 += kBf16PanelMaxRows) {
+      tiles[std::min(kBf16PanelMaxRows, p.m - i0) - 1](p, panel.data(), x, ldx, j0, i0);
+    }
+  };
+  if (p.pool != nullptr) {
+    p.pool->ParallelFor(num_panels, run);
+  } else {
+    for (int t = 0; t < num_panels; ++t) run(t);
+  }
+}
+
 // 32 zmm registers: 4 W rows × 4 x rows of accumulators (16) + 4 W + x; the exact bf16
 // tile holds 8 W vectors (even and odd), 2 of x and its mask constant: 27.
 constexpr int kMaxMX = 4;
@@ -347,6 +550,7 @@ constexpr TileTable<TilesOf<F16Op>::T, kMaxMX> kF16Tiles;
 constexpr TileTable<TilesOf<Int8Op>::T, kMaxMX> kInt8Tiles;
 constexpr TileTable<RowsOf<Int8Op>::T, 1> kInt8DecodeTiles;
 constexpr TileTable<RowsOf<Bf16Op>::T, 1> kBf16DecodeTiles;
+constexpr TileTable<RowsOf<Bf16DotOp>::T, 1> kBf16DotDecodeTiles;
 constexpr TileTable<Int4PanelTiles<Int4X::kQ>::T, 1> kInt4DecodeTiles;
 constexpr TileTable<Int4PanelTiles<Int4X::kWithSums>::T, kMaxMX> kInt4Tiles;
 
@@ -359,16 +563,16 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
   b.x_row_bytes = int64_t{k} * sizeof(float);
   switch (p.w.format) {
     case WeightFormat::kBF16:
-      if (bf16_dot) {
+      if (p.m >= kBf16PanelMinRows) {
+        Bf16PanelLinear(p, bf16_dot);
+      } else if (bf16_dot) {
         thread_local std::vector<uint16_t> xb;
         b.ldx = RoundUp(k, 32);
-        xb.assign(p.m * b.ldx, 0);
-        for (int i = 0; i < p.m; ++i) {
-          for (int c = 0; c < k; ++c) xb[i * b.ldx + c] = FloatToBf16(p.x[int64_t{i} * k + c]);
-        }
+        xb.resize(p.m * b.ldx);
+        RoundRowsToBf16(p, b.ldx, xb.data());
         b.x = xb.data();
         b.x_row_bytes = b.ldx * sizeof(uint16_t);
-        RunTiles(b, kBf16DotTiles.fns, kMaxMX);
+        RunTiles(b, UseRowsTile(p, b.x_row_bytes) ? kBf16DotDecodeTiles.fns : kBf16DotTiles.fns, kMaxMX);
       } else {
         // Each chunk of 32 elements of x as its 16 even elements, then its 16 odd ones.
         thread_local std::vector<float> xf;
