@@ -72,7 +72,7 @@ bool DecodeService::PullFromPrefillWorkers(grpc::ServerContext* context, const v
     // The child call carries the frontend's deadline and is cancelled with its call.
     std::unique_ptr<grpc::ClientContext> child = grpc::ClientContext::FromServerContext(*context);
     absl::StatusOr<transport::PulledPrefill> pulled =
-        transport::PullPrefill(*StubFor(address), child.get(), pr, config_, *h->policy);
+        transport::PullPrefill(*StubFor(address), child.get(), pr, config_, *h->policy, options_.device_links);
     if (pulled.ok()) {
       counters_.sequences_received.fetch_add(1);
       counters_.spans_received.fetch_add(static_cast<int64_t>(pulled->spans.size()));

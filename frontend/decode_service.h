@@ -34,6 +34,7 @@
 #include "model/config.h"
 #include "prefill/prefill_worker.h"
 #include "prefill/store_router.h"
+#include "transport/device_span_link.h"
 
 namespace kvspan::frontend {
 
@@ -42,6 +43,9 @@ struct DecodeServiceOptions {
   int default_max_tokens = 128;
   // Credentials of the calls to prefill workers; null = insecure.
   std::shared_ptr<grpc::ChannelCredentials> peer_credentials;
+  // Borrowed; set: the spans come GPU to GPU (`--span-transport nccl`, PullPrefill's
+  // device_links); null: over gRPC.
+  transport::DeviceSpanLinkFactory* device_links = nullptr;
 };
 
 class DecodeService final : public v1::Decode::Service {

@@ -21,6 +21,10 @@
 #if KVSPAN_HAVE_CUDA
 #include "gpu/gpu_backend.h"
 #endif
+#if KVSPAN_HAVE_NCCL
+#include "gpu/device_span_link.h"
+#include "gpu/nccl_channel.h"
+#endif
 
 namespace kvspan::frontend {
 namespace {
@@ -106,6 +110,26 @@ absl::StatusOr<std::unique_ptr<decode::DecodeBackend>> LoadBackend(const Serving
 #endif
 }
 
+// The device span links of a worker on CUDA device `device` (-1: the CPU): the NCCL ones
+// where this build has NCCL; null where there are none. With `required` (kDecode with
+// --span-transport nccl) having none is FailedPrecondition.
+absl::StatusOr<std::unique_ptr<transport::DeviceSpanLinkFactory>> DeviceLinks(int device, bool required) {
+  if (device < 0) {
+    if (!required) return nullptr;
+    return absl::FailedPreconditionError(
+        "--span-transport nccl: the spans go GPU to GPU, so the worker needs --device cuda:N");
+  }
+#if KVSPAN_HAVE_NCCL
+  return std::unique_ptr<transport::DeviceSpanLinkFactory>(new gpu::ChannelSpanLinkFactory(
+      std::make_unique<gpu::NcclChannelFactory>(device), gpu::ChannelSpanLinkOptions{.device = device}));
+#else
+  if (!required) return nullptr;
+  return absl::FailedPreconditionError(
+      "--span-transport nccl: this kvspan was built without CUDA and NCCL (configure found no nvcc, nccl.h or "
+      "libnccl; see transport/README.md)");
+#endif
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNodeOptions& options) {
@@ -122,6 +146,17 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeServerCredentials(options.tls));
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> peer_credentials, MakePeerCredentials(options.peer_tls));
   std::unique_ptr<ServingNode> node(new ServingNode());
+  if (options.span_transport != "grpc" && options.span_transport != "nccl") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--span-transport '", options.span_transport, "' is not grpc or nccl"));
+  }
+  if (role == NodeRole::kDecode || role == NodeRole::kPrefill) {
+    // Before the model loads: a decode worker that cannot have NCCL ends at once.
+    ASSIGN_OR_RETURN(const int device, ParseDevice(options.device));
+    ASSIGN_OR_RETURN(node->device_links_,
+                     DeviceLinks(device, role == NodeRole::kDecode && options.span_transport == "nccl"));
+    if (role == NodeRole::kDecode && options.span_transport == "grpc") node->device_links_.reset();
+  }
   std::unique_ptr<decode::DecodeBackend> backend;  // the workers' (every role but the frontend)
   decode::DecodeWorkerOptions decode_options = options.decode;
   if (role == NodeRole::kFrontend) {
@@ -183,7 +218,8 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
         config, node->prefill_.get(), node->decode_.get(), node->stores_.get(),
         transport::PrefillServiceOptions{.span_tokens = options.service.span_tokens,
                                          .test_corrupt_span = options.test_corrupt_span,
-                                         .test_stall_after_spans = options.test_stall_after_spans});
+                                         .test_stall_after_spans = options.test_stall_after_spans,
+                                         .device_links = node->device_links_.get()});
     grpc_service = node->prefill_service_.get();
     service_name = v1::Prefill::service_full_name();
     transport::PrefillService* prefill_service = node->prefill_service_.get();
@@ -195,7 +231,8 @@ absl::StatusOr<std::unique_ptr<ServingNode>> ServingNode::Start(const ServingNod
         config, node->decode_.get(), node->prefill_.get(), node->stores_.get(),
         DecodeServiceOptions{.span_tokens = options.service.span_tokens,
                              .default_max_tokens = options.service.default_max_tokens,
-                             .peer_credentials = peer_credentials});
+                             .peer_credentials = peer_credentials,
+                             .device_links = node->device_links_.get()});
     grpc_service = node->decode_service_.get();
     service_name = v1::Decode::service_full_name();
     DecodeService* decode_service = node->decode_service_.get();

@@ -89,6 +89,11 @@ struct ServingNodeOptions {
   // backend (gpu/gpu_backend.h: weights in bf16, KV caches in device memory), in a build
   // with CUDA. Not kFrontend.
   std::string device = "cpu";
+  // kDecode: how spans come from the prefill workers: "grpc" (the bytes in the stream), or
+  // "nccl" (GPU to GPU, transport/README.md "NCCL span delivery": needs a cuda device and
+  // a build with NCCL, and prefill workers on GPUs). A prefill worker on a GPU of an NCCL
+  // build always accepts both.
+  std::string span_transport = "grpc";
   // With a GPU and decode.kv_budget_bytes = 0: the share of the device's memory the
   // process may fill (weights, step scratch and KV), as vLLM's --gpu-memory-utilization.
   double gpu_memory_fraction = 0.9;
@@ -145,6 +150,9 @@ class ServingNode {
   std::unique_ptr<ServingMetrics> metrics_;
   std::unique_ptr<ApiKeys> api_keys_;  // null without options.api_keys
   std::unique_ptr<ServingService> service_;            // kAll, kFrontend
+  // The device span links (NCCL): kDecode with span_transport "nccl", kPrefill on a GPU of
+  // an NCCL build; else null. Outlives the services, which borrow it.
+  std::unique_ptr<transport::DeviceSpanLinkFactory> device_links_;
   std::unique_ptr<transport::PrefillService> prefill_service_;  // kPrefill
   std::unique_ptr<DecodeService> decode_service_;       // kDecode
   std::unique_ptr<grpc::Server> server_;

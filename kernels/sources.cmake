@@ -18,6 +18,7 @@ set(KVSPAN_KERNELS_SOURCES
   kernels/cpu/span_key_dots.cc
   kernels/cpu/span_attention_avx512.cc
   kernels/cpu/span_attention_ref.cc
+  kernels/cpu/span_digest_ref.cc
   kernels/cpu/weight_matrix.cc
 )
 set(KVSPAN_KERNELS_LISTS KVSPAN_KERNELS_SOURCES)

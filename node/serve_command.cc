@@ -3,6 +3,7 @@
 // `kvspan cachestore`). The disaggregated roles, the same binary:
 //   kvspan prefill  --model DIR --listen ADDR --store ADDR
 //   kvspan decode   --model DIR --listen ADDR --store ADDR --kv-budget-bytes N [--device cuda:N]
+//                   [--span-transport grpc|nccl]
 //   kvspan frontend --listen ADDR --prefill ADDR[,ADDR...] --decode ADDR[,ADDR...] --store ADDR
 // Each prints `kvspan <role>: listening on HOST:PORT` and then `kvspan <role>: ready` on
 // stdout. SIGTERM or SIGINT: stop accepting, let in-flight streams finish within
@@ -134,6 +135,12 @@ int RunNode(frontend::NodeRole role, int argc, const char* const* argv) {
     flags.Add("max-queue", &o.decode.max_queue, "requests waiting for admission at most");
     flags.Add("max-running", &o.decode.max_running, "sequences in the running batch at most");
     flags.Add("step-tokens", &o.decode.step_tokens, "tokens per batch step (decode first, then prefill chunks)");
+  }
+  if (role == NodeRole::kDecode) {
+    flags.Add("span-transport", &o.span_transport,
+              "how spans come from the prefill workers: grpc (in the stream), or nccl (GPU to GPU: needs --device "
+              "cuda:N, a build with NCCL and prefill workers on GPUs; the digest of each span is checked on the "
+              "device)");
   }
   if (role != NodeRole::kPrefill) {
     flags.Add("max-tokens", &o.service.default_max_tokens, "default max_tokens of a request");

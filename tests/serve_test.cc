@@ -294,6 +294,22 @@ TEST(ServeDeviceTest, BadOrMissingDevicesEndWithTheirError) {
   EXPECT_THAT(out, ::testing::Not(HasSubstr("listening on")));
 }
 
+// --span-transport nccl on `kvspan decode`: a worker on the CPU (or a build without CUDA
+// and NCCL) cannot have it and ends with FailedPrecondition's exit 1 before it listens; a
+// name that is not a transport is a bad flag (exit 2).
+TEST(ServeDeviceTest, NcclSpanTransportWithoutItsGpuEndsAtStartUp) {
+  TempDir dir;
+  const std::string decode = kBinary + " decode --model " + kModel + " --data " + dir.Sub("d") + " --listen 127.0.0.1:0";
+  auto [code, out] = RunCommand(decode + " --span-transport nccl");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, ::testing::AnyOf(HasSubstr("needs --device cuda:N"), HasSubstr("built without CUDA and NCCL")));
+  EXPECT_THAT(out, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("listening on")));
+  std::tie(code, out) = RunCommand(decode + " --span-transport tcp");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_THAT(out, HasSubstr("is not grpc or nccl"));
+}
+
 TEST(ServeLimitsTest, BudgetAndQueueLimitsAreResourceExhausted) {
   TempDir dir;
   {

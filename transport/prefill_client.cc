@@ -1,5 +1,6 @@
 #include "transport/prefill_client.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <grpcpp/create_channel.h>
@@ -7,6 +8,7 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kvcache/span_format.h"
 #include "proto/status_conversion.h"
 #include "transport/tail_blob.h"
@@ -15,6 +17,8 @@ namespace kvspan::transport {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// How long the receiver waits for the prefill worker to join the device link.
+constexpr std::chrono::seconds kDeviceLinkJoinTimeout(30);
 
 double MsSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
@@ -37,6 +41,30 @@ absl::Status CheckHeader(const v1::PrefillHeader& h, const v1::PrefillRequest& r
                                             " spans) is not the sequence's"));
   }
   return absl::OkStatus();
+}
+
+// Now + kDeviceLinkJoinTimeout, or the call's deadline when that comes first.
+Clock::time_point JoinDeadline(const grpc::ClientContext& context) {
+  const auto left = context.deadline() - std::chrono::system_clock::now();  // huge without a deadline
+  if (left >= kDeviceLinkJoinTimeout) return Clock::now() + kDeviceLinkJoinTimeout;
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::max(left, decltype(left)::zero()));
+}
+
+// The serialized bytes of span chunk `c` over a device link: received on the device and
+// checked there against the sender's digest (only the digest comes to the host), then
+// copied to the host for ParseSpan.
+absl::StatusOr<std::string> ReceiveOverLink(DeviceSpanLink& link, const v1::SpanChunk& c) {
+  if (!c.span().empty() || c.size_bytes() <= 0 || c.size_bytes() > kMaxTransportMessageBytes) {
+    return absl::DataLossError(absl::StrCat("span ", c.index(), " announced ", c.size_bytes(), " device bytes (and ",
+                                            c.span().size(), " inline): not a device delivery"));
+  }
+  ASSIGN_OR_RETURN(const uint64_t digest, link.Receive(c.size_bytes()));
+  if (digest != c.digest()) {
+    return absl::DataLossError(absl::StrCat("span ", c.index(), ": the device digest of the ", c.size_bytes(),
+                                            " bytes received is ", absl::Hex(digest, absl::kZeroPad16),
+                                            ", the sender's ", absl::Hex(c.digest(), absl::kZeroPad16)));
+  }
+  return link.CopyReceivedToHost();
 }
 
 }  // namespace
@@ -68,12 +96,20 @@ void ConfigureWorkerServer(grpc::ServerBuilder& builder) {
 
 absl::StatusOr<PulledPrefill> PullPrefill(v1::Prefill::StubInterface& stub, grpc::ClientContext* context,
                                           const v1::PrefillRequest& request, const model::ModelConfig& config,
-                                          const kvcache::CachePolicy& policy) {
+                                          const kvcache::CachePolicy& policy, DeviceSpanLinkFactory* device_links) {
   const Clock::time_point start = Clock::now();
   Clock::time_point last_span = start;
-  std::unique_ptr<grpc::ClientReaderInterface<v1::PrefillChunk>> reader = stub.Prefill(context, request);
+  v1::PrefillRequest device_request;
+  if (device_links != nullptr) {
+    device_request = request;
+    device_request.set_span_delivery(v1::SPAN_DELIVERY_DEVICE);
+    ASSIGN_OR_RETURN(*device_request.mutable_device_pair_id(), device_links->NewPairId());
+  }
+  std::unique_ptr<grpc::ClientReaderInterface<v1::PrefillChunk>> reader =
+      stub.Prefill(context, device_links != nullptr ? device_request : request);
   PulledPrefill out;
   absl::Status bad;  // set: stop reading, cancel the call
+  std::unique_ptr<DeviceSpanLink> link;  // with device_links: joined once the header is in
   bool have_header = false;
   bool complete = false;
   std::string blob;
@@ -90,6 +126,16 @@ absl::StatusOr<PulledPrefill> PullPrefill(v1::Prefill::StubInterface& stub, grpc
         }
         have_header = true;
         bad = CheckHeader(chunk.header(), request, config, policy);
+        if (bad.ok() && device_links != nullptr) {
+          // The sender joins after writing its header (so a refusal ends the call at once).
+          absl::StatusOr<std::unique_ptr<DeviceSpanLink>> joined = device_links->Join(
+              device_request.device_pair_id(), DeviceLinkRole::kReceiver, JoinDeadline(*context));
+          if (!joined.ok()) {
+            bad = joined.status();
+            break;
+          }
+          link = *std::move(joined);
+        }
         tail.num_layers = config.num_layers;
         tail.num_kv_heads = config.num_kv_heads;
         tail.num_heads = config.num_heads;
@@ -108,7 +154,16 @@ absl::StatusOr<PulledPrefill> PullPrefill(v1::Prefill::StubInterface& stub, grpc
                                                  " received)"));
           break;
         }
-        absl::StatusOr<kvcache::Span> span = kvcache::ParseSpan(chunk.span().span());
+        absl::StatusOr<std::string> received;
+        if (link != nullptr) {
+          received = ReceiveOverLink(*link, chunk.span());
+          if (!received.ok()) {
+            bad = received.status();
+            break;
+          }
+        }
+        const absl::string_view bytes = link != nullptr ? absl::string_view(*received) : chunk.span().span();
+        absl::StatusOr<kvcache::Span> span = kvcache::ParseSpan(bytes);
         absl::Status check = span.ok() ? kvcache::CheckSpanIdentity(*span, config.fingerprint, policy.canonical(),
                                                                      geometry, index)
                                        : span.status();
@@ -116,7 +171,7 @@ absl::StatusOr<PulledPrefill> PullPrefill(v1::Prefill::StubInterface& stub, grpc
           bad = absl::DataLossError(absl::StrCat("span ", index, " is bad: ", check.message()));
           break;
         }
-        out.span_bytes += static_cast<int64_t>(chunk.span().span().size());
+        out.span_bytes += static_cast<int64_t>(bytes.size());
         out.spans.push_back(*std::move(span));
         last_span = Clock::now();
         break;
@@ -150,6 +205,7 @@ absl::StatusOr<PulledPrefill> PullPrefill(v1::Prefill::StubInterface& stub, grpc
     }
   }
   if (!bad.ok()) context->TryCancel();  // stop the sender: nothing it sends is used
+  link.reset();  // aborts a transfer the sender still has pending
   const grpc::Status finished = reader->Finish();
   if (!bad.ok()) return bad;
   if (complete) {

@@ -24,6 +24,7 @@
 #include "kvspan/v1/transport.grpc.pb.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "transport/device_span_link.h"
 
 namespace kvspan::transport {
 
@@ -58,9 +59,19 @@ struct PulledPrefill {
 // FailedPrecondition when the header names another model, span length or policy; DataLoss
 // for a bad header geometry, a bad, missing or out-of-order span, a bad tail, or a stream
 // that ends before its tail is complete.
+//
+// With `device_links` (borrowed for the call; null = the bytes over gRPC) the spans come
+// over a device link instead (README.md, "NCCL span delivery"): the request asks for
+// SPAN_DELIVERY_DEVICE with a fresh pair id, this side joins the pair as the receiver, and
+// for each SpanChunk receives its size_bytes on the device and compares their device
+// digest with the chunk's: a size out of range, bytes in the chunk, or a different digest
+// is DataLoss ("device digest") before any byte reaches the host; then the span is copied
+// to the host and checked as over gRPC. The link's own errors (the peer never joined or
+// died: DeadlineExceeded, Unavailable) are returned as they are.
 absl::StatusOr<PulledPrefill> PullPrefill(v1::Prefill::StubInterface& stub, grpc::ClientContext* context,
                                           const v1::PrefillRequest& request, const model::ModelConfig& config,
-                                          const kvcache::CachePolicy& policy);
+                                          const kvcache::CachePolicy& policy,
+                                          DeviceSpanLinkFactory* device_links = nullptr);
 
 }  // namespace kvspan::transport
 

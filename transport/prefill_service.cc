@@ -21,6 +21,8 @@ namespace kvspan::transport {
 namespace {
 
 constexpr std::chrono::milliseconds kPollInterval(50);
+// How long a SPAN_DELIVERY_DEVICE call waits for the decode worker to join the pair.
+constexpr std::chrono::seconds kDeviceLinkJoinTimeout(30);
 
 // Queues a prefill-only sequence's spans (serialized on the worker's thread) and its end
 // for the handler thread that writes them.
@@ -80,6 +82,22 @@ class ShipSink final : public decode::TokenSink {
   std::deque<Event> events_;
 };
 
+// Cancels the sequence and waits until the worker lets go of the sink (it reports
+// Cancelled, or the prefill completes first).
+void DrainUntilReleased(ShipSink& sink) {
+  sink.Cancel();
+  while (true) {
+    std::optional<ShipSink::Event> e = sink.Next(kPollInterval);
+    if (e.has_value() && (e->error.has_value() || e->prefilled.has_value())) return;
+  }
+}
+
+// A call that ends early with `status` (the device link failed): the prefill is stopped.
+absl::Status Abandon(ShipSink& sink, absl::Status status) {
+  DrainUntilReleased(sink);
+  return status;
+}
+
 }  // namespace
 
 PrefillService::PrefillService(const model::ModelConfig& config, prefill::PrefillWorker* prefill,
@@ -109,6 +127,14 @@ absl::Status PrefillService::Run(grpc::ServerContext* context, const v1::Prefill
   }
   const int S = options_.span_tokens;
   const int num_spans = policy->dense() ? 0 : static_cast<int>(tokens.size()) / S;
+  const bool over_device = request.span_delivery() == v1::SPAN_DELIVERY_DEVICE;
+  if (over_device && options_.device_links == nullptr) {
+    return absl::FailedPreconditionError(
+        "this prefill worker has no device span transport (it runs on the CPU, or kvspan was built without NCCL)");
+  }
+  if (request.span_delivery() != v1::SPAN_DELIVERY_GRPC && !over_device) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown span delivery ", request.span_delivery()));
+  }
 
   auto sink = std::make_shared<ShipSink>();
   decode::SequenceHandoff h;
@@ -134,6 +160,14 @@ absl::Status PrefillService::Run(grpc::ServerContext* context, const v1::Prefill
   header->set_num_tokens(static_cast<int>(tokens.size()));
   header->set_num_spans(num_spans);
   bool gone = !writer->Write(chunk);
+  std::unique_ptr<DeviceSpanLink> link;
+  if (over_device && !gone) {
+    // After the header, so the receiver has checked it before it waits for the pair.
+    absl::StatusOr<std::unique_ptr<DeviceSpanLink>> joined = options_.device_links->Join(
+        request.device_pair_id(), DeviceLinkRole::kSender, std::chrono::steady_clock::now() + kDeviceLinkJoinTimeout);
+    if (!joined.ok()) return Abandon(*sink, joined.status());
+    link = *std::move(joined);
+  }
   while (true) {
     std::optional<ShipSink::Event> e = sink->Next(kPollInterval);
     if (!e.has_value()) {
@@ -154,9 +188,24 @@ absl::Status PrefillService::Run(grpc::ServerContext* context, const v1::Prefill
       }
       v1::PrefillChunk span;
       span.mutable_span()->set_index(e->span_index);
-      span.mutable_span()->set_span(std::move(e->span_bytes));
-      span_bytes_sent_.fetch_add(static_cast<int64_t>(span.span().span().size()));
-      if (!writer->Write(span)) gone = true;
+      const auto size_bytes = static_cast<int64_t>(e->span_bytes.size());
+      span_bytes_sent_.fetch_add(size_bytes);
+      if (link != nullptr) {
+        // The digest first, on this device, then the chunk that announces the bytes, then
+        // the bytes (the receiver posts its receive when it reads the chunk).
+        absl::StatusOr<uint64_t> digest = link->Stage(e->span_bytes);
+        if (!digest.ok()) return Abandon(*sink, digest.status());
+        span.mutable_span()->set_size_bytes(size_bytes);
+        span.mutable_span()->set_digest(*digest);
+        if (!writer->Write(span)) {
+          gone = true;
+        } else if (absl::Status sent = link->SendStaged(); !sent.ok()) {
+          return Abandon(*sink, sent);
+        }
+      } else {
+        span.mutable_span()->set_span(std::move(e->span_bytes));
+        if (!writer->Write(span)) gone = true;
+      }
       if (options_.test_stall_after_spans > 0 && n >= options_.test_stall_after_spans) {
         LOG(WARNING) << "prefill: test hook: stalling after " << n << " spans";
         while (!context->IsCancelled()) std::this_thread::sleep_for(kPollInterval);

@@ -20,6 +20,7 @@
 #include "model/config.h"
 #include "prefill/prefill_worker.h"
 #include "prefill/store_router.h"
+#include "transport/device_span_link.h"
 
 namespace kvspan::transport {
 
@@ -34,6 +35,9 @@ struct PrefillServiceOptions {
   // mid-transfer (0 = never).
   int test_corrupt_span = 0;
   int test_stall_after_spans = 0;
+  // The device links of SPAN_DELIVERY_DEVICE requests (README.md, "NCCL span delivery"),
+  // borrowed; null: such a request is FailedPrecondition (a CPU worker, or no NCCL).
+  DeviceSpanLinkFactory* device_links = nullptr;
 };
 
 class PrefillService final : public v1::Prefill::Service {

@@ -3,10 +3,15 @@
 // receiver's answer to every kind of bad stream a broken or hostile prefill worker can
 // send (a fake Prefill server): truncated, wrong geometry, wrong model, a bad span, spans
 // out of order, a bad tail, an oversized message.
+// Then the same pull with SPAN_DELIVERY_DEVICE (the NCCL span transport's protocol): the
+// gRPC part is real, the device link is gpu::ChannelSpanLinkFactory (the digest kernel in
+// the CPU emulator) over gpu::LoopbackChannelFactory, a STAND-IN for NCCL, which cannot
+// run on a machine without GPUs (gpu/nccl_channel_test.cc is the real one, on two GPUs).
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
 #include <memory>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -16,7 +21,10 @@
 #include "common/temp_dir.h"
 #include "decode/decode_worker.h"
 #include "gmock/gmock.h"
+#include "gpu/device_span_link.h"
+#include "gpu/loopback_channel.h"
 #include "gtest/gtest.h"
+#include "kernels/span_digest.h"
 #include "kvcache/span_format.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -140,11 +148,13 @@ class TransportTest : public ::testing::Test {
     r.set_span_tokens(64);
     return r;
   }
-  absl::StatusOr<PulledPrefill> Pull(const std::string& address, const v1::PrefillRequest& request) {
+  absl::StatusOr<PulledPrefill> Pull(const std::string& address, const v1::PrefillRequest& request,
+                                     DeviceSpanLinkFactory* device_links = nullptr,
+                                     std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
     auto stub = v1::Prefill::NewStub(WorkerChannel(address, nullptr));
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    return PullPrefill(*stub, &context, request, model_->config(), *policy_);
+    context.set_deadline(std::chrono::system_clock::now() + timeout);
+    return PullPrefill(*stub, &context, request, model_->config(), *policy_, device_links);
   }
   // The header the real service would send for `request`.
   v1::PrefillChunk Header(const v1::PrefillRequest& request) const {
@@ -316,6 +326,147 @@ TEST_F(TransportTest, ReceiverRejectsEveryBadStream) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue full");
   };
   EXPECT_THAT(Pull(fake_address_, request), StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+// The device links of both sides of a device-delivery test (one process: one loopback
+// factory pairs them), and a PrefillService on the test's worker that answers with them.
+class DeviceTransportTest : public TransportTest {
+ protected:
+  void StartDeviceService(const gpu::LoopbackChannelOptions& loopback) {
+    auto channels = std::make_unique<gpu::LoopbackChannelFactory>(loopback);
+    loopback_ = channels.get();
+    links_ = std::make_unique<gpu::ChannelSpanLinkFactory>(
+        std::move(channels), gpu::ChannelSpanLinkOptions{.transfer_timeout = std::chrono::milliseconds(1500)});
+    device_service_ = std::make_unique<PrefillService>(
+        model_->config(), prefill_.get(), worker_.get(), router_.get(),
+        PrefillServiceOptions{.span_tokens = 64, .device_links = links_.get()});
+    device_server_ = Serve(device_service_.get(), &device_address_);
+  }
+  void TearDown() override {
+    if (device_server_ != nullptr) device_server_->Shutdown();
+    TransportTest::TearDown();
+  }
+
+  gpu::LoopbackChannelFactory* loopback_ = nullptr;  // owned by links_
+  std::unique_ptr<gpu::ChannelSpanLinkFactory> links_;
+  std::unique_ptr<PrefillService> device_service_;
+  std::unique_ptr<grpc::Server> device_server_;
+  std::string device_address_;
+};
+
+TEST_F(DeviceTransportTest, DeviceDeliveryShipsWhatGrpcShips) {
+  StartDeviceService({});
+  const v1::PrefillRequest request = Request(3 * 64 + 10);
+  ASSERT_OK_AND_ASSIGN(PulledPrefill over_grpc, Pull(device_address_, request));
+  EXPECT_EQ(loopback_->transfers(), 0);
+  ASSERT_OK_AND_ASSIGN(PulledPrefill over_device, Pull(device_address_, request, links_.get()));
+  EXPECT_EQ(loopback_->transfers(), 3);  // the spans went over the link, one transfer each
+  ASSERT_EQ(over_device.spans.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(kvcache::SerializeSpan(over_device.spans[i]), kvcache::SerializeSpan(over_grpc.spans[i]));
+  }
+  EXPECT_EQ(over_device.span_bytes, over_grpc.span_bytes);
+  EXPECT_EQ(over_device.rows.k, over_grpc.rows.k);
+  EXPECT_EQ(over_device.logits, over_grpc.logits);
+}
+
+TEST_F(DeviceTransportTest, BytesCorruptedOnTheLinkAreDataLossByTheDeviceDigest) {
+  StartDeviceService({.corrupt_transfer = 2});
+  const v1::PrefillRequest request = Request(3 * 64 + 10);
+  EXPECT_THAT(Pull(device_address_, request, links_.get()),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("span 1: the device digest")));
+  // The worker and the link factory keep serving.
+  ASSERT_OK_AND_ASSIGN(PulledPrefill again, Pull(device_address_, request, links_.get()));
+  EXPECT_EQ(again.spans.size(), 3u);
+}
+
+TEST_F(DeviceTransportTest, WorkerWithoutDeviceLinksRefuses) {
+  gpu::ChannelSpanLinkFactory links(std::make_unique<gpu::LoopbackChannelFactory>(), {});
+  EXPECT_THAT(Pull(real_address_, Request(100), &links, std::chrono::seconds(5)),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("no device span transport")));
+}
+
+TEST_F(DeviceTransportTest, ReceiverRejectsBadDeviceStreamsAndDeadSenders) {
+  StartDeviceService({});
+  const v1::PrefillRequest request = Request(2 * 64 + 5);
+  ASSERT_OK_AND_ASSIGN(PulledPrefill good, Pull(real_address_, request));
+  const std::string span0 = kvcache::SerializeSpan(good.spans[0]);
+  const uint64_t digest0 = kernels::SpanDigestRef(span0.data(), static_cast<int64_t>(span0.size()));
+  auto announce = [](int index, int64_t size_bytes, uint64_t digest) {
+    v1::PrefillChunk c;
+    c.mutable_span()->set_index(index);
+    c.mutable_span()->set_size_bytes(size_bytes);
+    c.mutable_span()->set_digest(digest);
+    return c;
+  };
+  // A fake sender: the header, then joins the pair and runs `body` with its link.
+  auto sender = [&](std::function<void(DeviceSpanLink&, grpc::ServerWriter<v1::PrefillChunk>*)> body) {
+    fake_.script = [this, body, request](const v1::PrefillRequest& r, grpc::ServerWriter<v1::PrefillChunk>* w) {
+      EXPECT_EQ(r.span_delivery(), v1::SPAN_DELIVERY_DEVICE);
+      w->Write(Header(request));
+      auto link = links_->Join(r.device_pair_id(), DeviceLinkRole::kSender,
+                               std::chrono::steady_clock::now() + std::chrono::seconds(10));
+      if (!link.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(link.status().message()));
+      body(**link, w);
+      return grpc::Status::OK;
+    };
+  };
+  auto pull = [&] { return Pull(fake_address_, request, links_.get(), std::chrono::seconds(20)); };
+
+  // The digest announced is not the bytes'.
+  sender([&](DeviceSpanLink& link, grpc::ServerWriter<v1::PrefillChunk>* w) {
+    ASSERT_OK_AND_ASSIGN(uint64_t d, link.Stage(span0));
+    EXPECT_EQ(d, digest0);  // the device digest is SpanDigestRef's
+    w->Write(announce(0, static_cast<int64_t>(span0.size()), d ^ 1));
+    EXPECT_OK(link.SendStaged());
+  });
+  EXPECT_THAT(pull(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("span 0: the device digest")));
+  // Sizes out of range, and bytes inline where the device should carry them.
+  for (int64_t size : {int64_t{0}, int64_t{-5}, int64_t{kMaxTransportMessageBytes} + 1}) {
+    sender([&](DeviceSpanLink&, grpc::ServerWriter<v1::PrefillChunk>* w) { w->Write(announce(0, size, digest0)); });
+    EXPECT_THAT(pull(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("not a device delivery"))) << size;
+  }
+  sender([&](DeviceSpanLink&, grpc::ServerWriter<v1::PrefillChunk>* w) {
+    v1::PrefillChunk c = announce(0, static_cast<int64_t>(span0.size()), digest0);
+    c.mutable_span()->set_span(span0);
+    w->Write(c);
+  });
+  EXPECT_THAT(pull(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("not a device delivery")));
+  // Out of order: span 1 first.
+  sender([&](DeviceSpanLink&, grpc::ServerWriter<v1::PrefillChunk>* w) {
+    w->Write(announce(1, static_cast<int64_t>(span0.size()), digest0));
+  });
+  EXPECT_THAT(pull(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("out of order")));
+  // Right digest and size, but bytes that are not a span of this sequence: ParseSpan's and
+  // CheckSpanIdentity's checks still run after the digest (here: span 0's bytes as span 1).
+  sender([&](DeviceSpanLink& link, grpc::ServerWriter<v1::PrefillChunk>* w) {
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_OK_AND_ASSIGN(uint64_t d, link.Stage(span0));
+      w->Write(announce(i, static_cast<int64_t>(span0.size()), d));
+      EXPECT_OK(link.SendStaged());
+    }
+  });
+  EXPECT_THAT(pull(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("span 1 is bad")));
+  // A sender that dies after announcing a span: its link goes, the receiver's Receive
+  // ends with Unavailable (no hang).
+  sender([&](DeviceSpanLink&, grpc::ServerWriter<v1::PrefillChunk>* w) {
+    w->Write(announce(0, static_cast<int64_t>(span0.size()), digest0));
+  });
+  EXPECT_THAT(pull(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("peer is gone")));
+  // A sender that announces and stalls with its link open: the transfer's timeout.
+  sender([&](DeviceSpanLink&, grpc::ServerWriter<v1::PrefillChunk>* w) {
+    w->Write(announce(0, static_cast<int64_t>(span0.size()), digest0));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  });
+  EXPECT_THAT(pull(), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  // A sender that never joins: the receiver's join ends with the call's deadline.
+  fake_.script = [&](const v1::PrefillRequest&, grpc::ServerWriter<v1::PrefillChunk>* w) {
+    w->Write(Header(request));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    return grpc::Status::OK;
+  };
+  EXPECT_THAT(Pull(fake_address_, request, links_.get(), std::chrono::seconds(2)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@ set(KVSPAN_CUDA_DUAL_SOURCES
   kernels/cuda/sampling_cuda.cu
   kernels/cuda/span_attention_cuda.cu
   kernels/cuda/span_codec_cuda.cu
+  kernels/cuda/span_digest_cuda.cu
 )
 set(KVSPAN_CUDA_ONLY_SOURCES
   kernels/cuda/attention_cuda.cu
@@ -24,6 +25,7 @@ set(KVSPAN_CUDA_EMULATED_SOURCES
   kernels/cuda/sampling_cuda_emulated.cc
   kernels/cuda/span_attention_cuda_emulated.cc
   kernels/cuda/span_codec_cuda_emulated.cc
+  kernels/cuda/span_digest_cuda_emulated.cc
 )
 # Plain C++ shared by both libraries.
 set(KVSPAN_CUDA_PLAN_SOURCES kernels/cuda/internal/span_decode_plan.cc)
@@ -33,11 +35,12 @@ set(KVSPAN_CUDA_DUAL_TEST_SOURCES
   kernels/cuda/sampling_cuda_test.cc
   kernels/cuda/span_attention_cuda_test.cc
   kernels/cuda/span_codec_cuda_test.cc
+  kernels/cuda/span_digest_cuda_test.cc
 )
 set(KVSPAN_CUDA_ONLY_TEST_SOURCES kernels/cuda/attention_cuda_test.cc)
 set(KVSPAN_CUDA_EMULATOR_TEST_SOURCES kernels/cuda/cpu_emulator_test.cc)
-# The CPU code the tests compare against (the references and what they call), for the
-# standalone build; the project's build links kvspan::kernels instead.
+# The CPU code the tests compare against (the references and what they call; span_digest_ref.cc
+# and span_digest_cuda_test.cc need xxHash), for the standalone build; the project's build links kvspan::kernels instead.
 set(KVSPAN_CUDA_REFERENCE_SOURCES
   kernels/cpu/activation.cc
   kernels/cpu/attention_ref.cc
@@ -49,6 +52,7 @@ set(KVSPAN_CUDA_REFERENCE_SOURCES
   kernels/cpu/span_attention.cc
   kernels/cpu/span_attention_avx512.cc
   kernels/cpu/span_attention_ref.cc
+  kernels/cpu/span_digest_ref.cc
   kernels/cpu/span_key_dots.cc
   kernels/cpu/weight_matrix.cc
   common/cpu_features.cc

@@ -3,7 +3,7 @@
 // tests run them without a GPU: a "dual" source X.cu is built by nvcc into
 // kvspan_kernels_cuda and, through a one-line X_emulated.cc that includes it, by g++ into
 // kvspan_kernels_emulated. Kernel bodies use only: threadIdx, blockIdx, blockDim, gridDim,
-// __syncthreads, __shfl_xor_sync over full warps, static __shared__ arrays, integer
+// __syncthreads, __shfl_xor_sync over full warps, static __shared__ arrays, KVSPAN_CONSTANT tables, integer
 // atomicAdd (unsigned, unsigned long long: exact in any order, so still deterministic),
 // expf/fmaf/fmaxf/sqrtf/cosf/sinf and double exp, the fp16/bf16 bit conversions below, and
 // KVSPAN_UNROLL for `#pragma unroll`. Host code launches with KVSPAN_LAUNCH and checks KvspanLaunchStatus,
@@ -20,6 +20,8 @@
 #define KVSPAN_UNROLL _Pragma("unroll")
 #define KVSPAN_DEVICE __device__ __forceinline__
 #define KVSPAN_HOST_DEVICE __host__ __device__ inline
+// A table the kernels read (constant memory on the GPU); one .cu includes its definition.
+#define KVSPAN_CONSTANT static __constant__ const
 #define KVSPAN_GLOBAL(threads) __global__ void __launch_bounds__(threads)
 // KVSPAN_LAUNCH(kernel, shape, stream, args...): shape has .grid and .block (dim3).
 #define KVSPAN_LAUNCH(kernel, shape, stream, ...) \
@@ -42,6 +44,7 @@ __device__ __forceinline__ double RoundHalfEven(double v) { return rint(v); }
 #define KVSPAN_UNROLL
 #define KVSPAN_DEVICE inline
 #define KVSPAN_HOST_DEVICE inline
+#define KVSPAN_CONSTANT static const
 #define KVSPAN_GLOBAL(threads) void
 #define KVSPAN_LAUNCH(kernel, shape, stream, ...) \
   ::kvspan::kernels::cuda_emulation::EmulateGrid((shape).grid, (shape).block, [&] { kernel(__VA_ARGS__); })
