@@ -107,7 +107,7 @@ std::vector<Shape> Shapes() {
       {1, 400, 128, 1}, {70, 530, 100, 1}, {9, 64, 1, 1},   {5, 200, 0, 30},
   };
   std::vector<Shape> shapes;
-  for (int head_dim : {32, 64, 128}) {
+  for (int head_dim : {20, 32, 40, 64, 128}) {  // 20: query by query; 40: values 32 + 8 wide
     for (int group : {1, 2, 4, 8}) {
       for (const Case& c : cases) {
         shapes.push_back({head_dim, group, c.num_q, c.q_start, c.window, c.q_scale});
