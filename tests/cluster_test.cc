@@ -255,7 +255,9 @@ TEST_F(ClusterTest, SessionTurnsStayResidentThenMoveThroughTheStore) {
     ASSERT_TRUE(want.status.ok()) << want.status.error_message();
     ASSERT_TRUE(got.status.ok()) << got.status.error_message();
     EXPECT_EQ(got.ids, want.ids);
-    if (t == 1) EXPECT_GT(got.started.resident_prompt_tokens(), 0);
+    if (t == 1) {
+      EXPECT_GT(got.started.resident_prompt_tokens(), 0);
+    }
     if (t == 2) {
       EXPECT_EQ(got.started.resident_prompt_tokens(), 0);
       EXPECT_GT(got.started.store_prompt_tokens(), 0);

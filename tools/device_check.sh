@@ -94,6 +94,8 @@ step configure 120 cmake -S kernels/cuda/standalone -B "$kbuild" -G Ninja -DCMAK
   -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$sysroot/usr" -Dabsl_DIR="$lib/cmake/absl" \
   -DGTest_DIR="$lib/cmake/GTest"
 kconfigured=$?
+# NCCL for nccl_channel_test: the toolkit's, else the nvidia-nccl wheel's (torch's).
+export KVSPAN_NCCL_ROOT="${KVSPAN_NCCL_ROOT:-$(python3 -c 'import importlib.util as u; print(u.find_spec("nvidia.nccl").submodule_search_locations[0])' 2>/dev/null)}"
 step gpu_configure 120 cmake -S gpu/standalone -B "$gbuild" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DKVSPAN_DEPS_ROOT="$sysroot"
 gconfigured=$?
@@ -140,6 +142,10 @@ if [[ -x "$kbuild/kernels_cuda_test" ]]; then
 fi
 if [[ -x "$gbuild/gpu_model_test" ]]; then
   step gpu_model_test 180 "$gbuild/gpu_model_test" --gtest_output="xml:$out/gpu_model_test.xml" --gtest_brief=1
+  if [[ -x "$gbuild/nccl_channel_test" ]]; then
+    step nccl_channel_test 60 env LD_LIBRARY_PATH="${KVSPAN_NCCL_ROOT:+$KVSPAN_NCCL_ROOT/lib:}$LD_LIBRARY_PATH" \
+      "$gbuild/nccl_channel_test" --gtest_output="xml:$out/nccl_channel_test.xml" --gtest_brief=1
+  fi
   step gpu_model_bench 240 "$gbuild/gpu_model_bench" --shapes 1b,8b --batches 1,32 --prompt-tokens 512 \
     --steps 64 --out "$out/gpu_model.md"
 fi

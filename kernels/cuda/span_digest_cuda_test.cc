@@ -31,7 +31,9 @@ uint64_t DeviceDigest(const std::vector<uint8_t>& bytes) {
   const int64_t n = static_cast<int64_t>(bytes.size());
   DeviceBuffer data, scratch, out;
   EXPECT_OK(data.Reserve(n + 1));
-  if (n > 0) EXPECT_OK(data.CopyFromHost(bytes.data(), n));
+  if (n > 0) {
+    EXPECT_OK(data.CopyFromHost(bytes.data(), n));
+  }
   EXPECT_OK(scratch.Reserve(SpanDigestChunks(n) * 8 + 8));
   EXPECT_OK(out.Reserve(8));
   EXPECT_OK(SpanDigestCuda({.data = data.as<uint8_t>(), .size_bytes = n, .chunk_digests = scratch.as<uint64_t>(),
