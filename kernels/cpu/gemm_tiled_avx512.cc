@@ -541,6 +541,174 @@ void Bf16PanelLinear(const LinearParams& p, bool dot) {
   }
 }
 
+// Prefill (m >= kInt4GemmMinRows): int4 weights as a GEMM whose register tile is 32 output
+// columns (two zmm: lane l of vector v = W row j0 + 16 v + l) by up to 6 rows of x, as for
+// bf16. A task unpacks its 32 rows once per call: the codes + 8 as bytes, per quad of
+// columns (4c .. 4c + 3) the 32 rows' 4 bytes side by side as one 32-bit lane
+// ([16 ceil(k / 64)][32] uint32, from the 4-row panels by the 16 x 16 transpose), and the
+// group scales as fp32 ([num_groups][32]). Per 32 columns of a row of x (one group or part
+// of one): vpdpbusd of the codes (unsigned) with x's quad broadcast (PackInt8Activations'
+// signed q), from -8 · Σ q of those 32 (so the integer sum is Σ q · code exactly), then one
+// conversion and one FMA with the 32 rows' scales of the group: 8 vpdpbusd per 2 cvt + 2
+// FMA per x row, against 4 per 4 + 4 in the 4-row panel tile.
+constexpr int kInt4GemmCols = 32;
+constexpr int kInt4GemmMaxRows = 6;
+// Rows of x from which int4 takes this path (below: the 4-row panel tiles).
+constexpr int kInt4GemmMinRows = 16;
+
+// Unpacks W rows [j0, j0 + 32) into `codes` and `scales` (layout above). Rows past the
+// padded panels read as code 0 - 8 and rows past w.rows get scale 0: their outputs, which
+// are not stored, are finite.
+KVSPAN_AVX512 void PackInt4GemmPanel(const WeightMatrix& w, int j0, uint32_t* codes, float* scales) {
+  const int blocks = (w.cols + 63) / 64, num_groups = w.num_groups();
+  const int64_t padded = Int4PaddedRows(w.rows);
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  for (int half = 0; half < 2; ++half) {
+    const int r0 = j0 + 16 * half;
+    for (int t = 0; t < blocks; ++t) {
+      __m512i r[16];
+      #pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        if (r0 + i < padded) {
+          const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + Int4CodeOffset(w.cols, r0 + i, 64 * t)));
+          r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(b, nibble)),
+                                    _mm256_and_si256(_mm256_srli_epi16(b, 4), nibble), 1);
+        } else {
+          r[i] = _mm512_setzero_si512();
+        }
+      }
+      Transpose16x16(r);
+      #pragma GCC unroll 16
+      for (int q = 0; q < 16; ++q) _mm512_storeu_si512(codes + (16 * t + q) * kInt4GemmCols + 16 * half, r[q]);
+    }
+  }
+  for (int g = 0; g < num_groups; ++g) {
+    for (int c = 0; c < kInt4GemmCols; ++c) {
+      const int row = j0 + c;
+      scales[g * kInt4GemmCols + c] =
+          row < w.rows ? HalfToFloat(w.group_scales[Int4ScaleIndex(num_groups, row, g)]) : 0.0f;
+    }
+  }
+}
+
+// x of the int4 GEMM: PackInt8Activations' q ([m, ldx], ldx = 64 ceil(k / 64), zero past
+// k) and scales, and -8 · Σ q per 32 columns ([m][ldx / 32] int32).
+struct Int4GemmX {
+  TiledOperands q;
+  const int32_t* sums = nullptr;
+  int subgroups = 0;  // ldx / 32
+};
+
+Int4GemmX PackInt4GemmActivations(const LinearParams& p) {
+  Int4GemmX x;
+  x.q = PackInt8Activations(p, RoundUp(p.w.cols, 64), /*flip=*/0);
+  x.subgroups = static_cast<int>(x.q.ldx / 32);
+  thread_local std::vector<int32_t> sums;
+  sums.resize(int64_t{p.m} * x.subgroups);
+  const int8_t* q = static_cast<const int8_t*>(x.q.x);
+  for (int64_t e = 0; e < int64_t{p.m} * x.subgroups; ++e) {
+    int32_t sum = 0;
+    for (int c = 0; c < 32; ++c) sum += q[e * 32 + c];
+    sums[e] = -8 * sum;
+  }
+  x.sums = sums.data();
+  return x;
+}
+
+// y rows [i0, i0 + MR), columns [j0, j0 + 32) from the unpacked panel.
+template <int MR>
+KVSPAN_AVX512 void Int4GemmTile(const LinearParams& p, const uint32_t* codes, const float* scales, const Int4GemmX& x,
+                                int j0, int i0) {
+  const int group_size = p.w.group_size;
+  const int8_t* xq = static_cast<const int8_t*>(x.q.x) + int64_t{i0} * x.q.ldx;
+  const int32_t* xs = x.sums + int64_t{i0} * x.subgroups;
+  __m512 acc[MR][2];
+  #pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int sg = 0; sg < x.subgroups; ++sg) {
+    __m512i dot[MR][2];
+    #pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) dot[i][0] = dot[i][1] = _mm512_set1_epi32(xs[i * x.subgroups + sg]);
+    const uint32_t* wq = codes + sg * 8 * kInt4GemmCols;
+    #pragma GCC unroll 2
+    for (int quad = 0; quad < 8; ++quad) {
+      const __m512i w0 = _mm512_loadu_si512(wq + quad * kInt4GemmCols);
+      const __m512i w1 = _mm512_loadu_si512(wq + quad * kInt4GemmCols + 16);
+      #pragma GCC unroll 6
+      for (int i = 0; i < MR; ++i) {
+        int32_t four;
+        std::memcpy(&four, xq + i * x.q.ldx + sg * 32 + quad * 4, sizeof(four));
+        const __m512i xv = _mm512_set1_epi32(four);
+        dot[i][0] = _mm512_dpbusd_epi32(dot[i][0], w0, xv);
+        dot[i][1] = _mm512_dpbusd_epi32(dot[i][1], w1, xv);
+      }
+    }
+    const float* sc = scales + (sg * 32 / group_size) * kInt4GemmCols;
+    const __m512 s0 = _mm512_loadu_ps(sc), s1 = _mm512_loadu_ps(sc + 16);
+    #pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i][0]), s0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i][1]), s1, acc[i][1]);
+    }
+  }
+  const int n = p.w.rows;
+  const int cols = std::min(kInt4GemmCols, n - j0);
+  const __mmask16 m0 = static_cast<__mmask16>((uint32_t{1} << std::min(16, cols)) - 1);
+  const __mmask16 m1 = static_cast<__mmask16>((uint32_t{1} << std::max(0, cols - 16)) - 1);
+  const __m512 bias0 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m0, p.bias + j0) : _mm512_setzero_ps();
+  const __m512 bias1 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m1, p.bias + j0 + 16) : _mm512_setzero_ps();
+  #pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    float* y = p.y + int64_t{i0 + i} * n + j0;
+    const __m512 s_x = _mm512_set1_ps(x.q.x_scales[i0 + i]);
+    __m512 v0 = _mm512_fmadd_ps(acc[i][0], s_x, bias0), v1 = _mm512_fmadd_ps(acc[i][1], s_x, bias1);
+    if (p.beta != 0.0f) {
+      const __m512 beta = _mm512_set1_ps(p.beta);
+      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, y), v0);
+      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, y + 16), v1);
+    }
+    _mm512_mask_storeu_ps(y, m0, v0);
+    _mm512_mask_storeu_ps(y + 16, m1, v1);
+  }
+}
+
+using Int4GemmTileFn = void (*)(const LinearParams&, const uint32_t*, const float*, const Int4GemmX&, int, int);
+struct Int4GemmTiles {
+  Int4GemmTileFn fns[kInt4GemmMaxRows] = {};
+  constexpr Int4GemmTiles() { Fill<1>(); }
+  template <int MR>
+  constexpr void Fill() {
+    fns[MR - 1] = &Int4GemmTile<MR>;
+    if constexpr (MR < kInt4GemmMaxRows) Fill<MR + 1>();
+  }
+};
+constexpr Int4GemmTiles kInt4GemmTiles;
+
+// The whole product, one task per 32 rows of W.
+void Int4GemmLinear(const LinearParams& p) {
+  const Int4GemmX x = PackInt4GemmActivations(p);
+  const int blocks = (p.w.cols + 63) / 64, num_groups = p.w.num_groups();
+  const int num_panels = (p.w.rows + kInt4GemmCols - 1) / kInt4GemmCols;
+  auto run = [&](int64_t task) {
+    // The running thread's own buffers (a thread_local named here is that thread's).
+    thread_local std::vector<uint32_t> codes;
+    thread_local std::vector<float> scales;
+    codes.resize(int64_t{blocks} * 16 * kInt4GemmCols);
+    scales.resize(int64_t{num_groups} * kInt4GemmCols);
+    const int j0 = static_cast<int>(task) * kInt4GemmCols;
+    PackInt4GemmPanel(p.w, j0, codes.data(), scales.data());
+    for (int i0 = 0; i0 < p.m; i0 += kInt4GemmMaxRows) {
+      kInt4GemmTiles.fns[std::min(kInt4GemmMaxRows, p.m - i0) - 1](p, codes.data(), scales.data(), x, j0, i0);
+    }
+  };
+  if (p.pool != nullptr) {
+    p.pool->ParallelFor(num_panels, run);
+  } else {
+    for (int t = 0; t < num_panels; ++t) run(t);
+  }
+}
+
 // 32 zmm registers: 4 W rows × 4 x rows of accumulators (16) + 4 W + x; the exact bf16
 // tile holds 8 W vectors (even and odd), 2 of x and its mask constant: 27.
 constexpr int kMaxMX = 4;
@@ -596,7 +764,9 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       return;
     }
     case WeightFormat::kInt4:
-      if (p.m == 1) {
+      if (p.m >= kInt4GemmMinRows) {
+        Int4GemmLinear(p);
+      } else if (p.m == 1) {
         RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0), kInt4DecodeTiles.fns, 1);
       } else {
         RunTiles(PackInt4Activations(p), kInt4Tiles.fns, kMaxMX);
