@@ -33,7 +33,7 @@
 //               code + 8, unsigned), multiplied with q by vpdpbusd (avx512) or vpmaddubsw +
 //               vpmaddwd (avx2), the integer sum started from -8 · Σ q (so it is Σ q · code
 //               exactly), converted to fp32 and accumulated with its group's scale by FMA:
-//               fp32 rounding once per 32 codes. avx512 at m >= 16 (prefill): 32 rows of W
+//               fp32 rounding once per 32 codes. avx512 at m >= 32 (prefill): 32 rows of W
 //               unpacked per call to bytes in quads of columns, a register tile of 6 rows of
 //               x × 32 outputs, vpdpbusd of each 32 codes into one exact integer sum per
 //               output, one FMA with the group's scale: the same bound, another rounding

@@ -541,6 +541,13 @@ void Bf16PanelLinear(const LinearParams& p, bool dot) {
   }
 }
 
+// acc + vpdpbusd(u8, s8), in asm: GCC 12 copies the accumulators of the intrinsic between
+// registers at every step of the GEMM tiles' loops (a register move per vpdpbusd).
+KVSPAN_AVX512_INLINE __m512i DotBytes(__m512i acc, __m512i u8, __m512i s8) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+  return acc;
+}
+
 // Prefill (m >= kInt4GemmMinRows): int4 weights as a GEMM whose register tile is 32 output
 // columns (two zmm: lane l of vector v = W row j0 + 16 v + l) by up to 6 rows of x, as for
 // bf16. A task unpacks its 32 rows once per call: the codes + 8 as bytes, per quad of
@@ -554,7 +561,7 @@ void Bf16PanelLinear(const LinearParams& p, bool dot) {
 constexpr int kInt4GemmCols = 32;
 constexpr int kInt4GemmMaxRows = 6;
 // Rows of x from which int4 takes this path (below: the 4-row panel tiles).
-constexpr int kInt4GemmMinRows = 16;
+constexpr int kInt4GemmMinRows = 32;
 
 // Unpacks W rows [j0, j0 + 32) into `codes` and `scales` (layout above). Rows past the
 // padded panels read as code 0 - 8 and rows past w.rows get scale 0: their outputs, which
@@ -640,8 +647,8 @@ KVSPAN_AVX512 void Int4GemmTile(const LinearParams& p, const uint32_t* codes, co
         int32_t four;
         std::memcpy(&four, xq + i * x.q.ldx + sg * 32 + quad * 4, sizeof(four));
         const __m512i xv = _mm512_set1_epi32(four);
-        dot[i][0] = _mm512_dpbusd_epi32(dot[i][0], w0, xv);
-        dot[i][1] = _mm512_dpbusd_epi32(dot[i][1], w1, xv);
+        dot[i][0] = DotBytes(dot[i][0], w0, xv);
+        dot[i][1] = DotBytes(dot[i][1], w1, xv);
       }
     }
     const float* sc = scales + (sg * 32 / group_size) * kInt4GemmCols;
@@ -709,6 +716,121 @@ void Int4GemmLinear(const LinearParams& p) {
   }
 }
 
+// Prefill (m >= kInt8GemmMinRows): int8 weights as the same GEMM, a register tile of 32
+// output columns by up to 12 rows of x. A task transposes its 32 rows once per call into
+// quads of columns ([ceil(k / 4)][32] uint32 of 4 signed codes); per quad and x row one
+// vpdpbusd of x's quad broadcast (q + 128, unsigned, as the 4-row tiles take it) with the
+// codes, from -128 · row_sum of each output: the exact Σ q · code of every other int8
+// tile, then RunTiles' epilogue (v · (s_x · s_w) + bias + beta · y).
+constexpr int kInt8GemmCols = 32;
+constexpr int kInt8GemmMaxRows = 12;
+constexpr int kInt8GemmMinRows = 32;
+
+// Transposes W rows [j0, j0 + 32) into `codes` (zero past k and past the last row).
+KVSPAN_AVX512 void PackInt8GemmPanel(const WeightMatrix& w, int j0, uint32_t* codes) {
+  const int k = w.cols, quads = (k + 3) / 4;
+  const int8_t* base = static_cast<const int8_t*>(w.data);
+  for (int half = 0; half < 2; ++half) {
+    const int r0 = j0 + 16 * half;
+    for (int c4 = 0; c4 < quads; c4 += 16) {
+      const int elements = std::min(64, k - 4 * c4);
+      const __mmask64 mask = elements >= 64 ? ~__mmask64{0} : (__mmask64{1} << elements) - 1;
+      __m512i r[16];
+      #pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        r[i] = r0 + i < w.rows ? _mm512_maskz_loadu_epi8(mask, base + int64_t{r0 + i} * k + 4 * c4) : _mm512_setzero_si512();
+      }
+      Transpose16x16(r);
+      const int n_out = std::min(16, quads - c4);
+      for (int q = 0; q < n_out; ++q) _mm512_storeu_si512(codes + (c4 + q) * kInt8GemmCols + 16 * half, r[q]);
+    }
+  }
+}
+
+// y rows [i0, i0 + MR), columns [j0, j0 + 32). x: PackInt8Activations' q + 128.
+template <int MR>
+KVSPAN_AVX512 void Int8GemmTile(const LinearParams& p, const uint32_t* codes, const TiledOperands& x, int j0, int i0) {
+  const int n = p.w.rows;
+  const int cols = std::min(kInt8GemmCols, n - j0);
+  const __mmask16 m0 = static_cast<__mmask16>((uint32_t{1} << std::min(16, cols)) - 1);
+  const __mmask16 m1 = static_cast<__mmask16>((uint32_t{1} << std::max(0, cols - 16)) - 1);
+  const __m512i minus_128 = _mm512_set1_epi32(-128);
+  const __m512i start0 = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m0, p.w.row_sums + j0), minus_128);
+  const __m512i start1 = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m1, p.w.row_sums + j0 + 16), minus_128);
+  __m512i acc[MR][2];
+  #pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    acc[i][0] = start0;
+    acc[i][1] = start1;
+  }
+  const uint8_t* xq = static_cast<const uint8_t*>(x.x) + int64_t{i0} * x.ldx;
+  const int quads = (p.w.cols + 3) / 4;
+  for (int c4 = 0; c4 < quads; ++c4) {
+    const __m512i w0 = _mm512_loadu_si512(codes + c4 * kInt8GemmCols);
+    const __m512i w1 = _mm512_loadu_si512(codes + c4 * kInt8GemmCols + 16);
+    #pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      int32_t four;
+      std::memcpy(&four, xq + i * x.ldx + 4 * c4, sizeof(four));
+      const __m512i xv = _mm512_set1_epi32(four);
+      acc[i][0] = DotBytes(acc[i][0], xv, w0);
+      acc[i][1] = DotBytes(acc[i][1], xv, w1);
+    }
+  }
+  const __m512 s_w0 = _mm512_maskz_loadu_ps(m0, p.w.scales + j0), s_w1 = _mm512_maskz_loadu_ps(m1, p.w.scales + j0 + 16);
+  const __m512 bias0 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m0, p.bias + j0) : _mm512_setzero_ps();
+  const __m512 bias1 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m1, p.bias + j0 + 16) : _mm512_setzero_ps();
+  #pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    float* y = p.y + int64_t{i0 + i} * n + j0;
+    // RunTiles' epilogue, lane by lane: v · (s_x · s_w), + bias, + beta · y.
+    const __m512 s_x = _mm512_set1_ps(x.x_scales[i0 + i]);
+    __m512 v0 = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][0]), _mm512_mul_ps(s_x, s_w0)), bias0);
+    __m512 v1 = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][1]), _mm512_mul_ps(s_x, s_w1)), bias1);
+    if (p.beta != 0.0f) {
+      const __m512 beta = _mm512_set1_ps(p.beta);
+      v0 = _mm512_add_ps(v0, _mm512_mul_ps(beta, _mm512_maskz_loadu_ps(m0, y)));
+      v1 = _mm512_add_ps(v1, _mm512_mul_ps(beta, _mm512_maskz_loadu_ps(m1, y + 16)));
+    }
+    _mm512_mask_storeu_ps(y, m0, v0);
+    _mm512_mask_storeu_ps(y + 16, m1, v1);
+  }
+}
+
+using Int8GemmTileFn = void (*)(const LinearParams&, const uint32_t*, const TiledOperands&, int, int);
+struct Int8GemmTiles {
+  Int8GemmTileFn fns[kInt8GemmMaxRows] = {};
+  constexpr Int8GemmTiles() { Fill<1>(); }
+  template <int MR>
+  constexpr void Fill() {
+    fns[MR - 1] = &Int8GemmTile<MR>;
+    if constexpr (MR < kInt8GemmMaxRows) Fill<MR + 1>();
+  }
+};
+constexpr Int8GemmTiles kInt8GemmTiles;
+
+// The whole product, one task per 32 rows of W.
+void Int8GemmLinear(const LinearParams& p) {
+  const TiledOperands x = PackInt8Activations(p, RoundUp(p.w.cols, 64), /*flip=*/0x80);
+  const int quads = (p.w.cols + 3) / 4;
+  const int num_panels = (p.w.rows + kInt8GemmCols - 1) / kInt8GemmCols;
+  auto run = [&](int64_t task) {
+    // The running thread's own panel (a thread_local named here is that thread's).
+    thread_local std::vector<uint32_t> codes;
+    codes.resize(int64_t{quads} * kInt8GemmCols);
+    const int j0 = static_cast<int>(task) * kInt8GemmCols;
+    PackInt8GemmPanel(p.w, j0, codes.data());
+    for (int i0 = 0; i0 < p.m; i0 += kInt8GemmMaxRows) {
+      kInt8GemmTiles.fns[std::min(kInt8GemmMaxRows, p.m - i0) - 1](p, codes.data(), x, j0, i0);
+    }
+  };
+  if (p.pool != nullptr) {
+    p.pool->ParallelFor(num_panels, run);
+  } else {
+    for (int t = 0; t < num_panels; ++t) run(t);
+  }
+}
+
 // 32 zmm registers: 4 W rows × 4 x rows of accumulators (16) + 4 W + x; the exact bf16
 // tile holds 8 W vectors (even and odd), 2 of x and its mask constant: 27.
 constexpr int kMaxMX = 4;
@@ -758,6 +880,10 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       RunTiles(b, kF16Tiles.fns, kMaxMX);
       return;
     case WeightFormat::kInt8: {
+      if (p.m >= kInt8GemmMinRows) {
+        Int8GemmLinear(p);
+        return;
+      }
       // q + 128 as uint8 (q XOR 0x80), zero past k: the padding adds nothing.
       RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0x80),
                UseRowsTile(p, RoundUp(k, 64)) ? kInt8DecodeTiles.fns : kInt8Tiles.fns, kMaxMX);
