@@ -18,7 +18,8 @@
 #   --reps     llama-bench repetitions per test (-r; its mean is one round's value)
 #   --batches  kvspan's extra decode batch sizes (model_bench --batches 1,BATCHES; "" = none)
 #   --formats  kvspan formats to run, each beside its llama.cpp peer (f32, bf16, int8 / q8_0,
-#              int4 / q4_0), in table order
+#              int4 / q4_0), in table order; bf16dot is bf16 weights with x rounded to bf16
+#              (KVSPAN_CPU_ISA=avx512-bf16dot: ggml's arithmetic for bf16), beside bf16
 #   --section  the docs/ section the table replaces (a shorter run can keep the full one)
 #
 # REQUIRES: bench/peers/build_llama_cpp.sh has run; build/bench/{model_bench,write_doc_section}
@@ -67,10 +68,10 @@ for m in "${models[@]}"; do
   [[ -f "$m/config.json" && -f "$m/model.safetensors" ]] || die "$m: no config.json / model.safetensors"
 done
 # kvspan --weights and llama.cpp's type for the same format, in table order.
-declare -A peer_of=([f32]=f32 [bf16]=bf16 [int8]=q8_0 [int4]=q4_0)
+declare -A peer_of=([f32]=f32 [bf16]=bf16 [bf16dot]=bf16 [int8]=q8_0 [int4]=q4_0)
 pairs=()
 for f in ${formats//,/ }; do
-  [[ -n "${peer_of[$f]:-}" ]] || die "--formats: '$f' is not one of f32, bf16, int8, int4"
+  [[ -n "${peer_of[$f]:-}" ]] || die "--formats: '$f' is not one of f32, bf16, bf16dot, int8, int4"
   pairs+=("$f:${peer_of[$f]}")
 done
 
@@ -101,7 +102,9 @@ for round in $(seq "$rounds"); do
     for pair in "${pairs[@]}"; do
       kv="${pair%%:*}" ll="${pair##*:}"
       # kvspan: stdout is model_bench's Markdown table; its rows carry every number we need.
-      if table=$("$model_bench" --model "$m" --threads "$threads" --weights "$kv" --prefill-tokens "$prefill" \
+      isa=auto weights="$kv"
+      [[ "$kv" == bf16dot ]] && isa=avx512-bf16dot weights=bf16
+      if table=$(KVSPAN_CPU_ISA="$isa" "$model_bench" --model "$m" --threads "$threads" --weights "$weights" --prefill-tokens "$prefill" \
                    --decode-tokens "$decode" --batches "1${batches:+,$batches}" --stream-mib 64 --out "" 2>"$dir/model_bench.log"); then
         # | model | weights | GB/step | RSS | prefill tokens | prefill tok/s | batch | decode tok/s | GB/s | ... |
         awk -F'|' -v r="$round" -v n="$name" -v f="$kv" -v load="$(cut -d' ' -f1 /proc/loadavg)" \
@@ -141,17 +144,22 @@ section=$(
                      if (!(k in seen)) { seen[k] = 1; order[++count] = k } }
     END {
       nb = split(batches, b, ",");
-      map["f32"] = "f32"; map["bf16"] = "bf16"; map["q8_0"] = "int8"; map["q4_0"] = "int4";
+      map["f32"] = "f32"; map["bf16"] = "bf16 bf16dot"; map["q8_0"] = "int8"; map["q4_0"] = "int4";
+      label["bf16dot"] = "bf16, x as bf16";
       for (i = 1; i <= count; i++) {
-        split(order[i], p, " "); m = p[1]; lk = order[i]; kk = m " " map[p[2]]; fmt = map[p[2]] " / " p[2];
+        split(order[i], p, " "); m = p[1]; lk = order[i];
         lp_mean = lp[lk] / ln[lk]; ld_mean = ld[lk] / ln[lk];
-        if (kk in kn) {
+        nk = split(map[p[2]], kfs, " ");
+        for (f = 1; f <= nk; f++) {
+        kk = m " " kfs[f]; fmt = (kfs[f] in label ? label[kfs[f]] : kfs[f]) " / " p[2];
+        if (!(kk in kn)) continue;
           bs = "";
           for (j = 1; j <= nb; j++) bs = bs (j > 1 ? " / " : "") sprintf("%.2f", kb[kk, b[j]] / kbn[kk, b[j]]);
           printf "| %s | %s | kvspan | %.3f | %.3f | %.1f | %.2f | %.2f | %.2f | %.2f | %s |\n", m, fmt, kw[kk], kr[kk],
                  kp[kk] / kn[kk], kp[kk] / kn[kk] / lp_mean, kd[kk] / kn[kk], kd[kk] / kn[kk] / ld_mean,
                  kg[kk] / kn[kk], bs;
         }
+        fmt = map[p[2]] " / " p[2]; sub(/ bf16dot/, "", fmt);
         printf "| %s | %s | llama.cpp | %.3f | %.3f | %.1f | | %.2f | | %.2f | - |\n", m, fmt, lw[lk], lr[lk], lp_mean, ld_mean,
                ld_mean * lw[lk];
       }
