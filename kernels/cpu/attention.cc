@@ -75,18 +75,22 @@ template <int NV>
 void AddValues(const float* v, int64_t v_stride, int n, const float* w_a, const float* w_b, float* out_a,
                float* out_b) {
   __m256 oa[NV], ob[NV];
+  // NOTE: every loop over NV is unrolled by pragma: GCC keeps oa / ob in memory otherwise.
+  #pragma GCC unroll 4
   for (int i = 0; i < NV; ++i) {
     oa[i] = _mm256_loadu_ps(out_a + 8 * i);
     ob[i] = out_b != nullptr ? _mm256_loadu_ps(out_b + 8 * i) : _mm256_setzero_ps();
   }
   for (int t = 0; t < n; ++t, v += v_stride) {
     const __m256 pa = _mm256_set1_ps(w_a[t]), pb = _mm256_set1_ps(w_b[t]);
+    #pragma GCC unroll 4
     for (int i = 0; i < NV; ++i) {
       const __m256 vv = _mm256_loadu_ps(v + 8 * i);
       oa[i] = _mm256_fmadd_ps(pa, vv, oa[i]);
       ob[i] = _mm256_fmadd_ps(pb, vv, ob[i]);
     }
   }
+  #pragma GCC unroll 4
   for (int i = 0; i < NV; ++i) {
     _mm256_storeu_ps(out_a + 8 * i, oa[i]);
     if (out_b != nullptr) _mm256_storeu_ps(out_b + 8 * i, ob[i]);
@@ -127,11 +131,15 @@ void AttendBlock(const AttentionParams& p, int j0, int nq, int h) {
       const int b = std::min(a + 1, nq - 1);
       for (int t = 0; t < n; t += 4) {
         const float* kr[4];
+        #pragma GCC unroll 4
         for (int u = 0; u < 4; ++u) kr[u] = k_head + std::min(t0 + t + u, hi) * p.k_token_stride;
+        // NOTE: the loops over acc are unrolled by pragma: GCC keeps acc in memory otherwise.
         __m256 acc[8];
-        for (__m256& v : acc) v = _mm256_setzero_ps();
+        #pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
         for (int c = 0; c < d; c += 8) {
           const __m256 qa = _mm256_loadu_ps(q[a] + c), qb = _mm256_loadu_ps(q[b] + c);
+          #pragma GCC unroll 4
           for (int u = 0; u < 4; ++u) {
             const __m256 kv = _mm256_loadu_ps(kr[u] + c);
             acc[u] = _mm256_fmadd_ps(qa, kv, acc[u]);
