@@ -348,8 +348,8 @@ struct TilesOf {
 // the last row), then runs every row of x against it; the panel (128 KB at k = 2048) stays
 // in L2. Per column pair and x row: vdpbf16ps with x's pair broadcast (x rounded to bf16,
 // kAvx512Bf16Dot), or, exactly, the panel's lanes shifted / masked to fp32 (the even and
-// odd columns) and two FMAs with x[2c] and x[2c + 1] broadcast. linear_bench, m = 128, 2
-// threads: see docs/performance.md.
+// odd columns) and two FMAs with x[2c] and x[2c + 1] broadcast. Measured (linear_bench, m = 512):
+// docs/performance.md, "The prefill GEMM".
 constexpr int kBf16PanelCols = 32;
 constexpr int kBf16PanelMaxRows = 12;
 // Rows of x from which bf16 takes the panels (below: the tiles of RunTiles).
