@@ -58,12 +58,8 @@ void LinearBlocked(const LinearParams& p) {
   float* const block_data = block.data();
   for (int j0 = 0; j0 < n; j0 += block_rows) {
     const int nb = std::min(block_rows, n - j0);
-    auto convert = [&](int64_t r) { DequantizeRow(p.w, j0 + static_cast<int>(r), block_data + r * k); };
-    if (p.pool != nullptr) {
-      p.pool->ParallelFor(nb, convert, 8);
-    } else {
-      for (int r = 0; r < nb; ++r) convert(r);
-    }
+    internal::RunTasks(
+        p.pool, nb, [&](int64_t r) { DequantizeRow(p.w, j0 + static_cast<int>(r), block_data + r * k); }, 8);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.m, nb, k, 1.0f, p.x, k, block_data, k, p.beta, p.y + j0, n);
   }
   AddBias(p);
@@ -130,11 +126,7 @@ void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxT
       }
     }
   };
-  if (p.pool != nullptr) {
-    p.pool->ParallelFor(num_tasks, run);
-  } else {
-    for (int t = 0; t < num_tasks; ++t) run(t);
-  }
+  RunTasks(p.pool, num_tasks, run);
 }
 
 }  // namespace internal

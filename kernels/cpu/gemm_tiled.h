@@ -2,15 +2,34 @@
 // kernels/. Each ISA file (gemm_tiled_avx2.cc, gemm_tiled_avx512.cc) packs x
 // once per call and supplies register tiles: a tile computes the dot products of up to 4
 // rows of W with up to kMaxTileRowsX rows of x. RunTiles walks the tiles, splitting
-// W's rows over the pool, and applies the epilogue (int8 scales, bias, beta).
+// W's rows over the pool, and applies the epilogue (int8 scales, bias, beta). On AVX-512
+// the prefill GEMM of gemm_panels_avx512.cc takes over from kPanelGemmMinRows rows of x.
 #ifndef KVSPAN_KERNELS_CPU_GEMM_TILED_H_
 #define KVSPAN_KERNELS_CPU_GEMM_TILED_H_
 
 #include <cstdint>
 
+#include "absl/functional/function_ref.h"
 #include "kernels/gemm.h"
 
+// The AVX-512 kernels' function-level target (gemm_tiled_avx512.cc, gemm_panels_avx512.cc):
+// only functions so marked contain AVX-512 code, so the binary runs on an AVX2-only CPU.
+#define KVSPAN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")))
+#define KVSPAN_AVX512_INLINE \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni"), always_inline)) static inline
+#define KVSPAN_AVX512_LAMBDA \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni"), always_inline))
+
 namespace kvspan::kernels::internal {
+
+// fn(t) for t in [0, n): over `pool`, or on the calling thread when it is null.
+inline void RunTasks(ThreadPool* pool, int64_t n, absl::FunctionRef<void(int64_t)> fn, int64_t grain = 1) {
+  if (pool != nullptr) {
+    pool->ParallelFor(n, fn, grain);
+  } else {
+    for (int64_t t = 0; t < n; ++t) fn(t);
+  }
+}
 
 inline constexpr int kMaxTileRowsW = 4;
 inline constexpr int kMaxTileRowsX = 4;
@@ -61,6 +80,18 @@ struct TileTable {
 // q + 128 that vpdpbusd takes; 0 keeps it), and its scale in x_scales. The storage is
 // thread_local: valid until this thread's next call. REQUIRES: ldx >= p.w.cols.
 TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip);
+
+// Rows of p.x as bf16 into dst ([m, ldx], FloatToBf16's rounding, zero past k), on
+// AVX-512. REQUIRES: ldx >= k; the CPU has AVX-512.
+void RoundRowsToBf16(const LinearParams& p, int64_t ldx, uint16_t* dst);
+
+// The prefill GEMM (gemm_panels_avx512.cc) for bf16 (dot: vdpbf16ps on x rounded to bf16),
+// int8 and int4 weights, which TiledLinearAvx512 takes from this many rows of x (below:
+// its tiles were as fast or faster in linear_bench).
+inline constexpr int kPanelGemmMinRows = 32;
+void PanelGemmBf16(const LinearParams& p, bool dot);
+void PanelGemmInt8(const LinearParams& p);
+void PanelGemmInt4(const LinearParams& p);
 
 // The kernels of each ISA. REQUIRES: p.w.format != kF32; the CPU supports the ISA.
 void TiledLinearAvx2(const LinearParams& p);

@@ -8,7 +8,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "common/float16.h"
@@ -19,8 +18,6 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#define KVSPAN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")))
-
 namespace kvspan::kernels::internal {
 namespace {
 
@@ -28,9 +25,6 @@ namespace {
 // GCC keeps acc[MX][NW] on the stack otherwise, which halves the speed.
 
 int64_t RoundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
-
-#define KVSPAN_AVX512_INLINE \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni"), always_inline)) static inline
 
 // A tile's instruction family. Element: W's element type. kStep: elements of a row per
 // loaded chunk. LoadW(w, remaining) loads one chunk of a W row, zero past `remaining`
@@ -340,21 +334,6 @@ struct TilesOf {
   };
 };
 
-// Prefill (m >= kBf16PanelMinRows): bf16 weights as a GEMM whose register tile is 32
-// output columns (two zmm, lane l of vector v = W row j0 + 16 v + l) by up to 12 rows of x,
-// so that no horizontal sums are left at the end and each W load serves 12 rows. A task
-// packs its 32 rows of W once ("a panel": per pair of columns (2c, 2c + 1), the 32 rows'
-// two bf16 side by side as one 32-bit lane, [ceil(k / 2)][32] uint32, zero past k and past
-// the last row), then runs every row of x against it; the panel (128 KB at k = 2048) stays
-// in L2. Per column pair and x row: vdpbf16ps with x's pair broadcast (x rounded to bf16,
-// kAvx512Bf16Dot), or, exactly, the panel's lanes shifted / masked to fp32 (the even and
-// odd columns) and two FMAs with x[2c] and x[2c + 1] broadcast. Measured (linear_bench, m = 512):
-// docs/performance.md, "The prefill GEMM".
-constexpr int kBf16PanelCols = 32;
-constexpr int kBf16PanelMaxRows = 12;
-// Rows of x from which bf16 takes the panels (below: the tiles of RunTiles).
-constexpr int kBf16PanelMinRows = 32;
-
 // x rounded to bf16 the way FloatToBf16 does (nearest even; NaN kept quiet), 16 at a time.
 KVSPAN_AVX512_INLINE __m256i FloatToBf16x16(__m512 f) {
   const __m512i x = _mm512_castps_si512(f);
@@ -366,8 +345,7 @@ KVSPAN_AVX512_INLINE __m256i FloatToBf16x16(__m512 f) {
   return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, _mm512_srli_epi32(rounded, 16), nan_bits));
 }
 
-// Rows of p.x as bf16 into dst ([m, ldx], zero past k). REQUIRES: ldx >= k.
-KVSPAN_AVX512 void RoundRowsToBf16(const LinearParams& p, int64_t ldx, uint16_t* dst) {
+KVSPAN_AVX512 void RoundRowsToBf16Avx512(const LinearParams& p, int64_t ldx, uint16_t* dst) {
   const int k = p.w.cols;
   for (int i = 0; i < p.m; ++i) {
     const float* src = p.x + int64_t{i} * k;
@@ -378,456 +356,6 @@ KVSPAN_AVX512 void RoundRowsToBf16(const LinearParams& p, int64_t ldx, uint16_t*
       const __m256i b = FloatToBf16x16(_mm512_maskz_loadu_ps(mask, src + c));
       _mm256_mask_storeu_epi16(out + c, static_cast<__mmask16>((uint32_t{1} << std::min<int64_t>(16, ldx - c)) - 1), b);
     }
-  }
-}
-
-// Transposes the 16 x 16 matrix of 32-bit lanes in r[0..15] in place.
-KVSPAN_AVX512_INLINE void Transpose16x16(__m512i (&r)[16]) {
-  __m512i t[16];
-  #pragma GCC unroll 8
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  #pragma GCC unroll 4
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  // r[4b + q] now holds, in its 128-bit lane L, column 4L + q of rows 4b .. 4b + 3; two
-  // rounds of 128-bit shuffles gather column c = 4L + q's four lanes into t[c].
-  #pragma GCC unroll 4
-  for (int q = 0; q < 4; ++q) {
-    const __m512i a = _mm512_shuffle_i32x4(r[q], r[4 + q], 0x88), b = _mm512_shuffle_i32x4(r[q], r[4 + q], 0xdd);
-    const __m512i c = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0x88), d = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0xdd);
-    t[q] = _mm512_shuffle_i32x4(a, c, 0x88);
-    t[8 + q] = _mm512_shuffle_i32x4(a, c, 0xdd);
-    t[4 + q] = _mm512_shuffle_i32x4(b, d, 0x88);
-    t[12 + q] = _mm512_shuffle_i32x4(b, d, 0xdd);
-  }
-  #pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
-
-// Packs W rows [j0, j0 + 32) into `panel` ([ceil(k / 2)][32] uint32, layout above): 16 rows
-// by 16 column pairs at a time, transposed in registers, so that the panel is written in
-// whole lines.
-KVSPAN_AVX512 void PackBf16Panel(const WeightMatrix& w, int j0, uint32_t* panel) {
-  const int k = w.cols, pairs = (k + 1) / 2;
-  const uint16_t* base = static_cast<const uint16_t*>(w.data);
-  for (int half = 0; half < 2; ++half) {
-    const int r0 = j0 + 16 * half;
-    for (int c2 = 0; c2 < pairs; c2 += 16) {
-      const int elements = std::min(32, k - 2 * c2);
-      const __mmask32 mask = elements >= 32 ? ~__mmask32{0} : (__mmask32{1} << elements) - 1;
-      __m512i r[16];
-      #pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i) {
-        r[i] = r0 + i < w.rows ? _mm512_maskz_loadu_epi16(mask, base + int64_t{r0 + i} * k + 2 * c2) : _mm512_setzero_si512();
-      }
-      Transpose16x16(r);
-      const int n_out = std::min(16, pairs - c2);
-      for (int q = 0; q < n_out; ++q) _mm512_storeu_si512(panel + (c2 + q) * kBf16PanelCols + 16 * half, r[q]);
-    }
-  }
-}
-
-// y rows [i0, i0 + MR), columns [j0, j0 + 32) from the panel. x: bf16 pairs (kDot: uint16_t
-// [m, ldx], ldx even) or fp32 (exact: float [m, ldx], ldx even, x[2c + 1] readable).
-template <bool kDot, int MR>
-KVSPAN_AVX512 void Bf16PanelTile(const LinearParams& p, const uint32_t* panel, const void* x, int64_t ldx, int j0,
-                                 int i0) {
-  const int pairs = (p.w.cols + 1) / 2;
-  __m512 acc[MR][2];
-  #pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int c2 = 0; c2 < pairs; ++c2) {
-    const __m512i w0 = _mm512_loadu_si512(panel + c2 * kBf16PanelCols);
-    const __m512i w1 = _mm512_loadu_si512(panel + c2 * kBf16PanelCols + 16);
-    if constexpr (kDot) {
-      const uint16_t* xb = static_cast<const uint16_t*>(x) + int64_t{i0} * ldx + 2 * c2;
-      #pragma GCC unroll 12
-      for (int i = 0; i < MR; ++i) {
-        uint32_t pair;
-        std::memcpy(&pair, xb + i * ldx, sizeof(pair));
-        const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int32_t>(pair));
-        acc[i][0] = _mm512_dpbf16_ps(acc[i][0], xv, (__m512bh)w0);
-        acc[i][1] = _mm512_dpbf16_ps(acc[i][1], xv, (__m512bh)w1);
-      }
-    } else {
-      const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
-      const __m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), o0 = _mm512_castsi512_ps(_mm512_and_si512(w0, high));
-      const __m512 e1 = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), o1 = _mm512_castsi512_ps(_mm512_and_si512(w1, high));
-      const float* xf = static_cast<const float*>(x) + int64_t{i0} * ldx + 2 * c2;
-      #pragma GCC unroll 12
-      for (int i = 0; i < MR; ++i) {
-        const __m512 xe = _mm512_set1_ps(xf[i * ldx]), xo = _mm512_set1_ps(xf[i * ldx + 1]);
-        acc[i][0] = _mm512_fmadd_ps(xo, o0, _mm512_fmadd_ps(xe, e0, acc[i][0]));
-        acc[i][1] = _mm512_fmadd_ps(xo, o1, _mm512_fmadd_ps(xe, e1, acc[i][1]));
-      }
-    }
-  }
-  const int n = p.w.rows;
-  const int cols = std::min(kBf16PanelCols, n - j0);
-  const __mmask16 m0 = static_cast<__mmask16>((uint32_t{1} << std::min(16, cols)) - 1);
-  const __mmask16 m1 = static_cast<__mmask16>((uint32_t{1} << std::max(0, cols - 16)) - 1);
-  const __m512 bias0 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m0, p.bias + j0) : _mm512_setzero_ps();
-  const __m512 bias1 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m1, p.bias + j0 + 16) : _mm512_setzero_ps();
-  #pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) {
-    float* y = p.y + int64_t{i0 + i} * n + j0;
-    __m512 v0 = _mm512_add_ps(acc[i][0], bias0), v1 = _mm512_add_ps(acc[i][1], bias1);
-    if (p.beta != 0.0f) {
-      const __m512 beta = _mm512_set1_ps(p.beta);
-      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, y), v0);
-      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, y + 16), v1);
-    }
-    _mm512_mask_storeu_ps(y, m0, v0);
-    _mm512_mask_storeu_ps(y + 16, m1, v1);
-  }
-}
-
-using Bf16PanelTileFn = void (*)(const LinearParams&, const uint32_t*, const void*, int64_t, int, int);
-
-template <bool kDot>
-struct Bf16PanelTiles {
-  Bf16PanelTileFn fns[kBf16PanelMaxRows] = {};
-  constexpr Bf16PanelTiles() { Fill<1>(); }
-  template <int MR>
-  constexpr void Fill() {
-    fns[MR - 1] = &Bf16PanelTile<kDot, MR>;
-    if constexpr (MR < kBf16PanelMaxRows) Fill<MR + 1>();
-  }
-};
-constexpr Bf16PanelTiles<true> kBf16DotPanelTiles;
-constexpr Bf16PanelTiles<false> kBf16ExactPanelTiles;
-
-// The whole product by panels, one task per 32 rows of W. x is packed as the tiles take
-// it: bf16 (kDot), or fp32 copied only when k is odd (the last pair's x[2c + 1] is then a
-// zero of the copy, not past the row).
-void Bf16PanelLinear(const LinearParams& p, bool dot) {
-  const int k = p.w.cols, pairs = (k + 1) / 2;
-  const int64_t ldx = 2 * int64_t{pairs};
-  const void* x = p.x;
-  thread_local std::vector<uint16_t> xb;
-  thread_local std::vector<float> xf;
-  if (dot) {
-    xb.resize(p.m * ldx);
-    RoundRowsToBf16(p, ldx, xb.data());
-    x = xb.data();
-  } else if (k % 2 != 0) {
-    xf.assign(p.m * ldx, 0.0f);
-    for (int i = 0; i < p.m; ++i) std::copy(p.x + int64_t{i} * k, p.x + int64_t{i + 1} * k, xf.data() + i * ldx);
-    x = xf.data();
-  }
-  const Bf16PanelTileFn* tiles = dot ? kBf16DotPanelTiles.fns : kBf16ExactPanelTiles.fns;
-  const int num_panels = (p.w.rows + kBf16PanelCols - 1) / kBf16PanelCols;
-  auto run = [&](int64_t task) {
-    // The running thread's own panel (a thread_local named here is that thread's).
-    thread_local std::vector<uint32_t> panel;
-    panel.resize(int64_t{pairs} * kBf16PanelCols);
-    const int j0 = static_cast<int>(task) * kBf16PanelCols;
-    PackBf16Panel(p.w, j0, panel.data());
-    for (int i0 = 0; i0 < p.m; i0 += kBf16PanelMaxRows) {
-      tiles[std::min(kBf16PanelMaxRows, p.m - i0) - 1](p, panel.data(), x, ldx, j0, i0);
-    }
-  };
-  if (p.pool != nullptr) {
-    p.pool->ParallelFor(num_panels, run);
-  } else {
-    for (int t = 0; t < num_panels; ++t) run(t);
-  }
-}
-
-// acc + vpdpbusd(u8, s8), in asm: GCC 12 copies the accumulators of the intrinsic between
-// registers at every step of the GEMM tiles' loops (a register move per vpdpbusd).
-KVSPAN_AVX512_INLINE __m512i DotBytes(__m512i acc, __m512i u8, __m512i s8) {
-  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
-  return acc;
-}
-
-// Prefill (m >= kInt4GemmMinRows): int4 weights as a GEMM whose register tile is 32 output
-// columns (two zmm: lane l of vector v = W row j0 + 16 v + l) by up to 6 rows of x, as for
-// bf16. A task unpacks its 32 rows once per call: the codes + 8 as bytes, per quad of
-// columns (4c .. 4c + 3) the 32 rows' 4 bytes side by side as one 32-bit lane
-// ([16 ceil(k / 64)][32] uint32, from the 4-row panels by the 16 x 16 transpose), and the
-// group scales as fp32 ([num_groups][32]). Per 32 columns of a row of x (one group or part
-// of one): vpdpbusd of the codes (unsigned) with x's quad broadcast (PackInt8Activations'
-// signed q), from -8 · Σ q of those 32 (so the integer sum is Σ q · code exactly), then one
-// conversion and one FMA with the 32 rows' scales of the group: 8 vpdpbusd per 2 cvt + 2
-// FMA per x row, against 4 per 4 + 4 in the 4-row panel tile.
-constexpr int kInt4GemmCols = 32;
-constexpr int kInt4GemmMaxRows = 6;
-// Rows of x from which int4 takes this path (below: the 4-row panel tiles).
-constexpr int kInt4GemmMinRows = 32;
-
-// Unpacks W rows [j0, j0 + 32) into `codes` and `scales` (layout above). Rows past the
-// padded panels read as code 0 - 8 and rows past w.rows get scale 0: their outputs, which
-// are not stored, are finite.
-KVSPAN_AVX512 void PackInt4GemmPanel(const WeightMatrix& w, int j0, uint32_t* codes, float* scales) {
-  const int blocks = (w.cols + 63) / 64, num_groups = w.num_groups();
-  const int64_t padded = Int4PaddedRows(w.rows);
-  const uint8_t* base = static_cast<const uint8_t*>(w.data);
-  const __m256i nibble = _mm256_set1_epi8(0x0f);
-  for (int half = 0; half < 2; ++half) {
-    const int r0 = j0 + 16 * half;
-    for (int t = 0; t < blocks; ++t) {
-      __m512i r[16];
-      #pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i) {
-        if (r0 + i < padded) {
-          const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + Int4CodeOffset(w.cols, r0 + i, 64 * t)));
-          r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(b, nibble)),
-                                    _mm256_and_si256(_mm256_srli_epi16(b, 4), nibble), 1);
-        } else {
-          r[i] = _mm512_setzero_si512();
-        }
-      }
-      Transpose16x16(r);
-      #pragma GCC unroll 16
-      for (int q = 0; q < 16; ++q) _mm512_storeu_si512(codes + (16 * t + q) * kInt4GemmCols + 16 * half, r[q]);
-    }
-  }
-  for (int g = 0; g < num_groups; ++g) {
-    for (int c = 0; c < kInt4GemmCols; ++c) {
-      const int row = j0 + c;
-      scales[g * kInt4GemmCols + c] =
-          row < w.rows ? HalfToFloat(w.group_scales[Int4ScaleIndex(num_groups, row, g)]) : 0.0f;
-    }
-  }
-}
-
-// x of the int4 GEMM: PackInt8Activations' q ([m, ldx], ldx = 64 ceil(k / 64), zero past
-// k) and scales, and -8 · Σ q per 32 columns ([m][ldx / 32] int32).
-struct Int4GemmX {
-  TiledOperands q;
-  const int32_t* sums = nullptr;
-  int subgroups = 0;  // ldx / 32
-};
-
-Int4GemmX PackInt4GemmActivations(const LinearParams& p) {
-  Int4GemmX x;
-  x.q = PackInt8Activations(p, RoundUp(p.w.cols, 64), /*flip=*/0);
-  x.subgroups = static_cast<int>(x.q.ldx / 32);
-  thread_local std::vector<int32_t> sums;
-  sums.resize(int64_t{p.m} * x.subgroups);
-  const int8_t* q = static_cast<const int8_t*>(x.q.x);
-  for (int64_t e = 0; e < int64_t{p.m} * x.subgroups; ++e) {
-    int32_t sum = 0;
-    for (int c = 0; c < 32; ++c) sum += q[e * 32 + c];
-    sums[e] = -8 * sum;
-  }
-  x.sums = sums.data();
-  return x;
-}
-
-// y rows [i0, i0 + MR), columns [j0, j0 + 32) from the unpacked panel.
-template <int MR>
-KVSPAN_AVX512 void Int4GemmTile(const LinearParams& p, const uint32_t* codes, const float* scales, const Int4GemmX& x,
-                                int j0, int i0) {
-  const int group_size = p.w.group_size;
-  const int8_t* xq = static_cast<const int8_t*>(x.q.x) + int64_t{i0} * x.q.ldx;
-  const int32_t* xs = x.sums + int64_t{i0} * x.subgroups;
-  __m512 acc[MR][2];
-  #pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int sg = 0; sg < x.subgroups; ++sg) {
-    __m512i dot[MR][2];
-    #pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) dot[i][0] = dot[i][1] = _mm512_set1_epi32(xs[i * x.subgroups + sg]);
-    const uint32_t* wq = codes + sg * 8 * kInt4GemmCols;
-    #pragma GCC unroll 2
-    for (int quad = 0; quad < 8; ++quad) {
-      const __m512i w0 = _mm512_loadu_si512(wq + quad * kInt4GemmCols);
-      const __m512i w1 = _mm512_loadu_si512(wq + quad * kInt4GemmCols + 16);
-      #pragma GCC unroll 6
-      for (int i = 0; i < MR; ++i) {
-        int32_t four;
-        std::memcpy(&four, xq + i * x.q.ldx + sg * 32 + quad * 4, sizeof(four));
-        const __m512i xv = _mm512_set1_epi32(four);
-        dot[i][0] = DotBytes(dot[i][0], w0, xv);
-        dot[i][1] = DotBytes(dot[i][1], w1, xv);
-      }
-    }
-    const float* sc = scales + (sg * 32 / group_size) * kInt4GemmCols;
-    const __m512 s0 = _mm512_loadu_ps(sc), s1 = _mm512_loadu_ps(sc + 16);
-    #pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i][0]), s0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i][1]), s1, acc[i][1]);
-    }
-  }
-  const int n = p.w.rows;
-  const int cols = std::min(kInt4GemmCols, n - j0);
-  const __mmask16 m0 = static_cast<__mmask16>((uint32_t{1} << std::min(16, cols)) - 1);
-  const __mmask16 m1 = static_cast<__mmask16>((uint32_t{1} << std::max(0, cols - 16)) - 1);
-  const __m512 bias0 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m0, p.bias + j0) : _mm512_setzero_ps();
-  const __m512 bias1 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m1, p.bias + j0 + 16) : _mm512_setzero_ps();
-  #pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
-    float* y = p.y + int64_t{i0 + i} * n + j0;
-    const __m512 s_x = _mm512_set1_ps(x.q.x_scales[i0 + i]);
-    __m512 v0 = _mm512_fmadd_ps(acc[i][0], s_x, bias0), v1 = _mm512_fmadd_ps(acc[i][1], s_x, bias1);
-    if (p.beta != 0.0f) {
-      const __m512 beta = _mm512_set1_ps(p.beta);
-      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, y), v0);
-      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, y + 16), v1);
-    }
-    _mm512_mask_storeu_ps(y, m0, v0);
-    _mm512_mask_storeu_ps(y + 16, m1, v1);
-  }
-}
-
-using Int4GemmTileFn = void (*)(const LinearParams&, const uint32_t*, const float*, const Int4GemmX&, int, int);
-struct Int4GemmTiles {
-  Int4GemmTileFn fns[kInt4GemmMaxRows] = {};
-  constexpr Int4GemmTiles() { Fill<1>(); }
-  template <int MR>
-  constexpr void Fill() {
-    fns[MR - 1] = &Int4GemmTile<MR>;
-    if constexpr (MR < kInt4GemmMaxRows) Fill<MR + 1>();
-  }
-};
-constexpr Int4GemmTiles kInt4GemmTiles;
-
-// The whole product, one task per 32 rows of W.
-void Int4GemmLinear(const LinearParams& p) {
-  const Int4GemmX x = PackInt4GemmActivations(p);
-  const int blocks = (p.w.cols + 63) / 64, num_groups = p.w.num_groups();
-  const int num_panels = (p.w.rows + kInt4GemmCols - 1) / kInt4GemmCols;
-  auto run = [&](int64_t task) {
-    // The running thread's own buffers (a thread_local named here is that thread's).
-    thread_local std::vector<uint32_t> codes;
-    thread_local std::vector<float> scales;
-    codes.resize(int64_t{blocks} * 16 * kInt4GemmCols);
-    scales.resize(int64_t{num_groups} * kInt4GemmCols);
-    const int j0 = static_cast<int>(task) * kInt4GemmCols;
-    PackInt4GemmPanel(p.w, j0, codes.data(), scales.data());
-    for (int i0 = 0; i0 < p.m; i0 += kInt4GemmMaxRows) {
-      kInt4GemmTiles.fns[std::min(kInt4GemmMaxRows, p.m - i0) - 1](p, codes.data(), scales.data(), x, j0, i0);
-    }
-  };
-  if (p.pool != nullptr) {
-    p.pool->ParallelFor(num_panels, run);
-  } else {
-    for (int t = 0; t < num_panels; ++t) run(t);
-  }
-}
-
-// Prefill (m >= kInt8GemmMinRows): int8 weights as the same GEMM, a register tile of 32
-// output columns by up to 12 rows of x. A task transposes its 32 rows once per call into
-// quads of columns ([ceil(k / 4)][32] uint32 of 4 signed codes); per quad and x row one
-// vpdpbusd of x's quad broadcast (q + 128, unsigned, as the 4-row tiles take it) with the
-// codes, from -128 · row_sum of each output: the exact Σ q · code of every other int8
-// tile, then RunTiles' epilogue (v · (s_x · s_w) + bias + beta · y).
-constexpr int kInt8GemmCols = 32;
-constexpr int kInt8GemmMaxRows = 12;
-constexpr int kInt8GemmMinRows = 32;
-
-// Transposes W rows [j0, j0 + 32) into `codes` (zero past k and past the last row).
-KVSPAN_AVX512 void PackInt8GemmPanel(const WeightMatrix& w, int j0, uint32_t* codes) {
-  const int k = w.cols, quads = (k + 3) / 4;
-  const int8_t* base = static_cast<const int8_t*>(w.data);
-  for (int half = 0; half < 2; ++half) {
-    const int r0 = j0 + 16 * half;
-    for (int c4 = 0; c4 < quads; c4 += 16) {
-      const int elements = std::min(64, k - 4 * c4);
-      const __mmask64 mask = elements >= 64 ? ~__mmask64{0} : (__mmask64{1} << elements) - 1;
-      __m512i r[16];
-      #pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i) {
-        r[i] = r0 + i < w.rows ? _mm512_maskz_loadu_epi8(mask, base + int64_t{r0 + i} * k + 4 * c4) : _mm512_setzero_si512();
-      }
-      Transpose16x16(r);
-      const int n_out = std::min(16, quads - c4);
-      for (int q = 0; q < n_out; ++q) _mm512_storeu_si512(codes + (c4 + q) * kInt8GemmCols + 16 * half, r[q]);
-    }
-  }
-}
-
-// y rows [i0, i0 + MR), columns [j0, j0 + 32). x: PackInt8Activations' q + 128.
-template <int MR>
-KVSPAN_AVX512 void Int8GemmTile(const LinearParams& p, const uint32_t* codes, const TiledOperands& x, int j0, int i0) {
-  const int n = p.w.rows;
-  const int cols = std::min(kInt8GemmCols, n - j0);
-  const __mmask16 m0 = static_cast<__mmask16>((uint32_t{1} << std::min(16, cols)) - 1);
-  const __mmask16 m1 = static_cast<__mmask16>((uint32_t{1} << std::max(0, cols - 16)) - 1);
-  const __m512i minus_128 = _mm512_set1_epi32(-128);
-  const __m512i start0 = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m0, p.w.row_sums + j0), minus_128);
-  const __m512i start1 = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m1, p.w.row_sums + j0 + 16), minus_128);
-  __m512i acc[MR][2];
-  #pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) {
-    acc[i][0] = start0;
-    acc[i][1] = start1;
-  }
-  const uint8_t* xq = static_cast<const uint8_t*>(x.x) + int64_t{i0} * x.ldx;
-  const int quads = (p.w.cols + 3) / 4;
-  for (int c4 = 0; c4 < quads; ++c4) {
-    const __m512i w0 = _mm512_loadu_si512(codes + c4 * kInt8GemmCols);
-    const __m512i w1 = _mm512_loadu_si512(codes + c4 * kInt8GemmCols + 16);
-    #pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      int32_t four;
-      std::memcpy(&four, xq + i * x.ldx + 4 * c4, sizeof(four));
-      const __m512i xv = _mm512_set1_epi32(four);
-      acc[i][0] = DotBytes(acc[i][0], xv, w0);
-      acc[i][1] = DotBytes(acc[i][1], xv, w1);
-    }
-  }
-  const __m512 s_w0 = _mm512_maskz_loadu_ps(m0, p.w.scales + j0), s_w1 = _mm512_maskz_loadu_ps(m1, p.w.scales + j0 + 16);
-  const __m512 bias0 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m0, p.bias + j0) : _mm512_setzero_ps();
-  const __m512 bias1 = p.bias != nullptr ? _mm512_maskz_loadu_ps(m1, p.bias + j0 + 16) : _mm512_setzero_ps();
-  #pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) {
-    float* y = p.y + int64_t{i0 + i} * n + j0;
-    // RunTiles' epilogue, lane by lane: v · (s_x · s_w), + bias, + beta · y.
-    const __m512 s_x = _mm512_set1_ps(x.x_scales[i0 + i]);
-    __m512 v0 = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][0]), _mm512_mul_ps(s_x, s_w0)), bias0);
-    __m512 v1 = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][1]), _mm512_mul_ps(s_x, s_w1)), bias1);
-    if (p.beta != 0.0f) {
-      const __m512 beta = _mm512_set1_ps(p.beta);
-      v0 = _mm512_add_ps(v0, _mm512_mul_ps(beta, _mm512_maskz_loadu_ps(m0, y)));
-      v1 = _mm512_add_ps(v1, _mm512_mul_ps(beta, _mm512_maskz_loadu_ps(m1, y + 16)));
-    }
-    _mm512_mask_storeu_ps(y, m0, v0);
-    _mm512_mask_storeu_ps(y + 16, m1, v1);
-  }
-}
-
-using Int8GemmTileFn = void (*)(const LinearParams&, const uint32_t*, const TiledOperands&, int, int);
-struct Int8GemmTiles {
-  Int8GemmTileFn fns[kInt8GemmMaxRows] = {};
-  constexpr Int8GemmTiles() { Fill<1>(); }
-  template <int MR>
-  constexpr void Fill() {
-    fns[MR - 1] = &Int8GemmTile<MR>;
-    if constexpr (MR < kInt8GemmMaxRows) Fill<MR + 1>();
-  }
-};
-constexpr Int8GemmTiles kInt8GemmTiles;
-
-// The whole product, one task per 32 rows of W.
-void Int8GemmLinear(const LinearParams& p) {
-  const TiledOperands x = PackInt8Activations(p, RoundUp(p.w.cols, 64), /*flip=*/0x80);
-  const int quads = (p.w.cols + 3) / 4;
-  const int num_panels = (p.w.rows + kInt8GemmCols - 1) / kInt8GemmCols;
-  auto run = [&](int64_t task) {
-    // The running thread's own panel (a thread_local named here is that thread's).
-    thread_local std::vector<uint32_t> codes;
-    codes.resize(int64_t{quads} * kInt8GemmCols);
-    const int j0 = static_cast<int>(task) * kInt8GemmCols;
-    PackInt8GemmPanel(p.w, j0, codes.data());
-    for (int i0 = 0; i0 < p.m; i0 += kInt8GemmMaxRows) {
-      kInt8GemmTiles.fns[std::min(kInt8GemmMaxRows, p.m - i0) - 1](p, codes.data(), x, j0, i0);
-    }
-  };
-  if (p.pool != nullptr) {
-    p.pool->ParallelFor(num_panels, run);
-  } else {
-    for (int t = 0; t < num_panels; ++t) run(t);
   }
 }
 
@@ -846,6 +374,8 @@ constexpr TileTable<Int4PanelTiles<Int4X::kWithSums>::T, kMaxMX> kInt4Tiles;
 
 }  // namespace
 
+void RoundRowsToBf16(const LinearParams& p, int64_t ldx, uint16_t* dst) { RoundRowsToBf16Avx512(p, ldx, dst); }
+
 void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
   const int k = p.w.cols;
   TiledOperands b;
@@ -853,13 +383,13 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
   b.x_row_bytes = int64_t{k} * sizeof(float);
   switch (p.w.format) {
     case WeightFormat::kBF16:
-      if (p.m >= kBf16PanelMinRows) {
-        Bf16PanelLinear(p, bf16_dot);
+      if (p.m >= kPanelGemmMinRows) {
+        PanelGemmBf16(p, bf16_dot);
       } else if (bf16_dot) {
         thread_local std::vector<uint16_t> xb;
         b.ldx = RoundUp(k, 32);
         xb.resize(p.m * b.ldx);
-        RoundRowsToBf16(p, b.ldx, xb.data());
+        RoundRowsToBf16Avx512(p, b.ldx, xb.data());
         b.x = xb.data();
         b.x_row_bytes = b.ldx * sizeof(uint16_t);
         RunTiles(b, UseRowsTile(p, b.x_row_bytes) ? kBf16DotDecodeTiles.fns : kBf16DotTiles.fns, kMaxMX);
@@ -880,8 +410,8 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       RunTiles(b, kF16Tiles.fns, kMaxMX);
       return;
     case WeightFormat::kInt8: {
-      if (p.m >= kInt8GemmMinRows) {
-        Int8GemmLinear(p);
+      if (p.m >= kPanelGemmMinRows) {
+        PanelGemmInt8(p);
         return;
       }
       // q + 128 as uint8 (q XOR 0x80), zero past k: the padding adds nothing.
@@ -890,8 +420,8 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       return;
     }
     case WeightFormat::kInt4:
-      if (p.m >= kInt4GemmMinRows) {
-        Int4GemmLinear(p);
+      if (p.m >= kPanelGemmMinRows) {
+        PanelGemmInt4(p);
       } else if (p.m == 1) {
         RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0), kInt4DecodeTiles.fns, 1);
       } else {

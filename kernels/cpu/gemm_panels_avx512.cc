@@ -1,0 +1,424 @@
+// The prefill GEMM of kernels::Linear on AVX-512 (bf16, int8 and int4 weights from
+// kPanelGemmMinRows rows of x; gemm_tiled.h). The decode tiles (gemm_tiled_avx512.cc) end
+// every tile with horizontal sums and stream both operands through L2 for every 4 rows of
+// W; here each task repacks 32 rows of W once per call ("a panel") so that the lanes of the
+// register tile are 32 output columns (two zmm: lane l of vector v = W row j0 + 16 v + l),
+// then runs every row of x against the panel, up to kMaxRows rows of x per register tile,
+// with no horizontal sums left at the end. Per format:
+//   bf16  the panel holds, per pair of columns (2c, 2c + 1), the 32 rows' two bf16 side by
+//         side as one 32-bit lane ([ceil(k / 2)][32] uint32; 128 KB at k = 2048, in L2).
+//         vdpbf16ps with x's pair broadcast (x rounded to bf16, kAvx512Bf16Dot), or,
+//         exactly, the lanes shifted / masked to fp32 (the even and odd columns) and two
+//         FMAs with x[2c] and x[2c + 1] broadcast. 12 rows of x.
+//   int8  per quad of columns the 32 rows' 4 signed codes as one lane; vpdpbusd of x's quad
+//         broadcast (q + 128, unsigned, as the decode tiles take it) from -128 · row_sum:
+//         the exact Σ q · code of every other int8 tile, then RunTiles' epilogue
+//         (v · (s_x · s_w) + bias + beta · y). 12 rows of x.
+//   int4  the nibbles unpacked to codes + 8 as bytes in quads, the group scales as fp32
+//         ([num_groups][32]); per 32 columns of a row of x, vpdpbusd of the codes with x's
+//         quads (PackInt8Activations' signed q) from -8 · Σ q of those 32 (so the integer sum
+//         is Σ q · code exactly), then one conversion and one FMA with the 32 rows' scales of
+//         the group: another rounding order than the 4-row tile, the same bound. 6 rows of x
+//         (each has an integer and an fp32 accumulator per output vector).
+// Measured (linear_bench, m = 512): docs/performance.md, "The prefill GEMM". Like
+// gemm_tiled_avx512.cc, only functions marked KVSPAN_AVX512 contain AVX-512 code.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/float16.h"
+#include "kernels/cpu/gemm_tiled.h"
+
+// GCC 12's _mm512_undefined_* (behind _mm512_castsi256_si512) read a variable on purpose
+// uninitialized (avx512fintrin.h: `__m512i __Y = __Y;`) and warn at every use.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace kvspan::kernels::internal {
+namespace {
+
+// NOTE: every loop over a tile's rows of x (MR) is unrolled by pragma: GCC keeps the
+// accumulator arrays in memory otherwise.
+
+constexpr int kPanelCols = 32;  // output columns (rows of W) per panel and task
+
+// acc + vpdpbusd(u8, s8), in asm: GCC 12 copies the accumulators of the intrinsic between
+// registers at every step of the tiles' loops (a register move per vpdpbusd).
+KVSPAN_AVX512_INLINE __m512i DotBytes(__m512i acc, __m512i u8, __m512i s8) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+  return acc;
+}
+
+// Transposes the 16 x 16 matrix of 32-bit lanes in r[0..15] in place.
+KVSPAN_AVX512_INLINE void Transpose16x16(__m512i (&r)[16]) {
+  __m512i t[16];
+  #pragma GCC unroll 8
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  #pragma GCC unroll 4
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // r[4b + q] now holds, in its 128-bit lane L, column 4L + q of rows 4b .. 4b + 3; two
+  // rounds of 128-bit shuffles gather column c = 4L + q's four lanes into t[c].
+  #pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const __m512i a = _mm512_shuffle_i32x4(r[q], r[4 + q], 0x88), b = _mm512_shuffle_i32x4(r[q], r[4 + q], 0xdd);
+    const __m512i c = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0x88), d = _mm512_shuffle_i32x4(r[8 + q], r[12 + q], 0xdd);
+    t[q] = _mm512_shuffle_i32x4(a, c, 0x88);
+    t[8 + q] = _mm512_shuffle_i32x4(a, c, 0xdd);
+    t[4 + q] = _mm512_shuffle_i32x4(b, d, 0x88);
+    t[12 + q] = _mm512_shuffle_i32x4(b, d, 0xdd);
+  }
+  #pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Packs W rows [j0, j0 + 32) into `panel` ([lanes][32] uint32): 16 rows by 16 lanes at a
+// time, transposed in registers, so that the panel is written in whole lines. load(row, lane)
+// gives the 16 lanes [lane, lane + 16) of row `row` as one zmm (zero past the row's end);
+// rows at or past `rows_readable` read as zero. Lanes past `lanes` are not written.
+template <class Load>
+KVSPAN_AVX512_INLINE void TransposeIntoPanel(int j0, int rows_readable, int lanes, const Load& load,
+                                             uint32_t* panel) {
+  for (int half = 0; half < 2; ++half) {
+    const int r0 = j0 + 16 * half;
+    for (int lane = 0; lane < lanes; lane += 16) {
+      __m512i r[16];
+      #pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) r[i] = r0 + i < rows_readable ? load(r0 + i, lane) : _mm512_setzero_si512();
+      Transpose16x16(r);
+      const int n_out = std::min(16, lanes - lane);
+      for (int q = 0; q < n_out; ++q) _mm512_storeu_si512(panel + (lane + q) * kPanelCols + 16 * half, r[q]);
+    }
+  }
+}
+
+// The columns [j0, j0 + 32) of y a tile writes: masks of those that exist, and their bias.
+struct PanelColumns {
+  __mmask16 m0, m1;
+  __m512 bias0, bias1;  // zero without a bias
+};
+
+KVSPAN_AVX512_INLINE PanelColumns ColumnsOf(const LinearParams& p, int j0) {
+  const int cols = std::min(kPanelCols, p.w.rows - j0);
+  PanelColumns c;
+  c.m0 = static_cast<__mmask16>((uint32_t{1} << std::min(16, cols)) - 1);
+  c.m1 = static_cast<__mmask16>((uint32_t{1} << std::max(0, cols - 16)) - 1);
+  c.bias0 = p.bias != nullptr ? _mm512_maskz_loadu_ps(c.m0, p.bias + j0) : _mm512_setzero_ps();
+  c.bias1 = p.bias != nullptr ? _mm512_maskz_loadu_ps(c.m1, p.bias + j0 + 16) : _mm512_setzero_ps();
+  return c;
+}
+
+// y[i, j0 .. j0 + 32) = v (+ beta · y), the columns that exist.
+KVSPAN_AVX512_INLINE void StoreColumns(const LinearParams& p, const PanelColumns& c, int i, int j0, __m512 v0,
+                                       __m512 v1) {
+  float* y = p.y + int64_t{i} * p.w.rows + j0;
+  if (p.beta != 0.0f) {
+    const __m512 beta = _mm512_set1_ps(p.beta);
+    v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(c.m0, y), v0);
+    v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(c.m1, y + 16), v1);
+  }
+  _mm512_mask_storeu_ps(y, c.m0, v0);
+  _mm512_mask_storeu_ps(y + 16, c.m1, v1);
+}
+
+// fns[MR - 1] = &T<MR>::Run for MR in [1, kMaxRows]: the tiles of 1 .. kMaxRows rows of x.
+template <template <int> class T, int kMaxRows>
+struct RowTiles {
+  decltype(&T<1>::Run) fns[kMaxRows] = {};
+  constexpr RowTiles() { Fill<1>(); }
+  template <int MR>
+  constexpr void Fill() {
+    fns[MR - 1] = &T<MR>::Run;
+    if constexpr (MR < kMaxRows) Fill<MR + 1>();
+  }
+};
+
+// One task per panel of W: for each, `pack(j0)` repacks it (into the running thread's own
+// buffers: a thread_local named in `pack` is that thread's) and then every row of x runs
+// against it, tiles.fns[rows - 1](args..., j0, i0) per tile of up to kMaxRows rows.
+template <template <int> class T, int kMaxRows, class Pack, class... Args>
+void RunPanels(const LinearParams& p, const RowTiles<T, kMaxRows>& tiles, const Pack& pack, const Args&... args) {
+  RunTasks(p.pool, (p.w.rows + kPanelCols - 1) / kPanelCols, [&](int64_t task) {
+    const int j0 = static_cast<int>(task) * kPanelCols;
+    const auto panel = pack(j0);
+    for (int i0 = 0; i0 < p.m; i0 += kMaxRows) tiles.fns[std::min(kMaxRows, p.m - i0) - 1](p, panel, args..., j0, i0);
+  });
+}
+
+// The panel of a row-major matrix of Element (bf16 bits: lanes of 2 columns; int8 codes: of
+// 4), zero past k (the last lane may be partial).
+template <class Element>
+KVSPAN_AVX512 const uint32_t* PackRowMajorPanel(const WeightMatrix& w, int j0) {
+  constexpr int kPerLane = 4 / sizeof(Element);
+  thread_local std::vector<uint32_t> panel;
+  const int k = w.cols, lanes = (k + kPerLane - 1) / kPerLane;
+  panel.resize(int64_t{lanes} * kPanelCols);
+  const Element* base = static_cast<const Element*>(w.data);
+  TransposeIntoPanel(
+      j0, w.rows, lanes,
+      [&](int row, int lane) KVSPAN_AVX512_LAMBDA {
+        const int elements = std::min(16 * kPerLane, k - kPerLane * lane);
+        const Element* at = base + int64_t{row} * k + kPerLane * lane;
+        if constexpr (kPerLane == 2) {
+          return _mm512_maskz_loadu_epi16(elements >= 32 ? ~__mmask32{0} : (__mmask32{1} << elements) - 1, at);
+        } else {
+          return _mm512_maskz_loadu_epi8(elements >= 64 ? ~__mmask64{0} : (__mmask64{1} << elements) - 1, at);
+        }
+      },
+      panel.data());
+  return panel.data();
+}
+
+// ---- bf16 ------------------------------------------------------------------------------
+
+constexpr int kBf16MaxRows = 12;
+
+// x: bf16 pairs (kDot: uint16_t [m, ldx], ldx even) or fp32 (exact: float [m, ldx], ldx
+// even, x[2c + 1] readable).
+template <bool kDot>
+struct Bf16Tile {
+  template <int MR>
+  struct T {
+    KVSPAN_AVX512 static void Run(const LinearParams& p, const uint32_t* panel, const void* x, int64_t ldx, int j0,
+                                  int i0) {
+      const int pairs = (p.w.cols + 1) / 2;
+      __m512 acc[MR][2];
+      #pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+      for (int c2 = 0; c2 < pairs; ++c2) {
+        const __m512i w0 = _mm512_loadu_si512(panel + c2 * kPanelCols);
+        const __m512i w1 = _mm512_loadu_si512(panel + c2 * kPanelCols + 16);
+        if constexpr (kDot) {
+          const uint16_t* xb = static_cast<const uint16_t*>(x) + int64_t{i0} * ldx + 2 * c2;
+          #pragma GCC unroll 12
+          for (int i = 0; i < MR; ++i) {
+            uint32_t pair;
+            std::memcpy(&pair, xb + i * ldx, sizeof(pair));
+            const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int32_t>(pair));
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], xv, (__m512bh)w0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], xv, (__m512bh)w1);
+          }
+        } else {
+          const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
+          const __m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), o0 = _mm512_castsi512_ps(_mm512_and_si512(w0, high));
+          const __m512 e1 = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), o1 = _mm512_castsi512_ps(_mm512_and_si512(w1, high));
+          const float* xf = static_cast<const float*>(x) + int64_t{i0} * ldx + 2 * c2;
+          #pragma GCC unroll 12
+          for (int i = 0; i < MR; ++i) {
+            const __m512 xe = _mm512_set1_ps(xf[i * ldx]), xo = _mm512_set1_ps(xf[i * ldx + 1]);
+            acc[i][0] = _mm512_fmadd_ps(xo, o0, _mm512_fmadd_ps(xe, e0, acc[i][0]));
+            acc[i][1] = _mm512_fmadd_ps(xo, o1, _mm512_fmadd_ps(xe, e1, acc[i][1]));
+          }
+        }
+      }
+      const PanelColumns c = ColumnsOf(p, j0);
+      #pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i) {
+        StoreColumns(p, c, i0 + i, j0, _mm512_add_ps(acc[i][0], c.bias0), _mm512_add_ps(acc[i][1], c.bias1));
+      }
+    }
+  };
+};
+constexpr RowTiles<Bf16Tile<true>::T, kBf16MaxRows> kBf16DotTiles;
+constexpr RowTiles<Bf16Tile<false>::T, kBf16MaxRows> kBf16ExactTiles;
+
+// ---- int4 ------------------------------------------------------------------------------
+
+constexpr int kInt4MaxRows = 6;
+
+// The unpacked int4 panel: codes + 8 as bytes in quads of columns ([16 ceil(k / 64)][32]
+// uint32, from the 4-row panels of weight_matrix.h) and the group scales as fp32
+// ([num_groups][32]). Rows past the padded panels read as code 0 - 8 and rows past w.rows
+// get scale 0: their outputs, which are not stored, are finite.
+struct Int4Panel {
+  const uint32_t* codes;
+  const float* scales;
+};
+
+KVSPAN_AVX512 Int4Panel PackInt4Panel(const WeightMatrix& w, int j0) {
+  thread_local std::vector<uint32_t> codes;
+  thread_local std::vector<float> scales;
+  const int blocks = (w.cols + 63) / 64, num_groups = w.num_groups();
+  codes.resize(int64_t{blocks} * 16 * kPanelCols);
+  scales.resize(int64_t{num_groups} * kPanelCols);
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  // A lane is a quad of columns: 16 of them are one 64-column block of a row (32 bytes).
+  TransposeIntoPanel(
+      j0, static_cast<int>(Int4PaddedRows(w.rows)), blocks * 16,
+      [&](int row, int quad) KVSPAN_AVX512_LAMBDA {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + Int4CodeOffset(w.cols, row, 4 * quad)));
+        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(b, nibble)),
+                                  _mm256_and_si256(_mm256_srli_epi16(b, 4), nibble), 1);
+      },
+      codes.data());
+  for (int g = 0; g < num_groups; ++g) {
+    for (int c = 0; c < kPanelCols; ++c) {
+      const int row = j0 + c;
+      scales[g * kPanelCols + c] = row < w.rows ? HalfToFloat(w.group_scales[Int4ScaleIndex(num_groups, row, g)]) : 0.0f;
+    }
+  }
+  return {codes.data(), scales.data()};
+}
+
+// x of the int4 GEMM: PackInt8Activations' q ([m, ldx], ldx = 64 ceil(k / 64), zero past
+// k) and scales, and -8 · Σ q per 32 columns ([m][ldx / 32] int32).
+struct Int4X {
+  TiledOperands q;
+  const int32_t* sums = nullptr;
+  int subgroups = 0;  // ldx / 32
+};
+
+Int4X PackInt4GemmActivations(const LinearParams& p) {
+  Int4X x;
+  x.q = PackInt8Activations(p, (p.w.cols + 63) / 64 * 64, /*flip=*/0);
+  x.subgroups = static_cast<int>(x.q.ldx / 32);
+  thread_local std::vector<int32_t> sums;
+  sums.resize(int64_t{p.m} * x.subgroups);
+  const int8_t* q = static_cast<const int8_t*>(x.q.x);
+  for (int64_t e = 0; e < int64_t{p.m} * x.subgroups; ++e) {
+    int32_t sum = 0;
+    for (int c = 0; c < 32; ++c) sum += q[e * 32 + c];
+    sums[e] = -8 * sum;
+  }
+  x.sums = sums.data();
+  return x;
+}
+
+template <int MR>
+struct Int4Tile {
+  KVSPAN_AVX512 static void Run(const LinearParams& p, const Int4Panel& panel, const Int4X& x, int j0, int i0) {
+    const int group_size = p.w.group_size;
+    const int8_t* xq = static_cast<const int8_t*>(x.q.x) + int64_t{i0} * x.q.ldx;
+    const int32_t* xs = x.sums + int64_t{i0} * x.subgroups;
+    __m512 acc[MR][2];
+    #pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int sg = 0; sg < x.subgroups; ++sg) {
+      __m512i dot[MR][2];
+      #pragma GCC unroll 6
+      for (int i = 0; i < MR; ++i) dot[i][0] = dot[i][1] = _mm512_set1_epi32(xs[i * x.subgroups + sg]);
+      const uint32_t* wq = panel.codes + sg * 8 * kPanelCols;
+      #pragma GCC unroll 2
+      for (int quad = 0; quad < 8; ++quad) {
+        const __m512i w0 = _mm512_loadu_si512(wq + quad * kPanelCols);
+        const __m512i w1 = _mm512_loadu_si512(wq + quad * kPanelCols + 16);
+        #pragma GCC unroll 6
+        for (int i = 0; i < MR; ++i) {
+          int32_t four;
+          std::memcpy(&four, xq + i * x.q.ldx + sg * 32 + quad * 4, sizeof(four));
+          const __m512i xv = _mm512_set1_epi32(four);
+          dot[i][0] = DotBytes(dot[i][0], w0, xv);
+          dot[i][1] = DotBytes(dot[i][1], w1, xv);
+        }
+      }
+      const float* sc = panel.scales + (sg * 32 / group_size) * kPanelCols;
+      const __m512 s0 = _mm512_loadu_ps(sc), s1 = _mm512_loadu_ps(sc + 16);
+      #pragma GCC unroll 6
+      for (int i = 0; i < MR; ++i) {
+        acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i][0]), s0, acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i][1]), s1, acc[i][1]);
+      }
+    }
+    const PanelColumns c = ColumnsOf(p, j0);
+    #pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m512 s_x = _mm512_set1_ps(x.q.x_scales[i0 + i]);
+      StoreColumns(p, c, i0 + i, j0, _mm512_fmadd_ps(acc[i][0], s_x, c.bias0), _mm512_fmadd_ps(acc[i][1], s_x, c.bias1));
+    }
+  }
+};
+constexpr RowTiles<Int4Tile, kInt4MaxRows> kInt4Tiles;
+
+// ---- int8 ------------------------------------------------------------------------------
+
+constexpr int kInt8MaxRows = 12;
+
+// x: PackInt8Activations' q + 128.
+template <int MR>
+struct Int8Tile {
+  KVSPAN_AVX512 static void Run(const LinearParams& p, const uint32_t* codes, const TiledOperands& x, int j0, int i0) {
+    const PanelColumns c = ColumnsOf(p, j0);
+    const __m512i minus_128 = _mm512_set1_epi32(-128);
+    const __m512i start0 = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(c.m0, p.w.row_sums + j0), minus_128);
+    const __m512i start1 = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(c.m1, p.w.row_sums + j0 + 16), minus_128);
+    __m512i acc[MR][2];
+    #pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      acc[i][0] = start0;
+      acc[i][1] = start1;
+    }
+    const uint8_t* xq = static_cast<const uint8_t*>(x.x) + int64_t{i0} * x.ldx;
+    const int quads = (p.w.cols + 3) / 4;
+    for (int c4 = 0; c4 < quads; ++c4) {
+      const __m512i w0 = _mm512_loadu_si512(codes + c4 * kPanelCols);
+      const __m512i w1 = _mm512_loadu_si512(codes + c4 * kPanelCols + 16);
+      #pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i) {
+        int32_t four;
+        std::memcpy(&four, xq + i * x.ldx + 4 * c4, sizeof(four));
+        const __m512i xv = _mm512_set1_epi32(four);
+        acc[i][0] = DotBytes(acc[i][0], xv, w0);
+        acc[i][1] = DotBytes(acc[i][1], xv, w1);
+      }
+    }
+    const __m512 s_w0 = _mm512_maskz_loadu_ps(c.m0, p.w.scales + j0), s_w1 = _mm512_maskz_loadu_ps(c.m1, p.w.scales + j0 + 16);
+    #pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      // RunTiles' epilogue, lane by lane: v · (s_x · s_w), + bias, + beta · y.
+      const __m512 s_x = _mm512_set1_ps(x.x_scales[i0 + i]);
+      StoreColumns(p, c, i0 + i, j0,
+                   _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][0]), _mm512_mul_ps(s_x, s_w0)), c.bias0),
+                   _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][1]), _mm512_mul_ps(s_x, s_w1)), c.bias1));
+    }
+  }
+};
+constexpr RowTiles<Int8Tile, kInt8MaxRows> kInt8Tiles;
+
+}  // namespace
+
+void PanelGemmBf16(const LinearParams& p, bool dot) {
+  // x as the tiles take it: bf16 (dot), or fp32 copied only when k is odd (the last pair's
+  // x[2c + 1] is then a zero of the copy, not past the row).
+  const int k = p.w.cols;
+  const int64_t ldx = 2 * int64_t{(k + 1) / 2};
+  const void* x = p.x;
+  thread_local std::vector<uint16_t> xb;
+  thread_local std::vector<float> xf;
+  if (dot) {
+    xb.resize(p.m * ldx);
+    RoundRowsToBf16(p, ldx, xb.data());
+    x = xb.data();
+  } else if (k % 2 != 0) {
+    xf.assign(p.m * ldx, 0.0f);
+    for (int i = 0; i < p.m; ++i) std::copy(p.x + int64_t{i} * k, p.x + int64_t{i + 1} * k, xf.data() + i * ldx);
+    x = xf.data();
+  }
+  auto pack = [&p](int j0) { return PackRowMajorPanel<uint16_t>(p.w, j0); };
+  if (dot) {
+    RunPanels(p, kBf16DotTiles, pack, x, ldx);
+  } else {
+    RunPanels(p, kBf16ExactTiles, pack, x, ldx);
+  }
+}
+
+void PanelGemmInt8(const LinearParams& p) {
+  const TiledOperands x = PackInt8Activations(p, (p.w.cols + 63) / 64 * 64, /*flip=*/0x80);
+  RunPanels(p, kInt8Tiles, [&p](int j0) { return PackRowMajorPanel<int8_t>(p.w, j0); }, x);
+}
+
+void PanelGemmInt4(const LinearParams& p) {
+  const Int4X x = PackInt4GemmActivations(p);
+  RunPanels(p, kInt4Tiles, [&p](int j0) { return PackInt4Panel(p.w, j0); }, x);
+}
+
+}  // namespace kvspan::kernels::internal
