@@ -99,6 +99,7 @@ llama_bench_tps() {  # GGUF ARGS...: avg_ts of one llama-bench test; max RSS (kB
 for round in $(seq "$rounds"); do
   for m in "${models[@]}"; do
     name=$(basename "$m")
+    declare -A llama_ran=()  # llama.cpp formats run this round (bf16 and bf16dot share one)
     for pair in "${pairs[@]}"; do
       kv="${pair%%:*}" ll="${pair##*:}"
       # kvspan: stdout is model_bench's Markdown table; its rows carry every number we need.
@@ -115,6 +116,8 @@ for round in $(seq "$rounds"); do
         die "model_bench --weights $kv on $m failed: $reason"
       fi
       # llama.cpp: prefill into an empty context, then decode after `depth` tokens.
+      [[ -n "${llama_ran[$ll]:-}" ]] && continue
+      llama_ran[$ll]=1
       g=$(peers_gguf "$m" "$ll")
       rss_file=$(mktemp)
       pp=$(llama_bench_tps "$g" -p "$prefill" -n 0 -d 0)
@@ -159,7 +162,7 @@ section=$(
                  kp[kk] / kn[kk], kp[kk] / kn[kk] / lp_mean, kd[kk] / kn[kk], kd[kk] / kn[kk] / ld_mean,
                  kg[kk] / kn[kk], bs;
         }
-        fmt = map[p[2]] " / " p[2]; sub(/ bf16dot/, "", fmt);
+        fmt = kfs[1] " / " p[2];
         printf "| %s | %s | llama.cpp | %.3f | %.3f | %.1f | | %.2f | | %.2f | - |\n", m, fmt, lw[lk], lr[lk], lp_mean, ld_mean,
                ld_mean * lw[lk];
       }
