@@ -5,9 +5,11 @@
 // Paths (kernels/cpu/gemm.cc dispatches; the ISA is kernels/cpu_isa.h's choice):
 //   kF32        OpenBLAS: cblas_sgemv for one row (decode), cblas_sgemm otherwise.
 //   kBF16/kF16  kvspan's register-tiled kernels (gemm_tiled_*.cc: 4 rows of W × up to 4 rows
-//               of x per tile, W's rows split over `pool`), on avx512 for every m, on avx2
-//               for m <= kAvx2TiledMaxRows (above it, blocks of W converted to fp32 and
-//               cblas_sgemm, which is faster there):
+//               of x per tile, W's rows split over `pool`) for every m. On avx2 one order
+//               of sums serves every m, so a row's result does not depend on the batch
+//               around it (blocks of W converted to fp32 for cblas_sgemm above 16 rows were
+//               faster at prefill, 88-126 against 74-89 GFLOP/s at m = 512 on Zen 3, but
+//               rounded otherwise, and greedy outputs changed with the batch):
 //                 avx512: bf16 converted exactly (shift / mask of 32-bit lanes), fp16 by
 //                 vcvtph2ps, FMA with fp32 x: only fp32 accumulation error. bf16 at m = 1
 //                 with k <= 4096: the tile's rows one after another (one stream of W).
@@ -26,12 +28,14 @@
 //               integer sum exact: tiled kernels for every m, avx512 by vpdpbusd (unsigned ×
 //               signed: it takes q + 128 and subtracts 128 · row_sums[j]; at m = 1 and k <=
 //               16384 the tile's rows one after another, one sequential stream of W), avx2 by vpmaddubsw on |q|
-//               and sign-adjusted codes. So every m gives the same values.
+//               and sign-adjusted codes (at m = 1 with k <= 16384 also row after row). So
+//               every m gives the same values.
 //   kInt4       x quantized per row as for kInt8, y[i, j] = s_x[i] · Σ_g s_g[j] · Σ_{c in g}
 //               q[i, c] · code[j, c] (+ bias): a tile is one panel of 4 rows (weight_matrix.h:
 //               one sequential stream); each 32 codes of a row unpacked from their nibbles (as
 //               code + 8, unsigned), multiplied with q by vpdpbusd (avx512) or vpmaddubsw +
-//               vpmaddwd (avx2), the integer sum started from -8 · Σ q (so it is Σ q · code
+//               vpmaddwd (avx2; a row's codes made once for up to 3 rows of x, 8 · Σ q per 4
+//               codes made once per call), the integer sum started from -8 · Σ q (so it is Σ q · code
 //               exactly), converted to fp32 and accumulated with its group's scale by FMA:
 //               fp32 rounding once per 32 codes. avx512 at m >= 32 (prefill): 32 rows of W
 //               unpacked per call to bytes in quads of columns, a register tile of 6 rows of
@@ -49,11 +53,6 @@
 #include "kernels/weight_matrix.h"
 
 namespace kvspan::kernels {
-
-// Rows of x up to which bf16/fp16 weights go through the avx2 tiled kernels rather than
-// block conversion + sgemm (bench/linear_bench: the tiled kernels win up to ~16 rows on
-// AVX2, and at every m on AVX-512).
-inline constexpr int kAvx2TiledMaxRows = 16;
 
 struct LinearParams {
   const float* x = nullptr;     // [m, k] row-major, contiguous rows

@@ -143,6 +143,51 @@ TEST_P(LinearFormatTest, MatchesReferenceOverShapes) {
   }
 }
 
+// Whether a row of x gets the same bits from Linear whatever the rows stacked with it (the
+// serving node's greedy outputs must not depend on the batch: ServeTest's
+// OutputDoesNotDependOnTheBatch). Holds for every format on avx2 and for int8 on avx512 (exact
+// integer sums); not for fp32 (OpenBLAS's sgemv and sgemm round differently) nor for avx512's
+// bf16 / fp16 / int4 (its m = 1 rows tile and m >= 32 panel GEMM sum in other orders).
+bool BatchInvariant(CpuIsa isa, WeightFormat format) {
+  if (format == WeightFormat::kF32) return false;
+  return isa == CpuIsa::kAvx2 || format == WeightFormat::kInt8;
+}
+
+TEST_P(LinearFormatTest, RowsDoNotDependOnTheBatch) {
+  const auto [isa, format] = GetParam();
+  if (!CpuSupportsIsa(DetectCpuFeatures(), isa)) GTEST_SKIP() << "CPU lacks " << CpuIsaName(isa);
+  if (!BatchInvariant(isa, format)) GTEST_SKIP() << "not batch-invariant (BatchInvariant)";
+  std::mt19937 rng(4321 + static_cast<int>(format) * 10 + static_cast<int>(isa));
+  ThreadPool pool(3);
+  constexpr int kRows = 70;
+  for (const auto& [n, k] : std::vector<std::pair<int, int>>{{67, 257}, {130, 1000}, {9, 2048}}) {
+    const TestWeights w(format, n, k, rng);
+    const std::vector<float> x = RandomVector(int64_t{kRows} * k, rng);
+    LinearParams p;
+    p.x = x.data();
+    p.w = w.matrix;
+    p.pool = &pool;
+    std::vector<float> all(int64_t{kRows} * n);
+    p.m = kRows;
+    p.y = all.data();
+    Linear(p, isa);
+    // Batches of every size from 1 to 40 rows, starting at every row that leaves room.
+    for (int m = 1; m <= 40; m += (m < 8 ? 1 : 7)) {
+      for (int first = 0; first + m <= kRows; first += 13) {
+        std::vector<float> y(int64_t{m} * n);
+        p.x = x.data() + int64_t{first} * k;
+        p.m = m;
+        p.y = y.data();
+        Linear(p, isa);
+        for (int64_t e = 0; e < int64_t{m} * n; ++e) {
+          ASSERT_EQ(y[e], all[int64_t{first} * n + e]) << "n=" << n << " k=" << k << " m=" << m << " first row " << first
+                                                       << " element " << e;
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     IsasAndFormats, LinearFormatTest,
     ::testing::Combine(::testing::Values(CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16Dot),

@@ -23,7 +23,7 @@ using ::kvspan::testing::TempDir;
 using ::testing::HasSubstr;
 using kernels::WeightFormat;
 
-// Logits of a 20-token prefill (on avx2 the block-conversion path: m > kAvx2TiledMaxRows)
+// Logits of a 20-token prefill (several rows of x per tile)
 // followed by 3 single-token decode steps, concatenated.
 std::vector<float> PrefillThenDecode(const Model& model) {
   std::vector<float> all, logits;

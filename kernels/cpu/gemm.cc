@@ -1,6 +1,5 @@
 // kernels::Linear: the dispatch of gemm.h (fp32 through OpenBLAS, other formats
-// through the tiled kernels of gemm_tiled_*.cc, or by block conversion + sgemm
-// for large m on avx2).
+// through the tiled kernels of gemm_tiled_*.cc).
 #include "kernels/gemm.h"
 
 #include <cblas.h>
@@ -17,10 +16,6 @@ namespace {
 // amortize the task hand-out, small enough to balance 2..16 threads on a
 // 2048-row matrix.
 constexpr int kRowsPerTask = 64;
-// fp32 bytes of one converted block of W in the large-batch path: it stays in
-// L2/L3 between the conversion and sgemm, and is wide enough (>= 64 rows at k =
-// 8192) that sgemm's packing of x per block costs little.
-constexpr int64_t kBlockBytes = int64_t{2} << 20;
 // Packed x per pass of the tiled kernels over a task's W rows (see RunTiles).
 constexpr int64_t kChunkBytes = int64_t{128} << 10;
 
@@ -42,25 +37,6 @@ void LinearF32(const LinearParams& p) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w, k, p.x, 1, p.beta, p.y, 1);
   } else {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.m, n, k, 1.0f, p.x, k, w, k, p.beta, p.y, n);
-  }
-  AddBias(p);
-}
-
-// bf16/fp16 on avx2 with large m: W converted to fp32 one block of rows at a
-// time (over the pool), then sgemm.
-void LinearBlocked(const LinearParams& p) {
-  const int n = p.w.rows, k = p.w.cols;
-  const int block_rows = static_cast<int>(std::min<int64_t>(n, std::max<int64_t>(16, kBlockBytes / (int64_t{k} * 4))));
-  // NOTE: the pool's threads reach the block through block_data: a thread_local
-  // named inside the lambda would be the running thread's own.
-  thread_local std::vector<float> block;
-  block.resize(int64_t{block_rows} * k);
-  float* const block_data = block.data();
-  for (int j0 = 0; j0 < n; j0 += block_rows) {
-    const int nb = std::min(block_rows, n - j0);
-    internal::RunTasks(
-        p.pool, nb, [&](int64_t r) { DequantizeRow(p.w, j0 + static_cast<int>(r), block_data + r * k); }, 8);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.m, nb, k, 1.0f, p.x, k, block_data, k, p.beta, p.y + j0, n);
   }
   AddBias(p);
 }
@@ -138,10 +114,8 @@ void Linear(const LinearParams& p, CpuIsa isa) {
     LinearF32(p);
   } else if (isa != CpuIsa::kAvx2) {
     internal::TiledLinearAvx512(p, /*bf16_dot=*/isa == CpuIsa::kAvx512Bf16Dot);
-  } else if (p.w.format == WeightFormat::kInt8 || p.w.format == WeightFormat::kInt4 || p.m <= kAvx2TiledMaxRows) {
-    internal::TiledLinearAvx2(p);
   } else {
-    LinearBlocked(p);
+    internal::TiledLinearAvx2(p);
   }
 }
 

@@ -42,6 +42,11 @@ inline void PrefetchNextTile(const void* w_row_at_c, int64_t row_bytes) {
   __builtin_prefetch(static_cast<const char*>(w_row_at_c) + kMaxTileRowsW * row_bytes);
 }
 
+// Whether a one-row call takes an ISA's rows tile (W's rows one after another, each reading
+// all of packed x): when its packed x row fits in half the 32 KB L1D (linear_bench at m = 1,
+// bf16 on AVX-512: 16384x2048 (8 KB of x) faster by rows, 2048x8192 (32 KB) slower).
+inline bool UseRowsTile(const LinearParams& p, int64_t x_row_bytes) { return p.m == 1 && x_row_bytes <= (16 << 10); }
+
 // One call's operands after packing.
 struct TiledOperands {
   const LinearParams* p = nullptr;
@@ -49,6 +54,7 @@ struct TiledOperands {
   int64_t ldx = 0;          // elements per packed row
   const float* x_scales = nullptr;  // [m] kInt8: s_x of each row; null otherwise
   int64_t x_row_bytes = 0;          // bytes of one packed row of x (for cache blocking)
+  const int32_t* x_offsets = nullptr;  // kInt4 on AVX2: see PackInt4Activations
 };
 
 // Writes dots[i * kMaxTileRowsW + r] = Σ_c x[i0 + i, c] · W[j0 + r, c] for i < MX, r < NW

@@ -36,7 +36,9 @@ inline float Scalar(uint16_t w) {
   }
 }
 
-// bf16 / fp16 weights; x is p.x itself (ldx = k).
+// bf16 / fp16 weights; x is p.x itself (ldx = k). One order of sums for every m (per output,
+// 8 lanes of FMAs in column order, HorizontalSum, then the tail in order), so a row of x gets
+// the same bits whatever the batch around it (ServeTest.OutputDoesNotDependOnTheBatch).
 template <WeightFormat F, int NW, int MX>
 void FloatTile(const TiledOperands& b, int j0, int i0, float* dots) {
   const int k = b.p->w.cols;
@@ -123,47 +125,116 @@ void Int8Tile(const TiledOperands& b, int j0, int i0, float* dots) {
   }
 }
 
-// int4 weights (one x row per tile; j0 is a multiple of 4, so the tile's rows are one panel of
-// weight_matrix.h: row r's 32 bytes of block t at panel + 128 t + 32 r, its scale of group g
-// at panel_scales + 4 g + r); x is the int8 codes q ([m, ldx], ldx a multiple of 64, zero
-// past k). Per 32 elements (one group's worth: group_size is a multiple of 32) the codes + 8
-// in [1, 15] are one nibble mask of a row's packed 32 bytes (low nibbles for the first 32
-// elements of the block, high for the next 32); vpmaddubsw (unsigned codes × signed q, pairs
-// <= 2 · 15 · 127: no saturation) and vpmaddwd give 8 lane sums, minus 8 · Σ q of the lane's
-// 4 elements that is Σ q · code exactly; converted and accumulated by FMA times the group's
-// scale. dots = Σ_g s_g Σ q · code.
+// Decode (one x row) of int8 weights: the tile's rows one after another, so that W is read as
+// one sequential stream (rows are contiguous) rather than NW interleaved ones; each row reads
+// all of x's codes, which UseRowsTile keeps to calls whose codes stay in L1 beside the stream.
+// The integer sums are exact, so every m gives the same values. (bf16 / fp16 keep the 4-row
+// tile at m = 1: a rows tile needs more than one accumulator per row to hide the FMA's
+// latency, and that order of fp32 sums would make a row's result depend on the batch.)
+template <int NW>
+void Int8RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
+  const int k = b.p->w.cols;
+  const int8_t* w = static_cast<const int8_t*>(b.p->w.data) + int64_t{j0} * k;
+  const int8_t* q = static_cast<const int8_t*>(b.x) + int64_t{i0} * b.ldx;
+  const __m256i ones = _mm256_set1_epi16(1);
+  #pragma GCC unroll 1
+  for (int r = 0; r < NW; ++r, w += k) {
+    __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    int c = 0;
+    for (; c + 64 <= k; c += 64) {
+      #pragma GCC unroll 2
+      for (int u = 0; u < 2; ++u) {
+        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c + 32 * u));
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c + 32 * u));
+        // As Int8Tile: |q| · (w · sign(q)) = q · w.
+        const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(wv, qv));
+        acc[u] = _mm256_add_epi32(acc[u], _mm256_madd_epi16(pairs, ones));
+      }
+    }
+    int32_t sum = HorizontalSumEpi32(_mm256_add_epi32(acc[0], acc[1]));
+    for (; c < k; ++c) sum += int32_t{q[c]} * w[c];
+    dots[r] = static_cast<float>(sum);
+  }
+}
+
+// int4 weights (j0 is a multiple of 4, so the tile's rows are one panel of weight_matrix.h:
+// row r's 32 bytes of block t at panel + 128 t + 32 r, its scale of group g at panel_scales
+// + 4 g + r); x is the int8 codes q ([m, ldx], ldx a multiple of 64, zero past k) and
+// x_offsets the 8 · Σ q of each 4 elements (PackInt4Activations). Per 32 elements (one
+// group's worth: group_size is a multiple of 32) the codes + 8 in [1, 15] are one nibble
+// mask of a row's packed 32 bytes (low nibbles for the first 32 elements of the block, high
+// for the next 32); vpmaddubsw (unsigned codes × signed q, pairs <= 2 · 15 · 127: no
+// saturation) and vpmaddwd give 8 lane sums, minus the lanes' 8 · Σ q that is Σ q · code
+// exactly; converted and accumulated by FMA times the group's scale. dots = Σ_g s_g Σ q ·
+// code. A row's codes and scale are made once per 32 elements for all MX rows of x.
 template <int NW, int MX>
 void Int4Tile(const TiledOperands& b, int j0, int i0, float* dots) {
-  static_assert(MX == 1);
   const WeightMatrix& m = b.p->w;
   const int k = m.cols;
   const int num_groups = m.num_groups();
   const uint8_t* panel = static_cast<const uint8_t*>(m.data) + Int4CodeOffset(k, j0, 0);
   const uint16_t* panel_scales = m.group_scales + Int4ScaleIndex(num_groups, j0, 0);
   const int8_t* q = static_cast<const int8_t*>(b.x) + int64_t{i0} * b.ldx;
+  const int32_t* offsets = b.x_offsets + int64_t{i0} * (b.ldx / 4);
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i nibble = _mm256_set1_epi8(0x0f);
-  const __m256i eights = _mm256_set1_epi8(8);
-  __m256 acc[NW];
+  __m256 acc[MX][NW];
   #pragma GCC unroll 4
-  for (int r = 0; r < NW; ++r) acc[r] = _mm256_setzero_ps();
+  for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 4
+    for (int r = 0; r < NW; ++r) acc[i][r] = _mm256_setzero_ps();
+  // The group of the 32 elements at c, counted rather than divided (group_size is a multiple of 32).
+  const int chunks_per_group = m.group_size / 32;
+  int group = 0, chunks_left = chunks_per_group;
   for (int c = 0; c < k; c += 32) {
-    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
-    const __m256i plus_8_sum = _mm256_madd_epi16(_mm256_maddubs_epi16(eights, qv), ones);
     const int shift = (c & 32) != 0 ? 4 : 0;
     const uint8_t* block = panel + (c / 64) * 32 * kInt4PanelRows;
-    const uint16_t* group_scales = panel_scales + (c / m.group_size) * kInt4PanelRows;
+    const uint16_t* group_scales = panel_scales + group * kInt4PanelRows;
+    if (--chunks_left == 0) {
+      ++group;
+      chunks_left = chunks_per_group;
+    }
     #pragma GCC unroll 4
     for (int r = 0; r < NW; ++r) {
       const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32 * r));
       const __m256i codes = _mm256_and_si256(_mm256_srli_epi16(packed, shift), nibble);
-      const __m256i sums = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, qv), ones), plus_8_sum);
       const __m256 scale = _mm256_set1_ps(_cvtsh_ss(group_scales[r]));
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[r]);
+      #pragma GCC unroll 4
+      for (int i = 0; i < MX; ++i) {
+        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * b.ldx + c));
+        const __m256i plus_8_sum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offsets + i * (b.ldx / 4) + c / 4));
+        const __m256i sums = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, qv), ones), plus_8_sum);
+        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[i][r]);
+      }
     }
   }
   #pragma GCC unroll 4
-  for (int r = 0; r < NW; ++r) dots[r] = HorizontalSum(acc[r]);
+  for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 4
+    for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = HorizontalSum(acc[i][r]);
+}
+
+// The int4 operands: PackInt8Activations' codes (ldx a multiple of 64) and, in x_offsets
+// ([m, ldx / 4] int32, thread_local as the codes), 8 · Σ q over each 4 consecutive codes:
+// the lanes Int4Tile subtracts.
+TiledOperands PackInt4Activations(const LinearParams& p) {
+  const int64_t ldx = (int64_t{p.w.cols} + 63) / 64 * 64;
+  TiledOperands b = PackInt8Activations(p, ldx, /*flip=*/0);
+  thread_local std::vector<int32_t> offsets;
+  offsets.resize(p.m * (ldx / 4));
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i eights = _mm256_set1_epi8(8);
+  for (int64_t i = 0; i < p.m; ++i) {
+    const int8_t* q = static_cast<const int8_t*>(b.x) + i * ldx;
+    int32_t* row = offsets.data() + i * (ldx / 4);
+    for (int64_t c = 0; c < ldx; c += 32) {
+      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + c / 4), _mm256_madd_epi16(_mm256_maddubs_epi16(eights, qv), ones));
+    }
+  }
+  b.x_offsets = offsets.data();
+  b.x_row_bytes = ldx * 2;  // codes and offsets
+  return b;
 }
 
 template <int NW, int MX>
@@ -183,14 +254,25 @@ struct Int4T {
   static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int4Tile<NW, MX>(b, j0, i0, d); }
 };
 
-// 16 ymm registers: 4 W rows × 2 x rows of fp32 accumulators (8) + 4 W + x; the int8 tile
-// needs |q|, ones and a temporary too, so it takes one x row at a time.
+template <int NW, int MX>
+struct Int8RowsT {
+  static_assert(MX == 1);
+  static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int8RowsTile<NW>(b, j0, i0, d); }
+};
+
+// Rows of x per tile. 16 ymm registers: 4 W rows × 2 x rows of fp32 accumulators (8) + 4 W
+// + x. The int8 tile at 2 x rows spills two of its 8 accumulators (|q|, ones and a temporary
+// besides) and was still faster than 1 row at m = 512 in linear_bench; the int4 tile makes a
+// row's codes and scale once for all its x rows, so 4 × 3 accumulators fit (model_bench 1B
+// prefill: 3 rows 47.9 / 53.3 tok/s against 2 rows 41.6 / 38.5; 4 rows no faster than 3).
 constexpr int kFloatMaxMX = 2;
-constexpr int kInt8MaxMX = 1;
+constexpr int kInt8MaxMX = 2;
+constexpr int kInt4MaxMX = 3;
 constexpr TileTable<Bf16T, kFloatMaxMX> kBf16Tiles;
 constexpr TileTable<F16T, kFloatMaxMX> kF16Tiles;
 constexpr TileTable<Int8T, kInt8MaxMX> kInt8Tiles;
-constexpr TileTable<Int4T, kInt8MaxMX> kInt4Tiles;
+constexpr TileTable<Int4T, kInt4MaxMX> kInt4Tiles;
+constexpr TileTable<Int8RowsT, 1> kInt8RowsTiles;
 
 }  // namespace
 
@@ -206,12 +288,12 @@ void TiledLinearAvx2(const LinearParams& p) {
       RunTiles(b, kF16Tiles.fns, kFloatMaxMX);
       return;
     case WeightFormat::kInt8: {
-      RunTiles(PackInt8Activations(p, p.w.cols, /*flip=*/0), kInt8Tiles.fns, kInt8MaxMX);
+      RunTiles(PackInt8Activations(p, p.w.cols, /*flip=*/0), UseRowsTile(p, p.w.cols) ? kInt8RowsTiles.fns : kInt8Tiles.fns,
+               UseRowsTile(p, p.w.cols) ? 1 : kInt8MaxMX);
       return;
     }
     case WeightFormat::kInt4: {
-      const int64_t ldx = (int64_t{p.w.cols} + 63) / 64 * 64;
-      RunTiles(PackInt8Activations(p, ldx, /*flip=*/0), kInt4Tiles.fns, kInt8MaxMX);
+      RunTiles(PackInt4Activations(p), kInt4Tiles.fns, kInt4MaxMX);
       return;
     }
     case WeightFormat::kF32:

@@ -312,10 +312,6 @@ KVSPAN_AVX512 void RowsTile(const TiledOperands& b, int j0, int i0, float* dots)
   }
 }
 
-// Whether a one-row call takes RowsTile: when its packed x row fits in half the 32 KB L1D
-// (linear_bench at m = 1, bf16: 16384x2048 (8 KB of x) faster by rows, 2048x8192 (32 KB)
-// slower).
-bool UseRowsTile(const LinearParams& p, int64_t x_row_bytes) { return p.m == 1 && x_row_bytes <= (16 << 10); }
 
 template <class Op>
 struct RowsOf {
