@@ -8,7 +8,7 @@
 //               of x per tile, W's rows split over `pool`) for every m. On avx2 one order
 //               of sums serves every m, so a row's result does not depend on the batch
 //               around it (blocks of W converted to fp32 for cblas_sgemm above 16 rows were
-//               faster at prefill, 88-126 against 74-89 GFLOP/s at m = 512 on Zen 3, but
+//               faster at prefill, 79-127 against 74-90 GFLOP/s at m = 512 on Zen 3, but
 //               rounded otherwise, and greedy outputs changed with the batch):
 //                 avx512: bf16 converted exactly (shift / mask of 32-bit lanes), fp16 by
 //                 vcvtph2ps, FMA with fp32 x: only fp32 accumulation error. bf16 at m = 1

@@ -82,6 +82,12 @@ inline int32_t HorizontalSumEpi32(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
+// acc plus the 8 lane sums of q · w over 32 int8 pairs: |q| · (w · sign(q)) = q · w, pairwise
+// in 16 bits (|.| <= 2 · 127 · 127 < 2^15), then widened by vpmaddwd. q_abs = |q|.
+inline __m256i AddInt8Dot(__m256i acc, __m256i q_abs, __m256i qv, __m256i wv, __m256i ones) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q_abs, _mm256_sign_epi8(wv, qv)), ones));
+}
+
 // int8 weights; x is the int8 codes q ([m, k]).
 template <int NW, int MX>
 void Int8Tile(const TiledOperands& b, int j0, int i0, float* dots) {
@@ -107,11 +113,7 @@ void Int8Tile(const TiledOperands& b, int j0, int i0, float* dots) {
       const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * b.ldx + c));
       const __m256i q_abs = _mm256_sign_epi8(qv, qv);
       #pragma GCC unroll 4
-      for (int r = 0; r < NW; ++r) {
-        // |q| · (w · sign(q)) = q · w, pairwise in 16 bits (|.| <= 2 · 127 · 127 < 2^15).
-        const __m256i pairs = _mm256_maddubs_epi16(q_abs, _mm256_sign_epi8(wv[r], qv));
-        acc[i][r] = _mm256_add_epi32(acc[i][r], _mm256_madd_epi16(pairs, ones));
-      }
+      for (int r = 0; r < NW; ++r) acc[i][r] = AddInt8Dot(acc[i][r], q_abs, qv, wv[r], ones);
     }
   }
   #pragma GCC unroll 4
@@ -139,19 +141,14 @@ void Int8RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
   const __m256i ones = _mm256_set1_epi16(1);
   #pragma GCC unroll 1
   for (int r = 0; r < NW; ++r, w += k) {
-    __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    __m256i acc = _mm256_setzero_si256();  // one chain suffices: its only dependency is vpaddd
     int c = 0;
-    for (; c + 64 <= k; c += 64) {
-      #pragma GCC unroll 2
-      for (int u = 0; u < 2; ++u) {
-        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c + 32 * u));
-        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c + 32 * u));
-        // As Int8Tile: |q| · (w · sign(q)) = q · w.
-        const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(wv, qv));
-        acc[u] = _mm256_add_epi32(acc[u], _mm256_madd_epi16(pairs, ones));
-      }
+    for (; c + 32 <= k; c += 32) {
+      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c));
+      acc = AddInt8Dot(acc, _mm256_sign_epi8(qv, qv), qv, wv, ones);
     }
-    int32_t sum = HorizontalSumEpi32(_mm256_add_epi32(acc[0], acc[1]));
+    int32_t sum = HorizontalSumEpi32(acc);
     for (; c < k; ++c) sum += int32_t{q[c]} * w[c];
     dots[r] = static_cast<float>(sum);
   }
@@ -289,7 +286,7 @@ void TiledLinearAvx2(const LinearParams& p) {
       return;
     case WeightFormat::kInt8: {
       RunTiles(PackInt8Activations(p, p.w.cols, /*flip=*/0), UseRowsTile(p, p.w.cols) ? kInt8RowsTiles.fns : kInt8Tiles.fns,
-               UseRowsTile(p, p.w.cols) ? 1 : kInt8MaxMX);
+               kInt8MaxMX);
       return;
     }
     case WeightFormat::kInt4: {
