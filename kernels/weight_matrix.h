@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "kernels/weight_allocator.h"
 
 namespace kvspan::kernels {
 
@@ -136,7 +137,7 @@ class OwnedWeightMatrix {
 
  private:
   WeightMatrix view_;
-  std::vector<uint8_t> data_;
+  std::vector<uint8_t, WeightAllocator<uint8_t>> data_;  // cache-line aligned, as the model's
   std::vector<float> scales_;
   std::vector<int32_t> row_sums_;
   std::vector<uint16_t> group_scales_;

@@ -164,7 +164,7 @@ OwnedWeightMatrix::OwnedWeightMatrix(WeightFormat format, const float* w, int ro
   view_.rows = rows;
   view_.cols = cols;
   const int64_t n = int64_t{rows} * cols;
-  data_.resize(WeightDataBytes(format, rows, cols));  // zeros: kInt4's padding rows too
+  data_.assign(WeightDataBytes(format, rows, cols), 0);  // zeros (the allocator leaves resize uninitialized): kInt4's padding rows too
   switch (format) {
     case WeightFormat::kF32:
       std::copy_n(w, n, reinterpret_cast<float*>(data_.data()));

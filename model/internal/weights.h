@@ -4,8 +4,6 @@
 #ifndef KVSPAN_MODEL_INTERNAL_WEIGHTS_H_
 #define KVSPAN_MODEL_INTERNAL_WEIGHTS_H_
 
-#include <sys/mman.h>
-
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -15,53 +13,15 @@
 
 #include "absl/status/statusor.h"
 #include "common/thread_pool.h"
+#include "kernels/weight_allocator.h"
 #include "kernels/weight_matrix.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 
 namespace kvspan::model::internal {
 
-// The allocator of weight buffers. It leaves resized elements uninitialized (the loader
-// overwrites every weight, so zero-filling 5 GB first would only double the page faults),
-// and backs buffers of 2 MB or more with transparent huge pages where the kernel offers
-// them (madvise mode), which cuts page faults at load and TLB misses when decode streams
-// the weights.
-template <typename T>
-struct WeightAllocator {
-  using value_type = T;
-  static constexpr size_t kHugePageBytes = size_t{2} << 20;
+using kernels::WeightAllocator;
 
-  WeightAllocator() = default;
-  template <typename U>
-  WeightAllocator(const WeightAllocator<U>&) noexcept {}
-
-  T* allocate(size_t n) {
-    const size_t bytes = n * sizeof(T);
-    if (bytes < kHugePageBytes) return static_cast<T*>(::operator new(bytes));
-    const size_t rounded = (bytes + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
-    void* p = std::aligned_alloc(kHugePageBytes, rounded);
-    if (p == nullptr) throw std::bad_alloc();  // as std::allocator would
-    ::madvise(p, rounded, MADV_HUGEPAGE);     // advisory: failure only loses the speed-up
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, size_t n) noexcept {
-    if (n * sizeof(T) < kHugePageBytes) {
-      ::operator delete(p);
-    } else {
-      std::free(p);
-    }
-  }
-  template <typename U>
-  void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-  template <typename U>
-  bool operator==(const WeightAllocator<U>&) const noexcept { return true; }
-};
 using FloatBuffer = std::vector<float, WeightAllocator<float>>;
 
 // One weight matrix in its in-memory format, owning its storage.
