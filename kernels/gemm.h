@@ -16,7 +16,9 @@
 //                 bf16 at m >= 32 (prefill): panels of 32 rows of W repacked per call (the
 //                 pairs of columns side by side), a register tile of 12 rows of x × 32
 //                 outputs, no horizontal sums; exact as above, or vdpbf16ps below.
-//                 avx2: bf16 (a 16-bit shift) and fp16 (vcvtph2ps) converted, FMA: the same.
+//                 avx2: bf16 (a 16-bit shift) and fp16 (vcvtph2ps) converted, FMA: the same;
+//                 from m = 32 W converted once per 128 rows of x into fp32 blocks (the
+//                 same sums in the same order, so the same bits as the tiles).
 //                 avx512-bf16dot (opt-in, cpu_isa.h): bf16 by vdpbf16ps with x rounded to
 //                 bf16 (round to nearest even, 8 significant bits: a relative error <= 2^-8
 //                 per element of x, so |y - exact| <= 2^-8 · Σ|x·w| plus fp32 accumulation;

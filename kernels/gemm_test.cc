@@ -95,7 +95,7 @@ TEST_P(LinearFormatTest, MatchesReferenceOverShapes) {
   ThreadPool pool(3);
   const std::vector<std::pair<int, int>> shapes = {{1, 1},   {3, 31},   {5, 32},   {4, 64},
                                                    {17, 33}, {67, 257}, {130, 1000}, {129, 95}};
-  const std::vector<int> ms = {1, 2, 3, 4, 5, 7, 8, 13, 16, 17, 33, 70};
+  const std::vector<int> ms = {1, 2, 3, 4, 5, 7, 8, 13, 16, 17, 33, 70, 140};
   for (size_t shape = 0; shape < shapes.size(); ++shape) {
     const auto [n, k] = shapes[shape];
     const int group_size = 32 * (1 + static_cast<int>(shape % 4));  // int4: 32, 64, 96, 128
@@ -161,22 +161,26 @@ TEST_P(LinearFormatTest, RowsDoNotDependOnTheBatch) {
   if (!BatchInvariant(isa, format)) GTEST_SKIP() << "not batch-invariant (BatchInvariant)";
   std::mt19937 rng(4321 + static_cast<int>(format) * 10 + static_cast<int>(isa));
   ThreadPool pool(3);
-  constexpr int kRows = 70;
+  constexpr int kRows = 140;  // past the AVX2 bf16 / fp16 GEMM's 128 rows per pass
   for (const auto& [n, k] : std::vector<std::pair<int, int>>{{67, 257}, {130, 1000}, {9, 2048}}) {
     const TestWeights w(format, n, k, rng);
     const std::vector<float> x = RandomVector(int64_t{kRows} * k, rng);
+    const std::vector<float> bias = RandomVector(n, rng);
+    const std::vector<float> y0 = RandomVector(int64_t{kRows} * n, rng);  // beta = 1 adds it
     LinearParams p;
     p.x = x.data();
     p.w = w.matrix;
+    p.bias = bias.data();
+    p.beta = 1.0f;
     p.pool = &pool;
-    std::vector<float> all(int64_t{kRows} * n);
+    std::vector<float> all = y0;
     p.m = kRows;
     p.y = all.data();
     Linear(p, isa);
     // Batches of every size from 1 to 40 rows, starting at every row that leaves room.
     for (int m = 1; m <= 40; m += (m < 8 ? 1 : 7)) {
       for (int first = 0; first + m <= kRows; first += 13) {
-        std::vector<float> y(int64_t{m} * n);
+        std::vector<float> y(y0.begin() + int64_t{first} * n, y0.begin() + int64_t{first + m} * n);
         p.x = x.data() + int64_t{first} * k;
         p.m = m;
         p.y = y.data();

@@ -5,6 +5,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "kernels/cpu/gemm_tiled.h"
@@ -67,6 +68,22 @@ TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t fl
   return b;
 }
 
+void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const float* dots) {
+  const LinearParams& p = *b.p;
+  const int n = p.w.rows;
+  for (int i = 0; i < mx; ++i) {
+    float* y = p.y + int64_t{i0 + i} * n;
+    for (int r = 0; r < nw; ++r) {
+      const int j = j0 + r;
+      float v = dots[i * kMaxTileRowsW + r];
+      // kInt8: s_x · s_w times the integer sum; kInt4's dots carry the group scales.
+      if (b.x_scales != nullptr) v *= p.w.scales != nullptr ? b.x_scales[i0 + i] * p.w.scales[j] : b.x_scales[i0 + i];
+      if (p.bias != nullptr) v += p.bias[j];
+      y[j] = p.beta != 0.0f ? std::fma(p.beta, y[j], v) : v;
+    }
+  }
+}
+
 void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx) {
   const LinearParams& p = *b.p;
   const int n = p.w.rows;
@@ -87,17 +104,7 @@ void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxT
         for (int i0 = chunk; i0 < chunk_end; i0 += max_mx) {
           const int mx = std::min(max_mx, chunk_end - i0);
           tiles[nw - 1][mx - 1](b, j0, i0, dots);
-          for (int i = 0; i < mx; ++i) {
-            float* y = p.y + int64_t{i0 + i} * n;
-            for (int r = 0; r < nw; ++r) {
-              const int j = j0 + r;
-              float v = dots[i * kMaxTileRowsW + r];
-              // kInt8: s_x · s_w times the integer sum; kInt4's dots carry the group scales.
-              if (b.x_scales != nullptr) v *= p.w.scales != nullptr ? b.x_scales[i0 + i] * p.w.scales[j] : b.x_scales[i0 + i];
-              if (p.bias != nullptr) v += p.bias[j];
-              y[j] = p.beta != 0.0f ? v + p.beta * y[j] : v;
-            }
-          }
+          StoreDots(b, j0, i0, nw, mx, dots);
         }
       }
     }

@@ -61,18 +61,23 @@ struct TiledOperands {
 // (the template sizes of the tile); for kInt8 the exact integer Σ q · code as float.
 using TileFn = void (*)(const TiledOperands& b, int j0, int i0, float* dots);
 
+// The epilogue of a tile: y[i0 + i, j0 + r] for i < mx, r < nw from dots (TileFn's layout):
+// times s_x (and s_w) for int8 / int4, plus bias, plus beta · y (one fma).
+void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const float* dots);
+
 // tiles[nw - 1][mx - 1] for nw in [1, 4], mx in [1, max_mx]. Computes p->y for all rows.
 void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx);
 
-// The table RunTiles takes: fns[nw - 1][mx - 1] = &T<nw, mx>::Run for mx <= MaxMX.
-template <template <int, int> class T, int MaxMX>
+// The table RunTiles takes: fns[nw - 1][mx - 1] = &T<nw, mx>::Run for nw <= MaxNW, mx <= MaxMX
+// (Fn and MaxNW for tables of other tile functions).
+template <template <int, int> class T, int MaxMX, typename Fn = TileFn, int MaxNW = kMaxTileRowsW>
 struct TileTable {
-  TileFn fns[kMaxTileRowsW][kMaxTileRowsX] = {};
+  Fn fns[MaxNW][kMaxTileRowsX] = {};
   constexpr TileTable() { Fill<1>(); }
   template <int NW>
   constexpr void Fill() {
     FillRow<NW, 1>();
-    if constexpr (NW < kMaxTileRowsW) Fill<NW + 1>();
+    if constexpr (NW < MaxNW) Fill<NW + 1>();
   }
   template <int NW, int MX>
   constexpr void FillRow() {

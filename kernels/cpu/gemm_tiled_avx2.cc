@@ -5,9 +5,12 @@
 // vpmaddubsw on unpacked unsigned codes and q.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "common/float16.h"
+#include "kernels/weight_allocator.h"
 #include "kernels/cpu/gemm_tiled.h"
 #include "kernels/cpu/vec.h"
 
@@ -34,6 +37,15 @@ inline float Scalar(uint16_t w) {
   } else {
     return HalfToFloat(w);
   }
+}
+
+// One output of the float tiles from its 8 lane sums over columns [0, c): their
+// HorizontalSum, then columns [c, k) one by one in order.
+template <WeightFormat F>
+inline float FinishFloatDot(__m256 lanes, const float* x, const uint16_t* w, int c, int k) {
+  float sum = HorizontalSum(lanes);
+  for (int l = c; l < k; ++l) sum = std::fma(x[l], Scalar<F>(w[l]), sum);
+  return sum;
 }
 
 // bf16 / fp16 weights; x is p.x itself (ldx = k). One order of sums for every m (per output,
@@ -67,11 +79,121 @@ void FloatTile(const TiledOperands& b, int j0, int i0, float* dots) {
   #pragma GCC unroll 4
   for (int i = 0; i < MX; ++i) {
     #pragma GCC unroll 4
+    for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = FinishFloatDot<F>(acc[i][r], x + int64_t{i} * k, w + int64_t{r} * k, c, k);
+  }
+}
+
+// The bf16 / fp16 GEMM from kBlockedMinRows rows of x: FloatTile's arithmetic (each
+// output's 8 lanes summed by FMA in column order, then FinishFloatDot), so a row of x gets the
+// same bits as from FloatTile at m = 1 (batch invariance), but with W converted to fp32 once
+// per kBlockRowsX rows of x rather than once per tile call (FloatTile spends as many
+// instructions converting W as multiplying), which frees the registers for a 3 × 4 tile
+// whose loads no longer bound it. The columns are taken in blocks of kBlockCols so that a
+// tile's operands stay in L1; the lanes are carried across the blocks in memory, which keeps
+// each lane's order of sums. Per pass over W: kBlockRowsX rows of x (packed once per call
+// into blocks of kBlockCols columns), W in tasks of kBlockRowsW rows over the pool.
+constexpr int kBlockedMinRows = 32;  // below it the tiles' one conversion per 2 rows of x is cheaper
+constexpr int kBlockRowsW = 48;      // W rows per task: the converted block (48 KB) in L1 / L2
+constexpr int kBlockRowsX = 128;     // x rows per pass over W: the lanes 192 KB (L2)
+constexpr int kBlockCols = 256;      // columns per block
+// Floats between rows of the converted W and packed x blocks: a line past kBlockCols, so
+// rows do not share L1 sets (at 1 KB apart, or x's own 8 KB / 32 KB, they do: 8 ways).
+constexpr int kBlockStride = kBlockCols + 16;
+constexpr int kLaneNW = 3;  // W rows per register tile
+constexpr int kLaneMX = 4;  // x rows per register tile
+static_assert(kLaneMX <= kMaxTileRowsX);
+
+// lanes[(i * kBlockRowsW + r) * 8 + l] += the FMAs of W rows r < NW (wb) with x rows i < MX
+// (x), both kBlockStride floats apart, over columns [0, cols), cols a multiple of 8.
+// NW · MX accumulators + NW rows of W + one of x fill the 16 ymm registers.
+template <int NW, int MX>
+void LaneTile(const float* wb, const float* x, int cols, float* lanes) {
+  __m256 acc[MX][NW];
+  #pragma GCC unroll 8
+  for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 8
+    for (int r = 0; r < NW; ++r) acc[i][r] = _mm256_loadu_ps(lanes + (i * kBlockRowsW + r) * 8);
+  for (int c = 0; c < cols; c += 8) {
+    __m256 wv[NW];
+    #pragma GCC unroll 8
     for (int r = 0; r < NW; ++r) {
-      float sum = HorizontalSum(acc[i][r]);
-      for (int l = c; l < k; ++l) sum += x[int64_t{i} * k + l] * Scalar<F>(w[int64_t{r} * k + l]);
-      dots[i * kMaxTileRowsW + r] = sum;
+      wv[r] = _mm256_load_ps(wb + r * kBlockStride + c);
+      asm("" : "+x"(wv[r]));  // held in a register: GCC would fold the load into every FMA
     }
+    #pragma GCC unroll 8
+    for (int i = 0; i < MX; ++i) {
+      const __m256 xv = _mm256_load_ps(x + i * kBlockStride + c);
+      #pragma GCC unroll 8
+      for (int r = 0; r < NW; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int i = 0; i < MX; ++i)
+    #pragma GCC unroll 8
+    for (int r = 0; r < NW; ++r) _mm256_storeu_ps(lanes + (i * kBlockRowsW + r) * 8, acc[i][r]);
+}
+
+template <int NW, int MX>
+struct LaneT {
+  static void Run(const float* wb, const float* x, int cols, float* lanes) { LaneTile<NW, MX>(wb, x, cols, lanes); }
+};
+constexpr TileTable<LaneT, kLaneMX, void (*)(const float*, const float*, int, float*), kLaneNW> kLaneTiles;
+
+template <WeightFormat F>
+void BlockedFloatGemm(const LinearParams& p) {
+  const int n = p.w.rows, k = p.w.cols;
+  const int lane_cols = k / 8 * 8;  // the lanes' columns; FinishFloatDot adds the rest
+  const int num_blocks = (lane_cols + kBlockCols - 1) / kBlockCols;
+  const uint16_t* w = static_cast<const uint16_t*>(p.w.data);
+  // x packed once: block c0 / kBlockCols of row i at xp + (c0 / kBlockCols * m + i) * kBlockStride.
+  thread_local std::vector<float, WeightAllocator<float>> xp;
+  xp.resize(int64_t{num_blocks} * p.m * kBlockStride);
+  for (int i = 0; i < p.m; ++i)
+    for (int blk = 0; blk < num_blocks; ++blk)
+      std::copy_n(p.x + int64_t{i} * k + blk * kBlockCols, std::min(kBlockCols, lane_cols - blk * kBlockCols),
+                  xp.data() + (int64_t{blk} * p.m + i) * kBlockStride);
+  const float* x_packed = xp.data();  // the lambda below runs on the pool's threads
+  TiledOperands b;
+  b.p = &p;
+  for (int chunk = 0; chunk < p.m; chunk += kBlockRowsX) {
+    const int mc = std::min(p.m - chunk, kBlockRowsX);
+    const float* xc = p.x + int64_t{chunk} * k;
+    auto run = [&](int64_t task) {
+      const int j_begin = static_cast<int>(task) * kBlockRowsW;
+      const int rows = std::min(n - j_begin, kBlockRowsW);
+      thread_local std::vector<float, WeightAllocator<float>> wb(int64_t{kBlockRowsW} * kBlockStride);
+      thread_local std::vector<float> lanes(int64_t{kBlockRowsX} * kBlockRowsW * 8);
+      std::fill(lanes.begin(), lanes.begin() + int64_t{mc} * kBlockRowsW * 8, 0.0f);
+      for (int blk = 0; blk < num_blocks; ++blk) {
+        const int c0 = blk * kBlockCols;
+        const int cols = std::min(kBlockCols, lane_cols - c0);
+        for (int r = 0; r < rows; ++r) {
+          const uint16_t* src = w + int64_t{j_begin + r} * k + c0;
+          for (int c = 0; c < cols; c += 8) _mm256_store_ps(wb.data() + r * kBlockStride + c, Load8<F>(src + c));
+        }
+        const float* xb = x_packed + (int64_t{blk} * p.m + chunk) * kBlockStride;
+        for (int i0 = 0; i0 < mc; i0 += kLaneMX) {
+          const int mx = std::min(kLaneMX, mc - i0);
+          for (int j0 = 0; j0 < rows; j0 += kLaneNW) {
+            const int nw = std::min(kLaneNW, rows - j0);
+            kLaneTiles.fns[nw - 1][mx - 1](wb.data() + j0 * kBlockStride, xb + i0 * kBlockStride, cols,
+                                           lanes.data() + (int64_t{i0} * kBlockRowsW + j0) * 8);
+          }
+        }
+      }
+      float dots[kMaxTileRowsX * kMaxTileRowsW];
+      for (int j0 = 0; j0 < rows; j0 += kMaxTileRowsW) {
+        const int nw = std::min(kMaxTileRowsW, rows - j0);
+        for (int i = 0; i < mc; ++i) {
+          for (int r = 0; r < nw; ++r) {
+            const __m256 sums = _mm256_loadu_ps(lanes.data() + (int64_t{i} * kBlockRowsW + j0 + r) * 8);
+            dots[r] = FinishFloatDot<F>(sums, xc + int64_t{i} * k, w + int64_t{j_begin + j0 + r} * k, lane_cols, k);
+          }
+          StoreDots(b, j_begin + j0, chunk + i, nw, /*mx=*/1, dots);
+        }
+      }
+    };
+    RunTasks(p.pool, (n + kBlockRowsW - 1) / kBlockRowsW, run);
   }
 }
 
@@ -271,6 +393,8 @@ constexpr TileTable<Int8T, kInt8MaxMX> kInt8Tiles;
 constexpr TileTable<Int4T, kInt4MaxMX> kInt4Tiles;
 constexpr TileTable<Int8RowsT, 1> kInt8RowsTiles;
 
+bool UseBlockedFloatGemm(const LinearParams& p) { return p.m >= kBlockedMinRows; }
+
 }  // namespace
 
 void TiledLinearAvx2(const LinearParams& p) {
@@ -279,10 +403,18 @@ void TiledLinearAvx2(const LinearParams& p) {
   b.x_row_bytes = int64_t{p.w.cols} * sizeof(float);
   switch (p.w.format) {
     case WeightFormat::kBF16:
-      RunTiles(b, kBf16Tiles.fns, kFloatMaxMX);
+      if (UseBlockedFloatGemm(p)) {
+        BlockedFloatGemm<WeightFormat::kBF16>(p);
+      } else {
+        RunTiles(b, kBf16Tiles.fns, kFloatMaxMX);
+      }
       return;
     case WeightFormat::kF16:
-      RunTiles(b, kF16Tiles.fns, kFloatMaxMX);
+      if (UseBlockedFloatGemm(p)) {
+        BlockedFloatGemm<WeightFormat::kF16>(p);
+      } else {
+        RunTiles(b, kF16Tiles.fns, kFloatMaxMX);
+      }
       return;
     case WeightFormat::kInt8: {
       RunTiles(PackInt8Activations(p, p.w.cols, /*flip=*/0), UseRowsTile(p, p.w.cols) ? kInt8RowsTiles.fns : kInt8Tiles.fns,
