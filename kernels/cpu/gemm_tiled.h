@@ -2,8 +2,9 @@
 // kernels/. Each ISA file (gemm_tiled_avx2.cc, gemm_tiled_avx512.cc) packs x
 // once per call and supplies register tiles: a tile computes the dot products of up to 4
 // rows of W with up to kMaxTileRowsX rows of x. RunTiles walks the tiles, splitting
-// W's rows over the pool, and applies the epilogue (int8 scales, bias, beta). On AVX-512
-// the prefill GEMM of gemm_panels_avx512.cc takes over from kPanelGemmMinRows rows of x.
+// W's rows over the pool, and applies the epilogue (StoreDots: int8 scales, bias, beta). On
+// AVX-512 the prefill GEMM of gemm_panels_avx512.cc takes over from kPanelGemmMinRows rows of
+// x; on AVX2, bf16 / fp16 from 32 rows go through gemm_tiled_avx2.cc's BlockedFloatGemm.
 #ifndef KVSPAN_KERNELS_CPU_GEMM_TILED_H_
 #define KVSPAN_KERNELS_CPU_GEMM_TILED_H_
 
