@@ -140,7 +140,8 @@ struct LaneT {
 constexpr TileTable<LaneT, kLaneMX, void (*)(const float*, const float*, int, float*), kLaneNW> kLaneTiles;
 
 template <WeightFormat F>
-void BlockedFloatGemm(const LinearParams& p) {
+void BlockedFloatGemm(const TiledOperands& b) {
+  const LinearParams& p = *b.p;
   const int n = p.w.rows, k = p.w.cols;
   const int lane_cols = k / 8 * 8;  // the lanes' columns; FinishFloatDot adds the rest
   const int num_blocks = (lane_cols + kBlockCols - 1) / kBlockCols;
@@ -153,8 +154,6 @@ void BlockedFloatGemm(const LinearParams& p) {
       std::copy_n(p.x + int64_t{i} * k + blk * kBlockCols, std::min(kBlockCols, lane_cols - blk * kBlockCols),
                   xp.data() + (int64_t{blk} * p.m + i) * kBlockStride);
   const float* x_packed = xp.data();  // the lambda below runs on the pool's threads
-  TiledOperands b;
-  b.p = &p;
   for (int chunk = 0; chunk < p.m; chunk += kBlockRowsX) {
     const int mc = std::min(p.m - chunk, kBlockRowsX);
     const float* xc = p.x + int64_t{chunk} * k;
@@ -393,7 +392,15 @@ constexpr TileTable<Int8T, kInt8MaxMX> kInt8Tiles;
 constexpr TileTable<Int4T, kInt4MaxMX> kInt4Tiles;
 constexpr TileTable<Int8RowsT, 1> kInt8RowsTiles;
 
-bool UseBlockedFloatGemm(const LinearParams& p) { return p.m >= kBlockedMinRows; }
+// bf16 / fp16: the tiles, or from kBlockedMinRows rows of x the blocked GEMM (the same bits).
+template <WeightFormat F>
+void RunFloat(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX]) {
+  if (b.p->m >= kBlockedMinRows) {
+    BlockedFloatGemm<F>(b);
+  } else {
+    RunTiles(b, tiles, kFloatMaxMX);
+  }
+}
 
 }  // namespace
 
@@ -403,18 +410,10 @@ void TiledLinearAvx2(const LinearParams& p) {
   b.x_row_bytes = int64_t{p.w.cols} * sizeof(float);
   switch (p.w.format) {
     case WeightFormat::kBF16:
-      if (UseBlockedFloatGemm(p)) {
-        BlockedFloatGemm<WeightFormat::kBF16>(p);
-      } else {
-        RunTiles(b, kBf16Tiles.fns, kFloatMaxMX);
-      }
+      RunFloat<WeightFormat::kBF16>(b, kBf16Tiles.fns);
       return;
     case WeightFormat::kF16:
-      if (UseBlockedFloatGemm(p)) {
-        BlockedFloatGemm<WeightFormat::kF16>(p);
-      } else {
-        RunTiles(b, kF16Tiles.fns, kFloatMaxMX);
-      }
+      RunFloat<WeightFormat::kF16>(b, kF16Tiles.fns);
       return;
     case WeightFormat::kInt8: {
       RunTiles(PackInt8Activations(p, p.w.cols, /*flip=*/0), UseRowsTile(p, p.w.cols) ? kInt8RowsTiles.fns : kInt8Tiles.fns,
