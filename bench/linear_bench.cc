@@ -66,8 +66,11 @@ int Main(int argc, char** argv) {
       while (static_cast<int64_t>(copies.size()) * mat.size_bytes() < (int64_t{dram_mib} << 20)) {
         copies.emplace_back(format, w.data(), rows, cols);
       }
-      for (kernels::CpuIsa isa : {kernels::CpuIsa::kAvx2, kernels::CpuIsa::kAvx512, kernels::CpuIsa::kAvx512Bf16Dot}) {
+      for (kernels::CpuIsa isa :
+           {kernels::CpuIsa::kAvx2, kernels::CpuIsa::kAvx512, kernels::CpuIsa::kAvx512Bf16Dot, kernels::CpuIsa::kAmx}) {
         if (!kernels::CpuSupportsIsa(DetectCpuFeatures(), isa)) continue;
+        // amx differs from avx512 only in the bf16 / int8 GEMM from kAmxGemmMinRows rows.
+        if (isa == kernels::CpuIsa::kAmx && format != WeightFormat::kBF16 && format != WeightFormat::kInt8) continue;
         if (format == WeightFormat::kF32 && isa != kernels::CpuIsa::kAvx2) continue;  // OpenBLAS either way
         if (format != WeightFormat::kBF16 && isa == kernels::CpuIsa::kAvx512Bf16Dot) continue;  // = avx512
         for (int m : ms) {

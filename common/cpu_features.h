@@ -34,7 +34,8 @@ struct CpuFeatures {
 // process. Thread-safe.
 // NOTE: the first call asks Linux for AMX tile-data permission when the CPU has AMX (the
 // only way to learn whether AMX may be used); that grows the signal frame the kernel
-// requires of an alternate signal stack. kvspan does not execute AMX instructions.
+// requires of an alternate signal stack. kvspan's AMX kernels (kernels/cpu_isa.h's amx) run only
+// where this returned amx_tile.
 const CpuFeatures& DetectCpuFeatures();
 
 // The present features by name, space-separated, in the field order above ("avx2 fma

@@ -4,10 +4,15 @@
 // where it exists.
 //
 // Environment:
-//   KVSPAN_CPU_ISA   auto (default or unset): avx512 when the CPU has all of avx512f, bw, vl,
-//                    bf16 and vnni, else avx2;
+//   KVSPAN_CPU_ISA   auto (default or unset): amx when the CPU has AVX-512 (below) and AMX
+//                    (amx_tile, amx_bf16, amx_int8, with Linux's permission for the tile
+//                    state), else avx512 when it has all of avx512f, bw, vl, bf16 and vnni,
+//                    else avx2;
 //                    avx2: the AVX2+FMA+F16C kernels (the build's floor) even on an AVX-512 CPU;
-//                    avx512: as auto, but says so when the CPU lacks it (then avx2 runs);
+//                    avx512: the AVX-512 kernels without AMX; says so when the CPU lacks
+//                    AVX-512 (then avx2 runs);
+//                    amx: as auto, but says so when the CPU lacks AMX (then the best of the
+//                    others runs);
 //                    avx512-bf16dot: avx512, but bf16 weights through vdpbf16ps with x
 //                    rounded to bf16 (never chosen by auto: see kAvx512Bf16Dot).
 #ifndef KVSPAN_KERNELS_CPU_ISA_H_
@@ -30,9 +35,15 @@ enum class CpuIsa {
   // moves logits by up to 2.6e-2 from PyTorch's fp32 (the exact kernels: 1.2e-5), more
   // than the smallest greedy top-1 margin of its reference prompts (5.6e-3).
   kAvx512Bf16Dot,
+  // kAvx512, with the prefill GEMM of bf16 and int8 weights (from kAmxGemmMinRows rows of x,
+  // kernels/cpu/gemm_tiled.h) on AMX tiles: int8 by tdpbssd (the same exact integer sums, so
+  // the same values as kAvx512), bf16 by tdpbf16ps on x split exactly into three bf16 parts
+  // (x = hi + mid + lo; products of bf16 values are exact in fp32, so only fp32
+  // accumulation error, as the exact kernels).
+  kAmx,
 };
 
-// "avx2", "avx512", "avx512-bf16dot".
+// "avx2", "avx512", "avx512-bf16dot", "amx".
 absl::string_view CpuIsaName(CpuIsa isa);
 
 // Whether `cpu` can run the kernels of `isa`. kAvx2 is the build's floor: always true.

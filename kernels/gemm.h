@@ -44,6 +44,17 @@
 //               x × 32 outputs, vpdpbusd of each 32 codes into one exact integer sum per
 //               output, one FMA with the group's scale: the same bound, another rounding
 //               order than the 4-row tile (which sums per lane of 4 codes, then reduces).
+//   amx         (CpuIsa::kAmx) the avx512 kernels, but from kAmxGemmMinRows = 32 rows of x the
+//               bf16 and int8 GEMMs on AMX tiles, W repacked per call into the same panels
+//               (gemm_panels_avx512.cc): int8 by tdpbssd on signed q and codes, 32 rows of x x
+//               32 outputs per block of four int32 tiles, the exact integer sums and the
+//               int8 epilogue above (the same bits as avx512); bf16 by tdpbf16ps on x split
+//               into hi + mid + lo (three bf16 whose sum is x exactly, so every product is
+//               exact in fp32), the hi products in one fp32 tile and the mid / lo products in
+//               another, added at the end: fp32 accumulation error only (gemm_test.cc's bound
+//               (k + k / 32 + 4) · 2^-24), but another order than the avx512 tiles.
+//   The int8 / int4 epilogue is one fma, fma(v, s_x · s_w, bias) (+ beta · y by another), in
+//   the tiles and the panels alike, so that the rows of every m round the same.
 // Thread-safe (OpenBLAS 0.3.21 serializes its own thread pool between callers).
 #ifndef KVSPAN_KERNELS_GEMM_H_
 #define KVSPAN_KERNELS_GEMM_H_

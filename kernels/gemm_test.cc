@@ -9,6 +9,10 @@
 //     c = 2^-8 + (k + 4) · 2^-24 against the exact reference; and against LinearRef of the
 //     bf16-rounded x the plain fp32 bound (k + 2) · 2^-24 holds, which checks the pairing
 //     of vdpbf16ps far more sharply.
+//   amx bf16: x = hi + mid + lo exactly (three bf16), products exact in fp32; the hi products
+//     summed in one fp32 accumulator (k additions), mid and lo in another (2k additions of
+//     terms within 2^-8 (1 + 2^-8) of |x · ŵ|), then their sum, bias and beta: c = (k + k / 32
+//     + 4) · 2^-24 covers (k + 3 + 2k · 2^-7 + k · 2^-8) · 2^-24.
 //   int8: the integer dot product is exact; an int32 -> float conversion and three float
 //     operations follow: c = 8 · 2^-24.
 //   int4: each 32 codes of a row have an exact integer sum per lane, then one fp32 FMA per
@@ -135,6 +139,8 @@ TEST_P(LinearFormatTest, MatchesReferenceOverShapes) {
           p.y = ref_bf16.data();
           LinearRef(p);
           ExpectWithin(y, ref_bf16, AbsScale(p, y0), (k + 2) * kU, what + " (x rounded to bf16)");
+        } else if (format == WeightFormat::kBF16 && isa == CpuIsa::kAmx) {
+          ExpectWithin(y, ref, scale, (k + k / 32.0 + 4) * kU, what);
         } else {
           ExpectWithin(y, ref, scale, (k + 2) * kU, what);
         }
@@ -145,14 +151,15 @@ TEST_P(LinearFormatTest, MatchesReferenceOverShapes) {
 
 // Whether a row of x gets the same bits from Linear whatever the rows stacked with it (the
 // serving node's greedy outputs must not depend on the batch: ServeTest's
-// OutputDoesNotDependOnTheBatch). Holds for every format on avx2 and for int8 on avx512 (exact
-// integer sums); not for fp32 (OpenBLAS's sgemv and sgemm round differently) nor for avx512's
-// bf16 and int4 (bf16's m = 1 rows tile and the m >= 32 panel GEMM sum in other orders than
-// the 4-row tile); avx512 fp16 has not been run on an AVX-512 CPU with this test, so it is
-// left out too.
+// OutputDoesNotDependOnTheBatch). Holds for every format on avx2, for int8 on every ISA (exact
+// integer sums, one epilogue: amx's tdpbssd included) and for fp16 (one tile at every m); not
+// for fp32 (OpenBLAS's sgemv and sgemm round differently) nor for avx512 / amx bf16 and int4
+// (bf16's m = 1 rows tile, the m >= 32 panel GEMM and amx's three-part split sum in other
+// orders than the 4-row tile; int4's panel GEMM reduces each 32 codes in one lane). Measured
+// on an AVX-512 + AMX CPU (Intel Xeon, 2026-12-03): these pass, the excluded ones fail.
 bool BatchInvariant(CpuIsa isa, WeightFormat format) {
   if (format == WeightFormat::kF32) return false;
-  return isa == CpuIsa::kAvx2 || format == WeightFormat::kInt8;
+  return isa == CpuIsa::kAvx2 || format == WeightFormat::kInt8 || format == WeightFormat::kF16;
 }
 
 TEST_P(LinearFormatTest, RowsDoNotDependOnTheBatch) {
@@ -196,7 +203,7 @@ TEST_P(LinearFormatTest, RowsDoNotDependOnTheBatch) {
 
 INSTANTIATE_TEST_SUITE_P(
     IsasAndFormats, LinearFormatTest,
-    ::testing::Combine(::testing::Values(CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16Dot),
+    ::testing::Combine(::testing::Values(CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16Dot, CpuIsa::kAmx),
                        ::testing::Values(WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kF16,
                                          WeightFormat::kInt8, WeightFormat::kInt4)),
     [](const ::testing::TestParamInfo<Case>& info) {
@@ -347,6 +354,10 @@ TEST(CpuIsaTest, ChoiceFollowsFeaturesAndEnvironment) {
   avx512.avx512f = avx512.avx512bw = avx512.avx512vl = avx512.avx512_bf16 = avx512.avx512_vnni = true;
   CpuFeatures skylake = avx512;
   skylake.avx512_bf16 = false;  // AVX-512 without BF16: the avx2 kernels
+  CpuFeatures amx = avx512;
+  amx.amx_tile = amx.amx_bf16 = amx.amx_int8 = true;
+  CpuFeatures amx_refused = amx;
+  amx_refused.amx_tile = false;  // what DetectCpuFeatures reports when Linux refuses the tiles
 
   EXPECT_EQ(ChooseCpuIsa(avx512, nullptr).isa, CpuIsa::kAvx512);
   EXPECT_EQ(ChooseCpuIsa(avx512, "auto").isa, CpuIsa::kAvx512);
@@ -365,6 +376,18 @@ TEST(CpuIsaTest, ChoiceFollowsFeaturesAndEnvironment) {
   EXPECT_NE(unknown.reason.find("unknown KVSPAN_CPU_ISA=sse9"), std::string::npos) << unknown.reason;
   EXPECT_TRUE(CpuSupportsIsa(avx2_only, CpuIsa::kAvx2));
   EXPECT_FALSE(CpuSupportsIsa(skylake, CpuIsa::kAvx512));
+
+  EXPECT_EQ(ChooseCpuIsa(amx, nullptr).isa, CpuIsa::kAmx);
+  EXPECT_EQ(ChooseCpuIsa(amx, "amx").isa, CpuIsa::kAmx);
+  EXPECT_EQ(ChooseCpuIsa(amx, "avx512").isa, CpuIsa::kAvx512);  // AVX-512 without AMX
+  EXPECT_EQ(ChooseCpuIsa(amx, "avx2").isa, CpuIsa::kAvx2);
+  EXPECT_EQ(ChooseCpuIsa(amx_refused, nullptr).isa, CpuIsa::kAvx512);
+  const CpuIsaChoice no_amx = ChooseCpuIsa(amx_refused, "amx");
+  EXPECT_EQ(no_amx.isa, CpuIsa::kAvx512);
+  EXPECT_NE(no_amx.reason.find("lacks amx"), std::string::npos) << no_amx.reason;
+  EXPECT_EQ(ChooseCpuIsa(avx2_only, "amx").isa, CpuIsa::kAvx2);
+  EXPECT_FALSE(CpuSupportsIsa(avx512, CpuIsa::kAmx));
+  EXPECT_TRUE(CpuSupportsIsa(amx, CpuIsa::kAmx));
 }
 
 }  // namespace

@@ -46,11 +46,11 @@ void LinearF32(const LinearParams& p) {
 
 namespace internal {
 
-TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip) {
+TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip, int rows) {
   const int k = p.w.cols;
   thread_local std::vector<uint8_t> codes;
   thread_local std::vector<float> scales;
-  codes.assign(p.m * ldx, 0);
+  codes.assign(std::max(p.m, rows) * ldx, 0);
   scales.resize(p.m);
   for (int i = 0; i < p.m; ++i) {
     uint8_t* row = codes.data() + i * ldx;
@@ -76,9 +76,16 @@ void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const flo
     for (int r = 0; r < nw; ++r) {
       const int j = j0 + r;
       float v = dots[i * kMaxTileRowsW + r];
-      // kInt8: s_x · s_w times the integer sum; kInt4's dots carry the group scales.
-      if (b.x_scales != nullptr) v *= p.w.scales != nullptr ? b.x_scales[i0 + i] * p.w.scales[j] : b.x_scales[i0 + i];
-      if (p.bias != nullptr) v += p.bias[j];
+      const float bias = p.bias != nullptr ? p.bias[j] : 0.0f;
+      if (b.x_scales != nullptr) {
+        // kInt8: s_x · s_w times the integer sum; kInt4's dots carry the group scales. One
+        // fma with the bias, as the panel GEMMs' vector epilogue (which the compiler would
+        // contract to one anyway: explicit in both, so every m gives the same bits).
+        const float scale = p.w.scales != nullptr ? b.x_scales[i0 + i] * p.w.scales[j] : b.x_scales[i0 + i];
+        v = std::fma(v, scale, bias);
+      } else {
+        v += bias;
+      }
       y[j] = p.beta != 0.0f ? std::fma(p.beta, y[j], v) : v;
     }
   }
@@ -120,7 +127,7 @@ void Linear(const LinearParams& p, CpuIsa isa) {
   if (p.w.format == WeightFormat::kF32) {
     LinearF32(p);
   } else if (isa != CpuIsa::kAvx2) {
-    internal::TiledLinearAvx512(p, /*bf16_dot=*/isa == CpuIsa::kAvx512Bf16Dot);
+    internal::TiledLinearAvx512(p, isa);
   } else {
     internal::TiledLinearAvx2(p);
   }

@@ -155,12 +155,13 @@ void RunPanels(const LinearParams& p, const RowTiles<T, kMaxRows>& tiles, const 
 }
 
 // The panel of a row-major matrix of Element (bf16 bits: lanes of 2 columns; int8 codes: of
-// 4), zero past k (the last lane may be partial).
+// 4), zero past k (the last lane may be partial) up to a multiple of 16 lanes.
 template <class Element>
 KVSPAN_AVX512 const uint32_t* PackRowMajorPanel(const WeightMatrix& w, int j0) {
   constexpr int kPerLane = 4 / sizeof(Element);
   thread_local std::vector<uint32_t> panel;
-  const int k = w.cols, lanes = (k + kPerLane - 1) / kPerLane;
+  // Whole groups of 16 lanes, the padding zero: an AMX tile reads 16 lanes (gemm_tiled.h).
+  const int k = w.cols, lanes = (k + 16 * kPerLane - 1) / (16 * kPerLane) * 16;
   panel.resize(int64_t{lanes} * kPanelCols);
   const Element* base = static_cast<const Element*>(w.data);
   TransposeIntoPanel(
@@ -343,6 +344,24 @@ constexpr RowTiles<Int4Tile, kInt4MaxRows> kInt4Tiles;
 
 constexpr int kInt8MaxRows = 12;
 
+// The weight scales of a panel's columns.
+struct Int8Scales {
+  __m512 s0, s1;
+};
+
+KVSPAN_AVX512_INLINE Int8Scales Int8ScalesOf(const LinearParams& p, const PanelColumns& c, int j0) {
+  return {_mm512_maskz_loadu_ps(c.m0, p.w.scales + j0), _mm512_maskz_loadu_ps(c.m1, p.w.scales + j0 + 16)};
+}
+
+// RunTiles' epilogue (StoreDots), lane by lane, for row i of y from its exact integer sums:
+// fma(v, s_x · s_w, bias), then + beta · y.
+KVSPAN_AVX512_INLINE void StoreInt8Row(const LinearParams& p, const PanelColumns& c, const Int8Scales& s_w, float x_scale,
+                                       int i, int j0, __m512i sum0, __m512i sum1) {
+  const __m512 s_x = _mm512_set1_ps(x_scale);
+  StoreColumns(p, c, i, j0, _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum0), _mm512_mul_ps(s_x, s_w.s0), c.bias0),
+               _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum1), _mm512_mul_ps(s_x, s_w.s1), c.bias1));
+}
+
 // x: PackInt8Activations' q + 128.
 template <int MR>
 struct Int8Tile {
@@ -371,18 +390,171 @@ struct Int8Tile {
         acc[i][1] = DotBytes(acc[i][1], xv, w1);
       }
     }
-    const __m512 s_w0 = _mm512_maskz_loadu_ps(c.m0, p.w.scales + j0), s_w1 = _mm512_maskz_loadu_ps(c.m1, p.w.scales + j0 + 16);
+    const Int8Scales scales = Int8ScalesOf(p, c, j0);
     #pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      // RunTiles' epilogue, lane by lane: v · (s_x · s_w), + bias, + beta · y.
-      const __m512 s_x = _mm512_set1_ps(x.x_scales[i0 + i]);
-      StoreColumns(p, c, i0 + i, j0,
-                   _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][0]), _mm512_mul_ps(s_x, s_w0)), c.bias0),
-                   _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][1]), _mm512_mul_ps(s_x, s_w1)), c.bias1));
-    }
+    for (int i = 0; i < MR; ++i) StoreInt8Row(p, c, scales, x.x_scales[i0 + i], i0 + i, j0, acc[i][0], acc[i][1]);
   }
 };
 constexpr RowTiles<Int8Tile, kInt8MaxRows> kInt8Tiles;
+
+
+// ---- AMX -------------------------------------------------------------------------------
+//
+// Eight tile registers of 16 rows x 64 bytes (palette 1). A tile of x (A) is 16 rows of x x
+// 64 bytes of columns, a tile of W (B) 16 lanes of a panel x 16 outputs (half a panel: its
+// rows are kPanelCols lanes apart), a tile of sums (C) 16 rows x 16 outputs (int32 / fp32).
+// Every tile instruction is an asm with its memory named ("memory" clobbers): GCC 12's
+// intrinsics leave tileloadd's memory operand out, so stores to a buffer a tile then reads
+// could legally be moved past it.
+
+#define KVSPAN_TILE_LOAD(t, base, stride) \
+  asm volatile("tileloadd (%0,%1,1), %%tmm" #t : : "r"(base), "r"(static_cast<int64_t>(stride)) : "memory")
+#define KVSPAN_TILE_STORE(t, base, stride) \
+  asm volatile("tilestored %%tmm" #t ", (%0,%1,1)" : : "r"(base), "r"(static_cast<int64_t>(stride)) : "memory")
+#define KVSPAN_TILE_ZERO(t) asm volatile("tilezero %%tmm" #t ::)
+// c += a · b (AT&T order: b, a, c).
+#define KVSPAN_TILE_DP(op, c, a, b) asm volatile(#op " %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Loads the calling thread's tile configuration: tmm0..7 all 16 x 64 bytes. ldtilecfg by asm
+// with the whole 64-byte struct as its operand: GCC 12's _tile_loadconfig names only 8 bytes,
+// so at -O3 the stores that fill the rest are dropped and the first tile instruction faults.
+void ConfigureTiles() {
+  static const TileConfig config = [] {
+    TileConfig c;
+    for (int t = 0; t < 8; ++t) {
+      c.colsb[t] = 64;
+      c.rows[t] = 16;
+    }
+    return c;
+  }();
+  asm volatile("ldtilecfg %0" : : "m"(config));
+}
+
+// Frees the tile state (the kernel then need not save it at context switches).
+void ReleaseTiles() { asm volatile("tilerelease" ::: "memory"); }
+
+// One task per panel (RunPanels' division of W), with the tiles configured for it.
+template <class Body>
+void RunAmxPanels(const LinearParams& p, const Body& body) {
+  RunTasks(p.pool, (p.w.rows + kPanelCols - 1) / kPanelCols, [&](int64_t task) {
+    ConfigureTiles();
+    body(static_cast<int>(task) * kPanelCols);
+    ReleaseTiles();
+  });
+}
+
+constexpr int kTileRows = 16;
+
+// x of the bf16 GEMM: each row split exactly into three bf16 parts, hi = bf16(x), mid =
+// bf16(x - hi), lo = x - hi - mid (both differences exact in fp32; lo has at most 8
+// significant bits, so it is a bf16 exactly), part-major: [3][rows][ldx], zero past k and
+// past p.m. Finite x whose parts stay normal (|x| >= 2^-110: AMX treats bf16 subnormals as
+// zero) is represented exactly.
+KVSPAN_AVX512 void SplitRowsToBf16x3(const LinearParams& p, int64_t ldx, int rows, uint16_t* dst) {
+  const int k = p.w.cols;
+  const int64_t part = int64_t{rows} * ldx;
+  for (int i = 0; i < p.m; ++i) {
+    const float* src = p.x + int64_t{i} * k;
+    uint16_t* out = dst + i * ldx;
+    for (int64_t c = 0; c < ldx; c += 16) {
+      const int64_t left = std::min<int64_t>(16, std::max<int64_t>(0, k - c));
+      __m512 r = _mm512_maskz_loadu_ps(static_cast<__mmask16>((uint32_t{1} << left) - 1), src + c);
+      for (int64_t at = 0; at < 3 * part; at += part) {
+        const __m256i b = FloatToBf16x16(r);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + at + c), b);
+        r = _mm512_sub_ps(r, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
+      }
+    }
+  }
+}
+
+// bf16: per 16 rows of x and a panel, C tiles tmm0 / tmm1 sum hi · W, tmm2 / tmm3 mid · W
+// and lo · W (the two halves of the panel), so that the sums of the small parts round
+// against their own magnitude; y = (hi sum + small sum) + bias (+ beta · y).
+KVSPAN_AVX512 void AmxBf16Rows(const LinearParams& p, const uint32_t* panel, const uint16_t* x, int64_t ldx,
+                               int64_t part, int j0, int i0, float (*sums)[kTileRows][kPanelCols]) {
+  KVSPAN_TILE_ZERO(0);
+  KVSPAN_TILE_ZERO(1);
+  KVSPAN_TILE_ZERO(2);
+  KVSPAN_TILE_ZERO(3);
+  const uint16_t* hi = x + int64_t{i0} * ldx;
+  const int64_t x_stride = ldx * sizeof(uint16_t);
+  constexpr int64_t kPanelStride = kPanelCols * sizeof(uint32_t);
+  for (int64_t c = 0; c < ldx; c += 32) {  // 32 columns = 16 lanes of pairs
+    const uint32_t* w = panel + c / 2 * kPanelCols;
+    KVSPAN_TILE_LOAD(6, w, kPanelStride);
+    KVSPAN_TILE_LOAD(7, w + 16, kPanelStride);
+    KVSPAN_TILE_LOAD(4, hi + c, x_stride);
+    KVSPAN_TILE_DP(tdpbf16ps, 0, 4, 6);
+    KVSPAN_TILE_DP(tdpbf16ps, 1, 4, 7);
+    KVSPAN_TILE_LOAD(5, hi + part + c, x_stride);
+    KVSPAN_TILE_DP(tdpbf16ps, 2, 5, 6);
+    KVSPAN_TILE_DP(tdpbf16ps, 3, 5, 7);
+    KVSPAN_TILE_LOAD(4, hi + 2 * part + c, x_stride);
+    KVSPAN_TILE_DP(tdpbf16ps, 2, 4, 6);
+    KVSPAN_TILE_DP(tdpbf16ps, 3, 4, 7);
+  }
+  constexpr int64_t kSumStride = kPanelCols * sizeof(float);
+  KVSPAN_TILE_STORE(0, &sums[0][0][0], kSumStride);
+  KVSPAN_TILE_STORE(1, &sums[0][0][16], kSumStride);
+  KVSPAN_TILE_STORE(2, &sums[1][0][0], kSumStride);
+  KVSPAN_TILE_STORE(3, &sums[1][0][16], kSumStride);
+  const PanelColumns cols = ColumnsOf(p, j0);
+  for (int i = 0; i < std::min(kTileRows, p.m - i0); ++i) {
+    const __m512 v0 = _mm512_add_ps(_mm512_load_ps(&sums[0][i][0]), _mm512_load_ps(&sums[1][i][0]));
+    const __m512 v1 = _mm512_add_ps(_mm512_load_ps(&sums[0][i][16]), _mm512_load_ps(&sums[1][i][16]));
+    StoreColumns(p, cols, i0 + i, j0, _mm512_add_ps(v0, cols.bias0), _mm512_add_ps(v1, cols.bias1));
+  }
+}
+
+// int8: per 32 rows of x (two A tiles, tmm4 / tmm5) and a panel (two B tiles, tmm6 / tmm7),
+// four C tiles of exact int32 sums Σ q · code (tdpbssd: signed x signed), then the int8
+// epilogue of every other int8 kernel.
+KVSPAN_AVX512 void AmxInt8Rows(const LinearParams& p, const uint32_t* panel, const TiledOperands& x, int j0, int i0,
+                               int32_t (*sums)[kPanelCols]) {
+  KVSPAN_TILE_ZERO(0);
+  KVSPAN_TILE_ZERO(1);
+  KVSPAN_TILE_ZERO(2);
+  KVSPAN_TILE_ZERO(3);
+  const uint8_t* x0 = static_cast<const uint8_t*>(x.x) + int64_t{i0} * x.ldx;
+  const uint8_t* x1 = x0 + kTileRows * x.ldx;
+  constexpr int64_t kPanelStride = kPanelCols * sizeof(uint32_t);
+  for (int64_t c = 0; c < x.ldx; c += 64) {  // 64 columns = 16 lanes of quads
+    const uint32_t* w = panel + c / 4 * kPanelCols;
+    KVSPAN_TILE_LOAD(6, w, kPanelStride);
+    KVSPAN_TILE_LOAD(7, w + 16, kPanelStride);
+    KVSPAN_TILE_LOAD(4, x0 + c, x.ldx);
+    KVSPAN_TILE_LOAD(5, x1 + c, x.ldx);
+    KVSPAN_TILE_DP(tdpbssd, 0, 4, 6);
+    KVSPAN_TILE_DP(tdpbssd, 1, 4, 7);
+    KVSPAN_TILE_DP(tdpbssd, 2, 5, 6);
+    KVSPAN_TILE_DP(tdpbssd, 3, 5, 7);
+  }
+  constexpr int64_t kSumStride = kPanelCols * sizeof(int32_t);
+  KVSPAN_TILE_STORE(0, &sums[0][0], kSumStride);
+  KVSPAN_TILE_STORE(1, &sums[0][16], kSumStride);
+  KVSPAN_TILE_STORE(2, &sums[kTileRows][0], kSumStride);
+  KVSPAN_TILE_STORE(3, &sums[kTileRows][16], kSumStride);
+  const PanelColumns cols = ColumnsOf(p, j0);
+  const Int8Scales scales = Int8ScalesOf(p, cols, j0);
+  for (int i = 0; i < std::min(2 * kTileRows, p.m - i0); ++i) {
+    StoreInt8Row(p, cols, scales, x.x_scales[i0 + i], i0 + i, j0, _mm512_load_si512(&sums[i][0]),
+                 _mm512_load_si512(&sums[i][16]));
+  }
+}
+
+#undef KVSPAN_TILE_LOAD
+#undef KVSPAN_TILE_STORE
+#undef KVSPAN_TILE_ZERO
+#undef KVSPAN_TILE_DP
 
 }  // namespace
 
@@ -419,6 +591,30 @@ void PanelGemmInt8(const LinearParams& p) {
 void PanelGemmInt4(const LinearParams& p) {
   const Int4X x = PackInt4GemmActivations(p);
   RunPanels(p, kInt4Tiles, [&p](int j0) { return PackInt4Panel(p.w, j0); }, x);
+}
+
+void AmxGemmBf16(const LinearParams& p) {
+  const int64_t ldx = (p.w.cols + 31) / 32 * 32;
+  const int rows = (p.m + kTileRows - 1) / kTileRows * kTileRows;
+  thread_local std::vector<uint16_t> parts;
+  parts.assign(3 * int64_t{rows} * ldx, 0);
+  SplitRowsToBf16x3(p, ldx, rows, parts.data());
+  const uint16_t* x = parts.data();  // this thread's buffer, for the pool's threads too
+  RunAmxPanels(p, [&](int j0) {
+    const uint32_t* panel = PackRowMajorPanel<uint16_t>(p.w, j0);
+    alignas(64) float sums[2][kTileRows][kPanelCols];
+    for (int i0 = 0; i0 < p.m; i0 += kTileRows) AmxBf16Rows(p, panel, x, ldx, int64_t{rows} * ldx, j0, i0, sums);
+  });
+}
+
+void AmxGemmInt8(const LinearParams& p) {
+  const int rows = (p.m + 2 * kTileRows - 1) / (2 * kTileRows) * (2 * kTileRows);
+  const TiledOperands x = PackInt8Activations(p, (p.w.cols + 63) / 64 * 64, /*flip=*/0, rows);
+  RunAmxPanels(p, [&](int j0) {
+    const uint32_t* panel = PackRowMajorPanel<int8_t>(p.w, j0);
+    alignas(64) int32_t sums[2 * kTileRows][kPanelCols];
+    for (int i0 = 0; i0 < p.m; i0 += 2 * kTileRows) AmxInt8Rows(p, panel, x, j0, i0, sums);
+  });
 }
 
 }  // namespace kvspan::kernels::internal

@@ -8,6 +8,8 @@
 #ifndef KVSPAN_KERNELS_CPU_GEMM_TILED_H_
 #define KVSPAN_KERNELS_CPU_GEMM_TILED_H_
 
+#include <immintrin.h>
+
 #include <cstdint>
 
 #include "absl/functional/function_ref.h"
@@ -22,6 +24,17 @@
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni"), always_inline))
 
 namespace kvspan::kernels::internal {
+
+// x rounded to bf16 the way FloatToBf16 does (nearest even; NaN kept quiet), 16 at a time.
+KVSPAN_AVX512_INLINE __m256i FloatToBf16x16(__m512 f) {
+  const __m512i x = _mm512_castps_si512(f);
+  const __m512i rounded = _mm512_add_epi32(
+      x, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1))));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  const __m512i nan_bits = _mm512_or_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, _mm512_srli_epi32(rounded, 16), nan_bits));
+}
 
 // fn(t) for t in [0, n): over `pool`, or on the calling thread when it is null.
 inline void RunTasks(ThreadPool* pool, int64_t n, absl::FunctionRef<void(int64_t)> fn, int64_t grain = 1) {
@@ -90,8 +103,9 @@ struct TileTable {
 // The int8 operands of one call: each row of p.x quantized by QuantizeRowInt8 into ldx
 // bytes (zero past k), every code XOR `flip` (0x80 turns the signed q into the unsigned
 // q + 128 that vpdpbusd takes; 0 keeps it), and its scale in x_scales. The storage is
-// thread_local: valid until this thread's next call. REQUIRES: ldx >= p.w.cols.
-TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip);
+// thread_local: valid until this thread's next call. Rows from p.m to `rows` (when more) are
+// zero (for kernels that run whole blocks of rows). REQUIRES: ldx >= p.w.cols.
+TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip, int rows = 0);
 
 // Rows of p.x as bf16 into dst ([m, ldx], FloatToBf16's rounding, zero past k), on
 // AVX-512. REQUIRES: ldx >= k; the CPU has AVX-512.
@@ -105,10 +119,18 @@ void PanelGemmBf16(const LinearParams& p, bool dot);
 void PanelGemmInt8(const LinearParams& p);
 void PanelGemmInt4(const LinearParams& p);
 
+// The prefill GEMM on AMX tiles (gemm_panels_avx512.cc; CpuIsa::kAmx) for bf16 (exact: x
+// split into three bf16 parts) and int8 weights, from this many rows of x. REQUIRES: the CPU
+// supports CpuIsa::kAmx.
+inline constexpr int kAmxGemmMinRows = 32;
+void AmxGemmBf16(const LinearParams& p);
+void AmxGemmInt8(const LinearParams& p);
+
 // The kernels of each ISA. REQUIRES: p.w.format != kF32; the CPU supports the ISA.
 void TiledLinearAvx2(const LinearParams& p);
-// bf16_dot: bf16 weights through vdpbf16ps (CpuIsa::kAvx512Bf16Dot) rather than exactly.
-void TiledLinearAvx512(const LinearParams& p, bool bf16_dot);
+// isa: kAvx512, kAvx512Bf16Dot (bf16 weights through vdpbf16ps rather than exactly) or kAmx
+// (the AMX GEMM above from kAmxGemmMinRows rows of x).
+void TiledLinearAvx512(const LinearParams& p, CpuIsa isa);
 
 }  // namespace kvspan::kernels::internal
 

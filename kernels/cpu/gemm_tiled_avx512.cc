@@ -330,17 +330,6 @@ struct TilesOf {
   };
 };
 
-// x rounded to bf16 the way FloatToBf16 does (nearest even; NaN kept quiet), 16 at a time.
-KVSPAN_AVX512_INLINE __m256i FloatToBf16x16(__m512 f) {
-  const __m512i x = _mm512_castps_si512(f);
-  const __m512i rounded = _mm512_add_epi32(
-      x, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1))));
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)),
-                                                _mm512_set1_epi32(0x7f800000));
-  const __m512i nan_bits = _mm512_or_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40));
-  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, _mm512_srli_epi32(rounded, 16), nan_bits));
-}
-
 KVSPAN_AVX512 void RoundRowsToBf16Avx512(const LinearParams& p, int64_t ldx, uint16_t* dst) {
   const int k = p.w.cols;
   for (int i = 0; i < p.m; ++i) {
@@ -372,14 +361,18 @@ constexpr TileTable<Int4PanelTiles<Int4X::kWithSums>::T, kMaxMX> kInt4Tiles;
 
 void RoundRowsToBf16(const LinearParams& p, int64_t ldx, uint16_t* dst) { RoundRowsToBf16Avx512(p, ldx, dst); }
 
-void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
+void TiledLinearAvx512(const LinearParams& p, CpuIsa isa) {
+  const bool bf16_dot = isa == CpuIsa::kAvx512Bf16Dot;
+  const bool amx = isa == CpuIsa::kAmx && p.m >= kAmxGemmMinRows;
   const int k = p.w.cols;
   TiledOperands b;
   b.p = &p;
   b.x_row_bytes = int64_t{k} * sizeof(float);
   switch (p.w.format) {
     case WeightFormat::kBF16:
-      if (p.m >= kPanelGemmMinRows) {
+      if (amx) {
+        AmxGemmBf16(p);
+      } else if (p.m >= kPanelGemmMinRows) {
         PanelGemmBf16(p, bf16_dot);
       } else if (bf16_dot) {
         thread_local std::vector<uint16_t> xb;
@@ -406,6 +399,10 @@ void TiledLinearAvx512(const LinearParams& p, bool bf16_dot) {
       RunTiles(b, kF16Tiles.fns, kMaxMX);
       return;
     case WeightFormat::kInt8: {
+      if (amx) {
+        AmxGemmInt8(p);
+        return;
+      }
       if (p.m >= kPanelGemmMinRows) {
         PanelGemmInt8(p);
         return;
