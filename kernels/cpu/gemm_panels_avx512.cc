@@ -154,18 +154,23 @@ void RunPanels(const LinearParams& p, const RowTiles<T, kMaxRows>& tiles, const 
   });
 }
 
-// The panel of a row-major matrix of Element (bf16 bits: lanes of 2 columns; int8 codes: of
-// 4), zero past k (the last lane may be partial) up to a multiple of 16 lanes.
+// Lanes of a panel of a row-major matrix of Element (bf16 bits: lanes of 2 columns; int8
+// codes: of 4): ceil(k / per lane) rounded up to whole groups of 16 (an AMX tile reads 16).
 template <class Element>
-KVSPAN_AVX512 const uint32_t* PackRowMajorPanel(const WeightMatrix& w, int j0) {
+int PanelLanes(int k) {
   constexpr int kPerLane = 4 / sizeof(Element);
-  thread_local std::vector<uint32_t> panel;
-  // Whole groups of 16 lanes, the padding zero: an AMX tile reads 16 lanes (gemm_tiled.h).
-  const int k = w.cols, lanes = (k + 16 * kPerLane - 1) / (16 * kPerLane) * 16;
-  panel.resize(int64_t{lanes} * kPanelCols);
+  return (k + 16 * kPerLane - 1) / (16 * kPerLane) * 16;
+}
+
+// Writes the panel of W rows [j0, j0 + 32) into `panel` (PanelLanes x 32 uint32), zero past k
+// (the last lane may be partial) and in the padding lanes.
+template <class Element>
+KVSPAN_AVX512 void PackRowMajorPanelInto(const WeightMatrix& w, int j0, uint32_t* panel) {
+  constexpr int kPerLane = 4 / sizeof(Element);
+  const int k = w.cols;
   const Element* base = static_cast<const Element*>(w.data);
   TransposeIntoPanel(
-      j0, w.rows, lanes,
+      j0, w.rows, PanelLanes<Element>(k),
       [&](int row, int lane) KVSPAN_AVX512_LAMBDA {
         const int elements = std::min(16 * kPerLane, k - kPerLane * lane);
         const Element* at = base + int64_t{row} * k + kPerLane * lane;
@@ -175,7 +180,15 @@ KVSPAN_AVX512 const uint32_t* PackRowMajorPanel(const WeightMatrix& w, int j0) {
           return _mm512_maskz_loadu_epi8(elements >= 64 ? ~__mmask64{0} : (__mmask64{1} << elements) - 1, at);
         }
       },
-      panel.data());
+      panel);
+}
+
+// The same into the running thread's own buffer, valid until its next call.
+template <class Element>
+const uint32_t* PackRowMajorPanel(const WeightMatrix& w, int j0) {
+  thread_local std::vector<uint32_t> panel;
+  panel.resize(int64_t{PanelLanes<Element>(w.cols)} * kPanelCols);
+  PackRowMajorPanelInto<Element>(w, j0, panel.data());
   return panel.data();
 }
 
@@ -441,12 +454,34 @@ void ConfigureTiles() {
 // Frees the tile state (the kernel then need not save it at context switches).
 void ReleaseTiles() { asm volatile("tilerelease" ::: "memory"); }
 
-// One task per panel (RunPanels' division of W), with the tiles configured for it.
-template <class Body>
-void RunAmxPanels(const LinearParams& p, const Body& body) {
-  RunTasks(p.pool, (p.w.rows + kPanelCols - 1) / kPanelCols, [&](int64_t task) {
+// Packed panels a task of the AMX GEMM keeps (in L2, beside a block of rows of x: the L2 of
+// the CPUs with AMX, Sapphire Rapids and later, is 2 MB per core).
+constexpr int64_t kAmxPanelBytes = int64_t{1} << 20;
+
+// The AMX GEMM's walk: tasks of up to kAmxPanelBytes of consecutive panels (fewer when that
+// would leave fewer than two tasks per thread), each packed once into the running thread's
+// buffer; then, with the tiles configured, every block of `block_rows` rows of x against each
+// panel of the task: rows(panel, j0, i0). The block of x is read from memory once per task
+// and from L2 for the task's other panels (one panel per task read every row of x from
+// memory again for every 32 outputs: 25 MB per panel for bf16 at m = 512, k = 8192).
+template <class Element, class Rows>
+void RunAmxPanelGroups(const LinearParams& p, int block_rows, const Rows& rows) {
+  const int64_t panel_words = int64_t{PanelLanes<Element>(p.w.cols)} * kPanelCols;
+  const int panels = (p.w.rows + kPanelCols - 1) / kPanelCols;
+  const int threads = p.pool != nullptr ? p.pool->num_threads() : 1;
+  // One block of rows: nothing to reuse, so one panel per task (the finest division).
+  const int group = p.m <= block_rows ? 1
+                                      : static_cast<int>(std::clamp<int64_t>(
+                                            std::min<int64_t>(kAmxPanelBytes / (panel_words * 4), panels / (2 * threads)), 1, panels));
+  RunTasks(p.pool, (panels + group - 1) / group, [&](int64_t task) {
+    thread_local std::vector<uint32_t> packed;
+    const int first = static_cast<int>(task) * group, count = std::min(group, panels - first);
+    packed.resize(count * panel_words);
+    for (int g = 0; g < count; ++g) PackRowMajorPanelInto<Element>(p.w, (first + g) * kPanelCols, packed.data() + g * panel_words);
     ConfigureTiles();
-    body(static_cast<int>(task) * kPanelCols);
+    for (int i0 = 0; i0 < p.m; i0 += block_rows) {
+      for (int g = 0; g < count; ++g) rows(packed.data() + g * panel_words, (first + g) * kPanelCols, i0);
+    }
     ReleaseTiles();
   });
 }
@@ -600,20 +635,18 @@ void AmxGemmBf16(const LinearParams& p) {
   parts.assign(3 * int64_t{rows} * ldx, 0);
   SplitRowsToBf16x3(p, ldx, rows, parts.data());
   const uint16_t* x = parts.data();  // this thread's buffer, for the pool's threads too
-  RunAmxPanels(p, [&](int j0) {
-    const uint32_t* panel = PackRowMajorPanel<uint16_t>(p.w, j0);
+  RunAmxPanelGroups<uint16_t>(p, kTileRows, [&](const uint32_t* panel, int j0, int i0) {
     alignas(64) float sums[2][kTileRows][kPanelCols];
-    for (int i0 = 0; i0 < p.m; i0 += kTileRows) AmxBf16Rows(p, panel, x, ldx, int64_t{rows} * ldx, j0, i0, sums);
+    AmxBf16Rows(p, panel, x, ldx, int64_t{rows} * ldx, j0, i0, sums);
   });
 }
 
 void AmxGemmInt8(const LinearParams& p) {
   const int rows = (p.m + 2 * kTileRows - 1) / (2 * kTileRows) * (2 * kTileRows);
   const TiledOperands x = PackInt8Activations(p, (p.w.cols + 63) / 64 * 64, /*flip=*/0, rows);
-  RunAmxPanels(p, [&](int j0) {
-    const uint32_t* panel = PackRowMajorPanel<int8_t>(p.w, j0);
+  RunAmxPanelGroups<int8_t>(p, 2 * kTileRows, [&](const uint32_t* panel, int j0, int i0) {
     alignas(64) int32_t sums[2 * kTileRows][kPanelCols];
-    for (int i0 = 0; i0 < p.m; i0 += 2 * kTileRows) AmxInt8Rows(p, panel, x, j0, i0, sums);
+    AmxInt8Rows(p, panel, x, j0, i0, sums);
   });
 }
 
