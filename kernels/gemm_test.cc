@@ -215,6 +215,32 @@ INSTANTIATE_TEST_SUITE_P(
              std::string(WeightFormatName(std::get<1>(info.param)));
     });
 
+// amx's int8 GEMM does the avx512 panel GEMM's arithmetic (exact integer sums, then the same
+// fp32 operations), so it gives its bits at every m >= 32.
+TEST(LinearAmxTest, Int8GivesTheAvx512Bits) {
+  if (!CpuSupportsIsa(DetectCpuFeatures(), CpuIsa::kAmx)) GTEST_SKIP() << "CPU lacks amx";
+  std::mt19937 rng(77);
+  ThreadPool pool(2);
+  for (WeightFormat format : {WeightFormat::kInt8}) {
+    for (const auto& [n, k, group] : std::vector<std::tuple<int, int, int>>{{67, 257, 32}, {130, 1000, 64}, {300, 2048, 128}}) {
+      const TestWeights w(format, n, k, rng, group);
+      for (int m : {32, 33, 70, 140}) {
+        const std::vector<float> x = RandomVector(int64_t{m} * k, rng);
+        const std::vector<float> bias = RandomVector(n, rng);
+        std::vector<float> amx = RandomVector(int64_t{m} * n, rng), avx512 = amx;
+        LinearParams p{.x = x.data(), .w = w.matrix, .bias = bias.data(), .m = m, .beta = 1.0f, .pool = &pool};
+        p.y = amx.data();
+        Linear(p, CpuIsa::kAmx);
+        p.y = avx512.data();
+        Linear(p, CpuIsa::kAvx512);
+        for (size_t e = 0; e < amx.size(); ++e) {
+          ASSERT_EQ(amx[e], avx512[e]) << WeightFormatName(format) << " n=" << n << " k=" << k << " m=" << m << " element " << e;
+        }
+      }
+    }
+  }
+}
+
 // The int8 path approximates the product of fp32 x with the dequantized weights within
 // the activation quantization error: |Σ (x - s_x q) ŵ| <= (s_x / 2) Σ |ŵ| (plus fp32 terms).
 TEST(LinearInt8Test, WithinActivationQuantizationBoundOfFloatProduct) {
