@@ -17,6 +17,11 @@ namespace {
 // amortize the task hand-out, small enough to balance 2..16 threads on a
 // 2048-row matrix.
 constexpr int kRowsPerTask = 64;
+// At m = 1, W per task at least (RunTiles). linear_bench --m 1 --dram-mib 512 on the Intel Xeon
+// with AMX, 2 threads (2026-12-03), 64-row tasks -> 512 KB: 16384x2048 int8 26.4-26.9 -> 30.8
+// GB/s, int4 21.8-22.1 -> 29.1; tasks of 2 and 8 MB were no better; 2048x8192 (8 KB rows: 64
+// rows either way) unchanged.
+constexpr int64_t kMinStreamTaskBytes = int64_t{512} << 10;
 // Packed x per pass of the tiled kernels over a task's W rows (see RunTiles).
 constexpr int64_t kChunkBytes = int64_t{128} << 10;
 
@@ -94,15 +99,23 @@ void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const flo
 void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx) {
   const LinearParams& p = *b.p;
   const int n = p.w.rows;
-  const int num_tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
+  // One row of x (decode) streams W: tasks of at least kMinStreamTaskBytes of W (but two per
+  // thread at least), so that each thread's stream runs long enough for the prefetchers.
+  int rows_per_task = kRowsPerTask;
+  if (p.m == 1) {
+    const int threads = p.pool != nullptr ? p.pool->num_threads() : 1;
+    const int64_t want = kMinStreamTaskBytes / std::max<int64_t>(1, WeightRowBytes(p.w.format, p.w.cols));
+    rows_per_task = static_cast<int>((std::max<int64_t>(kRowsPerTask, std::min<int64_t>(want, n / (2 * threads))) + 3) / 4 * 4);
+  }
+  const int num_tasks = (n + rows_per_task - 1) / rows_per_task;
   // Rows of x per pass over a task's W rows: ~kChunkBytes of packed x, which
   // then stays in L2 while every W tile of the task reuses it (without this,
   // each W tile would stream all of a large x through the caches).
   const int64_t x_row_bytes = std::max<int64_t>(1, b.x_row_bytes);
   const int chunk_rows = static_cast<int>(std::max<int64_t>(max_mx, kChunkBytes / x_row_bytes / max_mx * max_mx));
   auto run = [&](int64_t task) {
-    const int j_begin = static_cast<int>(task) * kRowsPerTask;
-    const int j_end = std::min(n, j_begin + kRowsPerTask);
+    const int j_begin = static_cast<int>(task) * rows_per_task;
+    const int j_end = std::min(n, j_begin + rows_per_task);
     float dots[kMaxTileRowsX * kMaxTileRowsW];
     for (int chunk = 0; chunk < p.m; chunk += chunk_rows) {
       const int chunk_end = std::min(p.m, chunk + chunk_rows);
