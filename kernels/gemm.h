@@ -46,7 +46,7 @@
 //               order than the 4-row tile (which sums per lane of 4 codes, then reduces).
 //   amx         (CpuIsa::kAmx) the avx512 kernels, but from kAmxGemmMinRows = 32 rows of x the
 //               bf16 and int8 GEMMs on AMX tiles, W repacked per call into the same panels
-//               (gemm_panels_avx512.cc): int8 by tdpbssd on signed q and codes, 32 rows of x x
+//               (gemm_amx.cc): int8 by tdpbssd on signed q and codes, 32 rows of x x
 //               32 outputs per block of four int32 tiles, the exact integer sums and the
 //               int8 epilogue above (the same bits as avx512); bf16 by tdpbf16ps on x split
 //               into hi + mid + lo (three bf16 whose sum is x exactly, so every product is

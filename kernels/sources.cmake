@@ -9,6 +9,7 @@ set(KVSPAN_KERNELS_SOURCES
   kernels/cpu/cpu_isa.cc
   kernels/cpu/elementwise_ref.cc
   kernels/cpu/gemm.cc
+  kernels/cpu/gemm_amx.cc
   kernels/cpu/gemm_panels_avx512.cc
   kernels/cpu/gemm_ref.cc
   kernels/cpu/gemm_tiled_avx2.cc

@@ -119,7 +119,7 @@ void PanelGemmBf16(const LinearParams& p, bool dot);
 void PanelGemmInt8(const LinearParams& p);
 void PanelGemmInt4(const LinearParams& p);
 
-// The prefill GEMM on AMX tiles (gemm_panels_avx512.cc; CpuIsa::kAmx) for bf16 (exact: x
+// The prefill GEMM on AMX tiles (gemm_amx.cc; CpuIsa::kAmx) for bf16 (exact: x
 // split into three bf16 parts) and int8 weights, from this many rows of x. REQUIRES: the CPU
 // supports CpuIsa::kAmx.
 inline constexpr int kAmxGemmMinRows = 32;

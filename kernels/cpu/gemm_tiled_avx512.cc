@@ -130,9 +130,9 @@ struct Int8Op {
   }
 };
 
-// The software prefetch of the one-stream decode tiles (the rows tile, the int4 panel tile): this many bytes ahead in its stream, a line per line
-// loaded. linear_bench at m = 1 over 512 MiB of copies (Intel Xeon with AMX, 2 threads,
-// 2026-12-03): int8 16384x2048 22.5-23.7 -> 25.9-26.7 GB/s, 2048x8192 24.7-25.8 -> 26.2-27.0;
+// The software prefetch of the one-stream decode tiles (the rows tile, the int4 panel tile):
+// this many bytes ahead in the stream, a line per line loaded. linear_bench at m = 1 over 512
+// MiB of copies (Intel Xeon with AMX, 2 threads, 2026-12-03): int8 16384x2048 22.5-23.7 -> 25.9-26.7 GB/s, 2048x8192 24.7-25.8 -> 26.2-27.0;
 // bf16 23.3-26.8 -> 28.3 and 28.6-30.2 -> 29.6-29.9; 1536 and 3072 bytes were no better.
 constexpr int kRowsPrefetchBytes = 2048;
 
