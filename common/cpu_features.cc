@@ -55,8 +55,18 @@ std::string Brand() {
   return brand.substr(begin, brand.find_last_not_of(' ') - begin + 1);
 }
 
+std::string Vendor() {
+  const Regs r = Cpuid(0, 0);
+  char text[13] = {};
+  std::memcpy(text, &r.ebx, 4);
+  std::memcpy(text + 4, &r.edx, 4);
+  std::memcpy(text + 8, &r.ecx, 4);
+  return text;
+}
+
 CpuFeatures Detect() {
   CpuFeatures f;
+  f.vendor = Vendor();
   f.brand = Brand();
   const Regs l1 = Cpuid(1, 0);
   if (!Bit(l1.ecx, 27)) return f;  // no OSXSAVE: the OS enables no AVX state

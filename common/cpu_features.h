@@ -27,6 +27,7 @@ struct CpuFeatures {
   bool amx_tile = false;
   bool amx_bf16 = false;
   bool amx_int8 = false;
+  std::string vendor;  // cpuid leaf 0's vendor ("AuthenticAMD", "GenuineIntel"); "" if none
   std::string brand;  // cpuid's brand string, trimmed ("AMD EPYC"); "unknown CPU" if none
 };
 

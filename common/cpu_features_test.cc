@@ -42,6 +42,26 @@ TEST(CpuFeaturesTest, AgreesWithProcCpuinfo) {
   }
 }
 
+// The first processor's "vendor_id" of /proc/cpuinfo; empty if there is none (not x86).
+std::string ProcCpuinfoVendor() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("vendor_id", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::string vendor;
+    words >> vendor;
+    return vendor;
+  }
+  return "";
+}
+
+TEST(CpuFeaturesTest, VendorIsProcCpuinfos) {
+  const std::string vendor = ProcCpuinfoVendor();
+  if (vendor.empty()) GTEST_SKIP() << "no /proc/cpuinfo vendor_id line";
+  EXPECT_EQ(DetectCpuFeatures().vendor, vendor);
+}
+
 TEST(CpuFeaturesTest, ImpliedFeaturesHold) {
   const CpuFeatures& f = DetectCpuFeatures();
   EXPECT_TRUE(!f.avx512f || (f.avx2 && f.fma && f.f16c)) << ToString(f);
