@@ -13,18 +13,23 @@
 namespace kvspan {
 namespace {
 
-// The first processor's "flags" line of /proc/cpuinfo, as a set; empty if unreadable.
-std::set<std::string> ProcCpuinfoFlags() {
+// The text after ':' of the first processor's line `name` in /proc/cpuinfo; empty if there
+// is none (unreadable, or not x86).
+std::string ProcCpuinfoField(const std::string& name) {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line.substr(line.find(':') + 1));
-    std::set<std::string> flags;
-    for (std::string w; words >> w;) flags.insert(w);
-    return flags;
+    if (line.rfind(name, 0) == 0) return line.substr(line.find(':') + 1);
   }
-  return {};
+  return "";
+}
+
+// The first processor's "flags" line of /proc/cpuinfo, as a set; empty if unreadable.
+std::set<std::string> ProcCpuinfoFlags() {
+  std::istringstream words(ProcCpuinfoField("flags"));
+  std::set<std::string> flags;
+  for (std::string w; words >> w;) flags.insert(w);
+  return flags;
 }
 
 TEST(CpuFeaturesTest, AgreesWithProcCpuinfo) {
@@ -42,22 +47,9 @@ TEST(CpuFeaturesTest, AgreesWithProcCpuinfo) {
   }
 }
 
-// The first processor's "vendor_id" of /proc/cpuinfo; empty if there is none (not x86).
-std::string ProcCpuinfoVendor() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("vendor_id", 0) != 0) continue;
-    std::istringstream words(line.substr(line.find(':') + 1));
-    std::string vendor;
-    words >> vendor;
-    return vendor;
-  }
-  return "";
-}
-
 TEST(CpuFeaturesTest, VendorIsProcCpuinfos) {
-  const std::string vendor = ProcCpuinfoVendor();
+  std::string vendor;
+  std::istringstream(ProcCpuinfoField("vendor_id")) >> vendor;
   if (vendor.empty()) GTEST_SKIP() << "no /proc/cpuinfo vendor_id line";
   EXPECT_EQ(DetectCpuFeatures().vendor, vendor);
 }

@@ -141,12 +141,16 @@ KVSPAN_AVX512_INLINE void PrefetchAhead(const void* at, int bytes) {
   for (int o = 0; o < bytes; o += 64) __builtin_prefetch(static_cast<const char*>(at) + kRowsPrefetchBytes + o);
 }
 
-// On AMD (Zen 4) the rows tile runs faster with the hardware prefetchers alone: the 1B
-// shape's decode (model_bench, three interleaved pairs, 2026-12-03) bf16 10.14 / 10.50 /
-// 10.81 -> 11.24 / 11.76 / 11.76 tok/s, int8 16.84 / 17.51 / 16.34 -> 20.71 / 18.86 / 21.84;
-// linear_bench int8 at m = 1 22-24 -> 25-34 GB/s. The int4 panel tile measured the same with
-// or without (33.1 / 33.3 / 36.9 against 33.9 / 35.2 / 31.4 tok/s) and keeps it.
-const bool kRowsTilePrefetch = DetectCpuFeatures().vendor != "AuthenticAMD";
+// Whether the rows tile prefetches: not on AMD, where (Zen 4) it runs faster with the
+// hardware prefetchers alone: the 1B shape's decode (model_bench, three interleaved pairs,
+// 2026-12-03) bf16 10.14 / 10.50 / 10.81 -> 11.24 / 11.76 / 11.76 tok/s, int8 16.84 / 17.51 /
+// 16.34 -> 20.71 / 18.86 / 21.84; linear_bench int8 at m = 1 with no look-ahead 21.9-25.6 ->
+// 25.1-34.0 GB/s. The int4 panel tile measured the same with or without (33.1 / 33.3 / 36.9
+// against 33.9 / 35.2 / 31.4 tok/s) and keeps it. Decided on the first call.
+bool RowsTilePrefetch() {
+  static const bool prefetch = DetectCpuFeatures().vendor != "AuthenticAMD";
+  return prefetch;
+}
 
 // int4 by vpdpbusd, one panel of 4 rows (weight_matrix.h) per tile: each 64-column block is
 // 128 contiguous bytes (32 per row), so the tile reads one sequential stream. A 64-byte half
@@ -317,12 +321,13 @@ KVSPAN_AVX512 void RowsTile(const TiledOperands& b, int j0, int i0, float* dots)
   const int k = b.p->w.cols;
   const int64_t stride = WeightRowBytes(b.p->w.format, k) / int64_t{sizeof(typename Op::Element)};
   const typename Op::Element* w = static_cast<const typename Op::Element*>(b.p->w.data) + int64_t{j0} * stride;
+  const bool prefetch = RowsTilePrefetch();
   #pragma GCC unroll 1
   for (int r = 0; r < NW; ++r, w += stride) {
     typename Op::Acc acc0 = Op::Zero(), acc1 = Op::Zero();
     int c = 0;
     for (; c + 2 * Op::kStep <= k; c += 2 * Op::kStep) {  // whole chunks: constant (all-ones) masks
-      if (kRowsTilePrefetch) PrefetchAhead(w + c, 2 * Op::kStep * sizeof(typename Op::Element));
+      if (prefetch) PrefetchAhead(w + c, 2 * Op::kStep * sizeof(typename Op::Element));
       acc0 = Op::Madd(acc0, Op::LoadX(b, i0, c, Op::kStep), Op::LoadW(w + c, Op::kStep, b, j0 + r, c));
       const int c1 = c + Op::kStep;
       acc1 = Op::Madd(acc1, Op::LoadX(b, i0, c1, Op::kStep), Op::LoadW(w + c1, Op::kStep, b, j0 + r, c1));
