@@ -98,10 +98,11 @@ struct Row {
   double decode_gbs = 0;     // weights + KV read per second
 };
 
-absl::Status BenchModel(const std::string& dir, int threads, const model::WeightsChoice& weights, int prefill_tokens, int decode_tokens,
-                        const std::vector<int>& batches, std::vector<Row>* rows) {
+absl::Status BenchModel(const std::string& dir, int threads, int spin_us, const model::WeightsChoice& weights,
+                        int prefill_tokens, int decode_tokens, const std::vector<int>& batches, std::vector<Row>* rows) {
   model::ModelOptions options;
   options.num_threads = threads;
+  options.pool_spin_micros = spin_us;
   options.weights = weights;
   ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Load(dir, options));
   const int64_t rss_after_load = ResidentBytes();
@@ -174,6 +175,7 @@ absl::Status BenchModel(const std::string& dir, int threads, const model::Weight
 int Main(int argc, char** argv, const std::string& blas_line) {
   std::vector<std::string> models;
   int threads = 0;
+  int spin_us = ThreadPool::kDefaultSpinMicros;
   int prefill_tokens = 512;
   int decode_tokens = 32;
   int stream_mib = 512;
@@ -182,6 +184,7 @@ int Main(int argc, char** argv, const std::string& blas_line) {
   FlagSet flags("model_bench", "Prefill/decode throughput of the CPU runtime vs memory bandwidth.");
   flags.Add("model", &models, "model directory (repeatable)");
   flags.Add("threads", &threads, "threads; 0 = all cores");
+  flags.Add("pool-spin-us", &spin_us, "microseconds the model's pool threads poll before sleeping (0: sleep at once)");
   model::WeightsChoice weights;
   model::AddWeightsFlag(flags, &weights);
   flags.Add("prefill-tokens", &prefill_tokens, "prompt length for the prefill measurement");
@@ -213,7 +216,7 @@ int Main(int argc, char** argv, const std::string& blas_line) {
   std::fprintf(stderr, "memory bandwidth: copy %.2f GB/s, read %.2f GB/s\n", bw.copy_gbs, bw.read_gbs);
   std::vector<Row> rows;
   for (const std::string& dir : models) {
-    if (absl::Status s = BenchModel(dir, threads, weights, prefill_tokens, decode_tokens, batches, &rows);
+    if (absl::Status s = BenchModel(dir, threads, spin_us, weights, prefill_tokens, decode_tokens, batches, &rows);
         !s.ok()) {
       std::fprintf(stderr, "model_bench: %s: %s\n", dir.c_str(), s.ToString().c_str());
       return 1;

@@ -2,8 +2,24 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 
 namespace kvspan {
+
+template <class Done>
+bool ThreadPool::SpinUntil(const Done& done) const {
+  if (spin_micros_ == 0) return done();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_micros_);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
 
 struct ThreadPool::Job {
   Job(int64_t n, int64_t grain, absl::FunctionRef<void(int64_t)> fn)
@@ -12,12 +28,13 @@ struct ThreadPool::Job {
   const int64_t grain;
   absl::FunctionRef<void(int64_t)> fn;
   std::atomic<int64_t> next{0};
-  // Workers that popped this job and have not yet let go of it; guarded by the pool's mu_.
-  int active = 0;
+  // Workers that popped this job and have not yet let go of it: written under the pool's
+  // mu_, polled by the caller.
+  std::atomic<int> active{0};
   std::condition_variable released;
 };
 
-ThreadPool::ThreadPool(int num_threads) {
+ThreadPool::ThreadPool(int num_threads, int spin_micros) : spin_micros_(std::max(0, spin_micros)) {
   for (int i = 1; i < std::max(1, num_threads); ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
@@ -42,15 +59,21 @@ void ThreadPool::RunChunks(Job* job) {
 void ThreadPool::WorkerLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
+    if (queue_.empty() && !stop_) {
+      lock.unlock();
+      SpinUntil([this] { return queued_.load(std::memory_order_acquire) > 0; });
+      lock.lock();
+    }
     cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stop_ and nothing left
     Job* job = queue_.front();
     queue_.pop_front();
-    ++job->active;
+    queued_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+    job->active.fetch_add(1, std::memory_order_relaxed);
     lock.unlock();
     RunChunks(job);
     lock.lock();
-    if (--job->active == 0) job->released.notify_all();
+    if (job->active.fetch_sub(1, std::memory_order_release) == 1) job->released.notify_all();
   }
 }
 
@@ -67,14 +90,21 @@ void ThreadPool::ParallelFor(int64_t n, absl::FunctionRef<void(int64_t)> fn, int
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (int64_t i = 0; i < helpers; ++i) queue_.push_back(&job);
+    queued_.store(static_cast<int64_t>(queue_.size()), std::memory_order_release);
   }
   if (helpers == 1) cv_.notify_one(); else cv_.notify_all();
   RunChunks(&job);
   // All chunks are claimed. Withdraw entries no worker popped, then wait for the
-  // workers still running a chunk of this job (they hold a pointer to it).
+  // workers still running a chunk of this job (they hold a pointer to it, and let go of it
+  // under mu_: so the lock is taken again before `job` goes out of scope).
   std::unique_lock<std::mutex> lock(mu_);
   queue_.erase(std::remove(queue_.begin(), queue_.end(), &job), queue_.end());
-  job.released.wait(lock, [&job] { return job.active == 0; });
+  queued_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+  if (job.active.load(std::memory_order_relaxed) == 0) return;
+  lock.unlock();
+  SpinUntil([&job] { return job.active.load(std::memory_order_acquire) == 0; });
+  lock.lock();
+  job.released.wait(lock, [&job] { return job.active.load(std::memory_order_relaxed) == 0; });
 }
 
 int DefaultNumThreads() {

@@ -1,10 +1,14 @@
 // A fixed pool of worker threads for data-parallel loops (attention heads, rows of a
 // matrix). The calling thread takes part in the work, so ThreadPool(1) runs inline.
 // Thread-safe: ParallelFor may be called from several threads at once; each call
-// blocks until all of its iterations have returned.
+// blocks until all of its iterations have returned. An idle worker, and a caller waiting
+// for workers to finish its job, poll for up to spin_micros before sleeping on a condition
+// variable: a decode step makes ~200 short calls, and a futex wake-up per call left a core
+// idle for its latency each time (docs/performance.md, "The thread pool's spin").
 #ifndef KVSPAN_COMMON_THREAD_POOL_H_
 #define KVSPAN_COMMON_THREAD_POOL_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -18,8 +22,12 @@ namespace kvspan {
 
 class ThreadPool {
  public:
-  // REQUIRES: num_threads >= 1 (the caller counts as one; num_threads - 1 are started).
-  explicit ThreadPool(int num_threads);
+  // How long a thread polls for work (or for its job's end) before it sleeps, by default.
+  static constexpr int kDefaultSpinMicros = 50;
+
+  // REQUIRES: num_threads >= 1 (the caller counts as one; num_threads - 1 are started);
+  // spin_micros >= 0 (0: sleep at once).
+  explicit ThreadPool(int num_threads, int spin_micros = kDefaultSpinMicros);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -34,10 +42,16 @@ class ThreadPool {
   struct Job;
   void WorkerLoop();
   static void RunChunks(Job* job);
+  // Polls done() for up to spin_micros_; whether it became true.
+  template <class Done>
+  bool SpinUntil(const Done& done) const;
+
+  const int spin_micros_;
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job*> queue_;  // guarded by mu_
+  std::atomic<int64_t> queued_{0};  // queue_.size(), written under mu_, polled by idle workers
   bool stop_ = false;       // guarded by mu_
   std::vector<std::thread> workers_;
 };

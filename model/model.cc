@@ -137,6 +137,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
   if (options.num_threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat("ModelOptions.num_threads = ", options.num_threads, " < 0"));
   }
+  if (options.pool_spin_micros < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ModelOptions.pool_spin_micros = ", options.pool_spin_micros, " < 0"));
+  }
   ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir, options.weights));
   ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));
   const int num_threads = options.num_threads == 0 ? DefaultNumThreads() : options.num_threads;
@@ -166,7 +170,7 @@ std::vector<float> RopeInvFreqFor(const ModelConfig& config) {
 Model::Model(ModelConfig config, internal::Weights weights, const ModelOptions& options)
     : config_(std::move(config)), weights_(std::move(weights)) {
   const int num_threads = options.num_threads <= 0 ? DefaultNumThreads() : options.num_threads;
-  pool_ = std::make_unique<ThreadPool>(num_threads);
+  pool_ = std::make_unique<ThreadPool>(num_threads, options.pool_spin_micros);
   kernels::SetBlasThreads(num_threads);
   inv_freq_ = RopeInvFreqFor(config_);
 }

@@ -63,6 +63,8 @@ struct ModelOptions {
   int num_threads = 0;
   // Format of the weight matrices in memory.
   WeightsChoice weights = {};
+  // How long the model's pool threads poll for work before they sleep (ThreadPool); >= 0.
+  int pool_spin_micros = ThreadPool::kDefaultSpinMicros;
 };
 
 enum class LogitsMode {

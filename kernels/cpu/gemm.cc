@@ -73,6 +73,21 @@ TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t fl
   return b;
 }
 
+TiledOperands PackInt4Activations(const LinearParams& p) {
+  TiledOperands b = PackInt8Activations(p, (int64_t{p.w.cols} + 63) / 64 * 64, /*flip=*/0);
+  const int64_t halves = b.ldx / 32;
+  thread_local std::vector<int32_t> sums;
+  sums.resize(p.m * halves);
+  const int8_t* q = static_cast<const int8_t*>(b.x);
+  for (int64_t e = 0; e < p.m * halves; ++e) {
+    int32_t sum = 0;
+    for (int c = 0; c < 32; ++c) sum += q[e * 32 + c];
+    sums[e] = -8 * sum;
+  }
+  b.x_sums = sums.data();
+  return b;
+}
+
 void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const float* dots) {
   const LinearParams& p = *b.p;
   const int n = p.w.rows;

@@ -171,43 +171,22 @@ KVSPAN_AVX512 Int4Panel PackInt4Panel(const WeightMatrix& w, int j0) {
   return {codes.data(), scales.data()};
 }
 
-// x of the int4 GEMM: PackInt8Activations' q ([m, ldx], ldx = 64 ceil(k / 64), zero past
-// k) and scales, and -8 · Σ q per 32 columns ([m][ldx / 32] int32).
-struct Int4X {
-  TiledOperands q;
-  const int32_t* sums = nullptr;
-  int subgroups = 0;  // ldx / 32
-};
-
-Int4X PackInt4GemmActivations(const LinearParams& p) {
-  Int4X x;
-  x.q = PackInt8Activations(p, (p.w.cols + 63) / 64 * 64, /*flip=*/0);
-  x.subgroups = static_cast<int>(x.q.ldx / 32);
-  thread_local std::vector<int32_t> sums;
-  sums.resize(int64_t{p.m} * x.subgroups);
-  const int8_t* q = static_cast<const int8_t*>(x.q.x);
-  for (int64_t e = 0; e < int64_t{p.m} * x.subgroups; ++e) {
-    int32_t sum = 0;
-    for (int c = 0; c < 32; ++c) sum += q[e * 32 + c];
-    sums[e] = -8 * sum;
-  }
-  x.sums = sums.data();
-  return x;
-}
+// x of the int4 GEMM: PackInt4Activations' q and -8 · Σ q per 32 columns.
 
 template <int MR>
 struct Int4Tile {
-  KVSPAN_AVX512 static void Run(const LinearParams& p, const Int4Panel& panel, const Int4X& x, int j0, int i0) {
+  KVSPAN_AVX512 static void Run(const LinearParams& p, const Int4Panel& panel, const TiledOperands& x, int j0, int i0) {
     const int group_size = p.w.group_size;
-    const int8_t* xq = static_cast<const int8_t*>(x.q.x) + int64_t{i0} * x.q.ldx;
-    const int32_t* xs = x.sums + int64_t{i0} * x.subgroups;
+    const int subgroups = static_cast<int>(x.ldx / 32);
+    const int8_t* xq = static_cast<const int8_t*>(x.x) + int64_t{i0} * x.ldx;
+    const int32_t* xs = x.x_sums + int64_t{i0} * subgroups;
     __m512 acc[MR][2];
     #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    for (int sg = 0; sg < x.subgroups; ++sg) {
+    for (int sg = 0; sg < subgroups; ++sg) {
       __m512i dot[MR][2];
       #pragma GCC unroll 6
-      for (int i = 0; i < MR; ++i) dot[i][0] = dot[i][1] = _mm512_set1_epi32(xs[i * x.subgroups + sg]);
+      for (int i = 0; i < MR; ++i) dot[i][0] = dot[i][1] = _mm512_set1_epi32(xs[i * subgroups + sg]);
       const uint32_t* wq = panel.codes + sg * 8 * kPanelCols;
       #pragma GCC unroll 2
       for (int quad = 0; quad < 8; ++quad) {
@@ -216,7 +195,7 @@ struct Int4Tile {
         #pragma GCC unroll 6
         for (int i = 0; i < MR; ++i) {
           int32_t four;
-          std::memcpy(&four, xq + i * x.q.ldx + sg * 32 + quad * 4, sizeof(four));
+          std::memcpy(&four, xq + i * x.ldx + sg * 32 + quad * 4, sizeof(four));
           const __m512i xv = _mm512_set1_epi32(four);
           dot[i][0] = DotBytes(dot[i][0], w0, xv);
           dot[i][1] = DotBytes(dot[i][1], w1, xv);
@@ -233,7 +212,7 @@ struct Int4Tile {
     const PanelColumns c = ColumnsOf(p, j0);
     #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
-      const __m512 s_x = _mm512_set1_ps(x.q.x_scales[i0 + i]);
+      const __m512 s_x = _mm512_set1_ps(x.x_scales[i0 + i]);
       StoreColumns(p, c, i0 + i, j0, _mm512_fmadd_ps(acc[i][0], s_x, c.bias0), _mm512_fmadd_ps(acc[i][1], s_x, c.bias1));
     }
   }
@@ -312,7 +291,7 @@ void PanelGemmInt8(const LinearParams& p) {
 }
 
 void PanelGemmInt4(const LinearParams& p) {
-  const Int4X x = PackInt4GemmActivations(p);
+  const TiledOperands x = PackInt4Activations(p);
   RunPanels(p, kInt4Tiles, [&p](int j0) { return PackInt4Panel(p.w, j0); }, x);
 }
 

@@ -68,7 +68,8 @@ struct TiledOperands {
   int64_t ldx = 0;          // elements per packed row
   const float* x_scales = nullptr;  // [m] kInt8: s_x of each row; null otherwise
   int64_t x_row_bytes = 0;          // bytes of one packed row of x (for cache blocking)
-  const int32_t* x_offsets = nullptr;  // kInt4 on AVX2: see PackInt4Activations
+  const int32_t* x_offsets = nullptr;  // kInt4 on AVX2: see its PackInt4LaneOffsets
+  const int32_t* x_sums = nullptr;     // kInt4 on AVX-512: see PackInt4Activations
 };
 
 // Writes dots[i * kMaxTileRowsW + r] = Σ_c x[i0 + i, c] · W[j0 + r, c] for i < MX, r < NW
@@ -106,6 +107,12 @@ struct TileTable {
 // thread_local: valid until this thread's next call. Rows from p.m to `rows` (when more) are
 // zero (for kernels that run whole blocks of rows). REQUIRES: ldx >= p.w.cols.
 TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip, int rows = 0);
+
+// The int4 operands of the AVX-512 kernels: PackInt8Activations' q (ldx = 64 ceil(k / 64),
+// flip 0) and, in x_sums ([m, ldx / 32] int32, thread_local as the codes), -8 · Σ q over each
+// 32 columns: what turns Σ q · (code + 8) of the stored nibbles into Σ q · code for a group
+// of 32 (|.| <= 8 · 32 · 127).
+TiledOperands PackInt4Activations(const LinearParams& p);
 
 // Rows of p.x as bf16 into dst ([m, ldx], FloatToBf16's rounding, zero past k), on
 // AVX-512. REQUIRES: ldx >= k; the CPU has AVX-512.

@@ -278,7 +278,7 @@ void Int8RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
 // int4 weights (j0 is a multiple of 4, so the tile's rows are one panel of weight_matrix.h:
 // row r's 32 bytes of block t at panel + 128 t + 32 r, its scale of group g at panel_scales
 // + 4 g + r); x is the int8 codes q ([m, ldx], ldx a multiple of 64, zero past k) and
-// x_offsets the 8 · Σ q of each 4 elements (PackInt4Activations). Per 32 elements (one
+// x_offsets the 8 · Σ q of each 4 elements (PackInt4LaneOffsets). Per 32 elements (one
 // group's worth: group_size is a multiple of 32) the codes + 8 in [1, 15] are one nibble
 // mask of a row's packed 32 bytes (low nibbles for the first 32 elements of the block, high
 // for the next 32); vpmaddubsw (unsigned codes × signed q, pairs <= 2 · 15 · 127: no
@@ -335,7 +335,7 @@ void Int4Tile(const TiledOperands& b, int j0, int i0, float* dots) {
 // The int4 operands: PackInt8Activations' codes (ldx a multiple of 64) and, in x_offsets
 // ([m, ldx / 4] int32, thread_local as the codes), 8 · Σ q over each 4 consecutive codes:
 // the lanes Int4Tile subtracts.
-TiledOperands PackInt4Activations(const LinearParams& p) {
+TiledOperands PackInt4LaneOffsets(const LinearParams& p) {
   const int64_t ldx = (int64_t{p.w.cols} + 63) / 64 * 64;
   TiledOperands b = PackInt8Activations(p, ldx, /*flip=*/0);
   thread_local std::vector<int32_t> offsets;
@@ -421,7 +421,7 @@ void TiledLinearAvx2(const LinearParams& p) {
       return;
     }
     case WeightFormat::kInt4: {
-      RunTiles(PackInt4Activations(p), kInt4Tiles.fns, kInt4MaxMX);
+      RunTiles(PackInt4LaneOffsets(p), kInt4Tiles.fns, kInt4MaxMX);
       return;
     }
     case WeightFormat::kF32:

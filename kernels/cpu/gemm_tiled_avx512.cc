@@ -155,23 +155,18 @@ bool RowsTilePrefetch() {
 // int4 by vpdpbusd, one panel of 4 rows (weight_matrix.h) per tile: each 64-column block is
 // 128 contiguous bytes (32 per row), so the tile reads one sequential stream. A 64-byte half
 // of a block holds two rows' 32 packed bytes; its low nibbles are the two rows' codes + 8 of
-// elements 0-31 of the block, its high nibbles those of elements 32-63. Against them: q of
-// elements 0-31 in both 256-bit halves of a register, q of elements 32-63 likewise, and
-// vpdpbusd started from the lanes' -8 · Σ q (lane l: its 4 elements) leaves Σ q · code
-// exactly (|.| <= 4 · 127 · 8 per lane). Lanes 0-7 of a result are one row's 32 elements (one
-// group: group_size is a multiple of 32), lanes 8-15 the other row's; converted to fp32 and
-// accumulated by FMA times the matching scales (a vpermps of the 4 rows' scales of the
-// group). dots = Σ_g s_g Σ q · code for the panel's 4 rows (padding rows included; RunTiles
-// drops them); RunTiles multiplies by s_x.
-// x comes in one of two packings. kQ (decode, m = 1): the signed int8 q ([m, ldx], ldx a
-// multiple of 64, zero past k), the halves and sums made in registers per block: x stays
-// k bytes, which L1 holds beside the stream. kWithSums (m > 1, where x is reused by every
-// panel of a task and compute bounds the tile): PackInt4Activations' q and sums per block,
-// 2 k bytes, the halves of each shuffled out in registers.
-enum class Int4X { kQ, kWithSums };
-constexpr int kInt4XBlockBytes = 128;  // kWithSums: x bytes per 64-column block and x row
-
-template <Int4X X, int MX>
+// elements 0-31 of the block, its high nibbles those of elements 32-63. x is
+// PackInt4Activations': q of elements 0-31 is broadcast to both 256-bit halves of a register,
+// q of elements 32-63 likewise, and vpdpbusd starts from -8 · Σ q of those 32 (x_sums) in
+// lanes 0 and 8, zero elsewhere: lanes 0-7 of a result are one row's 32 elements (one group:
+// group_size is a multiple of 32), lanes 8-15 the other row's, so their sum is Σ q · code
+// exactly (|lane| <= 4 · 127 · 15 + 8 · 32 · 127). Converted to fp32 and accumulated by FMA
+// times the matching scales (a vpermps of the 4 rows' scales of the group). dots = Σ_g s_g
+// Σ q · code for the panel's 4 rows (padding rows included; RunTiles drops them); RunTiles
+// multiplies by s_x. Each x row's arithmetic is the same whatever MX, so a row gets the same
+// bits at every m below kPanelGemmMinRows. kPrefetch: the decode table's (m = 1), which
+// reads one stream.
+template <bool kPrefetch, int MX>
 KVSPAN_AVX512 void Int4PanelTile(const TiledOperands& b, int j0, int i0, float* dots) {
   const WeightMatrix& m = b.p->w;
   const int blocks = (m.cols + 63) / 64;
@@ -180,8 +175,10 @@ KVSPAN_AVX512 void Int4PanelTile(const TiledOperands& b, int j0, int i0, float* 
   const uint8_t* w = static_cast<const uint8_t*>(m.data) + Int4CodeOffset(m.cols, j0, 0);
   const uint16_t* scales = m.group_scales + Int4ScaleIndex(num_groups, j0, 0);
   const uint8_t* x = static_cast<const uint8_t*>(b.x) + int64_t{i0} * b.ldx;
+  const int64_t ld_sums = b.ldx / 32;
+  const int32_t* sums = b.x_sums + int64_t{i0} * ld_sums;
+  constexpr __mmask16 kRowLanes = 0x0101;  // lane 0 of each row of a pair
   const __m512i nibble = _mm512_set1_epi8(0x0f);
-  const __m512i eights = _mm512_set1_epi8(8);
   const __m512i rows01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   const __m512i rows23 = _mm512_add_epi32(rows01, _mm512_set1_epi32(2));
   __m512 acc[MX][2];  // [x row][rows 0-1, rows 2-3]
@@ -197,7 +194,7 @@ KVSPAN_AVX512 void Int4PanelTile(const TiledOperands& b, int j0, int i0, float* 
     }
   };
   for (int t = 0; t < blocks; ++t) {
-    if constexpr (X == Int4X::kQ) PrefetchAhead(w + int64_t{t} * 128, 128);
+    if constexpr (kPrefetch) PrefetchAhead(w + int64_t{t} * 128, 128);
     const __m512i v01 = _mm512_loadu_si512(w + int64_t{t} * 128);
     const __m512i v23 = _mm512_loadu_si512(w + int64_t{t} * 128 + 64);
     const __m512i low01 = _mm512_and_si512(v01, nibble), low23 = _mm512_and_si512(v23, nibble);
@@ -213,22 +210,11 @@ KVSPAN_AVX512 void Int4PanelTile(const TiledOperands& b, int j0, int i0, float* 
     const __m512 s_high01 = _mm512_permutexvar_ps(rows01, s_high), s_high23 = _mm512_permutexvar_ps(rows23, s_high);
     #pragma GCC unroll 4
     for (int i = 0; i < MX; ++i) {
-      __m512i q_low, q_high, c_low, c_high;
-      if constexpr (X == Int4X::kQ) {
-        const __m512i q = _mm512_loadu_si512(x + i * b.ldx + int64_t{t} * 64);
-        q_low = _mm512_shuffle_i64x2(q, q, 0x44);
-        q_high = _mm512_shuffle_i64x2(q, q, 0xee);
-        const __m512i zero = _mm512_setzero_si512();
-        c_low = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eights, q_low));
-        c_high = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eights, q_high));
-      } else {
-        const uint8_t* xb = x + i * b.ldx + int64_t{t} * kInt4XBlockBytes;
-        const __m512i q = _mm512_loadu_si512(xb), sums = _mm512_loadu_si512(xb + 64);
-        q_low = _mm512_shuffle_i64x2(q, q, 0x44);
-        q_high = _mm512_shuffle_i64x2(q, q, 0xee);
-        c_low = _mm512_shuffle_i64x2(sums, sums, 0x44);
-        c_high = _mm512_shuffle_i64x2(sums, sums, 0xee);
-      }
+      const uint8_t* xi = x + i * b.ldx + int64_t{t} * 64;
+      const __m512i q_low = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi)));
+      const __m512i q_high = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi + 32)));
+      const __m512i c_low = _mm512_maskz_set1_epi32(kRowLanes, sums[i * ld_sums + 2 * t]);
+      const __m512i c_high = _mm512_maskz_set1_epi32(kRowLanes, sums[i * ld_sums + 2 * t + 1]);
       acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_low, low01, q_low)), s_low01, acc[i][0]);
       acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_low, low23, q_low)), s_low23, acc[i][1]);
       acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_high, high01, q_high)), s_high01, acc[i][0]);
@@ -246,36 +232,15 @@ KVSPAN_AVX512 void Int4PanelTile(const TiledOperands& b, int j0, int i0, float* 
 }
 
 // RunTiles' tables: every nw runs the whole panel (j0 is a multiple of 4 there).
-template <Int4X X>
+template <bool kPrefetch>
 struct Int4PanelTiles {
   template <int NW, int MX>
   struct T {
-    KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int4PanelTile<X, MX>(b, j0, i0, d); }
+    KVSPAN_AVX512 static void Run(const TiledOperands& b, int j0, int i0, float* d) {
+      Int4PanelTile<kPrefetch, MX>(b, j0, i0, d);
+    }
   };
 };
-
-// Int4X::kWithSums' x: per 64-column block (kInt4XBlockBytes per x row) PackInt8Activations'
-// 64 codes q, then 16 int32 lanes: -8 · Σ q over the 4 elements of lane l (lanes 0-7: the
-// block's elements 0-31, lanes 8-15: 32-63). The storage is thread_local: valid until this
-// thread's next call.
-KVSPAN_AVX512 TiledOperands PackInt4Activations(const LinearParams& p) {
-  const int blocks = (p.w.cols + 63) / 64;
-  TiledOperands b = PackInt8Activations(p, int64_t{blocks} * 64, /*flip=*/0);
-  thread_local std::vector<uint8_t> packed;
-  packed.resize(int64_t{p.m} * blocks * kInt4XBlockBytes);
-  for (int64_t e = 0; e < int64_t{p.m} * blocks; ++e) {
-    const __m512i q = _mm512_loadu_si512(static_cast<const uint8_t*>(b.x) + e * 64);
-    const __m512i minus_8_sum =
-        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), q));
-    uint8_t* dst = packed.data() + e * kInt4XBlockBytes;
-    _mm512_storeu_si512(dst, q);
-    _mm512_storeu_si512(dst + 64, minus_8_sum);
-  }
-  b.x = packed.data();
-  b.ldx = int64_t{blocks} * kInt4XBlockBytes;
-  b.x_row_bytes = b.ldx;
-  return b;
-}
 
 // The tile of every family: rows [j0, j0 + NW) of W against packed x rows [i0, i0 + MX).
 // W's last partial chunk is loaded under a mask (zeros), so x's zero padding adds nothing.
@@ -379,8 +344,8 @@ constexpr TileTable<TilesOf<Int8Op>::T, kMaxMX> kInt8Tiles;
 constexpr TileTable<RowsOf<Int8Op>::T, 1> kInt8DecodeTiles;
 constexpr TileTable<RowsOf<Bf16Op>::T, 1> kBf16DecodeTiles;
 constexpr TileTable<RowsOf<Bf16DotOp>::T, 1> kBf16DotDecodeTiles;
-constexpr TileTable<Int4PanelTiles<Int4X::kQ>::T, 1> kInt4DecodeTiles;
-constexpr TileTable<Int4PanelTiles<Int4X::kWithSums>::T, kMaxMX> kInt4Tiles;
+constexpr TileTable<Int4PanelTiles<true>::T, 1> kInt4DecodeTiles;
+constexpr TileTable<Int4PanelTiles<false>::T, kMaxMX> kInt4Tiles;
 
 }  // namespace
 
@@ -441,7 +406,7 @@ void TiledLinearAvx512(const LinearParams& p, CpuIsa isa) {
       if (p.m >= kPanelGemmMinRows) {
         PanelGemmInt4(p);
       } else if (p.m == 1) {
-        RunTiles(PackInt8Activations(p, RoundUp(k, 64), /*flip=*/0), kInt4DecodeTiles.fns, 1);
+        RunTiles(PackInt4Activations(p), kInt4DecodeTiles.fns, 1);
       } else {
         RunTiles(PackInt4Activations(p), kInt4Tiles.fns, kMaxMX);
       }
