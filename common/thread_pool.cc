@@ -7,18 +7,17 @@
 namespace kvspan {
 
 template <class Done>
-bool ThreadPool::SpinUntil(const Done& done) const {
-  if (spin_micros_ == 0) return done();
+void ThreadPool::SpinUntil(const Done& done) const {
+  if (spin_micros_ == 0) return;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_micros_);
-  for (;;) {
+  do {
     for (int i = 0; i < 64; ++i) {
-      if (done()) return true;
+      if (done()) return;
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
 #endif
     }
-    if (std::chrono::steady_clock::now() >= deadline) return done();
-  }
+  } while (std::chrono::steady_clock::now() < deadline);
 }
 
 struct ThreadPool::Job {

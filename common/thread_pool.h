@@ -3,8 +3,9 @@
 // Thread-safe: ParallelFor may be called from several threads at once; each call
 // blocks until all of its iterations have returned. An idle worker, and a caller waiting
 // for workers to finish its job, poll for up to spin_micros before sleeping on a condition
-// variable: a decode step makes ~200 short calls, and a futex wake-up per call left a core
-// idle for its latency each time (docs/performance.md, "The thread pool's spin").
+// variable: a 1B decode step makes 81 short calls, and a futex wake-up per call left a core
+// idle for its latency each time (docs/performance.md, "The thread pool polls before it
+// sleeps").
 #ifndef KVSPAN_COMMON_THREAD_POOL_H_
 #define KVSPAN_COMMON_THREAD_POOL_H_
 
@@ -42,9 +43,9 @@ class ThreadPool {
   struct Job;
   void WorkerLoop();
   static void RunChunks(Job* job);
-  // Polls done() for up to spin_micros_; whether it became true.
+  // Polls done() until it is true or spin_micros_ have passed.
   template <class Done>
-  bool SpinUntil(const Done& done) const;
+  void SpinUntil(const Done& done) const;
 
   const int spin_micros_;
 

@@ -171,8 +171,7 @@ KVSPAN_AVX512 Int4Panel PackInt4Panel(const WeightMatrix& w, int j0) {
   return {codes.data(), scales.data()};
 }
 
-// x of the int4 GEMM: PackInt4Activations' q and -8 · Σ q per 32 columns.
-
+// x: PackInt4Activations' q and -8 · Σ q per 32 columns.
 template <int MR>
 struct Int4Tile {
   KVSPAN_AVX512 static void Run(const LinearParams& p, const Int4Panel& panel, const TiledOperands& x, int j0, int i0) {

@@ -405,10 +405,8 @@ void TiledLinearAvx512(const LinearParams& p, CpuIsa isa) {
     case WeightFormat::kInt4:
       if (p.m >= kPanelGemmMinRows) {
         PanelGemmInt4(p);
-      } else if (p.m == 1) {
-        RunTiles(PackInt4Activations(p), kInt4DecodeTiles.fns, 1);
       } else {
-        RunTiles(PackInt4Activations(p), kInt4Tiles.fns, kMaxMX);
+        RunTiles(PackInt4Activations(p), p.m == 1 ? kInt4DecodeTiles.fns : kInt4Tiles.fns, kMaxMX);
       }
       return;
     case WeightFormat::kF32:
