@@ -131,6 +131,35 @@ struct Int8Op {
   }
 };
 
+// int8 by vpdpbusd on 256-bit vectors: the m = 1 rows tile's (the same exact sums as Int8Op).
+// On Zen 4 it streams W faster than 512-bit loads do: `linear_bench --threads 2 --m 1
+// --formats int8 --dram-mib 512 --seconds 0.2 --rounds 12`, median GB/s of 16384x2048 (2 KB
+// rows) against Int8Op in the same runs: 41.7 / 46.6 against 32.5 / 40.2 (and 30.5 / 31.8
+// against 28.3 / 29.3 for an equivalent loop in two earlier runs; docs/performance.md). The AVX2 rows
+// tile, also 256-bit, read as fast as this one in those runs. Not re-measured on the Intel
+// machine (a memory-bound stream there too: two 256-bit loads per cycle are far above DRAM).
+struct Int8YmmOp {
+  using Element = int8_t;
+  using Acc = __m256i;
+  using W = __m256i;
+  using X = __m256i;
+  static constexpr int kStep = 32;
+  KVSPAN_AVX512_INLINE Acc Zero() { return _mm256_setzero_si256(); }
+  KVSPAN_AVX512_INLINE Acc Add(Acc a, Acc b) { return _mm256_add_epi32(a, b); }
+  static int64_t Offset(int c) { return c; }
+  KVSPAN_AVX512_INLINE W LoadW(const int8_t* w, int remaining, const TiledOperands&, int, int) {
+    const __mmask32 mask = remaining >= 32 ? ~__mmask32{0} : (__mmask32{1} << remaining) - 1;
+    return _mm256_maskz_loadu_epi8(mask, w);
+  }
+  KVSPAN_AVX512_INLINE X LoadX(const TiledOperands& b, int i, int c, int) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint8_t*>(b.x) + i * b.ldx + c));
+  }
+  KVSPAN_AVX512_INLINE Acc Madd(Acc acc, X x, W w) { return _mm256_dpbusd_epi32(acc, x, w); }
+  KVSPAN_AVX512_INLINE float Finish(Acc acc, const TiledOperands& b, int j) {
+    return static_cast<float>(_mm512_reduce_add_epi32(_mm512_zextsi256_si512(acc)) - 128 * b.p->w.row_sums[j]);
+  }
+};
+
 // The software prefetch of the one-stream decode tiles (the rows tile, the int4 panel tile):
 // this many bytes ahead in the stream, a line per line loaded. linear_bench at m = 1 over 512
 // MiB of copies (Intel Xeon with AMX, 2 threads, 2026-12-03): int8 16384x2048 22.5-23.7 -> 25.9-26.7 GB/s, 2048x8192 24.7-25.8 -> 26.2-27.0;
@@ -280,25 +309,36 @@ KVSPAN_AVX512 void Tile(const TiledOperands& b, int j0, int i0, float* dots) {
 // stream (rows are contiguous) rather than NW interleaved ones, which the hardware
 // prefetchers follow worse. Each row reads all of packed x, so this needs x to stay in L1
 // beside the stream (UseRowsTile). Two accumulators per row hide the multiply's latency; W's last
-// partial chunk is loaded under a mask, as in Tile.
-template <class Op, int NW>
-KVSPAN_AVX512 void RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
+// partial chunk is loaded under a mask, as in Tile. The operands are copied into a local: with
+// loads through the reference GCC 12 re-read b.x and b.ldx (and multiplied them) in every
+// iteration; the prefetch choice is a template argument for the same reason.
+template <class Op, int NW, bool kPrefetch>
+KVSPAN_AVX512_INLINE void RowsTileLoop(const TiledOperands& operands, int j0, int i0, float* dots) {
+  const TiledOperands b = operands;
   const int k = b.p->w.cols;
   const int64_t stride = WeightRowBytes(b.p->w.format, k) / int64_t{sizeof(typename Op::Element)};
   const typename Op::Element* w = static_cast<const typename Op::Element*>(b.p->w.data) + int64_t{j0} * stride;
-  const bool prefetch = RowsTilePrefetch();
   #pragma GCC unroll 1
   for (int r = 0; r < NW; ++r, w += stride) {
     typename Op::Acc acc0 = Op::Zero(), acc1 = Op::Zero();
     int c = 0;
     for (; c + 2 * Op::kStep <= k; c += 2 * Op::kStep) {  // whole chunks: constant (all-ones) masks
-      if (prefetch) PrefetchAhead(w + c, 2 * Op::kStep * sizeof(typename Op::Element));
+      if constexpr (kPrefetch) PrefetchAhead(w + c, 2 * Op::kStep * sizeof(typename Op::Element));
       acc0 = Op::Madd(acc0, Op::LoadX(b, i0, c, Op::kStep), Op::LoadW(w + c, Op::kStep, b, j0 + r, c));
       const int c1 = c + Op::kStep;
       acc1 = Op::Madd(acc1, Op::LoadX(b, i0, c1, Op::kStep), Op::LoadW(w + c1, Op::kStep, b, j0 + r, c1));
     }
     for (; c < k; c += Op::kStep) acc0 = Op::Madd(acc0, Op::LoadX(b, i0, c, k - c), Op::LoadW(w + c, k - c, b, j0 + r, c));
     dots[r] = Op::Finish(Op::Add(acc0, acc1), b, j0 + r);
+  }
+}
+
+template <class Op, int NW>
+KVSPAN_AVX512 void RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
+  if (RowsTilePrefetch()) {
+    RowsTileLoop<Op, NW, true>(b, j0, i0, dots);
+  } else {
+    RowsTileLoop<Op, NW, false>(b, j0, i0, dots);
   }
 }
 
@@ -341,7 +381,7 @@ constexpr TileTable<TilesOf<Bf16Op>::T, kMaxMX> kBf16Tiles;
 constexpr TileTable<TilesOf<Bf16DotOp>::T, kMaxMX> kBf16DotTiles;
 constexpr TileTable<TilesOf<F16Op>::T, kMaxMX> kF16Tiles;
 constexpr TileTable<TilesOf<Int8Op>::T, kMaxMX> kInt8Tiles;
-constexpr TileTable<RowsOf<Int8Op>::T, 1> kInt8DecodeTiles;
+constexpr TileTable<RowsOf<Int8YmmOp>::T, 1> kInt8DecodeTiles;
 constexpr TileTable<RowsOf<Bf16Op>::T, 1> kBf16DecodeTiles;
 constexpr TileTable<RowsOf<Bf16DotOp>::T, 1> kBf16DotDecodeTiles;
 constexpr TileTable<Int4PanelTiles<true>::T, 1> kInt4DecodeTiles;
