@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,9 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/cpu_features.h"
 #include "kernels/blas_select.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/weight_matrix.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -79,15 +82,31 @@ absl::Status Run(const Options& o, const std::string& command) {
   std::string reference_name;
   std::vector<Row> rows;
   int vocab = 0;
-  const model::WeightsChoice choices[] = {{model::WeightsMode::kAuto}, {model::WeightsMode::kF32},
-                                          {model::WeightsMode::kBF16}, {model::WeightsMode::kInt8},
-                                          {model::WeightsMode::kInt4, 32},  {model::WeightsMode::kInt4, 128}};
-  for (const model::WeightsChoice& choice : choices) {
-    const model::WeightsMode mode = choice.mode;
-    ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::Load(o.model, {.num_threads = o.threads, .weights = choice}));
+  // Each weight format with the exact kernels of this process (the reference's), and bf16
+  // also through vdpbf16ps with x rounded to bf16 (kAvx512Bf16Dot, ggml's arithmetic for bf16
+  // weights) where the CPU has it.
+  struct Choice {
+    model::WeightsChoice weights;
+    std::optional<kernels::CpuIsa> isa = std::nullopt;
+  };
+  std::vector<Choice> choices = {{{model::WeightsMode::kAuto}},  {{model::WeightsMode::kF32}},
+                                 {{model::WeightsMode::kBF16}},  {{model::WeightsMode::kInt8}},
+                                 {{model::WeightsMode::kInt4, 32}}, {{model::WeightsMode::kInt4, 128}}};
+  const bool exact_reference = kernels::SelectedCpuIsa().isa != kernels::CpuIsa::kAvx512Bf16Dot;
+  if (exact_reference && kernels::CpuSupportsIsa(DetectCpuFeatures(), kernels::CpuIsa::kAvx512Bf16Dot)) {
+    choices.push_back({{model::WeightsMode::kBF16}, kernels::CpuIsa::kAvx512Bf16Dot});
+  }
+  for (const Choice& choice : choices) {
+    const model::WeightsMode mode = choice.weights.mode;
+    ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m,
+                     model::Model::Load(o.model, {.num_threads = o.threads, .weights = choice.weights, .cpu_isa = choice.isa}));
     vocab = m->config().vocab_size;
-    const std::string name = m->weight_format_label();
-    if (mode != model::WeightsMode::kAuto && name == reference_name) continue;  // the reference again
+    std::string name = m->weight_format_label();
+    if (choice.isa.has_value()) {
+      absl::StrAppend(&name, ", x as bf16 (", kernels::CpuIsaName(*choice.isa), ")");
+    } else if (mode != model::WeightsMode::kAuto && name == reference_name) {
+      continue;  // the reference again
+    }
     ASSIGN_OR_RETURN(std::vector<std::vector<float>> logits, WindowLogits(*m, windows));
     if (mode == model::WeightsMode::kAuto) {
       reference = logits;
@@ -122,10 +141,12 @@ absl::Status Run(const Options& o, const std::string& command) {
       "Measured by `%s`: %d held-out windows of %d tokens (bos + %d), teacher-forced in one forward step "
       "each (all-token logits), every next-token prediction scored (%ld positions: not the policy table's "
       "positions, whose perplexity counts a different set); every format against the checkpoint's own dtype "
-      "(%s, the reference: `--weights auto`). Machine load average %s.\n\n"
+      "(%s, the reference: `--weights auto`), all with the %s matrix kernels unless the row names others. "
+      "Machine load average %s.\n\n"
       "| weights | weights read per step (MB) | ppl | ppl Δ %% | KL mean vs %s | top-1 agree vs %s |\n"
       "|---|---:|---:|---:|---:|---:|\n",
-      o.model, command, o.windows, o.window_tokens, o.window_tokens - 1, static_cast<long>(rows[0].positions), reference_name, LoadAverage(),
+      o.model, command, o.windows, o.window_tokens, o.window_tokens - 1, static_cast<long>(rows[0].positions), reference_name,
+      kernels::CpuIsaName(kernels::SelectedCpuIsa().isa), LoadAverage(),
       reference_name, reference_name);
   for (const Row& r : rows) {
     absl::StrAppendFormat(&md, "| %s%s | %.2f | %.4f | %+.2f | %.3g | %.4f |\n", r.weights,
@@ -138,7 +159,8 @@ absl::Status Run(const Options& o, const std::string& command) {
                   "(an fp16 scale per G weights of a row, codes in [-7, 7]; --weights int4 --weights-group G) "
                   "with the same activations; f32 and bf16 of a bf16 "
                   "checkpoint hold the same values, so they differ from the reference only by fp32 summation "
-                  "order.\n");
+                  "order. \"x as bf16\": the same bf16 weights with every activation row rounded to bf16 before "
+                  "vdpbf16ps (KVSPAN_CPU_ISA=avx512-bf16dot, opt-in; ggml's arithmetic for bf16 weights).\n");
   std::fputs(md.c_str(), stdout);
   if (!o.out.empty()) RETURN_IF_ERROR(WriteDocSection(o.out, "weights_quality", md));
   return absl::OkStatus();

@@ -33,7 +33,9 @@ enum class CpuIsa {
   // kAvx512 with bf16 weights by vdpbf16ps on x rounded to bf16: fewer instructions per
   // weight, but a relative error up to 2^-8 per element of x. On models/kvspan-brown that
   // moves logits by up to 2.6e-2 from PyTorch's fp32 (the exact kernels: 1.2e-5), more
-  // than the smallest greedy top-1 margin of its reference prompts (5.6e-3).
+  // than the smallest greedy top-1 margin of its reference prompts (5.6e-3); its perplexity
+  // and top-1 agreement there are in docs/quality.md ("Weight formats"). Set per model by
+  // model::ModelOptions::cpu_isa, or for the process by KVSPAN_CPU_ISA=avx512-bf16dot.
   kAvx512Bf16Dot,
   // kAvx512, with the prefill GEMM of bf16 and int8 weights (from kAmxGemmMinRows rows of x,
   // kernels/cpu/gemm_tiled.h) on AMX tiles: int8 by tdpbssd (the same exact integer sums, so

@@ -141,6 +141,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
     return absl::InvalidArgumentError(
         absl::StrCat("ModelOptions.pool_spin_micros = ", options.pool_spin_micros, " < 0"));
   }
+  if (options.cpu_isa.has_value() && !kernels::CpuSupportsIsa(DetectCpuFeatures(), *options.cpu_isa)) {
+    return absl::InvalidArgumentError(absl::StrCat("ModelOptions.cpu_isa = ", kernels::CpuIsaName(*options.cpu_isa),
+                                                   ": this CPU cannot run it"));
+  }
   ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(dir, options.weights));
   ASSIGN_OR_RETURN(auto checkpoint, SafetensorsCheckpoint::OpenDir(dir));
   const int num_threads = options.num_threads == 0 ? DefaultNumThreads() : options.num_threads;
@@ -168,7 +172,9 @@ std::vector<float> RopeInvFreqFor(const ModelConfig& config) {
 }
 
 Model::Model(ModelConfig config, internal::Weights weights, const ModelOptions& options)
-    : config_(std::move(config)), weights_(std::move(weights)) {
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      isa_(options.cpu_isa.value_or(kernels::SelectedCpuIsa().isa)) {
   const int num_threads = options.num_threads <= 0 ? DefaultNumThreads() : options.num_threads;
   pool_ = std::make_unique<ThreadPool>(num_threads, options.pool_spin_micros);
   kernels::SetBlasThreads(num_threads);
@@ -291,7 +297,8 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
     norm.weight = w.attn_norm.data();
     kernels::RmsNorm(norm);
     kernels::Linear({.x = xn.data(), .w = w.qkv.view(), .bias = w.qkv_bias.empty() ? nullptr : w.qkv_bias.data(),
-                     .y = qkv.data(), .m = total, .pool = pool});
+                     .y = qkv.data(), .m = total, .pool = pool},
+                    isa_);
     kernels::ApplyRope({.x = qkv.data(), .x_row_stride = qkv_width, .cos = cos.data(), .sin = sin.data(),
                         .num_tokens = total, .num_heads = c.num_heads, .head_dim = hd});
     kernels::ApplyRope({.x = qkv.data() + q_width, .x_row_stride = qkv_width, .cos = cos.data(),
@@ -310,13 +317,16 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
         return s;
       }
     }
-    kernels::Linear({.x = attn.data(), .w = w.o.view(), .y = x.data(), .m = total, .beta = 1.0f, .pool = pool});
+    kernels::Linear({.x = attn.data(), .w = w.o.view(), .y = x.data(), .m = total, .beta = 1.0f, .pool = pool},
+                    isa_);
     norm.weight = w.mlp_norm.data();
     kernels::RmsNorm(norm);
-    kernels::Linear({.x = xn.data(), .w = w.gate_up.view(), .y = gate_up.data(), .m = total, .pool = pool});
+    kernels::Linear({.x = xn.data(), .w = w.gate_up.view(), .y = gate_up.data(), .m = total, .pool = pool},
+                    isa_);
     kernels::SiluMul({.gate = gate_up.data(), .up = gate_up.data() + inter, .in_row_stride = 2 * inter,
                       .out = act.data(), .out_row_stride = inter, .num_rows = total, .dim = inter});
-    kernels::Linear({.x = act.data(), .w = w.down.view(), .y = x.data(), .m = total, .beta = 1.0f, .pool = pool});
+    kernels::Linear({.x = act.data(), .w = w.down.view(), .y = x.data(), .m = total, .beta = 1.0f, .pool = pool},
+                    isa_);
   }
   // Two-phase commit: all caches take their tokens, or none does.
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -362,7 +372,8 @@ absl::Status Model::Forward(absl::Span<ForwardItem> batch) const {
     stacked.resize(num_rows * vocab);
     logits = stacked.data();
   }
-  kernels::Linear({.x = xn.data(), .w = weights_.output().view(), .y = logits, .m = num_rows, .pool = pool});
+  kernels::Linear({.x = xn.data(), .w = weights_.output().view(), .y = logits, .m = num_rows, .pool = pool},
+                  isa_);
   if (batch.size() > 1) {
     int r = 0;
     for (ForwardItem& item : batch) {

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "absl/types/span.h"
 #include "common/flags.h"
 #include "common/thread_pool.h"
+#include "kernels/cpu_isa.h"
 #include "model/config.h"
 #include "model/internal/weights.h"
 #include "model/kv_cache.h"
@@ -65,6 +67,11 @@ struct ModelOptions {
   WeightsChoice weights = {};
   // How long the model's pool threads poll for work before they sleep (ThreadPool); >= 0.
   int pool_spin_micros = ThreadPool::kDefaultSpinMicros;
+  // The instruction set of kvspan's own matrix kernels for this model (kernels/cpu_isa.h):
+  // unset = kernels::SelectedCpuIsa() (KVSPAN_CPU_ISA, else auto). Set, the CPU must
+  // support it (Load's InvalidArgument otherwise): a process can hold the exact kernels
+  // and kAvx512Bf16Dot side by side (bench/weights_quality_bench).
+  std::optional<kernels::CpuIsa> cpu_isa = std::nullopt;
 };
 
 enum class LogitsMode {
@@ -148,6 +155,8 @@ class Model {
   kernels::WeightFormat weight_format() const { return weights_.embed.format; }
   // "bf16", "int8", "int4-g32": the format with int4's group size.
   std::string weight_format_label() const;
+  // The instruction set its matrix kernels run with (ModelOptions::cpu_isa).
+  kernels::CpuIsa cpu_isa() const { return isa_; }
 
  private:
   // REQUIRES: weights match config (LoadWeights checked them); options.num_threads >= 0.
@@ -155,6 +164,7 @@ class Model {
 
   const ModelConfig config_;
   const internal::Weights weights_;
+  const kernels::CpuIsa isa_;
   std::vector<float> inv_freq_;  // [head_dim / 2] RoPE frequencies
   std::unique_ptr<ThreadPool> pool_;
 };

@@ -1,5 +1,7 @@
 // Model::Load on random checkpoints: every loader error has its status code, and
 // Forward's request errors leave caches unchanged.
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -7,6 +9,8 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/cpu_features.h"
+#include "kernels/cpu_isa.h"
 #include "model/model.h"
 #include "model/testing/random_checkpoint.h"
 #include "model/testing/safetensors_writer.h"
@@ -148,6 +152,54 @@ TEST_F(ModelLoadTest, BadGenerationConfigIsInvalidArgument) {
 
 TEST_F(ModelLoadTest, NegativeThreadCountIsInvalidArgument) {
   EXPECT_THAT(Model::Load(dir_.path(), {.num_threads = -1}), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// ModelOptions::cpu_isa: an ISA this CPU lacks is refused by name; one it has is the one the
+// model's matrix kernels run (bf16 weights through vdpbf16ps round x to bf16, so their logits
+// differ from the exact kernels', by a little); unset is the process's choice.
+TEST_F(ModelLoadTest, CpuIsaOptionIsCheckedAndRun) {
+  TempDir bf16_dir;
+  RandomCheckpointOptions o = options_;
+  o.dtype = DType::kBF16;
+  ASSERT_OK(WriteRandomCheckpoint(bf16_dir.path(), o));
+  ASSERT_OK_AND_ASSIGN(auto unset, Model::Load(bf16_dir.path(), kTwoThreads));
+  EXPECT_EQ(unset->cpu_isa(), kernels::SelectedCpuIsa().isa);
+  const std::vector<int32_t> tokens = {1, 5, 9, 33, 60, 7};
+  auto logits_of = [&](const Model& m) {
+    std::vector<float> logits;
+    auto cache = m.NewDenseCache(16);
+    EXPECT_OK(cache.status());
+    ForwardItem item{.tokens = tokens, .cache = cache->get(), .logits_mode = LogitsMode::kAllTokens, .logits = &logits};
+    EXPECT_OK(m.Forward(absl::MakeSpan(&item, 1)));
+    return logits;
+  };
+  const std::vector<float> exact = logits_of(*unset);
+  double max_logit = 0;
+  for (float v : exact) max_logit = std::max(max_logit, std::abs(static_cast<double>(v)));
+  const CpuFeatures cpu = DetectCpuFeatures();
+  for (kernels::CpuIsa isa : {kernels::CpuIsa::kAvx2, kernels::CpuIsa::kAvx512, kernels::CpuIsa::kAvx512Bf16Dot,
+                              kernels::CpuIsa::kAmx}) {
+    const std::string name(kernels::CpuIsaName(isa));
+    ModelOptions options = kTwoThreads;
+    options.cpu_isa = isa;
+    if (!kernels::CpuSupportsIsa(cpu, isa)) {
+      EXPECT_THAT(Model::Load(bf16_dir.path(), options), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(name)));
+      continue;
+    }
+    ASSERT_OK_AND_ASSIGN(auto m, Model::Load(bf16_dir.path(), options));
+    EXPECT_EQ(m->cpu_isa(), isa);
+    const std::vector<float> got = logits_of(*m);
+    ASSERT_EQ(got.size(), exact.size());
+    double max_diff = 0;
+    for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, std::abs(static_cast<double>(got[i]) - exact[i]));
+    if (isa == kernels::CpuIsa::kAvx512Bf16Dot && kernels::SelectedCpuIsa().isa != isa) {
+      // x rounded to bf16 (relative error <= 2^-8 per element) moves the logits.
+      EXPECT_GT(max_diff, 1e-5 * max_logit) << name;
+      EXPECT_LT(max_diff, 5e-2 * max_logit) << name;
+    } else if (kernels::SelectedCpuIsa().isa != kernels::CpuIsa::kAvx512Bf16Dot) {
+      EXPECT_LT(max_diff, 1e-4 * max_logit) << name << ": the exact kernels differ by fp32 summation order only";
+    }
+  }
 }
 
 // Forward's request errors, each leaving every cache as it was.

@@ -16,6 +16,7 @@
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
 #include "common/file_util.h"
+#include "kernels/cpu_isa.h"
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -30,6 +31,14 @@ namespace {
 // Greedy generation is checked token for token on its own: the smallest top-1 margin in
 // prompts.json (greedy_min_margin, 5.6e-3) is ~500x the measured error.
 constexpr double kLogitBound = 5e-4;
+// KVSPAN_CPU_ISA=avx512-bf16dot (kernels/cpu_isa.h) rounds x to bf16 before vdpbf16ps (a
+// relative error up to 2^-8 per element, in every matrix product of every layer), so it is
+// held to a bound of its own. Measured on this CPU kind (AMD EPYC, Zen 4, 2026-12-04): max
+// |delta| 2.6e-2 (kvspan-brown, logits up to 15.6 in magnitude) and 8.0e-2
+// (kvspan-retrieval, up to 13.7): 0.2 is 2.5x the larger, and two orders of magnitude below
+// the logits themselves, which a wrong kernel moves. That is above most greedy margins, so
+// its greedy check is the reference path's steps whose margin exceeds twice the bound.
+constexpr double kBf16DotLogitBound = 0.2;
 
 std::string ModelDir() {
   if (const char* env = std::getenv("KVSPAN_REFERENCE_MODEL_DIR")) return env;
@@ -39,6 +48,7 @@ std::string ModelDir() {
 struct Prompt {
   std::vector<int32_t> ids;
   std::vector<int32_t> greedy_new_ids;
+  std::vector<double> greedy_margins;  // PyTorch's top-1 minus top-2 logit at each greedy step
 };
 
 class ModelReferenceTest : public ::testing::Test {
@@ -76,7 +86,8 @@ class ModelReferenceTest : public ::testing::Test {
     max_new_tokens_ = j.value("max_new_tokens", 32);
     prompts_ = new std::vector<Prompt>();
     for (const auto& p : j["prompts"]) {
-      prompts_->push_back({p["ids"].get<std::vector<int32_t>>(), p["greedy_new_ids"].get<std::vector<int32_t>>()});
+      prompts_->push_back({p["ids"].get<std::vector<int32_t>>(), p["greedy_new_ids"].get<std::vector<int32_t>>(),
+                           p.value("greedy_margins", std::vector<double>{})});
     }
   }
   static void TearDownTestSuite() {
@@ -87,7 +98,10 @@ class ModelReferenceTest : public ::testing::Test {
     logits_ = nullptr;
     prompts_ = nullptr;
   }
-  void SetUp() override { ASSERT_TRUE(setup_error_.empty()) << setup_error_; }
+  void SetUp() override {
+    ASSERT_TRUE(setup_error_.empty()) << setup_error_;
+    bound_ = model_->cpu_isa() == kernels::CpuIsa::kAvx512Bf16Dot ? kBf16DotLogitBound : kLogitBound;
+  }
 
   // The reference tensor `name` as floats.
   std::vector<float> Reference(const std::string& name) {
@@ -119,6 +133,7 @@ class ModelReferenceTest : public ::testing::Test {
   static inline SafetensorsFile* logits_ = nullptr;
   static inline std::vector<Prompt>* prompts_ = nullptr;
   static inline int max_new_tokens_ = 32;
+  double bound_ = kLogitBound;  // the logit bound of the model's ISA
 };
 
 TEST_F(ModelReferenceTest, PrefillLogitsOfEveryPromptMatch) {
@@ -133,11 +148,10 @@ TEST_F(ModelReferenceTest, PrefillLogitsOfEveryPromptMatch) {
     const std::vector<float> got = Forward(cache.get(), ids, LogitsMode::kAllTokens);
     ASSERT_EQ(got.size(), ref.size());
     const double err = MaxAbsDiff(got.data(), ref.data(), ref.size());
-    EXPECT_LE(err, kLogitBound) << "prompt " << i;
+    EXPECT_LE(err, bound_) << "prompt " << i;
     max_err = std::max(max_err, err);
   }
-  std::printf("prefill: max |logit - pytorch| over %zu prompts = %.3g (bound %.g)\n", prompts_->size(), max_err,
-              kLogitBound);
+  std::printf("prefill: max |logit - pytorch| over %zu prompts = %.3g (bound %.g)\n", prompts_->size(), max_err, bound_);
 }
 
 TEST_F(ModelReferenceTest, TokenByTokenDecodeLogitsMatch) {
@@ -152,11 +166,11 @@ TEST_F(ModelReferenceTest, TokenByTokenDecodeLogitsMatch) {
       const std::vector<float> row = Forward(cache.get(), absl::MakeConstSpan(ids).subspan(t, 1), LogitsMode::kLastToken);
       ASSERT_EQ(row.size(), static_cast<size_t>(vocab));
       const double err = MaxAbsDiff(row.data(), ref.data() + t * vocab, vocab);
-      EXPECT_LE(err, kLogitBound) << "prompt " << i << " position " << t;
+      EXPECT_LE(err, bound_) << "prompt " << i << " position " << t;
       max_err = std::max(max_err, err);
     }
   }
-  std::printf("decode: max |logit - pytorch| = %.3g (bound %.g)\n", max_err, kLogitBound);
+  std::printf("decode: max |logit - pytorch| = %.3g (bound %.g)\n", max_err, bound_);
 }
 
 TEST_F(ModelReferenceTest, LongTextLogitsMatchAtStoredPositions) {
@@ -185,7 +199,7 @@ TEST_F(ModelReferenceTest, LongTextLogitsMatchAtStoredPositions) {
       ASSERT_GE(positions[k], 0);
       ASSERT_LT(positions[k], static_cast<int>(ids.size()));
       const double err = MaxAbsDiff(got.data() + int64_t{positions[k]} * vocab, ref.data() + k * vocab, vocab);
-      EXPECT_LE(err, kLogitBound) << "position " << positions[k] << " chunk " << chunk;
+      EXPECT_LE(err, bound_) << "position " << positions[k] << " chunk " << chunk;
       max_err = std::max(max_err, err);
     }
     std::printf("long text (%zu tokens, chunk %d): max |logit - pytorch| at %zu positions = %.3g\n", ids.size(), chunk,
@@ -195,6 +209,29 @@ TEST_F(ModelReferenceTest, LongTextLogitsMatchAtStoredPositions) {
 
 TEST_F(ModelReferenceTest, GreedyGenerationMatchesTokenForToken) {
   const int vocab = model_->config().vocab_size;
+  if (bound_ != kLogitBound) {
+    // Along PyTorch's greedy path (its tokens fed back, not ours): at every step whose
+    // reference margin exceeds 2 * bound_, a logit error within bound_ cannot change the top-1.
+    int checked = 0;
+    for (size_t i = 0; i < prompts_->size(); ++i) {
+      const Prompt& p = (*prompts_)[i];
+      ASSERT_EQ(p.greedy_margins.size(), p.greedy_new_ids.size()) << "prompt " << i << ": reference/prompts.json";
+      ASSERT_OK_AND_ASSIGN(auto cache, model_->NewDenseCache(static_cast<int>(p.ids.size()) + max_new_tokens_));
+      std::vector<float> logits = Forward(cache.get(), p.ids, LogitsMode::kLastToken);
+      for (size_t step = 0; step < p.greedy_new_ids.size(); ++step) {
+        if (p.greedy_margins[step] > 2 * bound_) {
+          EXPECT_EQ(Argmax(logits.data(), vocab), p.greedy_new_ids[step]) << "prompt " << i << " step " << step;
+          ++checked;
+        }
+        if (step + 1 < p.greedy_new_ids.size()) {
+          logits = Forward(cache.get(), absl::MakeConstSpan(&p.greedy_new_ids[step], 1), LogitsMode::kLastToken);
+        }
+      }
+    }
+    EXPECT_GT(checked, 0) << "no greedy step has a margin above " << 2 * bound_;
+    std::printf("greedy: %d steps with a reference margin above %.g checked\n", checked, 2 * bound_);
+    return;
+  }
   for (size_t i = 0; i < prompts_->size(); ++i) {
     const Prompt& p = (*prompts_)[i];
     ASSERT_EQ(static_cast<int>(p.greedy_new_ids.size()), max_new_tokens_);
