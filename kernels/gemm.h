@@ -33,17 +33,20 @@
 //               and sign-adjusted codes (at m = 1 with k <= 16384 also row after row). So
 //               every m gives the same values.
 //   kInt4       x quantized per row as for kInt8, y[i, j] = s_x[i] · Σ_g s_g[j] · Σ_{c in g}
-//               q[i, c] · code[j, c] (+ bias): a tile is one panel of 4 rows (weight_matrix.h:
-//               one sequential stream); each 32 codes of a row unpacked from their nibbles (as
-//               code + 8, unsigned), multiplied with q by vpdpbusd (avx512) or vpmaddubsw +
-//               vpmaddwd (avx2; a row's codes made once for up to 3 rows of x, 8 · Σ q per 4
-//               codes made once per call), the integer sum started from -8 · Σ q (so it is Σ q · code
-//               exactly), converted to fp32 and accumulated with its group's scale by FMA:
-//               fp32 rounding once per 32 codes. avx512 at m >= 32 (prefill): 32 rows of W
-//               unpacked per call to bytes in quads of columns, a register tile of 6 rows of
-//               x × 32 outputs, vpdpbusd of each 32 codes into one exact integer sum per
-//               output, one FMA with the group's scale: the same bound, another rounding
-//               order than the 4-row tile (which sums per lane of 4 codes, then reduces).
+//               q[i, c] · code[j, c] (+ bias): below m = 32 a tile is one panel of 16 rows
+//               (weight_matrix.h: one sequential stream), a row per 32-bit lane: each
+//               64-byte unit's nibbles unpacked (as code + 8, unsigned) and multiplied with
+//               x's 4 q of their columns, broadcast, by vpdpbusd (avx512) or vpmaddubsw +
+//               vpmaddwd (avx2, 16 rows in two registers; a unit's codes serve up to 3 rows of
+//               x), each group's integer sum started from -8 · Σ q of its columns (so it is
+//               Σ q · code exactly), converted to fp32 and accumulated with the 16 rows'
+//               group scales by one FMA: fp32 rounding once per group (avx2: per 32 codes,
+//               its 16-bit sums' bound), no horizontal sums.
+//               avx512 at m >= 32 (prefill): 32 rows of W unpacked per call to bytes in
+//               quads of columns, a register tile of 6 rows of x × 32 outputs, vpdpbusd of
+//               each 32 codes into one exact integer sum per output, one FMA with the
+//               group's scale: the bound of one rounding per 32 codes, and another rounding
+//               order than the avx512 tile (which rounds once per group).
 //   amx         (CpuIsa::kAmx) the avx512 kernels, but from kAmxGemmMinRows = 32 rows of x the
 //               bf16 and int8 GEMMs on AMX tiles, W repacked per call into the same panels
 //               (gemm_amx.cc): int8 by tdpbssd on signed q and codes, 32 rows of x x

@@ -336,17 +336,17 @@ TEST(QuantizeRowsInt8Test, RowSumsAndDequantizedValues) {
 TEST(QuantizeRowsInt4Test, LayoutScalesAndDequantizedValues) {
   std::mt19937 rng(7);
   for (const auto& [rows, cols, group] :
-       std::vector<std::tuple<int, int, int>>{{3, 64, 32}, {5, 100, 32}, {8, 130, 64}, {6, 200, 96}, {3, 7, 32}}) {
+       std::vector<std::tuple<int, int, int>>{{3, 64, 32}, {5, 100, 32}, {8, 130, 64}, {6, 200, 96}, {3, 7, 32}, {37, 130, 32}}) {
     std::vector<float> w = RandomVector(rows * cols, rng, -0.5f, 0.5f);
     w[0] = 0.7f;  // row 0, group 0: the largest magnitude, code 7
     for (int c = 0; c < std::min(cols, group); ++c) w[cols + c] = 0.0f;  // row 1, group 0: all zero
     const int64_t row_bytes = WeightRowBytes(WeightFormat::kInt4, cols);
     EXPECT_EQ(row_bytes, (cols + 63) / 64 * 32);
-    const int panels = (rows + 3) / 4, blocks = (cols + 63) / 64;
-    EXPECT_EQ(WeightDataBytes(WeightFormat::kInt4, rows, cols), panels * 4 * row_bytes);
+    const int panels = (rows + 15) / 16, blocks = (cols + 63) / 64;
+    EXPECT_EQ(WeightDataBytes(WeightFormat::kInt4, rows, cols), panels * 16 * row_bytes);
     const int groups = (cols + group - 1) / group;
     std::vector<uint8_t> packed(WeightDataBytes(WeightFormat::kInt4, rows, cols), 0);
-    std::vector<uint16_t> scales(panels * 4 * groups, 0);
+    std::vector<uint16_t> scales(panels * 16 * groups, 0);
     // Two calls that split a panel (rows [0, 2) and [2, rows)) write what one call would.
     QuantizeRowsInt4(w.data(), 2, cols, group, 0, packed.data(), scales.data());
     QuantizeRowsInt4(w.data() + 2 * cols, rows - 2, cols, group, 2, packed.data(), scales.data());
@@ -357,14 +357,14 @@ TEST(QuantizeRowsInt4Test, LayoutScalesAndDequantizedValues) {
     EXPECT_EQ(scales, scales_once);
     WeightMatrix m{WeightFormat::kInt4, packed.data(), nullptr, nullptr, rows, cols, scales.data(), group};
     EXPECT_EQ(m.num_groups(), groups);
-    EXPECT_EQ(m.size_bytes(), panels * 4 * (row_bytes + groups * 2));
+    EXPECT_EQ(m.size_bytes(), panels * 16 * (row_bytes + groups * 2));
     // The layout of weight_matrix.h, written out: row r's scale of group g at
-    // ((r / 4) * groups + g) * 4 + r % 4; element c in byte ((r / 4) * blocks + c / 64) * 128 +
-    // (r % 4) * 32 + c % 32, the low nibble for c % 64 < 32, holding code + 8.
-    auto scale_of = [&](int r, int g) { return scales[((r / 4) * groups + g) * 4 + r % 4]; };
+    // ((r / 16) * groups + g) * 16 + r % 16; element c in byte ((r / 16) * 8 blocks + c / 8) *
+    // 64 + (r % 16) * 4 + c % 4, the low nibble for c % 8 < 4, holding code + 8.
+    auto scale_of = [&](int r, int g) { return scales[((r / 16) * groups + g) * 16 + r % 16]; };
     auto code_of = [&](int r, int c) {
-      const uint8_t byte = packed[((r / 4) * blocks + c / 64) * 128 + (r % 4) * 32 + c % 32];
-      return ((c % 64) < 32 ? byte & 0x0f : byte >> 4) - 8;
+      const uint8_t byte = packed[((r / 16) * 8 * blocks + c / 8) * 64 + (r % 16) * 4 + c % 4];
+      return ((c % 8) < 4 ? byte & 0x0f : byte >> 4) - 8;
     };
     EXPECT_EQ(HalfToFloat(scale_of(0, 0)), HalfToFloat(FloatToHalf(0.7f / 7)));
     EXPECT_EQ(code_of(0, 0), 7);

@@ -17,14 +17,16 @@
 //          s = fp16(max |w| over the group / 7) (0 for an all-zero group), codes
 //          q = round-half-even(w / s) clamped to [-7, 7], value = fp32(s) * q. The codes are
 //          stored as q + 8 (in [1, 15]; 8 is code 0) in nibbles, in panels of kInt4PanelRows
-//          = 4 consecutive rows (panel p holds rows 4p .. 4p + 3; the last panel is padded to
-//          4 rows), so that one sequential stream feeds the 4 rows of a kernel's tile. Panel p
-//          is ceil(cols / 64) blocks of 128 bytes at data + p * 128 * ceil(cols / 64); bytes
-//          [32 r, 32 r + 32) of block t belong to row 4p + r: its byte b holds element 64t + b
-//          in its low nibble and element 64t + 32 + b in its high nibble (one 32-byte load and
-//          two masks give 64 codes in order); nibbles past cols hold 8. group_scales is
-//          [ceil(rows / 4), num_groups, 4] fp16 bits: the scale of row 4p + r, group g, at
-//          (p * num_groups + g) * 4 + r (the 4 rows' scales of a group side by side). Padding
+//          = 16 consecutive rows (panel p holds rows 16p .. 16p + 15; the last panel is padded
+//          to 16 rows), so that one sequential stream feeds the 16 lanes of a 512-bit kernel
+//          register, a lane per row. Columns are padded to a multiple of 64. Panel p is 8
+//          ceil(cols / 64) units of 64 bytes at data + p * 512 * ceil(cols / 64); unit u
+//          holds columns [8u, 8u + 8): its bytes [4r, 4r + 4) belong to row 16p + r, byte 4r + j
+//          holding element 8u + j in its low nibble and element 8u + 4 + j in its high
+//          nibble (one 64-byte load and two masks give, per row, the 4 codes of one lane
+//          twice over); nibbles past cols hold 8. group_scales is [ceil(rows / 16),
+//          num_groups, 16] fp16 bits: the scale of row 16p + r, group g, at (p * num_groups +
+//          g) * 16 + r (the 16 rows' scales of a group side by side: one vector). Padding
 //          rows (past `rows`) have unspecified codes and scales (OwnedWeightMatrix and the
 //          model's loader zero them); kernels compute and discard their dot products. 4.5 bits
 //          per weight at group 32 (as llama.cpp's q4_0). Made at load by QuantizeRowsInt4;
@@ -71,7 +73,7 @@ struct WeightMatrix {
 };
 
 // Rows of a kInt4 panel (above).
-inline constexpr int kInt4PanelRows = 4;
+inline constexpr int kInt4PanelRows = 16;
 
 // kInt4: rows rounded up to whole panels (the rows of group_scales, and of data's codes).
 inline int64_t Int4PaddedRows(int64_t rows) { return (rows + kInt4PanelRows - 1) / kInt4PanelRows * kInt4PanelRows; }
@@ -84,11 +86,14 @@ int64_t WeightRowBytes(WeightFormat format, int64_t cols);
 // rows rounded up to whole panels.
 int64_t WeightDataBytes(WeightFormat format, int64_t rows, int64_t cols);
 
-// kInt4: the byte of `data` that holds element c of `row` (the low nibble for c % 64 < 32).
+// kInt4: the byte of `data` that holds element c of `row` (its nibble: Int4CodeShift).
 inline int64_t Int4CodeOffset(int64_t cols, int64_t row, int64_t c) {
-  const int64_t blocks = (cols + 63) / 64;
-  return ((row / kInt4PanelRows) * blocks + c / 64) * (32 * kInt4PanelRows) + (row % kInt4PanelRows) * 32 + c % 32;
+  const int64_t units = (cols + 63) / 64 * 8;
+  return ((row / kInt4PanelRows) * units + c / 8) * 64 + (row % kInt4PanelRows) * 4 + c % 4;
 }
+
+// kInt4: the shift of column c's nibble in its byte (4 for the high nibble).
+inline int Int4CodeShift(int64_t c) { return (c & 4) != 0 ? 4 : 0; }
 
 // kInt4: the index in group_scales of the scale of `row`, group g.
 inline int64_t Int4ScaleIndex(int64_t num_groups, int64_t row, int64_t g) {
@@ -146,7 +151,7 @@ class OwnedWeightMatrix {
 // The code (in [-7, 7]) of element (row, c) of the kInt4 matrix `w`.
 inline int Int4Code(const WeightMatrix& w, int row, int c) {
   const uint8_t byte = static_cast<const uint8_t*>(w.data)[Int4CodeOffset(w.cols, row, c)];
-  return ((c % 64) < 32 ? (byte & 0x0f) : (byte >> 4)) - 8;
+  return ((byte >> Int4CodeShift(c)) & 0x0f) - 8;
 }
 
 }  // namespace kvspan::kernels

@@ -96,14 +96,15 @@ TEST_F(ModelWeightsTest, ExplicitFormatsConvert) {
   ASSERT_NE(bf16, nullptr);
   EXPECT_EQ(bf16->weight_format(), WeightFormat::kBF16);
   // int4: 32 bytes per 64 columns (rounded up) plus an fp16 scale per group, per row, the
-  // rows rounded up to whole panels of 4.
+  // rows rounded up to whole panels of kInt4PanelRows (16).
   for (int group : {32, 64}) {
     std::unique_ptr<Model> int4 = Load(DType::kBF16, WeightsMode::kInt4, group);
     ASSERT_NE(int4, nullptr);
     EXPECT_EQ(int4->weight_format(), WeightFormat::kInt4);
     EXPECT_EQ(int4->weight_format_label(), "int4-g" + std::to_string(group));
     auto bytes = [group](int64_t rows, int64_t cols) {
-      return (rows + 3) / 4 * 4 * ((cols + 63) / 64 * 32 + (cols + group - 1) / group * 2);
+      constexpr int64_t kPanel = kernels::kInt4PanelRows;
+      return (rows + kPanel - 1) / kPanel * kPanel * ((cols + 63) / 64 * 32 + (cols + group - 1) / group * 2);
     };
     const int64_t layer = bytes(64 + 2 * 32, 64) + bytes(64, 64) + bytes(2 * 160, 64) + bytes(64, 160);
     EXPECT_EQ(int4->weight_bytes(), 2 * layer + bytes(97, 64) + 4 * kNormFloats) << group;

@@ -88,14 +88,14 @@ TiledOperands PackInt4Activations(const LinearParams& p) {
   return b;
 }
 
-void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const float* dots) {
+void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const float* dots, int dots_stride) {
   const LinearParams& p = *b.p;
   const int n = p.w.rows;
   for (int i = 0; i < mx; ++i) {
     float* y = p.y + int64_t{i0 + i} * n;
     for (int r = 0; r < nw; ++r) {
       const int j = j0 + r;
-      float v = dots[i * kMaxTileRowsW + r];
+      float v = dots[i * dots_stride + r];
       const float bias = p.bias != nullptr ? p.bias[j] : 0.0f;
       if (b.x_scales != nullptr) {
         // kInt8: s_x · s_w times the integer sum; kInt4's dots carry the group scales. One
@@ -111,17 +111,18 @@ void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const flo
   }
 }
 
-void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx) {
+void RunTileGrid(const TiledOperands& b, int rows_w, int max_mx, absl::FunctionRef<void(int, int, int, float*)> tile) {
   const LinearParams& p = *b.p;
   const int n = p.w.rows;
   // One row of x (decode) streams W: tasks of at least kMinStreamTaskBytes of W (but two per
   // thread at least), so that each thread's stream runs long enough for the prefetchers.
-  int rows_per_task = kRowsPerTask;
+  int rows_per_task = std::max(kRowsPerTask, rows_w);
   if (p.m == 1) {
     const int threads = p.pool != nullptr ? p.pool->num_threads() : 1;
     const int64_t want = kMinStreamTaskBytes / std::max<int64_t>(1, WeightRowBytes(p.w.format, p.w.cols));
-    rows_per_task = static_cast<int>((std::max<int64_t>(kRowsPerTask, std::min<int64_t>(want, n / (2 * threads))) + 3) / 4 * 4);
+    rows_per_task = static_cast<int>(std::max<int64_t>(rows_per_task, std::min<int64_t>(want, n / (2 * threads))));
   }
+  rows_per_task = (rows_per_task + rows_w - 1) / rows_w * rows_w;
   const int num_tasks = (n + rows_per_task - 1) / rows_per_task;
   // Rows of x per pass over a task's W rows: ~kChunkBytes of packed x, which
   // then stays in L2 while every W tile of the task reuses it (without this,
@@ -131,20 +132,27 @@ void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxT
   auto run = [&](int64_t task) {
     const int j_begin = static_cast<int>(task) * rows_per_task;
     const int j_end = std::min(n, j_begin + rows_per_task);
-    float dots[kMaxTileRowsX * kMaxTileRowsW];
+    float dots[kMaxTileRowsX * kMaxGridRowsW];
     for (int chunk = 0; chunk < p.m; chunk += chunk_rows) {
       const int chunk_end = std::min(p.m, chunk + chunk_rows);
-      for (int j0 = j_begin; j0 < j_end; j0 += kMaxTileRowsW) {
-        const int nw = std::min(kMaxTileRowsW, j_end - j0);
+      for (int j0 = j_begin; j0 < j_end; j0 += rows_w) {
+        const int nw = std::min(rows_w, j_end - j0);
         for (int i0 = chunk; i0 < chunk_end; i0 += max_mx) {
           const int mx = std::min(max_mx, chunk_end - i0);
-          tiles[nw - 1][mx - 1](b, j0, i0, dots);
-          StoreDots(b, j0, i0, nw, mx, dots);
+          tile(j0, i0, mx, dots);
+          StoreDots(b, j0, i0, nw, mx, dots, rows_w);
         }
       }
     }
   };
   RunTasks(p.pool, num_tasks, run);
+}
+
+void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx) {
+  const int n = b.p->w.rows;
+  RunTileGrid(b, kMaxTileRowsW, max_mx, [&](int j0, int i0, int mx, float* dots) {
+    tiles[std::min(kMaxTileRowsW, n - j0) - 1][mx - 1](b, j0, i0, dots);
+  });
 }
 
 }  // namespace internal

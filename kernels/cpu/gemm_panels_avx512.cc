@@ -14,12 +14,13 @@
 //         broadcast (q + 128, unsigned, as the decode tiles take it) from -128 · row_sum:
 //         the exact Σ q · code of every other int8 tile, then RunTiles' epilogue
 //         (v · (s_x · s_w) + bias + beta · y). 12 rows of x.
-//   int4  the nibbles unpacked to codes + 8 as bytes in quads, the group scales as fp32
+//   int4  the nibbles unpacked to codes + 8 as bytes in quads (the 16-row panels' units hold
+//         them a lane per row already: two masks, no transpose), the group scales as fp32
 //         ([num_groups][32]); per 32 columns of a row of x, vpdpbusd of the codes with x's
 //         quads (PackInt8Activations' signed q) from -8 · Σ q of those 32 (so the integer sum
 //         is Σ q · code exactly), then one conversion and one FMA with the 32 rows' scales of
-//         the group: another rounding order than the 4-row tile, the same bound. 6 rows of x
-//         (each has an integer and an fp32 accumulator per output vector).
+//         the group (the decode tiles convert once per group: the same sums at group 32).
+//         6 rows of x (each has an integer and an fp32 accumulator per output vector).
 // Measured (linear_bench, m = 512): docs/performance.md, "The prefill GEMM". Like
 // gemm_tiled_avx512.cc, only functions marked KVSPAN_AVX512 contain AVX-512 code.
 #include <immintrin.h>
@@ -137,8 +138,10 @@ constexpr RowTiles<Bf16Tile<false>::T, kBf16MaxRows> kBf16ExactTiles;
 constexpr int kInt4MaxRows = 6;
 
 // The unpacked int4 panel: codes + 8 as bytes in quads of columns ([16 ceil(k / 64)][32]
-// uint32, from the 4-row panels of weight_matrix.h) and the group scales as fp32
-// ([num_groups][32]). Rows past the padded panels read as code 0 - 8 and rows past w.rows
+// uint32; lane l of quad c4 = W row j0 + l's codes + 8 of columns 4 c4 .. 4 c4 + 3) and the
+// group scales as fp32 ([num_groups][32]). The 32 rows are two of weight_matrix.h's 16-row
+// panels, whose units already hold a lane per row: unit u's low nibbles are quad 2u, its high
+// nibbles quad 2u + 1. Rows past the padded panels read as code 0 - 8 and rows past w.rows
 // get scale 0: their outputs, which are not stored, are finite.
 struct Int4Panel {
   const uint32_t* codes;
@@ -148,20 +151,25 @@ struct Int4Panel {
 KVSPAN_AVX512 Int4Panel PackInt4Panel(const WeightMatrix& w, int j0) {
   thread_local std::vector<uint32_t> codes;
   thread_local std::vector<float> scales;
-  const int blocks = (w.cols + 63) / 64, num_groups = w.num_groups();
-  codes.resize(int64_t{blocks} * 16 * kPanelCols);
+  const int units = (w.cols + 63) / 64 * 8, num_groups = w.num_groups();
+  codes.resize(int64_t{units} * 2 * kPanelCols);
   scales.resize(int64_t{num_groups} * kPanelCols);
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
-  const __m256i nibble = _mm256_set1_epi8(0x0f);
-  // A lane is a quad of columns: 16 of them are one 64-column block of a row (32 bytes).
-  TransposeIntoPanel(
-      j0, static_cast<int>(Int4PaddedRows(w.rows)), blocks * 16,
-      [&](int row, int quad) KVSPAN_AVX512_LAMBDA {
-        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + Int4CodeOffset(w.cols, row, 4 * quad)));
-        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(b, nibble)),
-                                  _mm256_and_si256(_mm256_srli_epi16(b, 4), nibble), 1);
-      },
-      codes.data());
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  for (int half = 0; half < kPanelCols / kInt4PanelRows; ++half) {
+    const int row = j0 + half * kInt4PanelRows;
+    uint32_t* out = codes.data() + half * kInt4PanelRows;
+    if (row >= Int4PaddedRows(w.rows)) {
+      for (int q = 0; q < 2 * units; ++q) std::fill_n(out + q * kPanelCols, kInt4PanelRows, 0u);
+      continue;
+    }
+    const uint8_t* panel = base + Int4CodeOffset(w.cols, row, 0);
+    for (int u = 0; u < units; ++u) {
+      const __m512i v = _mm512_loadu_si512(panel + int64_t{u} * 64);
+      _mm512_storeu_si512(out + (2 * u) * kPanelCols, _mm512_and_si512(v, nibble));
+      _mm512_storeu_si512(out + (2 * u + 1) * kPanelCols, _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble));
+    }
+  }
   for (int g = 0; g < num_groups; ++g) {
     for (int c = 0; c < kPanelCols; ++c) {
       const int row = j0 + c;

@@ -68,19 +68,31 @@ struct TiledOperands {
   int64_t ldx = 0;          // elements per packed row
   const float* x_scales = nullptr;  // [m] kInt8: s_x of each row; null otherwise
   int64_t x_row_bytes = 0;          // bytes of one packed row of x (for cache blocking)
-  const int32_t* x_offsets = nullptr;  // kInt4 on AVX2: see its PackInt4LaneOffsets
-  const int32_t* x_sums = nullptr;     // kInt4 on AVX-512: see PackInt4Activations
+  const int32_t* x_sums = nullptr;     // kInt4: see PackInt4Activations
 };
 
 // Writes dots[i * kMaxTileRowsW + r] = Σ_c x[i0 + i, c] · W[j0 + r, c] for i < MX, r < NW
 // (the template sizes of the tile); for kInt8 the exact integer Σ q · code as float.
 using TileFn = void (*)(const TiledOperands& b, int j0, int i0, float* dots);
 
-// The epilogue of a tile: y[i0 + i, j0 + r] for i < mx, r < nw from dots (TileFn's layout):
-// times s_x (and s_w) for int8 / int4, plus bias, plus beta · y (one fma).
-void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const float* dots);
+// The epilogue of a tile: y[i0 + i, j0 + r] for i < mx, r < nw from dots[i * dots_stride +
+// r] (TileFn's layout at the default stride): times s_x (and s_w) for int8 / int4, plus
+// bias, plus beta · y (one fma).
+void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const float* dots,
+               int dots_stride = kMaxTileRowsW);
 
-// tiles[nw - 1][mx - 1] for nw in [1, 4], mx in [1, max_mx]. Computes p->y for all rows.
+// The most rows of W one tile of RunTileGrid computes (kInt4's 16-row panels).
+inline constexpr int kMaxGridRowsW = 16;
+
+// Computes p->y for all rows: tasks of whole tiles of rows_w rows of W (the last one cut at
+// n) handed to the pool, each running tile(j0, i0, mx, dots) for mx rows of x from i0 (mx
+// in [1, max_mx]), which writes dots[i * rows_w + r] for i < mx, r < rows_w as TileFn does
+// (rows past n are computed and dropped), then StoreDots. REQUIRES: rows_w <= kMaxGridRowsW,
+// max_mx <= kMaxTileRowsX.
+void RunTileGrid(const TiledOperands& b, int rows_w, int max_mx, absl::FunctionRef<void(int, int, int, float*)> tile);
+
+// RunTileGrid over tiles of kMaxTileRowsW rows: tiles[nw - 1][mx - 1] for nw in [1, 4] (the
+// rows left at n), mx in [1, max_mx].
 void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx);
 
 // The table RunTiles takes: fns[nw - 1][mx - 1] = &T<nw, mx>::Run for nw <= MaxNW, mx <= MaxMX
@@ -108,7 +120,7 @@ struct TileTable {
 // zero (for kernels that run whole blocks of rows). REQUIRES: ldx >= p.w.cols.
 TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip, int rows = 0);
 
-// The int4 operands of the AVX-512 kernels: PackInt8Activations' q (ldx = 64 ceil(k / 64),
+// The int4 operands of the tiles (AVX2 and AVX-512) and of the AVX-512 prefill GEMM: PackInt8Activations' q (ldx = 64 ceil(k / 64),
 // flip 0) and, in x_sums ([m, ldx / 32] int32, thread_local as the codes), -8 · Σ q over each
 // 32 columns: what turns Σ q · (code + 8) of the stored nibbles into Σ q · code for a group
 // of 32 (|.| <= 8 · 32 · 127).

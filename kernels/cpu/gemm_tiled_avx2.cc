@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "common/float16.h"
@@ -275,84 +276,71 @@ void Int8RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
   }
 }
 
-// int4 weights (j0 is a multiple of 4, so the tile's rows are one panel of weight_matrix.h:
-// row r's 32 bytes of block t at panel + 128 t + 32 r, its scale of group g at panel_scales
-// + 4 g + r); x is the int8 codes q ([m, ldx], ldx a multiple of 64, zero past k) and
-// x_offsets the 8 · Σ q of each 4 elements (PackInt4LaneOffsets). Per 32 elements (one
-// group's worth: group_size is a multiple of 32) the codes + 8 in [1, 15] are one nibble
-// mask of a row's packed 32 bytes (low nibbles for the first 32 elements of the block, high
-// for the next 32); vpmaddubsw (unsigned codes × signed q, pairs <= 2 · 15 · 127: no
-// saturation) and vpmaddwd give 8 lane sums, minus the lanes' 8 · Σ q that is Σ q · code
-// exactly; converted and accumulated by FMA times the group's scale. dots = Σ_g s_g Σ q ·
-// code. A row's codes and scale are made once per 32 elements for all MX rows of x.
-template <int NW, int MX>
-void Int4Tile(const TiledOperands& b, int j0, int i0, float* dots) {
+// int4 weights: one panel of 16 rows (weight_matrix.h; j0 is a multiple of 16) per tile, a
+// lane per row in two ymm (rows 0-7, 8-15), W read as one sequential stream of 64-byte
+// units. x is PackInt4Activations' (gemm_tiled.h): the int8 codes q and -8 · Σ q per 32
+// columns. A unit's low nibbles are the codes + 8 in [1, 15] of columns 8u .. 8u + 3, its
+// high nibbles those of 8u + 4 .. 8u + 7: vpmaddubsw (unsigned codes × x's 4 codes
+// broadcast, pairs <= 2 · 15 · 127) into 16-bit sums over the 8 of each 32 columns (<= 8 ·
+// 3810 < 2^15: no saturation), then vpmaddwd to the lane's int32, plus -8 · Σ q, which is Σ q
+// · code exactly; converted and accumulated by FMA times the 16 rows' scales of the group.
+// dots[i * 16 + r] = Σ_g s_g Σ q · code (padding rows included; RunTileGrid drops them).
+// The unpacked codes serve all MX rows of x, whose arithmetic does not depend on MX.
+template <int MX>
+void Int4PanelTile(const TiledOperands& b, int j0, int i0, float* dots) {
   const WeightMatrix& m = b.p->w;
-  const int k = m.cols;
   const int num_groups = m.num_groups();
-  const uint8_t* panel = static_cast<const uint8_t*>(m.data) + Int4CodeOffset(k, j0, 0);
-  const uint16_t* panel_scales = m.group_scales + Int4ScaleIndex(num_groups, j0, 0);
+  const int halves_per_group = m.group_size / 32;
+  // 32-column halves: those past the last group hold only padding (x and codes - 8 are 0).
+  const int halves = static_cast<int>(std::min<int64_t>(b.ldx / 32, int64_t{num_groups} * halves_per_group));
+  const uint8_t* w = static_cast<const uint8_t*>(m.data) + Int4CodeOffset(m.cols, j0, 0);
+  const uint16_t* scales = m.group_scales + Int4ScaleIndex(num_groups, j0, 0);
   const int8_t* q = static_cast<const int8_t*>(b.x) + int64_t{i0} * b.ldx;
-  const int32_t* offsets = b.x_offsets + int64_t{i0} * (b.ldx / 4);
+  const int64_t ld_sums = b.ldx / 32;
+  const int32_t* sums = b.x_sums + int64_t{i0} * ld_sums;
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i nibble = _mm256_set1_epi8(0x0f);
-  __m256 acc[MX][NW];
+  __m256 acc[MX][2];
   #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i)
+  for (int i = 0; i < MX; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (int h = 0; h < halves; ++h) {
+    __m256i sum16[MX][2];
     #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) acc[i][r] = _mm256_setzero_ps();
-  // The group of the 32 elements at c, counted rather than divided (group_size is a multiple of 32).
-  const int chunks_per_group = m.group_size / 32;
-  int group = 0, chunks_left = chunks_per_group;
-  for (int c = 0; c < k; c += 32) {
-    const int shift = (c & 32) != 0 ? 4 : 0;
-    const uint8_t* block = panel + (c / 64) * 32 * kInt4PanelRows;
-    const uint16_t* group_scales = panel_scales + group * kInt4PanelRows;
-    if (--chunks_left == 0) {
-      ++group;
-      chunks_left = chunks_per_group;
-    }
+    for (int i = 0; i < MX; ++i) sum16[i][0] = sum16[i][1] = _mm256_setzero_si256();
     #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) {
-      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32 * r));
-      const __m256i codes = _mm256_and_si256(_mm256_srli_epi16(packed, shift), nibble);
-      const __m256 scale = _mm256_set1_ps(_cvtsh_ss(group_scales[r]));
-      #pragma GCC unroll 4
-      for (int i = 0; i < MX; ++i) {
-        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * b.ldx + c));
-        const __m256i plus_8_sum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offsets + i * (b.ldx / 4) + c / 4));
-        const __m256i sums = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, qv), ones), plus_8_sum);
-        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[i][r]);
+    for (int u = 4 * h; u < 4 * h + 4; ++u) {
+      #pragma GCC unroll 2
+      for (int half = 0; half < 2; ++half) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + int64_t{u} * 64 + 32 * half));
+        const __m256i low = _mm256_and_si256(v, nibble);
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+        #pragma GCC unroll 4
+        for (int i = 0; i < MX; ++i) {
+          int32_t x_low, x_high;
+          std::memcpy(&x_low, q + i * b.ldx + u * 8, sizeof(x_low));
+          std::memcpy(&x_high, q + i * b.ldx + u * 8 + 4, sizeof(x_high));
+          sum16[i][half] = _mm256_add_epi16(sum16[i][half], _mm256_maddubs_epi16(low, _mm256_set1_epi32(x_low)));
+          sum16[i][half] = _mm256_add_epi16(sum16[i][half], _mm256_maddubs_epi16(high, _mm256_set1_epi32(x_high)));
+        }
       }
     }
-  }
-  #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i)
+    const uint16_t* group_scales = scales + (h / halves_per_group) * kInt4PanelRows;
+    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group_scales)));
+    const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group_scales + 8)));
     #pragma GCC unroll 4
-    for (int r = 0; r < NW; ++r) dots[i * kMaxTileRowsW + r] = HorizontalSum(acc[i][r]);
-}
-
-// The int4 operands: PackInt8Activations' codes (ldx a multiple of 64) and, in x_offsets
-// ([m, ldx / 4] int32, thread_local as the codes), 8 · Σ q over each 4 consecutive codes:
-// the lanes Int4Tile subtracts.
-TiledOperands PackInt4LaneOffsets(const LinearParams& p) {
-  const int64_t ldx = (int64_t{p.w.cols} + 63) / 64 * 64;
-  TiledOperands b = PackInt8Activations(p, ldx, /*flip=*/0);
-  thread_local std::vector<int32_t> offsets;
-  offsets.resize(p.m * (ldx / 4));
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i eights = _mm256_set1_epi8(8);
-  for (int64_t i = 0; i < p.m; ++i) {
-    const int8_t* q = static_cast<const int8_t*>(b.x) + i * ldx;
-    int32_t* row = offsets.data() + i * (ldx / 4);
-    for (int64_t c = 0; c < ldx; c += 32) {
-      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + c / 4), _mm256_madd_epi16(_mm256_maddubs_epi16(eights, qv), ones));
+    for (int i = 0; i < MX; ++i) {
+      const __m256i correction = _mm256_set1_epi32(sums[i * ld_sums + h]);
+      const __m256i d0 = _mm256_add_epi32(_mm256_madd_epi16(sum16[i][0], ones), correction);
+      const __m256i d1 = _mm256_add_epi32(_mm256_madd_epi16(sum16[i][1], ones), correction);
+      acc[i][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), s0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), s1, acc[i][1]);
     }
   }
-  b.x_offsets = offsets.data();
-  b.x_row_bytes = ldx * 2;  // codes and offsets
-  return b;
+  #pragma GCC unroll 4
+  for (int i = 0; i < MX; ++i) {
+    _mm256_storeu_ps(dots + i * kInt4PanelRows, acc[i][0]);
+    _mm256_storeu_ps(dots + i * kInt4PanelRows + 8, acc[i][1]);
+  }
 }
 
 template <int NW, int MX>
@@ -369,7 +357,7 @@ struct Int8T {
 };
 template <int NW, int MX>
 struct Int4T {
-  static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int4Tile<NW, MX>(b, j0, i0, d); }
+  static void Run(const TiledOperands& b, int j0, int i0, float* d) { Int4PanelTile<MX>(b, j0, i0, d); }
 };
 
 template <int NW, int MX>
@@ -380,16 +368,17 @@ struct Int8RowsT {
 
 // Rows of x per tile. 16 ymm registers: 4 W rows × 2 x rows of fp32 accumulators (8) + 4 W
 // + x. The int8 tile at 2 x rows spills two of its 8 accumulators (|q|, ones and a temporary
-// besides) and was still faster than 1 row at m = 512 in linear_bench; the int4 tile makes a
-// row's codes and scale once for all its x rows, so 4 × 3 accumulators fit (model_bench 1B
-// prefill: 3 rows 47.9 / 53.3 tok/s against 2 rows 41.6 / 38.5; 4 rows no faster than 3).
+// besides) and was still faster than 1 row at m = 512 in linear_bench; the int4 tile unpacks a
+// unit's codes once for all its x rows, 3 rows in 6 fp32 and 6 16-bit accumulators (3 was
+// measured on the 4-row panels it replaced, model_bench 1B prefill: 3 rows 47.9 / 53.3 tok/s
+// against 2 rows 41.6 / 38.5, 4 no faster; the 16-row tile was measured at 3 only).
 constexpr int kFloatMaxMX = 2;
 constexpr int kInt8MaxMX = 2;
 constexpr int kInt4MaxMX = 3;
 constexpr TileTable<Bf16T, kFloatMaxMX> kBf16Tiles;
 constexpr TileTable<F16T, kFloatMaxMX> kF16Tiles;
 constexpr TileTable<Int8T, kInt8MaxMX> kInt8Tiles;
-constexpr TileTable<Int4T, kInt4MaxMX> kInt4Tiles;
+constexpr TileTable<Int4T, kInt4MaxMX, TileFn, 1> kInt4Tiles;  // one tile per MX: fns[0]
 constexpr TileTable<Int8RowsT, 1> kInt8RowsTiles;
 
 // bf16 / fp16: the tiles, or from kBlockedMinRows rows of x the blocked GEMM (the same bits).
@@ -421,7 +410,9 @@ void TiledLinearAvx2(const LinearParams& p) {
       return;
     }
     case WeightFormat::kInt4: {
-      RunTiles(PackInt4LaneOffsets(p), kInt4Tiles.fns, kInt4MaxMX);
+      const TiledOperands x = PackInt4Activations(p);
+      RunTileGrid(x, kInt4PanelRows, kInt4MaxMX,
+                  [&](int j0, int i0, int mx, float* dots) { kInt4Tiles.fns[0][mx - 1](x, j0, i0, dots); });
       return;
     }
     case WeightFormat::kF32:

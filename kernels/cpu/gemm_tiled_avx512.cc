@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "common/cpu_features.h"
@@ -181,86 +182,83 @@ bool RowsTilePrefetch() {
   return prefetch;
 }
 
-// int4 by vpdpbusd, one panel of 4 rows (weight_matrix.h) per tile: each 64-column block is
-// 128 contiguous bytes (32 per row), so the tile reads one sequential stream. A 64-byte half
-// of a block holds two rows' 32 packed bytes; its low nibbles are the two rows' codes + 8 of
-// elements 0-31 of the block, its high nibbles those of elements 32-63. x is
-// PackInt4Activations': q of elements 0-31 is broadcast to both 256-bit halves of a register,
-// q of elements 32-63 likewise, and vpdpbusd starts from -8 · Σ q of those 32 (x_sums) in
-// lanes 0 and 8, zero elsewhere: lanes 0-7 of a result are one row's 32 elements (one group:
-// group_size is a multiple of 32), lanes 8-15 the other row's, so their sum is Σ q · code
-// exactly (|lane| <= 4 · 127 · 15 + 8 · 32 · 127). Converted to fp32 and accumulated by FMA
-// times the matching scales (a vpermps of the 4 rows' scales of the group). dots = Σ_g s_g
-// Σ q · code for the panel's 4 rows (padding rows included; RunTiles drops them); RunTiles
-// multiplies by s_x. Each x row's arithmetic is the same whatever MX, so a row gets the same
-// bits at every m below kPanelGemmMinRows. kPrefetch: the decode table's (m = 1), which
-// reads one stream.
+// int4 by vpdpbusd, one panel of 16 rows (weight_matrix.h) per tile, a lane per row: W is
+// one sequential stream of 64-byte units, and a unit's low nibbles are the 16 rows' codes + 8
+// of columns 8u .. 8u + 3, its high nibbles those of 8u + 4 .. 8u + 7, so each takes one
+// vpdpbusd with x's 4 codes of those columns broadcast (PackInt4Activations' signed q). A
+// group's sums stay integers, from -8 · Σ q of its columns (x_sums, per 32), so that each
+// lane ends the group at Σ q · code exactly (|.| <= group_size · 7 · 127); then one
+// conversion and one FMA by the group's 16 scales, loaded as one vector. No shuffles and no
+// horizontal sums: per 256 bytes of W at group 32, 4 loads, 12 nibble ops, 8 vpdpbusd and 4
+// per group, against 2x that for the 4-row panels with 8 lanes per row that this replaced
+// (one thread, weights in L3: 24-30 -> 47-56 GB/s in a prototype, 2026-12-04 on Zen 4).
+// dots[i * 16 + r] = Σ_g s_g Σ q · code for the panel's rows (padding rows included;
+// RunTileGrid drops them); StoreDots multiplies by s_x. Each x row's arithmetic is the same
+// whatever MX, so a row gets the same bits at every m below kPanelGemmMinRows. At MX = 1
+// even and odd units sum into their own registers (4 chains of vpdpbusd, each added to every
+// other unit: one chain would wait on the instruction's latency). kPrefetch: the decode
+// table's (m = 1), which reads one stream.
 template <bool kPrefetch, int MX>
 KVSPAN_AVX512 void Int4PanelTile(const TiledOperands& b, int j0, int i0, float* dots) {
+  constexpr int kStreams = MX == 1 ? 2 : 1;
   const WeightMatrix& m = b.p->w;
-  const int blocks = (m.cols + 63) / 64;
+  const int units = (m.cols + 63) / 64 * 8;
   const int num_groups = m.num_groups();
+  const int units_per_group = m.group_size / 8;  // a multiple of 4
   const int halves_per_group = m.group_size / 32;
   const uint8_t* w = static_cast<const uint8_t*>(m.data) + Int4CodeOffset(m.cols, j0, 0);
   const uint16_t* scales = m.group_scales + Int4ScaleIndex(num_groups, j0, 0);
-  const uint8_t* x = static_cast<const uint8_t*>(b.x) + int64_t{i0} * b.ldx;
+  const int8_t* x = static_cast<const int8_t*>(b.x) + int64_t{i0} * b.ldx;
   const int64_t ld_sums = b.ldx / 32;
   const int32_t* sums = b.x_sums + int64_t{i0} * ld_sums;
-  constexpr __mmask16 kRowLanes = 0x0101;  // lane 0 of each row of a pair
   const __m512i nibble = _mm512_set1_epi8(0x0f);
-  const __m512i rows01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m512i rows23 = _mm512_add_epi32(rows01, _mm512_set1_epi32(2));
-  __m512 acc[MX][2];  // [x row][rows 0-1, rows 2-3]
+  __m512 acc[MX];
   #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  // The group of each 32-element half of a block, counted up (clamped: halves past cols,
-  // whose codes and x are 0, keep the last group).
-  int group = 0, halves_left = halves_per_group;
-  auto next_half = [&] {
-    if (--halves_left == 0) {
-      halves_left = halves_per_group;
-      if (group < num_groups - 1) ++group;
-    }
-  };
-  for (int t = 0; t < blocks; ++t) {
-    if constexpr (kPrefetch) PrefetchAhead(w + int64_t{t} * 128, 128);
-    const __m512i v01 = _mm512_loadu_si512(w + int64_t{t} * 128);
-    const __m512i v23 = _mm512_loadu_si512(w + int64_t{t} * 128 + 64);
-    const __m512i low01 = _mm512_and_si512(v01, nibble), low23 = _mm512_and_si512(v23, nibble);
-    const __m512i high01 = _mm512_and_si512(_mm512_srli_epi16(v01, 4), nibble);
-    const __m512i high23 = _mm512_and_si512(_mm512_srli_epi16(v23, 4), nibble);
-    const __m512 s_low = _mm512_castps128_ps512(
-        _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + group * kInt4PanelRows))));
-    next_half();
-    const __m512 s_high = _mm512_castps128_ps512(
-        _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + group * kInt4PanelRows))));
-    next_half();
-    const __m512 s_low01 = _mm512_permutexvar_ps(rows01, s_low), s_low23 = _mm512_permutexvar_ps(rows23, s_low);
-    const __m512 s_high01 = _mm512_permutexvar_ps(rows01, s_high), s_high23 = _mm512_permutexvar_ps(rows23, s_high);
+  for (int i = 0; i < MX; ++i) acc[i] = _mm512_setzero_ps();
+  // Groups past the padded columns hold only padding (x and codes - 8 are 0): not run.
+  for (int g = 0; g < num_groups; ++g) {
+    const int u_begin = g * units_per_group, u_end = std::min(units, u_begin + units_per_group);
+    __m512i lo[MX][kStreams], hi[MX][kStreams];
     #pragma GCC unroll 4
     for (int i = 0; i < MX; ++i) {
-      const uint8_t* xi = x + i * b.ldx + int64_t{t} * 64;
-      const __m512i q_low = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi)));
-      const __m512i q_high = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi + 32)));
-      const __m512i c_low = _mm512_maskz_set1_epi32(kRowLanes, sums[i * ld_sums + 2 * t]);
-      const __m512i c_high = _mm512_maskz_set1_epi32(kRowLanes, sums[i * ld_sums + 2 * t + 1]);
-      acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_low, low01, q_low)), s_low01, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_low, low23, q_low)), s_low23, acc[i][1]);
-      acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_high, high01, q_high)), s_high01, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c_high, high23, q_high)), s_high23, acc[i][1]);
+      int32_t correction = 0;
+      for (int h = g * halves_per_group; h < std::min<int64_t>(ld_sums, (g + 1) * halves_per_group); ++h) {
+        correction += sums[i * ld_sums + h];
+      }
+      lo[i][0] = _mm512_set1_epi32(correction);
+      hi[i][0] = _mm512_setzero_si512();
+      if constexpr (kStreams == 2) lo[i][1] = hi[i][1] = _mm512_setzero_si512();
+    }
+    for (int u = u_begin; u < u_end; u += 2) {
+      if constexpr (kPrefetch) PrefetchAhead(w + int64_t{u} * 64, 128);
+      #pragma GCC unroll 2
+      for (int s = 0; s < 2; ++s) {
+        const __m512i v = _mm512_loadu_si512(w + int64_t{u + s} * 64);
+        const __m512i low = _mm512_and_si512(v, nibble);
+        const __m512i high = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+        #pragma GCC unroll 4
+        for (int i = 0; i < MX; ++i) {
+          int32_t x_low, x_high;
+          std::memcpy(&x_low, x + i * b.ldx + (u + s) * 8, sizeof(x_low));
+          std::memcpy(&x_high, x + i * b.ldx + (u + s) * 8 + 4, sizeof(x_high));
+          lo[i][s % kStreams] = _mm512_dpbusd_epi32(lo[i][s % kStreams], low, _mm512_set1_epi32(x_low));
+          hi[i][s % kStreams] = _mm512_dpbusd_epi32(hi[i][s % kStreams], high, _mm512_set1_epi32(x_high));
+        }
+      }
+    }
+    const __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + g * kInt4PanelRows)));
+    #pragma GCC unroll 4
+    for (int i = 0; i < MX; ++i) {
+      __m512i sum = _mm512_add_epi32(lo[i][0], hi[i][0]);
+      if constexpr (kStreams == 2) sum = _mm512_add_epi32(sum, _mm512_add_epi32(lo[i][1], hi[i][1]));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[i]);
     }
   }
   #pragma GCC unroll 4
-  for (int i = 0; i < MX; ++i) {
-    // Lanes 0-7 / 8-15 of acc[i][0] are rows 0 / 1, of acc[i][1] rows 2 / 3.
-    const __m256 h01 = _mm256_hadd_ps(_mm512_castps512_ps256(acc[i][0]), _mm512_extractf32x8_ps(acc[i][0], 1));
-    const __m256 h23 = _mm256_hadd_ps(_mm512_castps512_ps256(acc[i][1]), _mm512_extractf32x8_ps(acc[i][1], 1));
-    const __m256 h = _mm256_hadd_ps(h01, h23);  // per 128-bit half: rows 0, 1, 2, 3
-    _mm_storeu_ps(dots + i * kMaxTileRowsW, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-  }
+  for (int i = 0; i < MX; ++i) _mm512_storeu_ps(dots + i * kInt4PanelRows, acc[i]);
 }
 
-// RunTiles' tables: every nw runs the whole panel (j0 is a multiple of 4 there).
+// The int4 tables: one tile per MX (fns[0]), each a whole panel.
 template <bool kPrefetch>
 struct Int4PanelTiles {
   template <int NW, int MX>
@@ -384,8 +382,8 @@ constexpr TileTable<TilesOf<Int8Op>::T, kMaxMX> kInt8Tiles;
 constexpr TileTable<RowsOf<Int8YmmOp>::T, 1> kInt8DecodeTiles;
 constexpr TileTable<RowsOf<Bf16Op>::T, 1> kBf16DecodeTiles;
 constexpr TileTable<RowsOf<Bf16DotOp>::T, 1> kBf16DotDecodeTiles;
-constexpr TileTable<Int4PanelTiles<true>::T, 1> kInt4DecodeTiles;
-constexpr TileTable<Int4PanelTiles<false>::T, kMaxMX> kInt4Tiles;
+constexpr TileTable<Int4PanelTiles<true>::T, 1, TileFn, 1> kInt4DecodeTiles;
+constexpr TileTable<Int4PanelTiles<false>::T, kMaxMX, TileFn, 1> kInt4Tiles;
 
 }  // namespace
 
@@ -446,7 +444,9 @@ void TiledLinearAvx512(const LinearParams& p, CpuIsa isa) {
       if (p.m >= kPanelGemmMinRows) {
         PanelGemmInt4(p);
       } else {
-        RunTiles(PackInt4Activations(p), p.m == 1 ? kInt4DecodeTiles.fns : kInt4Tiles.fns, kMaxMX);
+        const TiledOperands x = PackInt4Activations(p);
+        const TileFn* tiles = p.m == 1 ? kInt4DecodeTiles.fns[0] : kInt4Tiles.fns[0];
+        RunTileGrid(x, kInt4PanelRows, kMaxMX, [&](int j0, int i0, int mx, float* dots) { tiles[mx - 1](x, j0, i0, dots); });
       }
       return;
     case WeightFormat::kF32:

@@ -138,8 +138,8 @@ void QuantizeRowsInt4(const float* w, int64_t num_rows, int cols, int group_size
   for (int64_t i = 0; i < num_rows; ++i) {
     const float* src = w + i * cols;
     const int64_t r = first_row + i;
-    // Code 0 in both nibbles, past cols too; a row's 32 bytes per block are contiguous.
-    for (int c = 0; c < padded_cols; c += 64) std::fill_n(codes + Int4CodeOffset(cols, r, c), 32, uint8_t{0x88});
+    // Code 0 in both nibbles, past cols too; a row's 4 bytes per unit are contiguous.
+    for (int c = 0; c < padded_cols; c += 8) std::fill_n(codes + Int4CodeOffset(cols, r, c), 4, uint8_t{0x88});
     for (int g = 0; g < num_groups; ++g) {
       const int begin = g * group_size, end = std::min(cols, begin + group_size);
       float max_abs = 0.0f;
@@ -153,7 +153,8 @@ void QuantizeRowsInt4(const float* w, int64_t num_rows, int cols, int group_size
       for (int c = begin; c < end; ++c) {
         const int q = static_cast<int>(std::clamp(std::nearbyint(src[c] / scale), -7.0f, 7.0f)) + 8;
         uint8_t& byte = codes[Int4CodeOffset(cols, r, c)];
-        byte = (c % 64) < 32 ? static_cast<uint8_t>((byte & 0xf0) | q) : static_cast<uint8_t>((byte & 0x0f) | (q << 4));
+        const int shift = Int4CodeShift(c);
+        byte = static_cast<uint8_t>((byte & ~(0x0f << shift)) | (q << shift));
       }
     }
   }
