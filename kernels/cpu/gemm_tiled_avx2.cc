@@ -371,7 +371,8 @@ struct Int8RowsT {
 // besides) and was still faster than 1 row at m = 512 in linear_bench; the int4 tile unpacks a
 // unit's codes once for all its x rows, 3 rows in 6 fp32 and 6 16-bit accumulators (3 was
 // measured on the 4-row panels it replaced, model_bench 1B prefill: 3 rows 47.9 / 53.3 tok/s
-// against 2 rows 41.6 / 38.5, 4 no faster; the 16-row tile was measured at 3 only).
+// against 2 rows 41.6 / 38.5, 4 no faster; the 16-row tile at 4 rows against 3, Zen 3,
+// linear_bench m = 8 / 512, five interleaved rounds: 4 ahead in three, behind in two, kept 3).
 constexpr int kFloatMaxMX = 2;
 constexpr int kInt8MaxMX = 2;
 constexpr int kInt4MaxMX = 3;
