@@ -111,7 +111,15 @@ void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const flo
   }
 }
 
-void RunTileGrid(const TiledOperands& b, int rows_w, int max_mx, absl::FunctionRef<void(int, int, int, float*)> tile) {
+namespace {
+
+// Computes p->y for all rows: tasks of whole tiles of rows_w rows of W (the last one cut at
+// n) handed to the pool, each running tile(j0, i0, nw, mx, dots) for the nw rows of W from j0
+// (nw < rows_w only at n) and mx rows of x from i0 (mx in [1, max_mx]), which writes
+// dots[i * rows_w + r] for i < mx and r < nw (a tile may write rows up to rows_w: they are
+// dropped), then StoreDots. REQUIRES: rows_w <= kMaxGridRowsW, max_mx <= kMaxTileRowsX.
+void RunTileGrid(const TiledOperands& b, int rows_w, int max_mx,
+                 absl::FunctionRef<void(int, int, int, int, float*)> tile) {
   const LinearParams& p = *b.p;
   const int n = p.w.rows;
   // One row of x (decode) streams W: tasks of at least kMinStreamTaskBytes of W (but two per
@@ -139,7 +147,7 @@ void RunTileGrid(const TiledOperands& b, int rows_w, int max_mx, absl::FunctionR
         const int nw = std::min(rows_w, j_end - j0);
         for (int i0 = chunk; i0 < chunk_end; i0 += max_mx) {
           const int mx = std::min(max_mx, chunk_end - i0);
-          tile(j0, i0, mx, dots);
+          tile(j0, i0, nw, mx, dots);
           StoreDots(b, j0, i0, nw, mx, dots, rows_w);
         }
       }
@@ -148,11 +156,15 @@ void RunTileGrid(const TiledOperands& b, int rows_w, int max_mx, absl::FunctionR
   RunTasks(p.pool, num_tasks, run);
 }
 
+}  // namespace
+
 void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx) {
-  const int n = b.p->w.rows;
-  RunTileGrid(b, kMaxTileRowsW, max_mx, [&](int j0, int i0, int mx, float* dots) {
-    tiles[std::min(kMaxTileRowsW, n - j0) - 1][mx - 1](b, j0, i0, dots);
-  });
+  RunTileGrid(b, kMaxTileRowsW, max_mx,
+              [&](int j0, int i0, int nw, int mx, float* dots) { tiles[nw - 1][mx - 1](b, j0, i0, dots); });
+}
+
+void RunPanelTiles(const TiledOperands& b, int rows_w, const TileFn* tiles, int max_mx) {
+  RunTileGrid(b, rows_w, max_mx, [&](int j0, int i0, int, int mx, float* dots) { tiles[mx - 1](b, j0, i0, dots); });
 }
 
 }  // namespace internal

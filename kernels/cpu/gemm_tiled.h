@@ -81,19 +81,18 @@ using TileFn = void (*)(const TiledOperands& b, int j0, int i0, float* dots);
 void StoreDots(const TiledOperands& b, int j0, int i0, int nw, int mx, const float* dots,
                int dots_stride = kMaxTileRowsW);
 
-// The most rows of W one tile of RunTileGrid computes (kInt4's 16-row panels).
+// The most rows of W one tile of RunPanelTiles computes (kInt4's 16-row panels).
 inline constexpr int kMaxGridRowsW = 16;
 
-// Computes p->y for all rows: tasks of whole tiles of rows_w rows of W (the last one cut at
-// n) handed to the pool, each running tile(j0, i0, mx, dots) for mx rows of x from i0 (mx
-// in [1, max_mx]), which writes dots[i * rows_w + r] for i < mx, r < rows_w as TileFn does
-// (rows past n are computed and dropped), then StoreDots. REQUIRES: rows_w <= kMaxGridRowsW,
-// max_mx <= kMaxTileRowsX.
-void RunTileGrid(const TiledOperands& b, int rows_w, int max_mx, absl::FunctionRef<void(int, int, int, float*)> tile);
-
-// RunTileGrid over tiles of kMaxTileRowsW rows: tiles[nw - 1][mx - 1] for nw in [1, 4] (the
-// rows left at n), mx in [1, max_mx].
+// Computes p->y for all rows: W's rows split over the pool in tasks of whole tiles, x in
+// chunks that stay in L2, each tile's dots through StoreDots. tiles[nw - 1][mx - 1] for nw in
+// [1, 4] rows of W (fewer than 4 only at n), mx in [1, max_mx] rows of x.
 void RunTiles(const TiledOperands& b, const TileFn (&tiles)[kMaxTileRowsW][kMaxTileRowsX], int max_mx);
+
+// RunTiles for tiles of whole panels of rows_w rows of W: tiles[mx - 1] for mx in [1,
+// max_mx], each writing dots[i * rows_w + r] for every r < rows_w (rows past n are computed
+// and dropped). REQUIRES: rows_w <= kMaxGridRowsW, max_mx <= kMaxTileRowsX.
+void RunPanelTiles(const TiledOperands& b, int rows_w, const TileFn* tiles, int max_mx);
 
 // The table RunTiles takes: fns[nw - 1][mx - 1] = &T<nw, mx>::Run for nw <= MaxNW, mx <= MaxMX
 // (Fn and MaxNW for tables of other tile functions).
@@ -120,10 +119,10 @@ struct TileTable {
 // zero (for kernels that run whole blocks of rows). REQUIRES: ldx >= p.w.cols.
 TiledOperands PackInt8Activations(const LinearParams& p, int64_t ldx, uint8_t flip, int rows = 0);
 
-// The int4 operands of the tiles (AVX2 and AVX-512) and of the AVX-512 prefill GEMM: PackInt8Activations' q (ldx = 64 ceil(k / 64),
-// flip 0) and, in x_sums ([m, ldx / 32] int32, thread_local as the codes), -8 · Σ q over each
-// 32 columns: what turns Σ q · (code + 8) of the stored nibbles into Σ q · code for a group
-// of 32 (|.| <= 8 · 32 · 127).
+// The int4 operands of the tiles (AVX2 and AVX-512) and of the AVX-512 prefill GEMM:
+// PackInt8Activations' q (ldx = 64 ceil(k / 64), flip 0) and, in x_sums ([m, ldx / 32]
+// int32, thread_local as the codes), -8 · Σ q over each 32 columns: what turns Σ q · (code +
+// 8) of the stored nibbles into Σ q · code for a group of 32 (|.| <= 8 · 32 · 127).
 TiledOperands PackInt4Activations(const LinearParams& p);
 
 // Rows of p.x as bf16 into dst ([m, ldx], FloatToBf16's rounding, zero past k), on

@@ -284,7 +284,7 @@ void Int8RowsTile(const TiledOperands& b, int j0, int i0, float* dots) {
 // broadcast, pairs <= 2 · 15 · 127) into 16-bit sums over the 8 of each 32 columns (<= 8 ·
 // 3810 < 2^15: no saturation), then vpmaddwd to the lane's int32, plus -8 · Σ q, which is Σ q
 // · code exactly; converted and accumulated by FMA times the 16 rows' scales of the group.
-// dots[i * 16 + r] = Σ_g s_g Σ q · code (padding rows included; RunTileGrid drops them).
+// dots[i * 16 + r] = Σ_g s_g Σ q · code (padding rows included; RunPanelTiles drops them).
 // The unpacked codes serve all MX rows of x, whose arithmetic does not depend on MX.
 template <int MX>
 void Int4PanelTile(const TiledOperands& b, int j0, int i0, float* dots) {
@@ -410,12 +410,9 @@ void TiledLinearAvx2(const LinearParams& p) {
                kInt8MaxMX);
       return;
     }
-    case WeightFormat::kInt4: {
-      const TiledOperands x = PackInt4Activations(p);
-      RunTileGrid(x, kInt4PanelRows, kInt4MaxMX,
-                  [&](int j0, int i0, int mx, float* dots) { kInt4Tiles.fns[0][mx - 1](x, j0, i0, dots); });
+    case WeightFormat::kInt4:
+      RunPanelTiles(PackInt4Activations(p), kInt4PanelRows, kInt4Tiles.fns[0], kInt4MaxMX);
       return;
-    }
     case WeightFormat::kF32:
       break;  // LinearF32's
   }

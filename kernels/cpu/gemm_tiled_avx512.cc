@@ -193,7 +193,7 @@ bool RowsTilePrefetch() {
 // per group, against 2x that for the 4-row panels with 8 lanes per row that this replaced
 // (one thread, weights in L3: 24-30 -> 47-56 GB/s in a prototype, 2026-12-04 on Zen 4).
 // dots[i * 16 + r] = Σ_g s_g Σ q · code for the panel's rows (padding rows included;
-// RunTileGrid drops them); StoreDots multiplies by s_x. Each x row's arithmetic is the same
+// RunPanelTiles drops them); StoreDots multiplies by s_x. Each x row's arithmetic is the same
 // whatever MX, so a row gets the same bits at every m below kPanelGemmMinRows. At MX = 1
 // even and odd units sum into their own registers (4 chains of vpdpbusd, each added to every
 // other unit: one chain would wait on the instruction's latency). kPrefetch: the decode
@@ -444,9 +444,7 @@ void TiledLinearAvx512(const LinearParams& p, CpuIsa isa) {
       if (p.m >= kPanelGemmMinRows) {
         PanelGemmInt4(p);
       } else {
-        const TiledOperands x = PackInt4Activations(p);
-        const TileFn* tiles = p.m == 1 ? kInt4DecodeTiles.fns[0] : kInt4Tiles.fns[0];
-        RunTileGrid(x, kInt4PanelRows, kMaxMX, [&](int j0, int i0, int mx, float* dots) { tiles[mx - 1](x, j0, i0, dots); });
+        RunPanelTiles(PackInt4Activations(p), kInt4PanelRows, p.m == 1 ? kInt4DecodeTiles.fns[0] : kInt4Tiles.fns[0], kMaxMX);
       }
       return;
     case WeightFormat::kF32:
